@@ -1,0 +1,488 @@
+import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BuilderError } from '../../protocol/errors.js';
+import { compileLogSpoolOptions, type CompiledLogSpoolOptions, type LogSpoolOptions } from './log-spool-options.js';
+import { decodeRecord, encodeRecord, MAX_SEQ, RECORD_HEADER_BYTES, RecordType, type RawRecord } from './record-codec.js';
+
+/** The two output streams of a job. */
+export type LogStream = 'stdout' | 'stderr';
+
+/** A piece of one stream's output with its per-attempt sequence number (shared by both streams). */
+export interface LogChunk {
+  readonly seq: number;
+  readonly stream: LogStream;
+  readonly data: Buffer;
+}
+
+/** What {@link LogSpool.read} returns: output, a marker for dropped output, or the end of the log. */
+export type SpoolRecord =
+  | { readonly kind: 'data'; readonly seq: number; readonly stream: LogStream; readonly data: Buffer }
+  | {
+      readonly kind: 'dropped';
+      /** The marker's own seq: the last seq it stands for. */
+      readonly seq: number;
+      /** First seq that may be missing (records before it were delivered or are kept). */
+      readonly fromSeq: number;
+      readonly toSeq: number;
+      /** Output bytes dropped. */
+      readonly droppedBytes: number;
+    }
+  | { readonly kind: 'end'; readonly seq: number };
+
+interface Segment {
+  readonly index: number;
+  readonly path: string;
+  /** 0 when the segment holds no record yet. */
+  firstSeq: number;
+  lastSeq: number;
+  /** Bytes on disk. */
+  size: number;
+  /** Output payload bytes (not headers, not markers). */
+  dataBytes: number;
+  marker: { fromSeq: number; toSeq: number; droppedBytes: number } | undefined;
+}
+
+const SEGMENT_RE = /^seg-(\d{10})\.log$/;
+const ACK_FILE = 'ack';
+/** Default `maxBytes` of one {@link LogSpool.read}. */
+export const DEFAULT_READ_BYTES = 256 * 1024;
+
+function segmentName(index: number): string {
+  return `seg-${String(index).padStart(10, '0')}.log`;
+}
+
+/**
+ * A durable, bounded, per-attempt log spool: the single source of an attempt's log on the slave.
+ *
+ * The executor appends batches of chunks (seq strictly increasing across stdout and stderr); the
+ * sender reads from any seq onward and sends; the master's acknowledgement trims what it holds.
+ * Data lives in segment files (`seg-NNNNNNNNNN.log`) plus an `ack` file, so a restarted slave
+ * reopens the spool, drops a torn last record and continues after the last seq.
+ *
+ * Limit: `maxBytes` of unacknowledged data on disk. Past it, the segments between the oldest
+ * unacknowledged one and the one being written are replaced by one `dropped` marker (the start of
+ * the log and its newest output are what a reader of a failed build needs).
+ */
+export class LogSpool {
+  readonly dir: string;
+  readonly options: CompiledLogSpoolOptions;
+  private segments: Segment[] = [];
+  private active: FileHandle | undefined;
+  private ackHandle: FileHandle | undefined;
+  private _lastSeq = 0;
+  private _ackedSeq = 0;
+  private _ended = false;
+  private closed = false;
+  private _droppedBytes = 0;
+  /** Highest seq handed out by read() since open: a marker never claims records below it. */
+  private readThrough = 0;
+  private hint: { segment: number; offset: number; nextSeq: number } | undefined;
+  private chain: Promise<unknown> = Promise.resolve();
+  private waiters: Array<() => void> = [];
+
+  private constructor(dir: string, options: CompiledLogSpoolOptions) {
+    this.dir = dir;
+    this.options = options;
+  }
+
+  /** Opens the spool in `dir`, creating it, or reopening what a previous process left there. */
+  static async open(dir: string, options: LogSpoolOptions = {}): Promise<LogSpool> {
+    const spool = new LogSpool(dir, compileLogSpoolOptions(options));
+    await spool.load();
+    return spool;
+  }
+
+  /** Highest seq appended so far (0 when none). After a reopen, appending continues above it. */
+  get lastSeq(): number {
+    return this._lastSeq;
+  }
+
+  /** Highest seq the receiver acknowledged. */
+  get ackedSeq(): number {
+    return this._ackedSeq;
+  }
+
+  /** True once {@link end} was called (also in an earlier process). */
+  get ended(): boolean {
+    return this._ended;
+  }
+
+  /** True when the log has ended and everything in it was acknowledged: the spool can be destroyed. */
+  get complete(): boolean {
+    return this._ended && this._ackedSeq >= this._lastSeq;
+  }
+
+  /** True after {@link close} or {@link destroy}. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Bytes on disk now (unacknowledged data, markers and headers). */
+  get bytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.size;
+    return n;
+  }
+
+  /** Output bytes dropped because of `maxBytes` (as far as the markers on disk remember). */
+  get droppedBytes(): number {
+    return this._droppedBytes;
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(() => {
+      if (this.closed) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'log spool is closed');
+      return fn();
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async load(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const names = (await readdir(this.dir)).flatMap((n) => {
+      const m = SEGMENT_RE.exec(n);
+      return m?.[1] === undefined ? [] : [{ name: n, index: Number(m[1]) }];
+    });
+    names.sort((a, b) => a.index - b.index);
+    this.ackHandle = await open(join(this.dir, ACK_FILE), 'a+');
+    const ackBuf = Buffer.alloc(8);
+    const { bytesRead } = await this.ackHandle.read(ackBuf, 0, 8, 0);
+    await this.ackHandle.close();
+    this.ackHandle = await open(join(this.dir, ACK_FILE), 'r+');
+    if (bytesRead === 8) this._ackedSeq = ackBuf.readUIntLE(0, 6);
+    this._lastSeq = this._ackedSeq;
+    let maxIndex = 0;
+    for (const { name, index } of names) {
+      maxIndex = Math.max(maxIndex, index);
+      const seg = await this.scanSegment(join(this.dir, name), index);
+      if (seg.lastSeq > this._lastSeq) this._lastSeq = seg.lastSeq;
+      if (seg.firstSeq === 0 || seg.lastSeq <= this._ackedSeq) {
+        await unlink(seg.path);
+        continue;
+      }
+      this.segments.push(seg);
+    }
+    await this.startSegment(maxIndex + 1);
+  }
+
+  /** Reads a segment, cuts a torn or corrupt tail, and returns its summary. */
+  private async scanSegment(path: string, index: number): Promise<Segment> {
+    const buf = await readFile(path);
+    const seg: Segment = { index, path, firstSeq: 0, lastSeq: 0, size: 0, dataBytes: 0, marker: undefined };
+    let off = 0;
+    for (;;) {
+      const r = decodeRecord(buf, off);
+      if (typeof r === 'string') break;
+      if (seg.firstSeq === 0) seg.firstSeq = r.seq;
+      seg.lastSeq = r.seq;
+      if (r.type === RecordType.stdout || r.type === RecordType.stderr) seg.dataBytes += r.payload.length;
+      else if (r.type === RecordType.end) this._ended = true;
+      else seg.marker = parseMarker(r);
+      off += r.length;
+    }
+    if (seg.marker !== undefined) this._droppedBytes += seg.marker.droppedBytes;
+    if (off < buf.length) {
+      // The previous process died mid-write (or the disk lied): keep the valid prefix only.
+      const fh = await open(path, 'r+');
+      try {
+        await fh.truncate(off);
+      } finally {
+        await fh.close();
+      }
+    }
+    seg.size = off;
+    return seg;
+  }
+
+  private async startSegment(index: number): Promise<void> {
+    const path = join(this.dir, segmentName(index));
+    this.active = await open(path, 'w', 0o600);
+    this.segments.push({ index, path, firstSeq: 0, lastSeq: 0, size: 0, dataBytes: 0, marker: undefined });
+  }
+
+  private activeSegment(): Segment {
+    const s = this.segments[this.segments.length - 1];
+    if (s === undefined) throw new BuilderError('BUILDER_ERR_INTERNAL', 'log spool has no active segment');
+    return s;
+  }
+
+  private async rotate(): Promise<void> {
+    const cur = this.activeSegment();
+    await this.active?.close();
+    this.active = undefined;
+    await this.startSegment(cur.index + 1);
+  }
+
+  /**
+   * Appends chunks in order. Each seq must be above every seq appended before; each chunk's data
+   * at most `maxRecordBytes`. Resolves when the bytes are written (to the page cache, or to disk
+   * with `fsync`).
+   */
+  append(chunks: readonly LogChunk[]): Promise<void> {
+    return this.exclusive(async () => {
+      if (this._ended) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'log spool: append after end');
+      let prev = this._lastSeq;
+      for (const c of chunks) {
+        if (!Number.isSafeInteger(c.seq) || c.seq <= prev || c.seq > MAX_SEQ) {
+          throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log spool: seq ${c.seq} is not above ${prev}`);
+        }
+        if (c.stream !== 'stdout' && c.stream !== 'stderr') {
+          throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log spool: unknown stream ${String(c.stream)}`);
+        }
+        if (c.data.length > this.options.maxRecordBytes) {
+          throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log spool: chunk of ${c.data.length} bytes exceeds maxRecordBytes ${this.options.maxRecordBytes}`);
+        }
+        prev = c.seq;
+      }
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      for (const c of chunks) {
+        if (this.activeSegment().size + pendingBytes >= this.options.segmentBytes) {
+          await this.writeActive(pending, pendingBytes);
+          pending = [];
+          pendingBytes = 0;
+          await this.rotate();
+        }
+        const rec = encodeRecord(c.stream === 'stdout' ? RecordType.stdout : RecordType.stderr, c.seq, c.data);
+        pending.push(rec);
+        pendingBytes += rec.length;
+        const seg = this.activeSegment();
+        if (seg.firstSeq === 0) seg.firstSeq = c.seq;
+        seg.lastSeq = c.seq;
+        seg.dataBytes += c.data.length;
+        this._lastSeq = c.seq;
+      }
+      await this.writeActive(pending, pendingBytes);
+      await this.enforceLimit();
+      this.wake();
+    });
+  }
+
+  private async writeActive(bufs: Buffer[], total: number): Promise<void> {
+    if (total === 0 || this.active === undefined) return;
+    const seg = this.activeSegment();
+    const buf = bufs.length === 1 && bufs[0] !== undefined ? bufs[0] : Buffer.concat(bufs, total);
+    let written = 0;
+    while (written < buf.length) {
+      const { bytesWritten } = await this.active.write(buf, written, buf.length - written, seg.size + written);
+      written += bytesWritten;
+    }
+    seg.size += buf.length;
+    if (this.options.fsync) await this.active.sync();
+  }
+
+  /** Marks the end of the log with one `end` record (seq = lastSeq + 1) and returns that seq. */
+  end(): Promise<number> {
+    return this.exclusive(async () => {
+      if (this._ended) return this._lastSeq;
+      const seq = this._lastSeq + 1;
+      const rec = encodeRecord(RecordType.end, seq, Buffer.alloc(0));
+      const seg = this.activeSegment();
+      if (seg.firstSeq === 0) seg.firstSeq = seq;
+      seg.lastSeq = seq;
+      await this.writeActive([rec], rec.length);
+      await this.active?.sync();
+      this._lastSeq = seq;
+      this._ended = true;
+      this.wake();
+      return seq;
+    });
+  }
+
+  /** Drops the middle until the spool fits in `maxBytes` (or nothing more can go). */
+  private async enforceLimit(): Promise<void> {
+    while (this.bytes > this.options.maxBytes) {
+      if (!(await this.dropOneMiddleSegment())) return;
+    }
+  }
+
+  private async dropOneMiddleSegment(): Promise<boolean> {
+    // Keep segments[0] (the oldest unacknowledged output) and the active (last) segment.
+    const c = this.segments[1];
+    const n = this.segments[2];
+    if (c === undefined || n === undefined) return false;
+    let marker: { fromSeq: number; toSeq: number; droppedBytes: number };
+    let merged: Segment | undefined;
+    if (c.marker === undefined) {
+      marker = { fromSeq: Math.max(c.firstSeq, this.readThrough + 1), toSeq: c.lastSeq, droppedBytes: c.dataBytes };
+    } else if (n !== this.activeSegment()) {
+      merged = n;
+      const more = n.marker?.droppedBytes ?? n.dataBytes;
+      marker = { fromSeq: c.marker.fromSeq, toSeq: n.lastSeq, droppedBytes: c.marker.droppedBytes + more };
+      if (n.marker !== undefined) this._droppedBytes -= n.marker.droppedBytes;
+      this._droppedBytes -= c.marker.droppedBytes;
+    } else {
+      return false;
+    }
+    marker.fromSeq = Math.min(marker.fromSeq, marker.toSeq);
+    const rec = encodeRecord(RecordType.dropped, marker.toSeq, Buffer.from(JSON.stringify(marker)));
+    const tmp = `${c.path}.tmp`;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.write(rec, 0, rec.length, 0);
+    } finally {
+      await fh.close();
+    }
+    // The marker replaces the segment atomically: a crash leaves either the data or the marker.
+    await rename(tmp, c.path);
+    if (merged !== undefined) {
+      await unlink(merged.path);
+      this.segments.splice(2, 1);
+    }
+    c.firstSeq = marker.toSeq;
+    c.lastSeq = marker.toSeq;
+    c.size = rec.length;
+    c.dataBytes = 0;
+    c.marker = marker;
+    this._droppedBytes += marker.droppedBytes;
+    if (this.hint !== undefined && (this.hint.segment === c.index || this.hint.segment === merged?.index)) this.hint = undefined;
+    return true;
+  }
+
+  /**
+   * Returns records with seq >= `fromSeq`, in order, about `maxBytes` of output at most (at least
+   * one record when there is one). An empty array means nothing at or after `fromSeq` yet.
+   */
+  read(fromSeq: number, maxBytes: number = DEFAULT_READ_BYTES): Promise<SpoolRecord[]> {
+    return this.exclusive(async () => {
+      const out: SpoolRecord[] = [];
+      let bytes = 0;
+      for (const seg of this.segments) {
+        if (seg.firstSeq === 0 || seg.lastSeq < fromSeq) continue;
+        let offset = 0;
+        const h = this.hint;
+        if (h !== undefined && h.segment === seg.index && h.nextSeq <= fromSeq) offset = h.offset;
+        const fh = await open(seg.path, 'r');
+        try {
+          while (offset < seg.size && bytes < maxBytes) {
+            const want = Math.min(seg.size - offset, Math.max(maxBytes - bytes, 0) + this.options.maxRecordBytes + RECORD_HEADER_BYTES);
+            const buf = Buffer.allocUnsafe(want);
+            const { bytesRead } = await fh.read(buf, 0, want, offset);
+            let off = 0;
+            const view = buf.subarray(0, bytesRead);
+            for (;;) {
+              const r = decodeRecord(view, off);
+              if (r === 'incomplete') break;
+              if (r === 'corrupt') throw new BuilderError('BUILDER_ERR_INTERNAL', `log spool: corrupt record in ${seg.path}`);
+              off += r.length;
+              if (r.seq < fromSeq) continue;
+              const rec = toSpoolRecord(r);
+              out.push(rec);
+              if (rec.kind === 'data') bytes += rec.data.length;
+              this.hint = { segment: seg.index, offset: offset + off, nextSeq: r.seq + 1 };
+              if (r.seq > this.readThrough) this.readThrough = r.seq;
+              if (bytes >= maxBytes) break;
+            }
+            if (off === 0) throw new BuilderError('BUILDER_ERR_INTERNAL', `log spool: unreadable record in ${seg.path}`);
+            offset += off;
+          }
+        } finally {
+          await fh.close();
+        }
+        if (bytes >= maxBytes) break;
+      }
+      return out;
+    });
+  }
+
+  /**
+   * Acknowledges every record up to `seq`: they are removed from disk and never read again.
+   * Acknowledging at or below the current acknowledgement is a no-op; above `lastSeq` is an error.
+   */
+  ack(seq: number): Promise<void> {
+    return this.exclusive(async () => {
+      if (!Number.isSafeInteger(seq) || seq > this._lastSeq) {
+        throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log spool: ack ${seq} is above the last seq ${this._lastSeq}`);
+      }
+      if (seq <= this._ackedSeq) return;
+      const b = Buffer.alloc(8);
+      b.writeUIntLE(seq, 0, 6);
+      // 8 bytes at offset 0 of a small file: one page, so the write is never torn in practice.
+      await this.ackHandle?.write(b, 0, 8, 0);
+      const active = this.activeSegment();
+      const keep: Segment[] = [];
+      for (const s of this.segments) {
+        if (s !== active && s.firstSeq !== 0 && s.lastSeq <= seq) {
+          if (s.marker !== undefined) this._droppedBytes -= s.marker.droppedBytes;
+          await unlink(s.path);
+        } else {
+          keep.push(s);
+        }
+      }
+      this.segments = keep;
+      if (active.firstSeq !== 0 && active.lastSeq <= seq) {
+        await this.rotate();
+        await unlink(active.path);
+        this.segments = this.segments.filter((s) => s !== active);
+      }
+      if (this.hint !== undefined && !this.segments.some((s) => s.index === this.hint?.segment)) this.hint = undefined;
+      // Last, so that `complete` never reports a spool whose acknowledged files are still there.
+      this._ackedSeq = seq;
+    });
+  }
+
+  /** Resolves when a record above `afterSeq` exists, or the spool is closed. */
+  waitFor(afterSeq: number): Promise<void> {
+    if (this._lastSeq > afterSeq || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this._lastSeq > afterSeq || this.closed) resolve();
+        else this.waiters.push(check);
+      };
+      this.waiters.push(check);
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Closes the files; the data stays on disk for a later {@link LogSpool.open}. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.exclusive(async () => {
+      await this.active?.close();
+      await this.ackHandle?.close();
+      this.active = undefined;
+      this.ackHandle = undefined;
+    });
+    this.closed = true;
+    this.wake();
+  }
+
+  /** Closes the spool and removes its directory (once the master has the whole log). */
+  async destroy(): Promise<void> {
+    await this.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function parseMarker(r: RawRecord): { fromSeq: number; toSeq: number; droppedBytes: number } {
+  try {
+    const v = JSON.parse(r.payload.toString('utf8')) as { fromSeq?: unknown; toSeq?: unknown; droppedBytes?: unknown };
+    if (typeof v.fromSeq === 'number' && typeof v.toSeq === 'number' && typeof v.droppedBytes === 'number') {
+      return { fromSeq: v.fromSeq, toSeq: v.toSeq, droppedBytes: v.droppedBytes };
+    }
+  } catch {
+    // fall through: a marker we cannot read still marks a gap ending at its seq
+  }
+  return { fromSeq: r.seq, toSeq: r.seq, droppedBytes: 0 };
+}
+
+function toSpoolRecord(r: RawRecord): SpoolRecord {
+  switch (r.type) {
+    case RecordType.stdout:
+      return { kind: 'data', seq: r.seq, stream: 'stdout', data: r.payload };
+    case RecordType.stderr:
+      return { kind: 'data', seq: r.seq, stream: 'stderr', data: r.payload };
+    case RecordType.end:
+      return { kind: 'end', seq: r.seq };
+    case RecordType.dropped: {
+      const m = parseMarker(r);
+      return { kind: 'dropped', seq: r.seq, fromSeq: m.fromSeq, toSeq: m.toSeq, droppedBytes: m.droppedBytes };
+    }
+  }
+}
