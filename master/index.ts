@@ -1,0 +1,3 @@
+export * from './master.js';
+export * from './master-options.js';
+export * from './version.js';

@@ -1,0 +1,191 @@
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import type tls from 'node:tls';
+import pino, { type Logger } from 'pino';
+import {
+  BuilderError,
+  RateLimiter,
+  RpcServer,
+  checkName,
+  enrollmentTlsServerOptions,
+  mutualTlsServerOptions,
+  peerIdentity,
+  type RemoteIdentity,
+  type RpcPeer,
+} from '../protocol/index.js';
+import { PkiRegistry, certFingerprint, loadCa, publicKeyFromCsr, signPeer, type LoadedCa } from '../pki/index.js';
+import { compileMasterOptions, type CompiledMasterOptions, type MasterOptions } from './master-options.js';
+import { VERSION } from './version.js';
+
+/**
+ * The master process: two listeners (mutual TLS for slaves and the CLI, server-auth TLS for
+ * enrollment only), the PKI registry, and the RPC handlers.
+ */
+export class Master {
+  readonly options: CompiledMasterOptions;
+  readonly log: Logger;
+  private ca!: LoadedCa;
+  private registry!: PkiRegistry;
+  private main!: RpcServer;
+  private enroll!: RpcServer;
+  private caFingerprint = '';
+  /** Authenticated connections by peer name. */
+  private readonly byName = new Map<string, Set<RpcPeer>>();
+
+  constructor(opts: MasterOptions) {
+    this.options = compileMasterOptions(opts);
+    this.log = opts.logger ?? pino({ level: 'silent' });
+  }
+
+  /** Loads the CA and starts both listeners. */
+  async start(): Promise<{ main: AddressInfo; enroll: AddressInfo }> {
+    const o = this.options;
+    this.ca = await loadCa(o.dir);
+    this.caFingerprint = certFingerprint(this.ca.certPem);
+    const [serverCert, serverKey] = await Promise.all([readFile(this.ca.paths.serverCert, 'utf8'), readFile(this.ca.paths.serverKey, 'utf8')]);
+    this.registry = await PkiRegistry.open(this.ca.paths.registry);
+
+    this.main = new RpcServer({
+      ...o.rpc,
+      host: o.listen.host,
+      port: o.listen.port,
+      maxConnections: o.maxConnections,
+      tls: mutualTlsServerOptions({ key: serverKey, cert: serverCert, ca: this.ca.certPem }, o.handshakeTimeoutMs),
+      authenticate: (s) => this.authenticate(s),
+      onPeer: (p) => this.onPeer(p),
+      logger: this.log,
+    });
+    const limiter = new RateLimiter({ burst: o.enrollBurst, perSecond: o.enrollPerMinute / 60 });
+    this.enroll = new RpcServer({
+      host: o.enrollListen.host,
+      port: o.enrollListen.port,
+      maxConnections: o.maxEnrollConnections,
+      maxFrameBytes: o.enrollMaxFrameBytes,
+      maxInFlight: 2,
+      maxBatch: 1,
+      maxProtocolErrors: 2,
+      requestTimeoutMs: 10_000,
+      tls: enrollmentTlsServerOptions({ key: serverKey, cert: serverCert }, o.handshakeTimeoutMs),
+      // Security: unauthenticated peers are rate-limited per address and can call nothing but enroll.request.
+      authenticate: async (s) => {
+        const ip = s.remoteAddress ?? 'unknown';
+        if (!limiter.take(ip)) return { reject: `enrollment rate limit for ${ip}` };
+        return { role: 'anonymous', name: `enroll@${ip}`, address: ip };
+      },
+      onPeer: (p) => this.onEnrollPeer(p),
+      logger: this.log,
+    });
+    const [main, enroll] = [await this.main.listen(), await this.enroll.listen()];
+    this.log.info({ listen: `${main.address}:${main.port}`, enroll: `${enroll.address}:${enroll.port}` }, 'master listening');
+    return { main, enroll };
+  }
+
+  /** Closes both listeners and every connection. */
+  async stop(): Promise<void> {
+    await Promise.all([this.main?.close(), this.enroll?.close()]);
+    await this.registry?.close();
+    this.log.info('master stopped');
+  }
+
+  /** Connected peers, for tests and listings. */
+  connectedNames(): string[] {
+    return [...this.byName.keys()];
+  }
+
+  peersNamed(name: string): RpcPeer[] {
+    return [...(this.byName.get(name) ?? [])];
+  }
+
+  /**
+   * Runs on every handshake, after TLS verified the chain and dates. Security: the serial must be
+   * one we issued and not revoked, and the certificate's name and role must match our record;
+   * this is per connection, so a revocation takes effect on the next handshake.
+   */
+  private async authenticate(socket: tls.TLSSocket): Promise<RemoteIdentity | { reject: string }> {
+    const id = peerIdentity(socket);
+    if (!id) return { reject: 'certificate without a Builder name and role' };
+    const check = await this.registry.checkSerial(id.serial);
+    if (!check.ok) return { reject: `certificate ${id.serial} is ${check.reason}` };
+    if (check.record.name !== id.name || check.record.role !== id.role) return { reject: 'certificate does not match the CA record' };
+    return id;
+  }
+
+  private onPeer(peer: RpcPeer): void {
+    const name = peer.remote.name;
+    let set = this.byName.get(name);
+    if (!set) this.byName.set(name, (set = new Set()));
+    set.add(peer);
+    const log = this.log.child({ conn: name, role: peer.remote.role });
+    log.info('peer connected');
+    peer.on('close', (err) => {
+      set.delete(peer);
+      if (set.size === 0) this.byName.delete(name);
+      log.info({ reason: err?.message }, 'peer disconnected');
+    });
+    peer
+      .handle('session.hello', (_p, ctx) => ({
+        name: ctx.remote.name,
+        role: ctx.remote.role,
+        masterVersion: VERSION,
+        serverTime: Date.now(),
+      }))
+      .handle('peer.echo', (p) => p)
+      .handle('token.create', async ({ ttlMs }) => {
+        const t = await this.registry.createToken(ttlMs);
+        return { token: t.token, expiresAt: t.expiresAt, caFingerprint: this.caFingerprint };
+      })
+      .handle('slave.list', async () => {
+        const certs = await this.registry.list('slave');
+        return {
+          slaves: certs.map((c) => ({
+            name: c.name,
+            serial: c.serial,
+            notAfter: c.notAfter,
+            revoked: c.revokedAt !== null,
+            connected: this.byName.has(c.name),
+          })),
+        };
+      })
+      .handle('slave.revoke', async ({ name: slave }) => {
+        checkName('slave', slave);
+        const revoked = await this.revokeSlave(slave);
+        if (revoked === 0) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no live certificate for slave ${slave}`);
+        return { revoked };
+      });
+  }
+
+  /** Revokes a slave's certificates and drops its connections at once. */
+  async revokeSlave(name: string): Promise<number> {
+    const n = await this.registry.revoke(name, 'slave');
+    for (const p of this.peersNamed(name)) if (p.remote.role === 'slave') p.destroy(new BuilderError('BUILDER_ERR_CERT', 'certificate revoked'));
+    if (n > 0) this.log.warn({ slave: name, certificates: n }, 'slave revoked');
+    return n;
+  }
+
+  private onEnrollPeer(peer: RpcPeer): void {
+    // One enrollment per connection, then the peer is expected to leave.
+    peer.handle('enroll.request', async ({ token, name, csr }) => {
+      checkName('slave', name);
+      const publicKeyPem = publicKeyFromCsr(csr);
+      if (await this.registry.hasLiveCertificate(name)) {
+        throw new BuilderError('BUILDER_ERR_CONFLICT', `a slave named ${name} is already enrolled`, {
+          hint: `pick another --name, or revoke the old one first: master slave revoke ${name}`,
+        });
+      }
+      await this.registry.consumeToken(token, name);
+      try {
+        const issued = await signPeer(this.ca, this.registry, {
+          name,
+          role: 'slave',
+          publicKeyPem,
+          validityDays: this.options.slaveCertDays,
+        });
+        this.log.info({ slave: name, serial: issued.serial }, 'slave enrolled');
+        return { cert: issued.certPem, ca: this.ca.certPem };
+      } catch (e) {
+        await this.registry.restoreToken(token);
+        throw e;
+      }
+    });
+  }
+}

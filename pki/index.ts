@@ -1,0 +1,5 @@
+export * from './roles.js';
+export * from './keys.js';
+export * from './certificates.js';
+export * from './registry.js';
+export * from './ca-dir.js';

@@ -1,0 +1,86 @@
+import tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { RpcPeer, type RemoteIdentity, type RpcPeerOptions } from './rpc-peer.js';
+
+export interface RpcServerOptions extends RpcPeerOptions {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  tls: tls.TlsOptions;
+  /** Connections open at once; more are refused. Default 10,000. */
+  maxConnections?: number;
+  /**
+   * Decides who a connection is, after the TLS handshake and before a single message is read.
+   * Returns the identity, or a reason to drop the connection.
+   */
+  authenticate: (socket: tls.TLSSocket) => Promise<RemoteIdentity | { reject: string }>;
+  /** Called for every authenticated connection: register handlers here. */
+  onPeer: (peer: RpcPeer) => void;
+  logger?: Logger;
+}
+
+/** A TLS listener that turns each authenticated connection into an RpcPeer. */
+export class RpcServer {
+  readonly peers = new Set<RpcPeer>();
+  private readonly server: tls.Server;
+  private readonly sockets = new Set<tls.TLSSocket>();
+
+  constructor(private readonly opts: RpcServerOptions) {
+    this.server = tls.createServer(opts.tls, (socket) => this.onSecure(socket));
+    this.server.maxConnections = opts.maxConnections ?? 10_000;
+    // Node 20 does not close a stalled handshake by itself: destroy on any client error.
+    this.server.on('tlsClientError', (err, socket) => {
+      opts.logger?.debug({ err: err.message, address: socket.remoteAddress }, 'TLS handshake refused');
+      socket.destroy();
+    });
+    this.server.on('error', (err) => opts.logger?.error({ err }, 'listener error'));
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  get address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  private onSecure(socket: tls.TLSSocket): void {
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => undefined);
+    socket.setNoDelay(true);
+    this.opts
+      .authenticate(socket)
+      .then((id) => {
+        if (socket.destroyed) return;
+        if ('reject' in id) {
+          this.opts.logger?.info({ address: socket.remoteAddress, reason: id.reject }, 'connection refused');
+          socket.destroy();
+          return;
+        }
+        const peer = new RpcPeer(socket, id, { ...this.opts, logger: this.opts.logger });
+        this.peers.add(peer);
+        peer.on('close', () => this.peers.delete(peer));
+        this.opts.onPeer(peer);
+      })
+      .catch((err: unknown) => {
+        this.opts.logger?.error({ err }, 'authentication failed');
+        socket.destroy();
+      });
+  }
+
+  /** Stops listening and closes every connection. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.all([...this.peers].map((p) => p.close(500)));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+}

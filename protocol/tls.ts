@@ -1,0 +1,70 @@
+import tls from 'node:tls';
+import { constants } from 'node:crypto';
+import { roleFromOu } from '../pki/roles.js';
+import type { RemoteIdentity } from './rpc-peer.js';
+
+/** TLS material as PEM strings. */
+export interface TlsMaterial {
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+/**
+ * Options for the master's mutual-TLS listener. Security decisions: TLS 1.3 only; the client
+ * must present a certificate chaining to our CA alone (`ca` replaces the system store); session
+ * tickets are off so every connection does a full handshake and passes the per-connection
+ * revocation check with a certificate in hand.
+ */
+export function mutualTlsServerOptions(m: TlsMaterial, handshakeTimeoutMs: number): tls.TlsOptions {
+  return {
+    key: m.key,
+    cert: m.cert,
+    ca: [m.ca],
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.3',
+    handshakeTimeout: handshakeTimeoutMs,
+    secureOptions: constants.SSL_OP_NO_TICKET,
+  };
+}
+
+/** Options for the enrollment listener: server authentication only (the slave has no certificate yet). */
+export function enrollmentTlsServerOptions(m: Omit<TlsMaterial, 'ca'>, handshakeTimeoutMs: number): tls.TlsOptions {
+  return {
+    key: m.key,
+    cert: m.cert,
+    requestCert: false,
+    minVersion: 'TLSv1.3',
+    handshakeTimeout: handshakeTimeoutMs,
+    secureOptions: constants.SSL_OP_NO_TICKET,
+  };
+}
+
+/** Client options for a slave or CLI connecting with its certificate; the master is checked against our CA alone. */
+export function mutualTlsClientOptions(m: TlsMaterial, host: string, port: number): tls.ConnectionOptions {
+  return {
+    host,
+    port,
+    key: m.key,
+    cert: m.cert,
+    ca: [m.ca],
+    servername: isIpLiteral(host) ? undefined : host,
+    minVersion: 'TLSv1.3',
+    rejectUnauthorized: true,
+  };
+}
+
+function isIpLiteral(h: string): boolean {
+  return /^[0-9.]+$/.test(h) || h.includes(':');
+}
+
+/** Reads the verified peer certificate of a mutual-TLS socket: CN is the name, OU carries the role. */
+export function peerIdentity(socket: tls.TLSSocket): (RemoteIdentity & { serial: string }) | undefined {
+  const cert = socket.getPeerCertificate();
+  if (!cert || !cert.subject || !cert.serialNumber) return undefined;
+  const role = roleFromOu(cert.subject.OU);
+  const cn = cert.subject.CN;
+  if (!role || typeof cn !== 'string') return undefined;
+  return { role, name: cn, serial: cert.serialNumber.toUpperCase(), address: socket.remoteAddress ?? '' };
+}
