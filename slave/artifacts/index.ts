@@ -1,0 +1,12 @@
+/**
+ * Artifacts of an attempt: collection from BUILDER_OUTPUT (refusing links, devices and escaping
+ * paths), the chunk reader and windowed uploader core, and the transport-neutral receiver that
+ * the master side uses. See docs/slave.md ("Artifacts" and "Uploads").
+ */
+export { artifactKind, collectArtifacts, indexFiles, COLLECT_DEFAULTS } from './collect-artifacts.js';
+export type { Artifact, ArtifactKind, ArtifactScan, CollectArtifactsOptions, InputConflict, RefusalReason, RefusedEntry } from './collect-artifacts.js';
+export { sha256File } from './hash-file.js';
+export { readChunk, uploadArtifact, DEFAULT_CHUNK_BYTES, DEFAULT_UPLOAD_WINDOW } from './uploader.js';
+export type { UploadOptions, UploadResult, UploadSource, UploadTarget } from './uploader.js';
+export { ArtifactReceiver, RECEIVER_DEFAULTS } from './receiver.js';
+export type { ArtifactReceiverOptions } from './receiver.js';
