@@ -358,6 +358,10 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
 
   private toCallError(e: unknown): RpcCallError {
     if (e instanceof RpcCallError) return e;
+    // Pending calls are rejected by the library with code 0 when the connection closes.
+    if (this.closedWith && (!(e instanceof JSONRPCErrorException) || e.code === 0) && !(e instanceof JSONRPCErrorException && e.message === 'Request timeout')) {
+      return new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED);
+    }
     if (e instanceof JSONRPCErrorException) {
       if (e.code === 0 && e.message === 'Request timeout') return new RpcCallError('request timed out', ErrorCodes.TIMEOUT);
       return new RpcCallError(e.message, e.code, e.data);

@@ -4,6 +4,7 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import {
   BuilderError,
+  ErrorCodes,
   RpcCallError,
   checkName,
   connectRpc,
@@ -100,7 +101,15 @@ export async function enrollSlave(o: EnrollOptions): Promise<{ name: string; fin
     await writePublicFile(paths.cert, res.cert);
     return { name: o.name, fingerprint: pin, dir: paths.root };
   } catch (e) {
-    if (e instanceof RpcCallError) throw new BuilderError('BUILDER_ERR_TOKEN', `enrollment refused: ${e.message}`, { hint: hintFor(e) });
+    if (e instanceof RpcCallError) {
+      if (e.rpcCode === ErrorCodes.CONNECTION_CLOSED || e.rpcCode === ErrorCodes.TIMEOUT) {
+        throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the master closed the enrollment connection', {
+          hint: 'too many attempts from this address are refused for a while; wait a minute and retry',
+        });
+      }
+      const code = e.rpcCode === ErrorCodes.CONFLICT ? 'BUILDER_ERR_CONFLICT' : e.rpcCode === ErrorCodes.INVALID_INPUT ? 'BUILDER_ERR_INVALID_NAME' : 'BUILDER_ERR_TOKEN';
+      throw new BuilderError(code, `enrollment refused: ${e.message}`, { hint: hintFor(e) });
+    }
     throw e;
   } finally {
     await peer?.close(200);
