@@ -1,0 +1,203 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { crc32, gzip } from 'node:zlib';
+import { promisify } from 'node:util';
+import { BuilderError } from '../protocol/errors.js';
+
+const gzipAsync = promisify(gzip);
+
+/** Output codecs of the index writers. */
+export type OutCodec = 'gz' | 'xz';
+
+/** Compresses with gzip (one member). */
+export async function gzipMember(data: Buffer, level: number): Promise<Buffer> {
+  return gzipAsync(data, { level });
+}
+
+/**
+ * Compresses with the `xz` command (one stream). The npm xz writers tried here were broken
+ * (@napi-rs/lzma 1.4 writes an uncompressed container) or slower than xz-utils.
+ */
+export function xzStream(data: Buffer, preset: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('xz', [`-${preset}`, '-c', '-q', '-T1', '--check=crc64'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    p.stdout.on('data', (c: Buffer) => out.push(c));
+    p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    p.on('error', (e) => reject(new BuilderError('BUILDER_ERR_CONFIG', `cannot run xz: ${e.message}`, { hint: 'install xz-utils' })));
+    p.on('close', (code) => {
+      if (code === 0) resolve(Buffer.concat(out));
+      else reject(new BuilderError('BUILDER_ERR_INTERNAL', `xz exited with ${code}: ${err.trim()}`));
+    });
+    p.stdin.on('error', () => undefined);
+    p.stdin.end(data);
+  });
+}
+
+/** Reads an xz multibyte integer at `pos`; returns [value, nextPos]. */
+function readVli(buf: Buffer, pos: number): [number, number] {
+  let v = 0;
+  let mul = 1;
+  for (let k = 0; k < 9; k++) {
+    const b = buf[pos + k];
+    if (b === undefined) break;
+    v += (b & 0x7f) * mul;
+    mul *= 128;
+    if ((b & 0x80) === 0) return [v, pos + k + 1];
+  }
+  throw new BuilderError('BUILDER_ERR_INTERNAL', 'unexpected xz output (bad varint)');
+}
+
+function writeVli(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
+}
+
+/** One xz block cut out of a single-block stream, with its index record. */
+export interface XzBlock {
+  /** Stream flags (2 bytes: the check type). */
+  flags: Buffer;
+  block: Buffer;
+  unpadded: number;
+  uncompressed: number;
+}
+
+/** Cuts the single block out of a one-block xz stream as `xz -T1` writes it. */
+export function xzSingleBlock(stream: Buffer): XzBlock {
+  const bad = (): never => {
+    throw new BuilderError('BUILDER_ERR_INTERNAL', 'unexpected xz output (not a single-block stream)');
+  };
+  if (stream.length < 32 || stream[0] !== 0xfd || stream.toString('latin1', 1, 6) !== '7zXZ\x00') bad();
+  const flags = stream.subarray(6, 8);
+  const end = stream.length;
+  const backward = (stream.readUInt32LE(end - 8) + 1) * 4;
+  const indexStart = end - 12 - backward;
+  if (stream[indexStart] !== 0) bad();
+  const [records, p0] = readVli(stream, indexStart + 1);
+  if (records !== 1) bad();
+  const [unpadded, p1] = readVli(stream, p0);
+  const [uncompressed] = readVli(stream, p1);
+  const blockLen = Math.ceil(unpadded / 4) * 4;
+  if (12 + blockLen !== indexStart) bad();
+  return { flags: Buffer.from(flags), block: stream.subarray(12, 12 + blockLen), unpadded, uncompressed };
+}
+
+/**
+ * Joins blocks compressed separately into ONE xz stream (header, blocks, index, footer). apt's
+ * liblzma reader stops after the first stream of a file, so concatenated streams would not do;
+ * several blocks in one stream is what multi-threaded xz writes and every reader accepts.
+ */
+export function xzJoinBlocks(blocks: XzBlock[]): Buffer {
+  const flags = blocks[0]?.flags ?? Buffer.from([0x00, 0x04]);
+  const u32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(n >>> 0);
+    return b;
+  };
+  const header = Buffer.concat([Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), flags, u32(crc32(flags))]);
+  const idx: number[] = [0x00, ...writeVli(blocks.length)];
+  for (const b of blocks) idx.push(...writeVli(b.unpadded), ...writeVli(b.uncompressed));
+  while (idx.length % 4 !== 0) idx.push(0);
+  const index = Buffer.from(idx);
+  const indexFull = Buffer.concat([index, u32(crc32(index))]);
+  const backward = u32(indexFull.length / 4 - 1);
+  const footerBody = Buffer.concat([backward, flags]);
+  const footer = Buffer.concat([u32(crc32(footerBody)), footerBody, Buffer.from('YZ', 'latin1')]);
+  return Buffer.concat([header, ...blocks.map((b) => b.block), indexFull, footer]);
+}
+
+/** Where compressed chunks are kept between publishes (the state store implements it). */
+export interface ChunkCache {
+  getChunks(keys: string[], codec: OutCodec): Promise<Map<string, Buffer>>;
+  putChunks(entries: { key: string; data: Buffer }[], codec: OutCodec): Promise<void>;
+}
+
+export interface ChunkedOptions {
+  gzipLevel: number;
+  xzPreset: number;
+  /** Average number of entries per chunk (chunk boundaries depend on entry keys only). */
+  chunkEntries: number;
+  /** Compressions run at once. */
+  concurrency: number;
+}
+
+export interface CompressedIndex {
+  plain: Buffer;
+  gz: Buffer;
+  xz: Buffer | undefined;
+}
+
+/** FNV-1a, for content-defined chunk boundaries that do not move when a neighbour changes. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const k = next++;
+      out[k] = await fn(items[k]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/**
+ * Builds an index (header + entries + footer) and its .gz and .xz forms. The compressed forms are
+ * concatenations of independently compressed chunks (gzip members, xz streams), which gzip, xz,
+ * zlib's gzread, liblzma (apt), librepo and libsolv all read as one file. Chunk boundaries are
+ * chosen by the entries' keys, so adding one package changes one chunk and the others come from
+ * the cache: one new package does not recompress the whole index.
+ */
+export async function buildCompressedIndex(
+  header: string,
+  entries: { key: string; text: string }[],
+  footer: string,
+  codecs: OutCodec[],
+  cache: ChunkCache,
+  opts: ChunkedOptions,
+): Promise<CompressedIndex> {
+  const chunks: string[] = [header];
+  let cur: string[] = [];
+  for (const e of entries) {
+    cur.push(e.text);
+    if (fnv1a(e.key) % opts.chunkEntries === 0) {
+      chunks.push(cur.join(''));
+      cur = [];
+    }
+  }
+  if (cur.length > 0) chunks.push(cur.join(''));
+  chunks.push(footer);
+  const nonEmpty = chunks.filter((c) => c.length > 0).map((c) => Buffer.from(c, 'utf8'));
+  const plain = Buffer.concat(nonEmpty);
+  const keys = nonEmpty.map((b) => createHash('sha256').update(b).digest('hex'));
+  const result: CompressedIndex = { plain, gz: Buffer.alloc(0), xz: undefined };
+  for (const codec of codecs) {
+    const have = await cache.getChunks([...new Set(keys)], codec);
+    const missing = [...new Set(keys.filter((k) => !have.has(k)))];
+    const byKey = new Map(keys.map((k, i) => [k, nonEmpty[i]!]));
+    const made = await mapLimit(missing, opts.concurrency, async (k) => {
+      const data = byKey.get(k)!;
+      return { key: k, data: codec === 'gz' ? await gzipMember(data, opts.gzipLevel) : await xzStream(data, opts.xzPreset) };
+    });
+    for (const m of made) have.set(m.key, m.data);
+    if (made.length > 0) await cache.putChunks(made, codec);
+    if (codec === 'gz') result.gz = Buffer.concat(keys.map((k) => have.get(k)!));
+    else result.xz = xzJoinBlocks(keys.map((k) => xzSingleBlock(have.get(k)!)));
+  }
+  return result;
+}

@@ -1,0 +1,385 @@
+import { constants } from 'node:fs';
+import { mkdir, open, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import type { Logger } from 'pino';
+import { BuilderError } from '../protocol/errors.js';
+import { publishApt, aptDistsDir, type PublishResult } from './apt-publisher.js';
+import { BatchRejected, moveToRejected, removeBatch, verifyBatch, type VerifiedBatch, type VerifiedFile } from './batch.js';
+import { renderDeb822, type Deb822Field } from './deb822.js';
+import { exists, hashFile, placeFile, TMP_PREFIX } from './fs-util.js';
+import { batchIdOf, isValidBatchId, LISTING_SUFFIX } from './listing.js';
+import { compileRepoBuilderOptions, type RepoBuilderConfig, type RepoBuilderOptions } from './repo-builder-options.js';
+import { rpmFragments } from './rpm-metadata.js';
+import { publishRpm, rpmChannelDir } from './rpm-publisher.js';
+import { Signer } from './signer.js';
+import { StateStore, type EntryKind, type PublishedRow } from './state-store.js';
+import { compareDebVersions, compareRpmEvr, formatRpmEvr, parseRpmEvr } from './version.js';
+
+/** What one run did. */
+export interface RunSummary {
+  published: string[];
+  rejected: { batch: string; reason: string }[];
+  added: number;
+  removed: number;
+  skipped: number;
+  /** Channels whose indexes were written, as `deb:<channel>` / `rpm:<channel>`. */
+  indexes: string[];
+  ms: number;
+}
+
+type IndexKind = 'deb' | 'rpm';
+
+interface Planned {
+  row: PublishedRow;
+  file: VerifiedFile;
+  companions: VerifiedFile[];
+  placed: boolean;
+}
+
+const CHUNK_TTL_MS = 24 * 3600 * 1000;
+
+function compareVersions(kind: EntryKind, a: string, b: string): number {
+  return kind === 'rpm' ? compareRpmEvr(parseRpmEvr(a), parseRpmEvr(b)) : compareDebVersions(a, b);
+}
+
+/** The pool directory prefix Debian uses: `lib` names get four letters. */
+function poolPrefix(name: string): string {
+  return name.startsWith('lib') && name.length > 3 ? name.slice(0, 4) : name.slice(0, 1);
+}
+
+/** A Packages stanza: Package first, computed fields next, Description last (as apt-ftparchive). */
+function debStanza(control: Deb822Field[], filename: string, size: number, sha256: string): string {
+  const pkg = control.filter((f) => f.name.toLowerCase() === 'package');
+  const desc = control.filter((f) => f.name.toLowerCase() === 'description');
+  const rest = control.filter((f) => f.name.toLowerCase() !== 'package' && f.name.toLowerCase() !== 'description');
+  const computed: Deb822Field[] = [
+    { name: 'Filename', value: filename },
+    { name: 'Size', value: String(size) },
+    { name: 'SHA256', value: sha256 },
+  ];
+  return renderDeb822([...pkg, ...rest, ...computed, ...desc]);
+}
+
+/**
+ * The repository builder: takes complete batches from the incoming directory, keeps the newest
+ * version per (channel, name, arch), and publishes APT and RPM indexes atomically. One instance
+ * per repository (a lock file in the state directory enforces it).
+ */
+export class RepoBuilder {
+  private readonly log: Logger;
+  private readonly signer: Signer | undefined;
+  /** Indexes to rewrite on the next run even without new batches (found stale at startup). */
+  private readonly dirty = new Set<string>();
+
+  private constructor(
+    readonly cfg: RepoBuilderConfig,
+    private readonly store: StateStore,
+    private readonly lockPath: string,
+  ) {
+    this.log = cfg.logger;
+    this.signer = cfg.gpgKey === undefined ? undefined : new Signer({ keyId: cfg.gpgKey, homedir: cfg.gpgHome });
+  }
+
+  static async open(options: RepoBuilderOptions): Promise<RepoBuilder> {
+    const cfg = compileRepoBuilderOptions(options);
+    await mkdir(cfg.incomingDir, { recursive: true });
+    await mkdir(cfg.repoDir, { recursive: true });
+    await mkdir(cfg.stateDir, { recursive: true });
+    const lockPath = join(cfg.stateDir, 'lock');
+    await RepoBuilder.takeLock(lockPath);
+    let store: StateStore;
+    try {
+      store = await StateStore.open(join(cfg.stateDir, 'state.sqlite'));
+    } catch (e) {
+      await rm(lockPath, { force: true });
+      throw e;
+    }
+    const rb = new RepoBuilder(cfg, store, lockPath);
+    await rb.recover();
+    return rb;
+  }
+
+  /** A pid lock: a second repo-builder on the same repository would interleave publishes. */
+  private static async takeLock(path: string): Promise<void> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+        await fh.writeFile(`${process.pid}\n`);
+        await fh.close();
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+        let alive = false;
+        if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+          try {
+            process.kill(pid, 0);
+            alive = true;
+          } catch (err) {
+            alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+          }
+        }
+        if (alive) throw new BuilderError('BUILDER_ERR_CONFLICT', `another repo-builder (pid ${pid}) holds ${path}`);
+        await rm(path, { force: true }); // stale: its process is gone (killed or crashed)
+      }
+    }
+    throw new BuilderError('BUILDER_ERR_CONFLICT', `cannot take the lock ${path}`);
+  }
+
+  /**
+   * After a crash: removes temporary files, records unreferenced files as garbage (deleted after
+   * the grace period), and marks every index whose top file on disk is not the one the state
+   * recorded, so the next run rewrites it from the state.
+   */
+  private async recover(): Promise<void> {
+    const repo = this.cfg.repoDir;
+    const referenced = await this.store.allPublishedPaths();
+    const tops = await this.store.allTops();
+    for (const t of tops) for (const f of t.files) referenced.add(f);
+    const garbage = await this.store.allGarbage();
+    const now = this.cfg.now();
+    const orphans: string[] = [];
+    const walk = async (dir: string, collect: (rel: string) => boolean): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        const p = join(dir, e.name);
+        if (e.name.startsWith(TMP_PREFIX)) {
+          await rm(p, { force: true, recursive: true });
+          continue;
+        }
+        if (p === this.cfg.stateDir) continue;
+        if (e.isDirectory()) await walk(p, collect);
+        else {
+          const rel = relative(repo, p);
+          if (collect(rel) && !referenced.has(rel) && !garbage.has(rel)) orphans.push(rel);
+        }
+      }
+    };
+    await walk(repo, (rel) => /^deb\/pool\//.test(rel) || /^deb\/dists\/[^/]+\/main\/binary-[^/]+\/by-hash\//.test(rel) || /^rpm\/[^/]+\/(Packages\/|repodata\/[0-9a-f]{64}-)/.test(rel));
+    for (const o of orphans) await this.store.addGarbage(o, now);
+    if (orphans.length > 0) this.log.info({ files: orphans.length }, 'unreferenced files found; removed after the grace period');
+    for (const t of tops) {
+      const top = t.kind === 'deb' ? join(repo, aptDistsDir(t.channel), this.signer ? 'InRelease' : 'Release') : join(repo, rpmChannelDir(t.channel), 'repodata', 'repomd.xml');
+      const h = await hashFile(top).catch(() => undefined);
+      if (h?.sha256 !== t.topSha256) this.dirty.add(`${t.kind}\0${t.channel}`);
+    }
+    const chans = await this.store.all<{ channel: string; kind: string }>("SELECT DISTINCT channel, kind FROM published WHERE kind IN ('deb', 'rpm')");
+    for (const c of chans) if (!tops.some((t) => t.channel === c.channel && t.kind === c.kind)) this.dirty.add(`${c.kind}\0${c.channel}`);
+    if (this.dirty.size > 0) this.log.warn({ indexes: [...this.dirty].map((d) => d.replace('\0', ':')) }, 'indexes out of date after an interrupted publish; rewriting');
+  }
+
+  /** Listing files present now, oldest first. */
+  private async pendingListings(): Promise<string[]> {
+    const names = (await readdir(this.cfg.incomingDir)).filter((n) => n.endsWith(LISTING_SUFFIX) && !n.startsWith('.'));
+    const withTime = await Promise.all(names.map(async (n) => ({ n, t: (await stat(join(this.cfg.incomingDir, n)).catch(() => undefined))?.mtimeMs ?? 0 })));
+    return withTime.sort((a, b) => a.t - b.t || (a.n < b.n ? -1 : a.n > b.n ? 1 : 0)).map((x) => x.n);
+  }
+
+  /** Handles every complete batch in incoming (and any stale index) in one publish. */
+  async runOnce(): Promise<RunSummary> {
+    const t0 = performance.now();
+    const summary: RunSummary = { published: [], rejected: [], added: 0, removed: 0, skipped: 0, indexes: [], ms: 0 };
+    const verified: VerifiedBatch[] = [];
+    for (const listingFile of await this.pendingListings()) {
+      const id = batchIdOf(listingFile)!;
+      if (!isValidBatchId(id)) {
+        const reason = `invalid batch id ${JSON.stringify(id).slice(0, 80)} (use letters, digits, ".", "_", "+", "-")`;
+        const where = await moveToRejected(this.cfg, `invalid-${this.cfg.now()}`, listingFile, reason);
+        this.log.warn({ batch: id, reason, where }, 'batch rejected');
+        summary.rejected.push({ batch: id, reason });
+        continue;
+      }
+      try {
+        verified.push(await verifyBatch(id, this.cfg, this.store));
+      } catch (e) {
+        if (!(e instanceof BatchRejected)) throw e;
+        const where = await moveToRejected(this.cfg, id, listingFile, e.reason);
+        this.log.warn({ batch: id, reason: e.reason, where: relative(this.cfg.incomingDir, where) }, 'batch rejected');
+        summary.rejected.push({ batch: id, reason: e.reason });
+      }
+    }
+    if (verified.length > 0 || this.dirty.size > 0) await this.publish(verified, summary);
+    for (const b of verified) {
+      await removeBatch(b);
+      summary.published.push(b.id);
+    }
+    await this.collectGarbage();
+    summary.ms = Math.round(performance.now() - t0);
+    if (verified.length > 0 || summary.rejected.length > 0 || summary.indexes.length > 0) {
+      this.log.info(
+        { batches: summary.published, rejected: summary.rejected.length, added: summary.added, removed: summary.removed, skipped: summary.skipped, indexes: summary.indexes, ms: summary.ms },
+        'publish done',
+      );
+    }
+    return summary;
+  }
+
+  /** Decides what each verified package does to the published set, then writes it. */
+  private async publish(batches: VerifiedBatch[], summary: RunSummary): Promise<void> {
+    const state = new Map<string, (PublishedRow & { planned?: Planned })[]>();
+    const adds: Planned[] = [];
+    const removes: PublishedRow[] = [];
+    const dirty = new Set(this.dirty);
+    const now = this.cfg.now();
+    for (const b of batches) {
+      const channel = b.listing.channel;
+      for (const f of b.files) {
+        let kind: EntryKind;
+        let name: string;
+        let arch: string;
+        let version: string;
+        if (f.deb) [kind, name, arch, version] = ['deb', f.deb.name, f.deb.arch, f.deb.version];
+        else if (f.rpm) [kind, name, arch, version] = ['rpm', f.rpm.name, f.rpm.arch, formatRpmEvr({ epoch: f.rpm.epoch, version: f.rpm.version, release: f.rpm.release })];
+        else if (f.dsc) [kind, name, arch, version] = ['dsc', f.dsc.source, 'source', f.dsc.version];
+        else continue; // source tarballs travel with their .dsc
+        const key = `${channel}\0${kind}\0${name}\0${arch}`;
+        let rows = state.get(key);
+        if (rows === undefined) {
+          rows = await this.store.versionsOf(channel, kind, name, arch);
+          rows.sort((x, y) => compareVersions(kind, x.version, y.version));
+          state.set(key, rows);
+        }
+        const newest = rows[rows.length - 1];
+        const ctx = { batch: b.id, job: b.listing.job, channel, package: name, arch, version };
+        if (newest !== undefined) {
+          const c = compareVersions(kind, version, newest.version);
+          if (c === 0 && newest.sha256 === f.sha256) {
+            this.log.info(ctx, 'already published');
+            summary.skipped++;
+            continue;
+          }
+          if (c === 0) {
+            this.log.warn({ ...ctx, published: newest.sha256, offered: f.sha256 }, 'same version with different content is not published (the published one stays)');
+            summary.skipped++;
+            continue;
+          }
+          if (c < 0) {
+            this.log.warn({ ...ctx, newest: newest.version }, 'older than the published version; not published');
+            summary.skipped++;
+            continue;
+          }
+        }
+        const row: PublishedRow = { channel, kind, name, arch, version, sha256: f.sha256, size: f.size, path: '', entry: '', entry2: '', entry3: '', added: now };
+        const companions = f.dsc ? f.dsc.files.map((c) => b.files.find((x) => x.name === c.name)!) : [];
+        const planned: Planned = { row, file: f, companions, placed: false };
+        rows.push({ ...row, planned });
+        adds.push(planned);
+        while (rows.length > this.cfg.keep) {
+          const old = rows.shift()!;
+          if (old.planned !== undefined) adds.splice(adds.indexOf(old.planned), 1);
+          else removes.push(old);
+        }
+        if (kind !== 'dsc') dirty.add(`${kind}\0${channel}`);
+      }
+    }
+    for (const p of adds) await this.place(p);
+    for (const r of removes) if (r.kind !== 'dsc') dirty.add(`${r.kind}\0${r.channel}`);
+
+    await this.store.exec('BEGIN IMMEDIATE');
+    try {
+      for (const r of removes) {
+        await this.store.deleteRow(r);
+        await this.store.addGarbage(r.path, now);
+        if (r.kind === 'dsc') for (const c of JSON.parse(r.entry) as string[]) await this.store.addGarbage(c, now);
+        this.log.info({ channel: r.channel, package: r.name, arch: r.arch, version: r.version }, 'older version leaves the repository');
+      }
+      for (const p of adds) {
+        await this.store.insertRow(p.row);
+        await this.store.unGarbage(p.row.path);
+        if (p.row.kind === 'dsc') for (const c of JSON.parse(p.row.entry) as string[]) await this.store.unGarbage(c);
+      }
+      for (const d of [...dirty].sort()) {
+        const [kind, channel] = d.split('\0') as [IndexKind, string];
+        const rows = await this.store.rowsOf(channel, kind);
+        const result: PublishResult = kind === 'deb' ? await publishApt(this.cfg, channel, rows, this.store, this.signer) : await publishRpm(this.cfg, channel, rows, this.store, this.signer);
+        const old = await this.store.getTop(channel, kind);
+        const live = new Set(result.files);
+        for (const f of old?.files ?? []) if (!live.has(f)) await this.store.addGarbage(f, now);
+        for (const f of result.files) await this.store.unGarbage(f);
+        await this.store.setTop(channel, kind, result.topSha256, result.files);
+        summary.indexes.push(`${kind}:${channel}`);
+      }
+      await this.store.exec('COMMIT');
+    } catch (e) {
+      await this.store.exec('ROLLBACK').catch(() => undefined);
+      throw e;
+    }
+    this.dirty.clear();
+    summary.added += adds.length;
+    summary.removed += removes.length;
+  }
+
+  /** Puts a new package (and a .dsc's companions) in the pool and renders its index entry. */
+  private async place(p: Planned): Promise<void> {
+    const { row, file } = p;
+    const target = async (dir: string, fileName: string, f: VerifiedFile): Promise<string> => {
+      let rel = `${dir}/${fileName}`;
+      if (await exists(join(this.cfg.repoDir, rel))) {
+        const h = await hashFile(join(this.cfg.repoDir, rel)).catch(() => undefined);
+        // Same name, other content (another epoch, or a leftover): keep both apart by hash.
+        if (h?.sha256 !== f.sha256) rel = `${dir}/${f.sha256.slice(0, 16)}/${fileName}`;
+      }
+      await placeFile(f.path, join(this.cfg.repoDir, rel));
+      return rel;
+    };
+    if (row.kind === 'deb') {
+      const info = file.deb!;
+      const upstreamRev = info.version.includes(':') ? info.version.slice(info.version.indexOf(':') + 1) : info.version;
+      const rel = await target(`deb/pool/${row.channel}/${poolPrefix(row.name)}/${row.name}`, `${row.name}_${upstreamRev}_${row.arch}.deb`, file);
+      row.path = rel;
+      // Filename is relative to the archive root (deb/), which apt's sources.list names.
+      row.entry = debStanza(info.control, rel.slice('deb/'.length), row.size, row.sha256);
+    } else if (row.kind === 'rpm') {
+      const info = file.rpm!;
+      const base = rpmChannelDir(row.channel);
+      const fileName = `${info.name}-${info.version}-${info.release}.${info.arch}.rpm`;
+      const rel = await target(`${base}/Packages/${info.name.slice(0, 1).toLowerCase()}`, fileName, file);
+      row.path = rel;
+      const st = await stat(join(this.cfg.repoDir, rel));
+      const frags = rpmFragments(info, { sha256: row.sha256, size: row.size, mtime: Math.floor(st.mtimeMs / 1000), href: rel.slice(base.length + 1) });
+      row.entry = frags.primary;
+      row.entry2 = frags.filelists;
+      row.entry3 = frags.other;
+    } else {
+      const dir = `deb/pool/${row.channel}/${poolPrefix(row.name)}/${row.name}`;
+      row.path = await target(dir, file.name, file);
+      const comps: string[] = [];
+      for (const c of p.companions) comps.push(await target(dir, c.name, c));
+      row.entry = JSON.stringify(comps);
+    }
+    p.placed = true;
+  }
+
+  /** Deletes files whose grace period has ended. */
+  private async collectGarbage(): Promise<void> {
+    const now = this.cfg.now();
+    const due = await this.store.garbageBefore(now - this.cfg.graceMs);
+    for (const g of due) {
+      await unlink(join(this.cfg.repoDir, g.path)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') this.log.warn({ path: g.path, err: e.code }, 'cannot remove an old file');
+      });
+      await this.store.unGarbage(g.path);
+    }
+    if (due.length > 0) this.log.debug({ files: due.length }, 'old files removed');
+    await this.store.pruneChunks(now - CHUNK_TTL_MS);
+  }
+
+  /** Time until the next garbage is due, for the watcher's timer (undefined when none). */
+  async nextGarbageDueMs(): Promise<number | undefined> {
+    const rows = await this.store.all<{ since: number | null }>('SELECT MIN(since) AS since FROM garbage');
+    const since = rows[0]?.since;
+    if (since === null || since === undefined) return undefined;
+    return Math.max(0, since + this.cfg.graceMs - this.cfg.now());
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+    await rm(this.lockPath, { force: true });
+  }
+}
+
