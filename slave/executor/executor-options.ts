@@ -1,0 +1,108 @@
+import { isAbsolute, join, resolve } from 'node:path';
+import { BuilderError } from '../../protocol/errors.js';
+import type { CollectArtifactsOptions } from '../artifacts/index.js';
+
+/** Options of the executor (one attempt or many through {@link Executor}). All but `dataDir` optional. */
+export interface ExecutorOptions {
+  /** The slave's data dir; attempts run in `<dataDir>/work/<jobId>-<attempt>/`. Required. */
+  dataDir: string;
+  /** Slots run at once (each job weighs `slots`, default 1). Default 1. */
+  capacity?: number;
+  /** Interpreter of a script that has no `#!` line. Default `/bin/sh`. */
+  shell?: string;
+  /** PATH of the clean base environment. Default `/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`. */
+  path?: string;
+  /** Timeout of an attempt whose spec has none; 0 = none. Default 6 hours. */
+  defaultTimeoutMs?: number;
+  /** Between SIGTERM and SIGKILL to the process group (timeout, cancel, leftovers). Default 10 s. */
+  killGraceMs?: number;
+  /**
+   * After the leader has exited and the group is gone (or SIGKILLed), how long the output pipes
+   * may stay open (held by a process that left the group with setsid) before the executor closes
+   * its ends and finishes the attempt. Default 5 s.
+   */
+  pipeCloseTimeoutMs?: number;
+  /** A batch of output goes to the log sink when it holds this many bytes. Default 64 KiB. */
+  batchBytes?: number;
+  /** ...or when its first byte is this old. Default 100 ms. */
+  flushIntervalMs?: number;
+  /** Largest chunk (consecutive output of one stream is merged up to this). At most the spool's maxRecordBytes. Default 256 KiB. */
+  maxChunkBytes?: number;
+  /** Largest script accepted. Default 1 MiB. */
+  maxScriptBytes?: number;
+  /** Total bytes of the job's env (keys and values). Default 128 KiB. */
+  maxEnvBytes?: number;
+  /** Start/end events kept in the slot pool's record (oldest dropped first). Default 10,000. */
+  maxRecordEvents?: number;
+  /** Limits of artifact collection. */
+  artifacts?: Omit<CollectArtifactsOptions, 'inputs'>;
+  /** Clock for timestamps and durations (injected in tests). Default `Date.now`. */
+  now?: () => number;
+}
+
+/** The validated form of {@link ExecutorOptions}. */
+export interface CompiledExecutorOptions {
+  readonly dataDir: string;
+  readonly workRoot: string;
+  readonly capacity: number;
+  readonly shell: string;
+  readonly path: string;
+  readonly defaultTimeoutMs: number;
+  readonly killGraceMs: number;
+  readonly pipeCloseTimeoutMs: number;
+  readonly batchBytes: number;
+  readonly flushIntervalMs: number;
+  readonly maxChunkBytes: number;
+  readonly maxScriptBytes: number;
+  readonly maxEnvBytes: number;
+  readonly maxRecordEvents: number;
+  readonly artifacts: Omit<CollectArtifactsOptions, 'inputs'>;
+  readonly now: () => number;
+}
+
+export const EXECUTOR_DEFAULTS = Object.freeze({
+  capacity: 1,
+  shell: '/bin/sh',
+  path: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  defaultTimeoutMs: 6 * 3600 * 1000,
+  killGraceMs: 10_000,
+  pipeCloseTimeoutMs: 5_000,
+  batchBytes: 64 * 1024,
+  flushIntervalMs: 100,
+  maxChunkBytes: 256 * 1024,
+  maxScriptBytes: 1024 * 1024,
+  maxEnvBytes: 128 * 1024,
+  maxRecordEvents: 10_000,
+});
+
+function int(name: string, v: number | undefined, dflt: number, min: number): number {
+  const x = v ?? dflt;
+  if (!Number.isSafeInteger(x) || x < min) throw new BuilderError('BUILDER_ERR_CONFIG', `executor option ${name} must be an integer >= ${min}, got ${String(v)}`);
+  return x;
+}
+
+/** Validates and normalises executor options once, at startup. */
+export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOptions {
+  if (typeof o.dataDir !== 'string' || o.dataDir === '') throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option dataDir is required');
+  const dataDir = resolve(o.dataDir);
+  const shell = o.shell ?? EXECUTOR_DEFAULTS.shell;
+  if (!isAbsolute(shell)) throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option shell must be an absolute path');
+  return Object.freeze({
+    dataDir,
+    workRoot: join(dataDir, 'work'),
+    capacity: int('capacity', o.capacity, EXECUTOR_DEFAULTS.capacity, 1),
+    shell,
+    path: o.path ?? EXECUTOR_DEFAULTS.path,
+    defaultTimeoutMs: int('defaultTimeoutMs', o.defaultTimeoutMs, EXECUTOR_DEFAULTS.defaultTimeoutMs, 0),
+    killGraceMs: int('killGraceMs', o.killGraceMs, EXECUTOR_DEFAULTS.killGraceMs, 0),
+    pipeCloseTimeoutMs: int('pipeCloseTimeoutMs', o.pipeCloseTimeoutMs, EXECUTOR_DEFAULTS.pipeCloseTimeoutMs, 0),
+    batchBytes: int('batchBytes', o.batchBytes, EXECUTOR_DEFAULTS.batchBytes, 1),
+    flushIntervalMs: int('flushIntervalMs', o.flushIntervalMs, EXECUTOR_DEFAULTS.flushIntervalMs, 0),
+    maxChunkBytes: int('maxChunkBytes', o.maxChunkBytes, EXECUTOR_DEFAULTS.maxChunkBytes, 1),
+    maxScriptBytes: int('maxScriptBytes', o.maxScriptBytes, EXECUTOR_DEFAULTS.maxScriptBytes, 1),
+    maxEnvBytes: int('maxEnvBytes', o.maxEnvBytes, EXECUTOR_DEFAULTS.maxEnvBytes, 0),
+    maxRecordEvents: int('maxRecordEvents', o.maxRecordEvents, EXECUTOR_DEFAULTS.maxRecordEvents, 1),
+    artifacts: { ...(o.artifacts ?? {}) },
+    now: o.now ?? Date.now,
+  });
+}

@@ -1,0 +1,115 @@
+import { BuilderError } from '../../protocol/errors.js';
+import { checkAttemptSpec, type AttemptSpec } from './attempt-spec.js';
+import { compileExecutorOptions, type CompiledExecutorOptions, type ExecutorOptions } from './executor-options.js';
+import type { LogSink } from './output-batcher.js';
+import { runAttempt, type AttemptHandle } from './run-attempt.js';
+import { SlotPool, type SlotRecord } from './slot-pool.js';
+
+/** One attempt the executor is running. */
+export interface RunningAttempt {
+  readonly jobId: string;
+  readonly attempt: number;
+  readonly slots: number;
+  readonly pid: number | undefined;
+}
+
+/**
+ * The slave's executor: runs attempts in at most `capacity` slots at once, cancels by job id,
+ * and drains. Transport-free: the agent turns `job.run` into {@link start}, `job.cancel` into
+ * {@link cancel}, and SIGTERM into {@link shutdown}.
+ */
+export class Executor {
+  readonly options: CompiledExecutorOptions;
+  readonly pool: SlotPool;
+  private readonly attempts = new Map<string, AttemptHandle>();
+
+  constructor(options: ExecutorOptions) {
+    this.options = compileExecutorOptions(options);
+    this.pool = new SlotPool(this.options.capacity, { now: this.options.now, maxRecordEvents: this.options.maxRecordEvents });
+  }
+
+  /** Free slots now (0 while draining). */
+  get freeSlots(): number {
+    return this.pool.free;
+  }
+
+  get draining(): boolean {
+    return this.pool.draining;
+  }
+
+  /**
+   * Starts an attempt if its slots are free. Throws BUILDER_ERR_UNAVAILABLE when draining or
+   * full (the master should not have sent it), BUILDER_ERR_CONFLICT when the job already runs
+   * here, BUILDER_ERR_INVALID_INPUT / _INVALID_NAME for a bad spec. The slots are released when
+   * the attempt's result is ready (process gone, log flushed, artifacts collected).
+   */
+  start(spec: AttemptSpec, log: LogSink): AttemptHandle {
+    const checked = checkAttemptSpec(spec, this.options);
+    if (this.attempts.has(checked.jobId)) throw new BuilderError('BUILDER_ERR_CONFLICT', `job ${checked.jobId} is already running here`);
+    const lease = this.pool.tryAcquire(`${checked.jobId}-${checked.attempt}`, checked.slots);
+    if (lease === undefined) {
+      throw new BuilderError('BUILDER_ERR_UNAVAILABLE', this.pool.draining ? 'slave is draining' : `not enough free slots (${this.pool.free} free, ${checked.slots} needed)`);
+    }
+    let handle: AttemptHandle;
+    try {
+      handle = runAttempt(spec, log, this.options);
+    } catch (e) {
+      lease.release();
+      throw e;
+    }
+    this.attempts.set(checked.jobId, handle);
+    void handle.result.finally(() => {
+      this.attempts.delete(checked.jobId);
+      lease.release();
+    });
+    return handle;
+  }
+
+  /** Cancels the running attempt of `jobId` (SIGTERM, then SIGKILL to its group). False if none runs. */
+  cancel(jobId: string | number): boolean {
+    const h = this.attempts.get(String(jobId));
+    if (h === undefined) return false;
+    h.cancel();
+    return true;
+  }
+
+  /** The attempt of `jobId` running now, if any. */
+  get(jobId: string | number): AttemptHandle | undefined {
+    return this.attempts.get(String(jobId));
+  }
+
+  running(): RunningAttempt[] {
+    return [...this.attempts.values()].map((h) => ({ jobId: h.jobId, attempt: h.attempt, slots: h.slots, pid: h.pid }));
+  }
+
+  /** The slot pool's own record of what ran concurrently. */
+  record(): SlotRecord {
+    return this.pool.record();
+  }
+
+  drain(): void {
+    this.pool.drain();
+  }
+
+  undrain(): void {
+    this.pool.undrain();
+  }
+
+  /** Drains and waits up to `deadlineMs` for the running attempts to end. */
+  drainAndWait(deadlineMs: number): Promise<{ drained: boolean; running: string[] }> {
+    return this.pool.drainAndWait(deadlineMs);
+  }
+
+  /**
+   * For SIGTERM: drain, wait up to `deadlineMs`, then cancel what still runs and wait for those
+   * attempts to end (their kill grace included). Resolves with the job ids that were cancelled.
+   */
+  async shutdown(deadlineMs: number): Promise<{ drained: boolean; cancelled: string[] }> {
+    const r = await this.pool.drainAndWait(deadlineMs);
+    if (r.drained) return { drained: true, cancelled: [] };
+    const left = [...this.attempts.values()];
+    for (const h of left) h.cancel();
+    await Promise.all(left.map((h) => h.result));
+    return { drained: false, cancelled: left.map((h) => h.jobId) };
+  }
+}

@@ -1,0 +1,379 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { BuilderError } from '../../protocol/errors.js';
+import { collectArtifacts, indexFiles, type ArtifactScan } from '../artifacts/index.js';
+import { checkAttemptSpec, type AttemptSpec, type CheckedAttemptSpec } from './attempt-spec.js';
+import type { CompiledExecutorOptions } from './executor-options.js';
+import { OutputBatcher, type LogSink } from './output-batcher.js';
+
+/** How an attempt ended, in the master's terms. */
+export type AttemptOutcome = 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
+
+/** What one attempt did. */
+export interface AttemptResult {
+  readonly jobId: string;
+  readonly attempt: number;
+  readonly outcome: AttemptOutcome;
+  /** The leader's exit code, or null when a signal ended it (or it never ran). */
+  readonly exitCode: number | null;
+  /** The signal that ended the leader (e.g. `SIGSEGV`, `SIGKILL`), or null. */
+  readonly signal: NodeJS.Signals | null;
+  readonly timedOut: boolean;
+  readonly cancelled: boolean;
+  /** Processes were left in the group after the leader exited and were killed. */
+  readonly leftoversKilled: boolean;
+  /** The pipes stayed open (held outside the group) past `pipeCloseTimeoutMs`; the executor closed its ends. */
+  readonly pipesForcedClosed: boolean;
+  readonly pid: number | undefined;
+  readonly workDir: string;
+  /** The last log seq written (firstSeq - 1 when the job printed nothing). */
+  readonly lastSeq: number;
+  readonly stdoutBytes: number;
+  readonly stderrBytes: number;
+  /** Output that could not be stored because the log sink failed (e.g. a full disk), and why. */
+  readonly logLostBytes: number;
+  readonly logError: { code: string; message: string } | undefined;
+  /** Why the attempt failed before or around the process (input fetch, spawn), if it did. */
+  readonly error: { code: string; message: string } | undefined;
+  /** Collected after the process ended, also after a failure; undefined if the work dir was never made. */
+  readonly artifacts: ArtifactScan | undefined;
+  readonly artifactsError: { code: string; message: string } | undefined;
+  readonly startedAt: number;
+  readonly endedAt: number;
+  readonly durations: { readonly setupMs: number; readonly runMs: number; readonly collectMs: number; readonly totalMs: number };
+}
+
+/** A running attempt. */
+export interface AttemptHandle {
+  readonly jobId: string;
+  readonly attempt: number;
+  readonly slots: number;
+  readonly workDir: string;
+  /** Resolves when the attempt is over (never rejects: failures are in the result). */
+  readonly result: Promise<AttemptResult>;
+  /** The process group leader's pid, once spawned. */
+  readonly pid: number | undefined;
+  /** SIGTERM to the group, SIGKILL after the grace; before the spawn, the process never starts. */
+  cancel(): void;
+}
+
+function errInfo(e: unknown): { code: string; message: string } {
+  if (e instanceof BuilderError) return { code: e.code, message: e.message };
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return { code: typeof code === 'string' ? code : 'BUILDER_ERR_INTERNAL', message: e instanceof Error ? e.message : String(e) };
+}
+
+/** The clean base environment plus the job's env plus the BUILDER_* variables (which win). */
+export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: CompiledExecutorOptions): Record<string, string> {
+  let user: string;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = '';
+  }
+  // Security: nothing of the slave's own environment leaks into the job (no credentials, no agent sockets).
+  const base: Record<string, string> = {
+    PATH: o.path,
+    HOME: workDir,
+    LANG: 'C.UTF-8',
+    TMPDIR: join(workDir, 'tmp'),
+    ...(user === '' ? {} : { USER: user, LOGNAME: user }),
+  };
+  return {
+    ...base,
+    ...spec.env,
+    BUILDER_JOB_ID: spec.jobId,
+    BUILDER_JOB_NAME: spec.name,
+    BUILDER_CHANNEL: spec.channel,
+    BUILDER_ARCH: spec.arch,
+    BUILDER_ATTEMPT: String(spec.attempt),
+    BUILDER_WORKDIR: workDir,
+    BUILDER_INPUT: join(workDir, 'input'),
+    BUILDER_OUTPUT: join(workDir, 'output'),
+  };
+}
+
+/**
+ * Runs one attempt: a fresh work dir `<workRoot>/<jobId>-<attempt>/` (`input/`, `output/`,
+ * `build/` = cwd, `tmp/`), inputs fetched, the process started as the leader of its own process
+ * group with a clean environment, its output batched into `log`, a timeout and cancel that
+ * SIGTERM then SIGKILL the whole group, and the artifacts collected after it ends (also after a
+ * failure). Throws synchronously only for an invalid spec.
+ *
+ * The attempt ends when the leader has exited, no process is left in its group, and both pipes
+ * are closed. Processes left in the group after the leader exits are SIGTERMed at once and
+ * SIGKILLed after `killGraceMs`: a grandchild that ignores SIGTERM cannot keep the attempt alive.
+ */
+export function runAttempt(specIn: AttemptSpec, log: LogSink, o: CompiledExecutorOptions): AttemptHandle {
+  const spec = checkAttemptSpec(specIn, o);
+  return new AttemptRun(spec, log, o);
+}
+
+class AttemptRun implements AttemptHandle {
+  readonly jobId: string;
+  readonly attempt: number;
+  readonly slots: number;
+  readonly workDir: string;
+  readonly result: Promise<AttemptResult>;
+  private readonly spec: CheckedAttemptSpec;
+  private readonly log: LogSink;
+  private readonly o: CompiledExecutorOptions;
+  private readonly abort = new AbortController();
+  private child: ChildProcess | undefined;
+  private _pid: number | undefined;
+  private timedOut = false;
+  private cancelled = false;
+  private termSent = false;
+  private killTimer: NodeJS.Timeout | undefined;
+  private timeoutTimer: NodeJS.Timeout | undefined;
+  private pipeTimer: NodeJS.Timeout | undefined;
+  private finished = false;
+  private leftoversKilled = false;
+  private pipesForcedClosed = false;
+
+  constructor(spec: CheckedAttemptSpec, log: LogSink, o: CompiledExecutorOptions) {
+    this.spec = spec;
+    this.log = log;
+    this.o = o;
+    this.jobId = spec.jobId;
+    this.attempt = spec.attempt;
+    this.slots = spec.slots;
+    this.workDir = join(o.workRoot, `${spec.jobId}-${spec.attempt}`);
+    this.result = this.run();
+  }
+
+  get pid(): number | undefined {
+    return this._pid;
+  }
+
+  cancel(): void {
+    if (this.finished || this.cancelled) return;
+    this.cancelled = true;
+    this.abort.abort();
+    this.terminate();
+  }
+
+  /** Sends `sig` to the whole process group; false when the group is gone. */
+  private signalGroup(sig: NodeJS.Signals | 0): boolean {
+    if (this._pid === undefined || this.finished) return false;
+    try {
+      // A negative pid addresses the process group the leader created (detached: setsid).
+      process.kill(-this._pid, sig);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  }
+
+  /** SIGTERM to the group now, SIGKILL after the grace (once, whoever asks first). */
+  private terminate(): void {
+    if (this._pid === undefined) return;
+    if (!this.termSent) {
+      this.termSent = true;
+      this.signalGroup('SIGTERM');
+    }
+    if (this.killTimer === undefined) {
+      this.killTimer = setTimeout(() => {
+        this.signalGroup('SIGKILL');
+      }, this.o.killGraceMs);
+    }
+  }
+
+  private async run(): Promise<AttemptResult> {
+    const o = this.o;
+    const startedAt = o.now();
+    const dirs = { input: join(this.workDir, 'input'), output: join(this.workDir, 'output'), build: join(this.workDir, 'build'), tmp: join(this.workDir, 'tmp') };
+    let exitCode: number | null = null;
+    let signal: NodeJS.Signals | null = null;
+    let error: { code: string; message: string } | undefined;
+    let inputs: Map<string, string> | undefined;
+    let workDirMade = false;
+    let runStart = startedAt;
+    let runEnd = startedAt;
+    const batcher = new OutputBatcher(
+      this.log,
+      { batchBytes: o.batchBytes, flushIntervalMs: o.flushIntervalMs, maxChunkBytes: o.maxChunkBytes },
+      this.spec.firstSeq,
+      () => {
+        this.child?.stdout?.pause();
+        this.child?.stderr?.pause();
+      },
+      () => {
+        this.child?.stdout?.resume();
+        this.child?.stderr?.resume();
+      },
+    );
+    try {
+      // A fresh work dir: whatever an earlier run of this attempt left is removed first.
+      await rm(this.workDir, { recursive: true, force: true });
+      await mkdir(o.workRoot, { recursive: true, mode: 0o700 });
+      await mkdir(this.workDir, { mode: 0o700 });
+      for (const d of Object.values(dirs)) await mkdir(d, { mode: 0o700 });
+      workDirMade = true;
+      if (this.spec.fetchInputs !== undefined && !this.cancelled) {
+        await this.spec.fetchInputs(dirs.input, this.abort.signal);
+        inputs = await indexFiles(dirs.input, o.artifacts);
+      }
+      let cmd: string;
+      let args: string[];
+      if (this.spec.command.kind === 'script') {
+        const scriptPath = join(this.workDir, 'script');
+        await writeFile(scriptPath, this.spec.command.text, { mode: 0o700 });
+        if (this.spec.command.text.startsWith('#!')) {
+          cmd = scriptPath;
+          args = [];
+        } else {
+          cmd = o.shell;
+          args = [scriptPath];
+        }
+      } else {
+        const [first, ...rest] = this.spec.command.argv;
+        cmd = first ?? '';
+        args = rest;
+      }
+      if (!this.cancelled) {
+        runStart = o.now();
+        const r = await this.spawnAndWait(cmd, args, attemptEnv(this.spec, this.workDir, o), dirs.build, batcher);
+        exitCode = r.exitCode;
+        signal = r.signal;
+        error = r.error;
+        runEnd = o.now();
+      }
+    } catch (e) {
+      error = errInfo(e);
+    } finally {
+      this.clearTimers();
+      this.finished = true;
+    }
+    await batcher.flush();
+    runEnd = Math.max(runEnd, runStart);
+    const collectStart = o.now();
+    let artifacts: ArtifactScan | undefined;
+    let artifactsError: { code: string; message: string } | undefined;
+    if (workDirMade) {
+      try {
+        artifacts = await collectArtifacts(dirs.output, { ...o.artifacts, inputs });
+      } catch (e) {
+        artifactsError = errInfo(e);
+      }
+    }
+    const endedAt = o.now();
+    const outcome: AttemptOutcome = this.cancelled
+      ? 'cancelled'
+      : this.timedOut
+        ? 'timed_out'
+        : exitCode === 0 && signal === null && error === undefined
+          ? 'succeeded'
+          : 'failed';
+    return {
+      jobId: this.jobId,
+      attempt: this.attempt,
+      outcome,
+      exitCode,
+      signal,
+      timedOut: this.timedOut,
+      cancelled: this.cancelled,
+      leftoversKilled: this.leftoversKilled,
+      pipesForcedClosed: this.pipesForcedClosed,
+      pid: this._pid,
+      workDir: this.workDir,
+      lastSeq: batcher.lastSeq,
+      stdoutBytes: batcher.bytes.stdout,
+      stderrBytes: batcher.bytes.stderr,
+      logLostBytes: batcher.lostBytes,
+      logError: batcher.error === undefined ? undefined : errInfo(batcher.error),
+      error,
+      artifacts,
+      artifactsError,
+      startedAt,
+      endedAt,
+      durations: { setupMs: runStart - startedAt, runMs: runEnd - runStart, collectMs: endedAt - collectStart, totalMs: endedAt - startedAt },
+    };
+  }
+
+  private clearTimers(): void {
+    for (const t of [this.killTimer, this.timeoutTimer, this.pipeTimer]) if (t !== undefined) clearTimeout(t);
+  }
+
+  private spawnAndWait(
+    cmd: string,
+    args: string[],
+    env: Record<string, string>,
+    cwd: string,
+    batcher: OutputBatcher,
+  ): Promise<{ exitCode: number | null; signal: NodeJS.Signals | null; error: { code: string; message: string } | undefined }> {
+    return new Promise((resolve) => {
+      let exitCode: number | null = null;
+      let signal: NodeJS.Signals | null = null;
+      let error: { code: string; message: string } | undefined;
+      let exited = false;
+      let openPipes = 2;
+      let settled = false;
+      const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      this.child = child;
+      this._pid = child.pid;
+      const maybeDone = (): void => {
+        if (settled || !exited || openPipes > 0) return;
+        settled = true;
+        resolve({ exitCode, signal, error });
+      };
+      const onPipeClosed = (): void => {
+        openPipes--;
+        maybeDone();
+      };
+      child.stdout.on('data', (d: Buffer) => batcher.push('stdout', d));
+      child.stderr.on('data', (d: Buffer) => batcher.push('stderr', d));
+      child.stdout.on('close', onPipeClosed);
+      child.stderr.on('close', onPipeClosed);
+      child.stdout.on('error', () => undefined);
+      child.stderr.on('error', () => undefined);
+      child.on('error', (e) => {
+        // spawn failed (ENOENT, EACCES): no process, the pipes close on their own.
+        error ??= errInfo(e);
+        if (child.pid === undefined) {
+          exited = true;
+          maybeDone();
+        }
+      });
+      child.on('exit', (code, sig) => {
+        exitCode = code;
+        signal = sig;
+        exited = true;
+        if (this.timeoutTimer !== undefined) clearTimeout(this.timeoutTimer);
+        // Anything left in the group is an orphan of this job: SIGTERM now, SIGKILL after the grace.
+        let wait = this.o.pipeCloseTimeoutMs;
+        if (this.signalGroup(0)) {
+          this.leftoversKilled = true;
+          this.terminate();
+          wait += this.o.killGraceMs;
+        }
+        // A process that left the group (setsid) may still hold the pipes: stop waiting for it eventually.
+        // (Not while the pipes are paused for a slow log sink: that output is the job's and is kept.)
+        const forceClose = (): void => {
+          if (openPipes === 0) return;
+          if (batcher.isPaused) {
+            this.pipeTimer = setTimeout(forceClose, this.o.pipeCloseTimeoutMs);
+            return;
+          }
+          this.pipesForcedClosed = true;
+          child.stdout.destroy();
+          child.stderr.destroy();
+        };
+        this.pipeTimer = setTimeout(forceClose, wait);
+        maybeDone();
+      });
+      if (child.pid !== undefined) {
+        if (this.spec.timeoutMs > 0) {
+          this.timeoutTimer = setTimeout(() => {
+            if (exited) return;
+            this.timedOut = true;
+            this.terminate();
+          }, this.spec.timeoutMs);
+        }
+        if (this.cancelled) this.terminate();
+      }
+    });
+  }
+}

@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isBuilderError } from '../../../protocol/errors.js';
+import { compileExecutorOptions, runAttempt, type AttemptHandle, type AttemptSpec, type CompiledExecutorOptions } from '../../../slave/executor/index.js';
+import { isAlive, MemorySink, ProcessReaper, readPid, waitUntil } from './helpers.js';
+
+describe('slave/executor runAttempt (real processes)', function () {
+  this.timeout(30_000);
+  let root: string;
+  let o: CompiledExecutorOptions;
+  const reaper = new ProcessReaper();
+  const handles: AttemptHandle[] = [];
+
+  function start(spec: Partial<AttemptSpec> & ({ script: string } | { argv: string[] }), sink = new MemorySink()): { h: AttemptHandle; sink: MemorySink } {
+    const h = runAttempt({ jobId: 'j1', attempt: 1, name: 'hello', channel: 'stable', arch: 'x86_64', ...spec }, sink, o);
+    handles.push(h);
+    // The leader's pid is known right after the spawn; register its group for afterEach.
+    void waitUntil(() => h.pid !== undefined || handles.length === 0).then(() => reaper.addGroup(h.pid));
+    return { h, sink };
+  }
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'builder-exec-'));
+    o = compileExecutorOptions({ dataDir: root, killGraceMs: 300, pipeCloseTimeoutMs: 1000, flushIntervalMs: 20 });
+  });
+  afterEach(async () => {
+    for (const h of handles) reaper.addGroup(h.pid);
+    handles.splice(0);
+    await reaper.reap();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  describe('when a job runs', () => {
+    it('gets a fresh work dir, cwd build/, a clean env with the BUILDER_* variables, and its own process group', async () => {
+      process.env.SLAVE_SECRET_FOR_TEST = 'must-not-leak';
+      try {
+        const { h, sink } = start({
+          jobId: 'job42',
+          attempt: 3,
+          env: { FOO: 'bar baz' },
+          script: 'echo "cwd=$(pwd)"; env | sort; echo "pgid=$(ps -o pgid= $$ | tr -d " ")"; echo "pid=$$"',
+        });
+        const r = await h.result;
+        assert.equal(r.outcome, 'succeeded');
+        const out = sink.text('stdout');
+        const wd = join(root, 'work', 'job42-3');
+        assert.equal(r.workDir, wd);
+        for (const line of [
+          `cwd=${wd}/build`,
+          'BUILDER_JOB_ID=job42',
+          'BUILDER_JOB_NAME=hello',
+          'BUILDER_CHANNEL=stable',
+          'BUILDER_ARCH=x86_64',
+          'BUILDER_ATTEMPT=3',
+          `BUILDER_WORKDIR=${wd}`,
+          `BUILDER_INPUT=${wd}/input`,
+          `BUILDER_OUTPUT=${wd}/output`,
+          `HOME=${wd}`,
+          `TMPDIR=${wd}/tmp`,
+          'LANG=C.UTF-8',
+          'FOO=bar baz',
+        ]) {
+          assert.ok(out.split('\n').includes(line), `missing ${line} in\n${out}`);
+        }
+        assert.ok(!out.includes('SLAVE_SECRET_FOR_TEST'), 'the slave environment leaks into the job');
+        const pid = /pid=(\d+)/.exec(out)?.[1];
+        const pgid = /pgid=(\d+)/.exec(out)?.[1];
+        assert.equal(pgid, pid, 'the job leads its own process group');
+        assert.equal(Number(pid), r.pid);
+      } finally {
+        delete process.env.SLAVE_SECRET_FOR_TEST;
+      }
+    });
+
+    it('refuses a job env that sets a BUILDER_* variable, with a clear error', () => {
+      assert.throws(
+        () => runAttempt({ jobId: 'j', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'true', env: { BUILDER_OUTPUT: '/etc' } }, new MemorySink(), o),
+        (e) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT') && /BUILDER_OUTPUT/.test(e.message),
+      );
+      assert.throws(
+        () => runAttempt({ jobId: '../x', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'true' }, new MemorySink(), o),
+        (e) => isBuilderError(e, 'BUILDER_ERR_INVALID_NAME'),
+      );
+    });
+
+    it('keeps stdout and stderr apart and their interleaving in seq order', async () => {
+      const wd = join(root, 'work', 'j1-1');
+      // Each step waits until the slave has seen the previous one, so the order is deterministic.
+      const script = [
+        'w() { while [ ! -e "$BUILDER_WORKDIR/go$1" ]; do sleep 0.01; done; }',
+        'echo out1', 'w 1', 'echo err1 >&2', 'w 2', 'echo out2', 'w 3', 'echo err2 >&2', 'w 4', 'echo out3',
+      ].join('\n');
+      const { h, sink } = start({ script });
+      const steps = ['out1', 'err1', 'out2', 'err2'];
+      for (let i = 0; i < steps.length; i++) {
+        await sink.waitFor(steps[i]!);
+        await writeFile(join(wd, `go${i + 1}`), '');
+      }
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded');
+      assert.equal(sink.text('stdout'), 'out1\nout2\nout3\n');
+      assert.equal(sink.text('stderr'), 'err1\nerr2\n');
+      const seqs = sink.chunks.map((c) => c.seq);
+      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+      assert.equal(new Set(seqs).size, seqs.length, 'seqs are unique across streams');
+      const bySeq = sink.chunks.map((c) => `${c.stream}:${c.data.toString().trim()}`);
+      assert.deepEqual(bySeq, ['stdout:out1', 'stderr:err1', 'stdout:out2', 'stderr:err2', 'stdout:out3']);
+      assert.equal(r.lastSeq, 5);
+    });
+  });
+
+  describe('when a job must be stopped', () => {
+    it('on timeout SIGTERMs then SIGKILLs the whole group, including a grandchild that ignores SIGTERM', async () => {
+      const wd = join(root, 'work', 'j1-1');
+      const script = [
+        `sh -c 'trap "" TERM; echo $$ > "$BUILDER_WORKDIR/gc.pid"; while :; do sleep 1; done' &`,
+        'while [ ! -s "$BUILDER_WORKDIR/gc.pid" ]; do sleep 0.01; done',
+        'echo ready',
+        'sleep 1000',
+      ].join('\n');
+      const { h, sink } = start({ script, timeoutMs: 1500 });
+      await sink.waitFor('ready');
+      const gc = await readPid(join(wd, 'gc.pid'));
+      reaper.addPid(gc);
+      assert.equal(await isAlive(gc), true);
+      const r = await h.result;
+      assert.equal(r.outcome, 'timed_out');
+      assert.equal(r.timedOut, true);
+      assert.equal(r.signal, 'SIGTERM', 'the leader died of the SIGTERM');
+      assert.equal(await isAlive(gc), false, 'the grandchild that ignored SIGTERM is gone');
+    });
+
+    it('ends when the leader exits even if a grandchild that ignores SIGTERM still holds the pipes, and kills it', async () => {
+      const wd = join(root, 'work', 'j1-1');
+      const script = [`sh -c 'trap "" TERM; echo $$ > "$BUILDER_WORKDIR/gc.pid"; while :; do sleep 1; done' &`, 'while [ ! -s "$BUILDER_WORKDIR/gc.pid" ]; do sleep 0.01; done', 'exit 3'].join('\n');
+      const { h } = start({ script });
+      const r = await h.result;
+      const gc = await readPid(join(wd, 'gc.pid'));
+      reaper.addPid(gc);
+      assert.equal(r.exitCode, 3);
+      assert.equal(r.outcome, 'failed');
+      assert.equal(r.leftoversKilled, true);
+      assert.equal(await isAlive(gc), false);
+    });
+
+    it('cancel kills the group and reports cancelled', async () => {
+      const { h, sink } = start({ script: 'echo started; sleep 1000 & wait' });
+      await sink.waitFor('started');
+      h.cancel();
+      const r = await h.result;
+      assert.equal(r.outcome, 'cancelled');
+      assert.equal(r.cancelled, true);
+      assert.equal(r.signal, 'SIGTERM');
+      assert.equal(await isAlive(r.pid!), false);
+    });
+
+    it('cancel before the process starts means it never starts', async () => {
+      let release!: () => void;
+      const { h } = start({ script: 'echo ran > "$BUILDER_OUTPUT/ran"', fetchInputs: () => new Promise<void>((r) => (release = r)) });
+      await waitUntil(() => release !== undefined);
+      h.cancel();
+      release();
+      const r = await h.result;
+      assert.equal(r.outcome, 'cancelled');
+      assert.equal(r.pid, undefined);
+      assert.deepEqual(r.artifacts?.artifacts, []);
+    });
+  });
+
+  describe('when a signal ends the job', () => {
+    for (const [sig, script] of [
+      ['SIGSEGV', 'ulimit -c 0; kill -SEGV $$'],
+      ['SIGKILL', 'kill -9 $$'],
+    ] as const) {
+      it(`reports ${sig} as the signal, not as an exit code`, async () => {
+        const { h } = start({ script });
+        const r = await h.result;
+        assert.equal(r.signal, sig);
+        assert.equal(r.exitCode, null);
+        assert.equal(r.outcome, 'failed');
+        assert.equal(r.timedOut, false);
+      });
+    }
+  });
+
+  describe('when a job fails', () => {
+    it('still collects its artifacts and reports refused entries', async () => {
+      const { h } = start({ script: 'echo pkg > "$BUILDER_OUTPUT/a_1.0_all.deb"; mkdir "$BUILDER_OUTPUT/logs"; echo x > "$BUILDER_OUTPUT/logs/build.log"; ln -s /etc/passwd "$BUILDER_OUTPUT/pw"; exit 7' });
+      const r = await h.result;
+      assert.equal(r.exitCode, 7);
+      assert.equal(r.outcome, 'failed');
+      assert.deepEqual(r.artifacts?.artifacts.map((a) => [a.path, a.kind]), [['a_1.0_all.deb', 'package'], ['logs/build.log', 'image']]);
+      assert.deepEqual(r.artifacts?.refused.map((x) => [x.path, x.reason]), [['pw', 'symlink']]);
+    });
+
+    it('reports a spawn failure (missing interpreter) as a failed attempt with the error', async () => {
+      const { h } = start({ argv: ['/nonexistent/tool', '--x'] });
+      const r = await h.result;
+      assert.equal(r.outcome, 'failed');
+      assert.equal(r.error?.code, 'ENOENT');
+    });
+  });
+
+  describe('when inputs are fetched', () => {
+    it('places them in BUILDER_INPUT before the start and reports an artifact that shadows one with other content', async () => {
+      const { h, sink } = start({
+        fetchInputs: async (dir) => {
+          await writeFile(join(dir, 'src.tar'), 'original source');
+        },
+        script: 'cat "$BUILDER_INPUT/src.tar"; echo changed > "$BUILDER_OUTPUT/src.tar"',
+      });
+      const r = await h.result;
+      assert.equal(sink.text('stdout'), 'original source');
+      assert.equal(r.artifacts?.conflicts.length, 1);
+      assert.equal(r.artifacts?.conflicts[0]?.path, 'src.tar');
+      assert.equal(await readFile(join(r.workDir, 'input', 'src.tar'), 'utf8'), 'original source');
+    });
+
+    it('fails the attempt without running it when the fetch fails', async () => {
+      const { h } = start({ fetchInputs: () => Promise.reject(new Error('master unreachable')), script: 'touch "$BUILDER_OUTPUT/ran"' });
+      const r = await h.result;
+      assert.equal(r.outcome, 'failed');
+      assert.equal(r.pid, undefined);
+      assert.match(r.error?.message ?? '', /master unreachable/);
+    });
+  });
+});
