@@ -77,7 +77,7 @@ async function controlFromTar(tar: Buffer, max: number): Promise<string> {
   await done;
   if (failure !== undefined) {
     if (failure instanceof BuilderError) throw failure;
-    throw invalid(`control tarball: ${failure instanceof Error ? failure.message : String(failure)}`);
+    throw invalid(`control tarball: ${failure instanceof Error ? failure.message : 'unreadable'}`);
   }
   if (control === undefined) throw invalid('no control file in control.tar');
   return control;
