@@ -81,6 +81,7 @@ export class ArtifactReceiver {
 
   private async prepare(): Promise<void> {
     await mkdirInside(this.root, dirname(this.path));
+    if (await exists(this.finalPath)) throw new BuilderError('BUILDER_ERR_CONFLICT', `artifact ${this.path} already exists`);
     const meta = JSON.stringify({ path: this.path, size: this.size, sha256: this.sha256 });
     let resume: boolean;
     try {
@@ -174,12 +175,9 @@ export class ArtifactReceiver {
       }
       await fh.sync();
       await fh.close();
-      try {
-        await lstat(this.finalPath);
+      if (await exists(this.finalPath)) {
         await this.removePart();
         throw new BuilderError('BUILDER_ERR_CONFLICT', `artifact ${this.path} already exists`);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
       await rename(this.partPath, this.finalPath);
       await rm(this.metaPath, { force: true });
@@ -202,6 +200,16 @@ export class ArtifactReceiver {
   private async removePart(): Promise<void> {
     await rm(this.partPath, { force: true });
     await rm(this.metaPath, { force: true });
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
   }
 }
 

@@ -207,6 +207,7 @@ describe('slave/artifacts', () => {
       await r.write(2, Buffer.from('23')); // a resend below the offset is ignored
       assert.equal((await r.finish()).sha256, meta.sha256);
       assert.equal(await readFile(join(store, 'f'), 'utf8'), '0123456789');
+      await assert.rejects(ArtifactReceiver.open(store, 'f', meta), (e) => isBuilderError(e, 'BUILDER_ERR_CONFLICT'));
     });
 
     it('refuses a symlink planted in the destination tree', async () => {
