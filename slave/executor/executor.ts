@@ -1,4 +1,7 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
+import { checkAttemptKey } from '../spool/index.js';
 import { checkAttemptSpec, type AttemptSpec } from './attempt-spec.js';
 import { compileExecutorOptions, type CompiledExecutorOptions, type ExecutorOptions } from './executor-options.js';
 import type { LogSink } from './output-batcher.js';
@@ -80,6 +83,17 @@ export class Executor {
 
   running(): RunningAttempt[] {
     return [...this.attempts.values()].map((h) => ({ jobId: h.jobId, attempt: h.attempt, slots: h.slots, pid: h.pid }));
+  }
+
+  /**
+   * Removes the work dir of a finished attempt (after its artifacts and log reached the master).
+   * Refuses while that attempt runs.
+   */
+  async removeWorkDir(jobId: string | number, attempt: number): Promise<void> {
+    const k = checkAttemptKey(jobId, attempt);
+    const running = this.attempts.get(k.jobId);
+    if (running !== undefined && running.attempt === k.attempt) throw new BuilderError('BUILDER_ERR_BAD_STATE', `job ${k.jobId} attempt ${k.attempt} is still running`);
+    await rm(join(this.options.workRoot, `${k.jobId}-${k.attempt}`), { recursive: true, force: true });
   }
 
   /** The slot pool's own record of what ran concurrently. */

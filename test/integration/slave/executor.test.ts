@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -119,6 +119,8 @@ describe('slave/executor Executor (real processes)', function () {
       assert.equal(ex.cancel('c1'), true);
       assert.equal((await h.result).outcome, 'cancelled');
       assert.equal(ex.freeSlots, 1);
+      await ex.removeWorkDir('c1', 1);
+      await assert.rejects(stat(h.workDir), { code: 'ENOENT' });
     });
   });
 });
