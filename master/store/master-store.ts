@@ -1,0 +1,516 @@
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import sqlite3 from 'sqlite3';
+import { BuilderError } from '../../protocol/errors.js';
+import { checkName, checkRelativePath } from '../../protocol/names.js';
+import { checkNewJob, type CheckedJob } from './job-spec.js';
+import { MIGRATIONS } from './migrations.js';
+import {
+  toArtifact,
+  toAttempt,
+  toEvent,
+  toJob,
+  toSchedule,
+  toSlave,
+  type ArtifactRow,
+  type AttemptRow,
+  type EventRow,
+  type JobRow,
+  type ScheduleRow,
+  type SlaveRow,
+} from './rows.js';
+import { SqliteConn, type SqlValue } from './sqlite-conn.js';
+import { compileStoreOptions, type CompiledStoreOptions, type StoreOptions } from './store-options.js';
+import type { Artifact, ArtifactKind, Attempt, Job, JobEvent, JobState, NewJob, Schedule, SlaveRecord, TransitionResult } from './types.js';
+import { WriteQueue, type WriteOp } from './write-queue.js';
+
+/** Filters of {@link MasterStore.listJobs}; newest first. */
+export interface ListJobsQuery {
+  state?: JobState;
+  channel?: string;
+  /** Default 100, at most the store's `maxListLimit`. */
+  limit?: number;
+  /** Only jobs with a smaller id (the next page after the last id seen). */
+  beforeId?: number;
+}
+
+/** Filters of {@link MasterStore.listEvents}; oldest first, so a reader can follow with `afterId`. */
+export interface ListEventsQuery {
+  jobId?: number;
+  afterId?: number;
+  limit?: number;
+}
+
+/** How an attempt ended with a result. */
+export interface FinishOutcome {
+  state: 'succeeded' | 'failed' | 'timed_out';
+  exitCode?: number | null;
+  signal?: string | null;
+  reason?: string;
+}
+
+export interface RequeueOptions {
+  reason: string;
+  /** The attempt failed before the job's process ran (counts toward the slave's quarantine). */
+  setupFailure?: boolean;
+}
+
+export interface SlaveUpsert {
+  name: string;
+  channels: string[];
+  arches: string[];
+  capacity: number;
+}
+
+export interface NewSchedule {
+  id: string;
+  cron: string;
+  tz: string;
+  template: NewJob;
+  paused?: boolean;
+  /** The first fire time (computed by the caller from the cron expression); null when paused. */
+  nextFireAt: number | null;
+}
+
+export interface NewArtifact {
+  jobId: number;
+  attempt: number;
+  name: string;
+  size: number;
+  sha256: string;
+  kind: ArtifactKind;
+  path: string;
+}
+
+/** The result of {@link MasterStore.fireSchedule}. */
+export type FireResult = { ok: true; schedule: Schedule; job: Job } | { ok: false; schedule: Schedule | undefined };
+
+const JOB_COLS = 'id, name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, slave, exit_code, signal, reason, schedule_id, created_at, updated_at, dispatched_at, started_at, ended_at';
+
+function notFoundOrState(job: Job | undefined): { ok: false; job: Job | undefined } {
+  return { ok: false, job };
+}
+
+/**
+ * The master's persistent store: SQLite in WAL mode, one writer connection behind a group-commit
+ * queue and one read-only connection. Every write method resolves only after the COMMIT that
+ * holds it has returned (durable before announced); reads go to the reader connection and so
+ * never see a write before it is committed.
+ */
+export class MasterStore {
+  private closed = false;
+
+  private constructor(
+    readonly options: CompiledStoreOptions,
+    private readonly writer: SqliteConn,
+    private readonly reader: SqliteConn,
+    private readonly queue: WriteQueue,
+  ) {}
+
+  /** Opens (creating if needed) `<dir>/master.db`, applies pending migrations, opens the reader. */
+  static async open(opts: StoreOptions): Promise<MasterStore> {
+    const o = compileStoreOptions(opts);
+    await mkdir(dirname(o.file), { recursive: true });
+    const writer = await SqliteConn.open(o.file, sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE);
+    let reader: SqliteConn | undefined;
+    try {
+      await writer.exec(`PRAGMA busy_timeout = ${o.busyTimeoutMs}`);
+      const mode = await writer.get<{ journal_mode: string }>('PRAGMA journal_mode = WAL');
+      if (mode?.journal_mode !== 'wal') throw new BuilderError('BUILDER_ERR_CONFIG', `cannot put ${o.file} in WAL mode`);
+      await writer.exec(`PRAGMA synchronous = ${o.synchronous}; PRAGMA foreign_keys = ON;`);
+      await migrate(writer);
+      reader = await SqliteConn.open(o.file, sqlite3.OPEN_READONLY);
+      await reader.exec(`PRAGMA busy_timeout = ${o.busyTimeoutMs}`);
+    } catch (e) {
+      if (reader) await reader.close().catch(() => undefined);
+      await writer.close().catch(() => undefined);
+      throw e;
+    }
+    return new MasterStore(o, writer, reader, new WriteQueue(writer, o.maxBatch));
+  }
+
+  /** The schema version of the open database. */
+  async schemaVersion(): Promise<number> {
+    const r = await this.reader.get<{ user_version: number }>('PRAGMA user_version');
+    return r?.user_version ?? 0;
+  }
+
+  /** COMMITs done so far (writes per commit shows how well group commit batches). */
+  get commits(): number {
+    return this.queue.commits;
+  }
+
+  /** Waits for pending writes, then closes both connections. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue.idle();
+    await this.reader.close();
+    await this.writer.close();
+  }
+
+  private async write<T>(op: WriteOp<T>): Promise<T> {
+    if (this.closed) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the store is closed');
+    return this.queue.enqueue(op);
+  }
+
+  private now(): number {
+    return this.options.now();
+  }
+
+  // ---- jobs ----
+
+  /** Validates and stores a new job in state `queued`. */
+  async createJob(spec: NewJob): Promise<Job> {
+    const checked = checkNewJob(spec, this.options);
+    return this.write((c) => insertJob(c, checked, null, this.now()));
+  }
+
+  async getJob(id: number): Promise<Job | undefined> {
+    const r = await this.reader.get<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id = ?`, [id]);
+    return r && toJob(r);
+  }
+
+  /** Jobs newest first, filtered by state and channel. */
+  async listJobs(q: ListJobsQuery = {}): Promise<Job[]> {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    if (q.state !== undefined) {
+      where.push('state = ?');
+      params.push(q.state);
+    }
+    if (q.channel !== undefined) {
+      where.push('channel = ?');
+      params.push(q.channel);
+    }
+    if (q.beforeId !== undefined) {
+      where.push('id < ?');
+      params.push(q.beforeId);
+    }
+    params.push(this.limit(q.limit));
+    const sql = `SELECT ${JOB_COLS} FROM jobs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id DESC LIMIT ?`;
+    return (await this.reader.all<JobRow>(sql, params)).map(toJob);
+  }
+
+  /**
+   * Recovery on open: every job still queued, dispatched or running, oldest first, so the master
+   * can rebuild its queue and start grace timers for the slaves that held jobs.
+   */
+  async listActiveJobs(): Promise<Job[]> {
+    const rows = await this.reader.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE state IN ('queued','dispatched','running') ORDER BY id`);
+    return rows.map(toJob);
+  }
+
+  private limit(n: number | undefined): number {
+    const l = n ?? 100;
+    if (!Number.isSafeInteger(l) || l < 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'limit must be a positive integer');
+    return Math.min(l, this.options.maxListLimit);
+  }
+
+  /**
+   * One compare-and-set transition: a single `UPDATE ... WHERE <expected state> RETURNING`
+   * (attempt rows and the event log follow by trigger, in the same statement). When no row
+   * matches, the current row is read for the caller's diagnosis.
+   */
+  private cas(from: JobState, sql: string, params: SqlValue[], jobId: number): Promise<TransitionResult> {
+    return this.write(async (c) => {
+      const r = await c.get<JobRow>(`${sql} RETURNING ${JOB_COLS}`, params);
+      if (r !== undefined) return { ok: true, from, job: toJob(r) };
+      return notFoundOrState(await loadJob(c, jobId));
+    });
+  }
+
+  /** queued -> dispatched: starts attempt `attempt + 1` on `slave` (refused when no attempt is left). */
+  async dispatchJob(jobId: number, slave: string, reason: string | null = null): Promise<TransitionResult> {
+    checkName('slave', slave);
+    const now = this.now();
+    return this.cas(
+      'queued',
+      `UPDATE jobs SET state = 'dispatched', attempt = attempt + 1, slave = ?, reason = ?, updated_at = ?, dispatched_at = ?,
+         started_at = NULL, ended_at = NULL, exit_code = NULL, signal = NULL
+       WHERE id = ? AND state = 'queued' AND attempt < max_attempts`,
+      [slave, reason, now, now, jobId],
+      jobId,
+    );
+  }
+
+  /** dispatched -> running, for the given attempt (the slave accepted and started it). */
+  startJob(jobId: number, attempt: number, reason: string | null = null): Promise<TransitionResult> {
+    const now = this.now();
+    return this.cas(
+      'dispatched',
+      `UPDATE jobs SET state = 'running', reason = ?, updated_at = ?, started_at = ? WHERE id = ? AND state = 'dispatched' AND attempt = ?`,
+      [reason, now, now, jobId, attempt],
+      jobId,
+    );
+  }
+
+  /**
+   * running -> succeeded | failed | timed_out, for the given attempt only: a stale report (an
+   * older attempt, or a job already finished or cancelled) changes nothing. A job still
+   * `dispatched` must be started first (the slave's report that it started may arrive with its
+   * result; call {@link startJob} then this).
+   */
+  async finishJob(jobId: number, attempt: number, outcome: FinishOutcome): Promise<TransitionResult> {
+    const to = outcome.state;
+    if (to !== 'succeeded' && to !== 'failed' && to !== 'timed_out') throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `a job cannot finish as ${String(to)}`);
+    const now = this.now();
+    return this.cas(
+      'running',
+      `UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, updated_at = ?, ended_at = ?
+       WHERE id = ? AND attempt = ? AND state = 'running'`,
+      [to, outcome.exitCode ?? null, outcome.signal ?? null, outcome.reason ?? null, now, now, jobId, attempt],
+      jobId,
+    );
+  }
+
+  /**
+   * dispatched | running -> queued (the attempt ended without a result: slave lost, assignment
+   * not accepted in time, setup failure), or -> failed when no attempt is left.
+   */
+  requeueJob(jobId: number, attempt: number, o: RequeueOptions): Promise<TransitionResult> {
+    return this.write(async (c) => {
+      const job = await loadJob(c, jobId);
+      if ((job?.state !== 'dispatched' && job?.state !== 'running') || job.attempt !== attempt) return notFoundOrState(job);
+      const now = this.now();
+      const exhausted = job.attempt >= job.maxAttempts;
+      const reason = exhausted ? `${o.reason}; no attempt left (${job.attempt} of ${job.maxAttempts})` : o.reason;
+      const r = await c.get<JobRow>(
+        `UPDATE jobs SET state = ?, reason = ?, updated_at = ?, ended_at = ?, exit_code = NULL, signal = NULL
+         WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_COLS}`,
+        [exhausted ? 'failed' : 'queued', reason, now, exhausted ? now : null, jobId, attempt, job.state],
+      );
+      // Another op of the same batch moved the job between the read and the write.
+      if (r === undefined) return notFoundOrState(await loadJob(c, jobId));
+      // The attempt ended without a result whatever the job's new state; record whether it was a setup failure.
+      await c.run(`UPDATE attempts SET state = 'requeued', reason = ?, setup_failure = ? WHERE job_id = ? AND attempt = ?`, [o.reason, o.setupFailure ? 1 : 0, jobId, attempt]);
+      return { ok: true, from: job.state, job: toJob(r) };
+    });
+  }
+
+  /** queued | dispatched | running -> cancelled. `from` and `job.slave` tell the caller whom to tell. */
+  cancelJob(jobId: number, reason = 'cancelled'): Promise<TransitionResult> {
+    return this.write(async (c) => {
+      const job = await loadJob(c, jobId);
+      if (job === undefined || (job.state !== 'queued' && job.state !== 'dispatched' && job.state !== 'running')) return notFoundOrState(job);
+      const now = this.now();
+      const r = await c.get<JobRow>(`UPDATE jobs SET state = 'cancelled', reason = ?, updated_at = ?, ended_at = ? WHERE id = ? AND state = ? RETURNING ${JOB_COLS}`, [
+        reason,
+        now,
+        now,
+        jobId,
+        job.state,
+      ]);
+      if (r === undefined) return notFoundOrState(await loadJob(c, jobId));
+      return { ok: true, from: job.state, job: toJob(r) };
+    });
+  }
+
+  async listAttempts(jobId: number): Promise<Attempt[]> {
+    return (await this.reader.all<AttemptRow>('SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt', [jobId])).map(toAttempt);
+  }
+
+  /** The append-only log of state changes, oldest first. */
+  async listEvents(q: ListEventsQuery = {}): Promise<JobEvent[]> {
+    const after = q.afterId ?? 0;
+    const limit = this.limit(q.limit);
+    const rows =
+      q.jobId === undefined
+        ? await this.reader.all<EventRow>('SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?', [after, limit])
+        : await this.reader.all<EventRow>('SELECT * FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?', [q.jobId, after, limit]);
+    return rows.map(toEvent);
+  }
+
+  // ---- slaves ----
+
+  /** Records a slave's subscription (on connect); keeps drained, quarantine and creation time. */
+  async upsertSlave(s: SlaveUpsert): Promise<SlaveRecord> {
+    checkName('slave', s.name);
+    for (const ch of s.channels) checkName('channel', ch);
+    for (const a of s.arches) checkName('arch', a);
+    if (!Number.isSafeInteger(s.capacity) || s.capacity < 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'capacity must be a positive integer');
+    const channels = JSON.stringify([...new Set(s.channels)].sort());
+    const arches = JSON.stringify([...new Set(s.arches)].sort());
+    return this.write(async (c) => {
+      const now = this.now();
+      await c.run(
+        `INSERT INTO slaves (name, channels, arches, capacity, last_seen, created_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET channels = excluded.channels, arches = excluded.arches, capacity = excluded.capacity, last_seen = excluded.last_seen`,
+        [s.name, channels, arches, s.capacity, now, now],
+      );
+      return toSlave((await c.get<SlaveRow>('SELECT * FROM slaves WHERE name = ?', [s.name]))!);
+    });
+  }
+
+  setSlaveDrained(name: string, drained: boolean): Promise<boolean> {
+    return this.write(async (c) => (await c.run('UPDATE slaves SET drained = ? WHERE name = ?', [drained ? 1 : 0, name])).changes === 1);
+  }
+
+  /** Sets (or clears, with null) a slave's quarantine end. */
+  setSlaveQuarantine(name: string, until: number | null): Promise<boolean> {
+    return this.write(async (c) => (await c.run('UPDATE slaves SET quarantined_until = ? WHERE name = ?', [until, name])).changes === 1);
+  }
+
+  /** Records that these slaves were seen at `at` (one transaction for the lot). */
+  touchSlaves(names: readonly string[], at = this.now()): Promise<void> {
+    return this.write(async (c) => {
+      for (const n of names) await c.run('UPDATE slaves SET last_seen = ? WHERE name = ?', [at, n]);
+    });
+  }
+
+  async getSlave(name: string): Promise<SlaveRecord | undefined> {
+    const r = await this.reader.get<SlaveRow>('SELECT * FROM slaves WHERE name = ?', [name]);
+    return r && toSlave(r);
+  }
+
+  async listSlaves(): Promise<SlaveRecord[]> {
+    return (await this.reader.all<SlaveRow>('SELECT * FROM slaves ORDER BY name')).map(toSlave);
+  }
+
+  // ---- schedules ----
+
+  /** Stores a new schedule; the template is validated as a job now, so a bad one fails here, not at 3 am. */
+  async createSchedule(s: NewSchedule): Promise<Schedule> {
+    checkName('schedule', s.id);
+    const template = checkNewJob(s.template, this.options);
+    return this.write(async (c) => {
+      const now = this.now();
+      const exists = await c.get<{ id: string }>('SELECT id FROM schedules WHERE id = ?', [s.id]);
+      if (exists) throw new BuilderError('BUILDER_ERR_CONFLICT', `schedule ${s.id} already exists`);
+      await c.run('INSERT INTO schedules (id, cron, tz, template, paused, next_fire_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+        s.id,
+        s.cron,
+        s.tz,
+        JSON.stringify(template),
+        s.paused ? 1 : 0,
+        s.paused ? null : s.nextFireAt,
+        now,
+      ]);
+      return toSchedule((await c.get<ScheduleRow>('SELECT * FROM schedules WHERE id = ?', [s.id]))!);
+    });
+  }
+
+  async getSchedule(id: string): Promise<Schedule | undefined> {
+    const r = await this.reader.get<ScheduleRow>('SELECT * FROM schedules WHERE id = ?', [id]);
+    return r && toSchedule(r);
+  }
+
+  async listSchedules(): Promise<Schedule[]> {
+    return (await this.reader.all<ScheduleRow>('SELECT * FROM schedules ORDER BY id')).map(toSchedule);
+  }
+
+  /** Pauses (nextFireAt null) or resumes (with the next fire time computed from now). */
+  setSchedulePaused(id: string, paused: boolean, nextFireAt: number | null): Promise<Schedule | undefined> {
+    return this.write(async (c) => {
+      await c.run('UPDATE schedules SET paused = ?, next_fire_at = ? WHERE id = ?', [paused ? 1 : 0, paused ? null : nextFireAt, id]);
+      const r = await c.get<ScheduleRow>('SELECT * FROM schedules WHERE id = ?', [id]);
+      return r && toSchedule(r);
+    });
+  }
+
+  removeSchedule(id: string): Promise<boolean> {
+    return this.write(async (c) => (await c.run('DELETE FROM schedules WHERE id = ?', [id])).changes === 1);
+  }
+
+  /**
+   * Fires a schedule: in ONE transaction, compare-and-set `next_fire_at` from `expectedNextFireAt`
+   * to `nextFireAt` (and `last_fired_at` to `firedAt`) and create the job from the template.
+   * Either both are durable or neither is, so a crash can neither fire twice nor lose a fire;
+   * a second caller with the same expectation (a race, a replay) gets `ok: false`.
+   */
+  fireSchedule(id: string, expectedNextFireAt: number, nextFireAt: number, firedAt: number): Promise<FireResult> {
+    return this.write(async (c) => {
+      const r = await c.get<ScheduleRow>('SELECT * FROM schedules WHERE id = ?', [id]);
+      if (r === undefined || r.paused !== 0 || r.next_fire_at !== expectedNextFireAt) return { ok: false, schedule: r && toSchedule(r) };
+      const template = checkNewJob(JSON.parse(r.template) as NewJob, this.options);
+      const job = await insertJob(c, template, id, this.now(), `schedule ${id} fired`);
+      await c.run('UPDATE schedules SET next_fire_at = ?, last_fired_at = ?, last_job_id = ? WHERE id = ? AND next_fire_at = ?', [nextFireAt, firedAt, job.id, id, expectedNextFireAt]);
+      return { ok: true, job, schedule: { ...toSchedule(r), nextFireAt, lastFiredAt: firedAt, lastJobId: job.id } };
+    });
+  }
+
+  /** Moves a schedule's next fire time without firing (CAS on the expected value). */
+  advanceSchedule(id: string, expectedNextFireAt: number | null, nextFireAt: number | null): Promise<boolean> {
+    return this.write(async (c) => (await c.run('UPDATE schedules SET next_fire_at = ? WHERE id = ? AND next_fire_at IS ?', [nextFireAt, id, expectedNextFireAt])).changes === 1);
+  }
+
+  // ---- artifacts ----
+
+  async addArtifact(a: NewArtifact): Promise<Artifact> {
+    checkRelativePath(a.name);
+    if (a.kind !== 'package' && a.kind !== 'image') throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'artifact kind must be package or image');
+    if (!/^[0-9a-f]{64}$/.test(a.sha256)) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'artifact sha256 must be 64 lowercase hex digits');
+    if (!Number.isSafeInteger(a.size) || a.size < 0) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'artifact size must be a non-negative integer');
+    return this.write(async (c) => {
+      const now = this.now();
+      const r = await c.run('INSERT INTO artifacts (job_id, attempt, name, size, sha256, kind, path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
+        a.jobId,
+        a.attempt,
+        a.name,
+        a.size,
+        a.sha256,
+        a.kind,
+        a.path,
+        now,
+      ]);
+      return { id: r.lastID, ...a, createdAt: now };
+    });
+  }
+
+  async listArtifacts(jobId: number): Promise<Artifact[]> {
+    return (await this.reader.all<ArtifactRow>('SELECT * FROM artifacts WHERE job_id = ? ORDER BY id', [jobId])).map(toArtifact);
+  }
+}
+
+async function loadJob(c: SqliteConn, id: number): Promise<Job | undefined> {
+  const r = await c.get<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id = ?`, [id]);
+  return r && toJob(r);
+}
+
+async function insertJob(c: SqliteConn, j: CheckedJob, scheduleId: string | null, now: number, reason: string | null = null): Promise<Job> {
+  const command = JSON.stringify(j.command);
+  const inputs = JSON.stringify(j.inputs);
+  const env = JSON.stringify(j.env);
+  const r = await c.run(
+    `INSERT INTO jobs (name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, reason, schedule_id, created_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)`,
+    [j.name, j.channel, j.arch, j.slots, j.priority, command, inputs, env, j.timeoutMs, j.maxAttempts, reason, scheduleId, now, now],
+  );
+  return {
+    id: r.lastID,
+    ...j,
+    state: 'queued',
+    attempt: 0,
+    slave: null,
+    exitCode: null,
+    signal: null,
+    reason,
+    scheduleId,
+    createdAt: now,
+    updatedAt: now,
+    dispatchedAt: null,
+    startedAt: null,
+    endedAt: null,
+  };
+}
+
+/** Applies every migration above the database's `user_version`, each in its own transaction. */
+async function migrate(c: SqliteConn): Promise<void> {
+  const v = (await c.get<{ user_version: number }>('PRAGMA user_version'))?.user_version ?? 0;
+  if (v > MIGRATIONS.length) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `the database schema (version ${v}) is newer than this master knows (${MIGRATIONS.length})`, {
+      hint: 'run a newer master, or restore a backup made for this version',
+    });
+  }
+  for (let i = v; i < MIGRATIONS.length; i++) {
+    await c.exec('BEGIN IMMEDIATE');
+    try {
+      await c.exec(MIGRATIONS[i]!);
+      await c.exec(`PRAGMA user_version = ${i + 1}`);
+      await c.exec('COMMIT');
+    } catch (e) {
+      await c.exec('ROLLBACK').catch(() => undefined);
+      throw e;
+    }
+  }
+}
