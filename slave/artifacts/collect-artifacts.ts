@@ -32,6 +32,7 @@ export type RefusalReason =
   | 'too-many-files'
   | 'too-large'
   | 'changed'
+  | 'foreign-owner'
   | 'unreadable';
 
 /** An entry refused as an artifact, reported to the master (the path is display text only). */
@@ -66,6 +67,12 @@ export interface CollectArtifactsOptions {
   maxDepth?: number;
   /** Largest single artifact; larger files are refused as `too-large`. Default 16 GiB. */
   maxFileBytes?: number;
+  /**
+   * When jobs run as their own user: files not owned by it are refused as `foreign-owner` (a
+   * hard link to a file of the slave's, which the slave could read and the job could not).
+   * Default: no owner check.
+   */
+  ownerUid?: number;
 }
 
 export const COLLECT_DEFAULTS = Object.freeze({ maxFiles: 10_000, maxDepth: 32, maxFileBytes: 16 * 1024 ** 3 });
@@ -167,6 +174,11 @@ export async function collectArtifacts(outputDir: string, options: CollectArtifa
       }
       if (!real.startsWith(root + sep)) {
         refused.push({ path, reason: 'escapes' });
+        continue;
+      }
+      // Security: the job can only create files it owns; anything else is a link to someone else's file.
+      if (options.ownerUid !== undefined && st.uid !== options.ownerUid) {
+        refused.push({ path, reason: 'foreign-owner', detail: `uid ${st.uid}` });
         continue;
       }
       if (st.size > maxFileBytes) {

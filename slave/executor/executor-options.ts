@@ -6,6 +6,18 @@ import type { CollectArtifactsOptions } from '../artifacts/index.js';
 export interface ExecutorOptions {
   /** The slave's data dir; attempts run in `<dataDir>/work/<jobId>-<attempt>/`. Required. */
   dataDir: string;
+  /**
+   * Where work dirs go. Default `<dataDir>/work`. With `runAs`, every directory above it must be
+   * traversable by that user (e.g. mode 0711), and it should not be inside a directory that holds
+   * the slave's keys.
+   */
+  workRoot?: string;
+  /**
+   * Run jobs as this user and group instead of the slave's own (needs the slave to run as root).
+   * The work dir is handed to that user; the slave's files stay out of the job's reach.
+   * Default: the slave's user.
+   */
+  runAs?: { uid: number; gid: number };
   /** Slots run at once (each job weighs `slots`, default 1). Default 1. */
   capacity?: number;
   /** Interpreter of a script that has no `#!` line. Default `/bin/sh`. */
@@ -44,6 +56,7 @@ export interface ExecutorOptions {
 export interface CompiledExecutorOptions {
   readonly dataDir: string;
   readonly workRoot: string;
+  readonly runAs: { readonly uid: number; readonly gid: number } | undefined;
   readonly capacity: number;
   readonly shell: string;
   readonly path: string;
@@ -81,6 +94,15 @@ function int(name: string, v: number | undefined, dflt: number, min: number): nu
   return x;
 }
 
+function compileRunAs(r: ExecutorOptions['runAs']): CompiledExecutorOptions['runAs'] {
+  if (r === undefined) return undefined;
+  const ok = (n: number): boolean => Number.isSafeInteger(n) && n >= 0 && n < 2 ** 32;
+  if (!ok(r.uid) || !ok(r.gid)) throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option runAs needs integer uid and gid');
+  // Running jobs as root would give every build script the slave's keys and the whole machine.
+  if (r.uid === 0) throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option runAs may not be root (uid 0)');
+  return Object.freeze({ uid: r.uid, gid: r.gid });
+}
+
 /** Validates and normalises executor options once, at startup. */
 export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOptions {
   if (typeof o.dataDir !== 'string' || o.dataDir === '') throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option dataDir is required');
@@ -89,7 +111,8 @@ export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOpti
   if (!isAbsolute(shell)) throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option shell must be an absolute path');
   return Object.freeze({
     dataDir,
-    workRoot: join(dataDir, 'work'),
+    workRoot: o.workRoot === undefined ? join(dataDir, 'work') : resolve(o.workRoot),
+    runAs: compileRunAs(o.runAs),
     capacity: int('capacity', o.capacity, EXECUTOR_DEFAULTS.capacity, 1),
     shell,
     path: o.path ?? EXECUTOR_DEFAULTS.path,

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
@@ -213,7 +213,8 @@ class AttemptRun implements AttemptHandle {
       for (const d of Object.values(dirs)) await mkdir(d, { mode: 0o700 });
       workDirMade = true;
       if (this.spec.fetchInputs !== undefined && !this.cancelled) {
-        await this.spec.fetchInputs(dirs.input, this.abort.signal);
+        // A cancel does not wait for a fetch that ignores its AbortSignal.
+        await Promise.race([this.spec.fetchInputs(dirs.input, this.abort.signal), this.aborted()]);
         inputs = await indexFiles(dirs.input, o.artifacts);
       }
       let cmd: string;
@@ -233,6 +234,7 @@ class AttemptRun implements AttemptHandle {
         cmd = first ?? '';
         args = rest;
       }
+      if (o.runAs !== undefined) await this.handOver(dirs, o.runAs);
       if (!this.cancelled) {
         runStart = o.now();
         const r = await this.spawnAndWait(cmd, args, attemptEnv(this.spec, this.workDir, o), dirs.build, batcher);
@@ -254,7 +256,7 @@ class AttemptRun implements AttemptHandle {
     let artifactsError: { code: string; message: string } | undefined;
     if (workDirMade) {
       try {
-        artifacts = await collectArtifacts(dirs.output, { ...o.artifacts, inputs });
+        artifacts = await collectArtifacts(dirs.output, { ...o.artifacts, inputs, ownerUid: o.runAs?.uid });
       } catch (e) {
         artifactsError = errInfo(e);
       }
@@ -293,6 +295,26 @@ class AttemptRun implements AttemptHandle {
     };
   }
 
+  private aborted(): Promise<never> {
+    return new Promise((_, reject) => {
+      const fail = (): void => reject(new BuilderError('BUILDER_ERR_BAD_STATE', 'attempt cancelled'));
+      if (this.abort.signal.aborted) fail();
+      else this.abort.signal.addEventListener('abort', fail, { once: true });
+    });
+  }
+
+  /**
+   * Gives the work dir to the job's user. `input/` and the script stay the slave's (0755/0555):
+   * the job reads its inputs and script but cannot change them.
+   */
+  private async handOver(dirs: { input: string; output: string; build: string; tmp: string }, runAs: { uid: number; gid: number }): Promise<void> {
+    await chmod(this.o.workRoot, 0o711);
+    await chown(this.workDir, runAs.uid, runAs.gid);
+    for (const d of [dirs.output, dirs.build, dirs.tmp]) await chown(d, runAs.uid, runAs.gid);
+    await chmod(dirs.input, 0o755);
+    if (this.spec.command.kind === 'script') await chmod(join(this.workDir, 'script'), 0o555);
+  }
+
   private clearTimers(): void {
     for (const t of [this.killTimer, this.timeoutTimer, this.pipeTimer]) if (t !== undefined) clearTimeout(t);
   }
@@ -311,7 +333,8 @@ class AttemptRun implements AttemptHandle {
       let exited = false;
       let openPipes = 2;
       let settled = false;
-      const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      const runAs = this.o.runAs === undefined ? {} : { uid: this.o.runAs.uid, gid: this.o.runAs.gid };
+      const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], ...runAs });
       this.child = child;
       this._pid = child.pid;
       const maybeDone = (): void => {

@@ -111,6 +111,50 @@ describe('slave/executor runAttempt (real processes)', function () {
     });
   });
 
+  describe('when jobs run as their own user (runAs)', () => {
+    it('runs the job as that user, which cannot change its inputs or script, and refuses files it does not own', async function () {
+      if (process.getuid?.() !== 0) this.skip();
+      const { chmod } = await import('node:fs/promises');
+      await chmod(root, 0o711);
+      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300 });
+      const sink = new MemorySink();
+      const h = runAttempt(
+        {
+          jobId: 'ru',
+          attempt: 1,
+          name: 'n',
+          channel: 'c',
+          arch: 'a',
+          fetchInputs: async (dir) => {
+            await writeFile(join(dir, 'in.txt'), 'input');
+            // Stands for a hard link to one of the slave's files: owned by root, placed in the output.
+            await writeFile(join(dir, '..', 'output', 'rootfile'), 'secret');
+          },
+          script: [
+            'id -u',
+            'cat "$BUILDER_INPUT/in.txt"; echo',
+            '(echo changed > "$BUILDER_INPUT/in.txt") 2>/dev/null && echo WROTE-INPUT',
+            '(echo changed >> "$BUILDER_WORKDIR/script") 2>/dev/null && echo WROTE-SCRIPT',
+            'echo built > "$BUILDER_OUTPUT/made.img"',
+            'touch "$HOME/home-ok" && echo home-ok',
+          ].join('\n'),
+        },
+        sink,
+        ro,
+      );
+      handles.push(h);
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded', sink.text());
+      assert.equal(sink.text('stdout'), '65534\ninput\nhome-ok\n');
+      assert.deepEqual(r.artifacts?.artifacts.map((a) => a.path), ['made.img']);
+      assert.deepEqual(r.artifacts?.refused.map((x) => [x.path, x.reason]), [['rootfile', 'foreign-owner']]);
+    });
+
+    it('refuses runAs root', () => {
+      assert.throws(() => compileExecutorOptions({ dataDir: root, runAs: { uid: 0, gid: 0 } }), (e) => isBuilderError(e, 'BUILDER_ERR_CONFIG'));
+    });
+  });
+
   describe('when the log sink is slower than the job', () => {
     it('pauses the pipes instead of buffering: one append at a time, each about one batch, nothing lost', async () => {
       let outstanding = 0;

@@ -127,6 +127,17 @@ describe('slave/artifacts', () => {
       );
     });
 
+    it('refuses files another user owns when ownerUid is set (a hard link to the slave\'s files)', async () => {
+      const out = join(root, 'output');
+      await mkdir(out);
+      await writeFile(join(out, 'mine'), 'x');
+      const uid = process.getuid!();
+      assert.deepEqual((await collectArtifacts(out, { ownerUid: uid })).artifacts.map((a) => a.path), ['mine']);
+      const scan = await collectArtifacts(out, { ownerUid: uid + 1 });
+      assert.deepEqual(scan.artifacts, []);
+      assert.deepEqual(scan.refused.map((r) => [r.path, r.reason]), [['mine', 'foreign-owner']]);
+    });
+
     it('names .deb, .udeb, .rpm, .src.rpm and .dsc packages and everything else images', () => {
       for (const p of ['a.deb', 'x/b.udeb', 'c.rpm', 'd.src.rpm', 'e.dsc', 'F.DEB']) assert.equal(artifactKind(p), 'package', p);
       for (const p of ['a.tar.gz', 'disk.img', 'a.deb.sig', 'rpm']) assert.equal(artifactKind(p), 'image', p);
