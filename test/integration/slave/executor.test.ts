@@ -97,10 +97,10 @@ describe('slave/executor Executor (real processes)', function () {
       await quick.waitFor('up');
       await stuck.waitFor('up');
       await writeFile(join(hq.workDir, 'done'), '');
+      assert.equal((await hq.result).outcome, 'succeeded');
       const res = await ex.shutdown(300);
       assert.equal(res.drained, false);
       assert.deepEqual(res.cancelled, ['stuck']);
-      assert.equal((await hq.result).outcome, 'succeeded');
       const rs = await hs.result;
       assert.equal(rs.outcome, 'cancelled');
       assert.equal(rs.signal, 'SIGKILL', 'a job that ignores SIGTERM is killed after the grace');

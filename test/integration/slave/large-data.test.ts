@@ -34,7 +34,13 @@ class LogReceiver {
   outOfOrder = 0;
   private hash = createHash('sha256');
   connected = true;
+  /** The connection drops once this many stdout bytes have arrived (once). */
+  dropAfterBytes = Infinity;
   receive(recs: readonly SpoolRecord[]): void {
+    if (this.stdoutBytes >= this.dropAfterBytes) {
+      this.dropAfterBytes = Infinity;
+      this.connected = false;
+    }
     if (!this.connected) throw new Error('connection lost');
     for (const r of recs) {
       if (r.seq < this.nextSeq) continue; // a resend after a reconnect
@@ -81,6 +87,7 @@ describe('slave large data (real processes)', function () {
       const spool = await LogSpool.open(join(root, 'data', 'spool', 'big-1'));
       spools.push(spool);
       const master = new LogReceiver();
+      master.dropAfterBytes = 10 * MiB;
       let disconnects = 0;
       let jobEnded = false;
       let disconnectedWhileRunning = false;
@@ -102,7 +109,6 @@ describe('slave large data (real processes)', function () {
       let rssMax = rssBase;
       const sampler = setInterval(() => {
         rssMax = Math.max(rssMax, process.memoryUsage().rss);
-        if (master.connected && disconnects === 0 && master.stdoutBytes > 30 * MiB) master.connected = false;
       }, 5);
       const t0 = process.hrtime.bigint();
       const h = runAttempt(
