@@ -1,0 +1,226 @@
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { isBuilderError } from '../../../protocol/errors.js';
+import { Scheduler, type SchedJob } from '../../../master/scheduler/index.js';
+import { IndexedHeap } from '../../../master/scheduler/indexed-heap.js';
+
+class FakeClock {
+  t = 1_000_000;
+  now = (): number => this.t;
+}
+
+let nextId = 1;
+function job(p: Partial<SchedJob> = {}): SchedJob {
+  return { id: nextId++, channel: 'stable', arch: 'x86_64', slots: 1, priority: 0, ...p };
+}
+
+describe('master/scheduler IndexedHeap', () => {
+  it('pops in order after random pushes and removals, and lists the first k in order', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 50 }), fc.boolean())), fc.integer({ min: 1, max: 20 }), (ops, k) => {
+        type It = { v: number; heapIndex: number };
+        const h = new IndexedHeap<It>((a, b) => a.v < b.v);
+        const live: It[] = [];
+        for (const [v, rm] of ops) {
+          if (rm && live.length > 0) h.remove(live.splice(v % live.length, 1)[0]!);
+          else {
+            const it = { v, heapIndex: -1 };
+            h.push(it);
+            live.push(it);
+          }
+        }
+        const sorted = live.map((x) => x.v).sort((a, b) => a - b);
+        assert.deepEqual([...h.ordered(k)].map((x) => x.v), sorted.slice(0, k));
+        const out: number[] = [];
+        while (h.size > 0) {
+          const x = h.peek()!;
+          h.remove(x);
+          out.push(x.v);
+        }
+        assert.deepEqual(out, sorted);
+      }),
+    );
+  });
+});
+
+describe('master/scheduler Scheduler', () => {
+  let clock: FakeClock;
+  let s: Scheduler;
+  beforeEach(() => {
+    clock = new FakeClock();
+    s = new Scheduler({ now: clock.now, quarantineAfter: 3, quarantineMs: 60_000, acceptTimeoutMs: 5_000 });
+  });
+
+  describe('when jobs are queued before any slave', () => {
+    it('dispatches them by priority, then age, when a slave connects', () => {
+      const a = job({ priority: 0 });
+      const b = job({ priority: 5 });
+      const c = job({ priority: 5 });
+      const d = job({ priority: 1, arch: 'any' });
+      assert.deepEqual(s.jobsQueued([a, b, c, d]), []);
+      const out = s.slaveConnected({ name: 'w1', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
+      assert.deepEqual(out.map((x) => x.jobId), [b.id, c.id, d.id, a.id]);
+    });
+
+    it('sends a job only to a slave of its channel and arch; noarch is just an arch name', () => {
+      s.slaveConnected({ name: 'arm', channels: ['stable'], arches: ['aarch64'], capacity: 2 });
+      s.slaveConnected({ name: 'noarch', channels: ['stable'], arches: ['noarch'], capacity: 2 });
+      assert.deepEqual(s.jobQueued(job({ arch: 'x86_64' })), []);
+      assert.equal(s.jobQueued(job({ arch: 'noarch' }))[0]?.slave, 'noarch');
+      assert.equal(s.jobQueued(job({ arch: 'aarch64' }))[0]?.slave, 'arm');
+      assert.deepEqual(s.jobQueued(job({ channel: 'testing', arch: 'any' })), []);
+    });
+  });
+
+  describe('when a slave fails jobs in setup', () => {
+    it('quarantines it after N in a row, sends the failed job elsewhere, and takes it back when the quarantine ends', () => {
+      s.slaveConnected({ name: 'bad', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const jobs = [job(), job(), job()];
+      let first = s.jobsQueued(jobs);
+      assert.equal(first[0]?.slave, 'bad');
+      s.slaveConnected({ name: 'good', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      // good took the second job; bad fails its job in setup; the job is requeued and avoids bad.
+      let failed = first[0]?.jobId ?? -1;
+      let r = s.jobFinished(failed, { setupFailure: true });
+      assert.equal(r.quarantined, undefined);
+      // bad now takes the third job (the requeued one is not back yet).
+      assert.equal(r.assignments[0]?.slave, 'bad');
+      // The requeued job goes to good once good is free, not to bad.
+      const onGood = s.jobsOf('good')[0]!;
+      s.jobFinished(onGood);
+      const again = s.jobQueued({ ...jobs.find((j) => j.id === failed)!, seq: failed });
+      assert.equal(again[0]?.slave, 'good');
+      s.jobStarted(again[0].jobId);
+      // Two more setup failures in a row on bad: quarantined.
+      failed = r.assignments[0]?.jobId ?? -1;
+      r = s.jobFinished(failed, { setupFailure: true });
+      assert.equal(r.quarantined, undefined);
+      first = s.jobQueued(job());
+      assert.equal(first[0]?.slave, 'bad');
+      r = s.jobFinished(first[0]?.jobId ?? -1, { setupFailure: true });
+      assert.deepEqual(r.quarantined, { slave: 'bad', until: clock.t + 60_000 });
+      assert.deepEqual(s.jobQueued(job()), []);
+      const waiting = s.jobQueued(job({ slots: 1 }));
+      assert.deepEqual(waiting, []);
+      assert.ok(s.slave('bad')!.quarantinedUntil !== null);
+      assert.equal(s.nextWakeAt(), clock.t + 60_000);
+      clock.t += 60_000;
+      const t = s.tick();
+      assert.equal(t.assignments[0]?.slave, 'bad');
+    });
+
+    it('lets a job that avoids the only matching slave run there rather than wait forever', () => {
+      s.slaveConnected({ name: 'only', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const j = job();
+      const [a] = s.jobQueued(j);
+      s.jobFinished(a!.jobId, { setupFailure: true });
+      assert.equal(s.jobQueued(j)[0]?.slave, 'only');
+    });
+
+    it('resets the count after a job that got past setup', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      for (let i = 0; i < 5; i++) {
+        const [a] = s.jobQueued(job());
+        const r = s.jobFinished(a!.jobId, { setupFailure: i % 2 === 0 });
+        assert.equal(r.quarantined, undefined);
+      }
+    });
+  });
+
+  describe('when a slave does not accept an assignment in time', () => {
+    it('takes it back at the deadline (tick), counts a setup failure, and dispatches it elsewhere', () => {
+      s.slaveConnected({ name: 'slow', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const j = job();
+      assert.equal(s.jobQueued(j)[0]?.slave, 'slow');
+      s.slaveConnected({ name: 'fast', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      assert.equal(s.nextWakeAt(), clock.t + 5_000);
+      clock.t += 4_999;
+      assert.deepEqual(s.tick().expired, []);
+      clock.t += 1;
+      const t = s.tick();
+      assert.deepEqual(t.expired, [{ jobId: j.id, slave: 'slow', slots: 1 }]);
+      assert.equal(s.phaseOf(j.id), undefined);
+      assert.equal(s.slave('slow')!.setupFailures, 1);
+      assert.equal(s.jobQueued(j)[0]?.slave, 'fast');
+      s.jobStarted(j.id);
+      clock.t += 10_000;
+      assert.deepEqual(s.tick().expired, []);
+      assert.equal(s.phaseOf(j.id), 'running');
+    });
+  });
+
+  describe('when slots are fragmented', () => {
+    it('keeps the slave with the most free slots for the large job and backfills the others', () => {
+      s.slaveConnected({ name: 'a', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
+      s.slaveConnected({ name: 'b', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
+      const smalls = s.jobsQueued(Array.from({ length: 8 }, () => job()));
+      assert.equal(smalls.length, 8);
+      const big = job({ slots: 4 });
+      assert.deepEqual(s.jobQueued(big), []);
+      assert.match(s.explain(big.id), /waiting for 4 free slots on a, kept for it \(0 free now\)/);
+      // Small jobs keep arriving; as slots free on a, nothing new lands on a.
+      const onA = s.jobsOf('a');
+      for (const id of onA.slice(0, 3)) {
+        const r = s.jobFinished(id);
+        for (const x of r.assignments) assert.notEqual(x.slave, 'a');
+        s.jobQueued(job());
+      }
+      assert.match(s.explain(big.id), /3 free now/);
+      const r = s.jobFinished(onA[3]!);
+      assert.deepEqual(r.assignments, [{ jobId: big.id, slave: 'a', slots: 4 }]);
+    });
+  });
+
+  describe('when asked why a job waits', () => {
+    it('names the missing subscription, drained and quarantined slaves, capacity, free slots and queue position', () => {
+      const j = job({ channel: 'testing', arch: 'riscv64', slots: 4 });
+      s.jobQueued(j);
+      assert.equal(s.explain(j.id), 'no slave subscribed to channel testing with arch riscv64');
+      s.slaveConnected({ name: 'r1', channels: ['testing'], arches: ['riscv64'], capacity: 2, drained: true });
+      assert.equal(s.explain(j.id), 'all matching slaves are drained (r1)');
+      s.slaveDisconnected('r1');
+      assert.match(s.explain(j.id), /is connected \(known: r1\)/);
+      s.slaveConnected({ name: 'r1', channels: ['testing'], arches: ['riscv64'], capacity: 2, drained: false, quarantinedUntil: clock.t + 1000 });
+      assert.match(s.explain(j.id), /all matching slaves are quarantined .*r1 until/);
+      s.slaveUpdated('r1', { quarantinedUntil: null });
+      assert.equal(s.explain(j.id), 'needs 4 slots; the largest matching slave (r1) has capacity 2');
+      const filler = s.jobsQueued([job({ channel: 'testing', arch: 'riscv64', priority: 9 }), job({ channel: 'testing', arch: 'riscv64', priority: 9 })]);
+      assert.equal(filler.length, 2);
+      s.slaveUpdated('r1', { capacity: 6 });
+      // 6 capacity, 2 used: 4 free -> it runs at once.
+      assert.equal(s.phaseOf(j.id), 'assigned');
+      const k = job({ channel: 'testing', arch: 'riscv64', slots: 3 });
+      s.jobQueued(k);
+      assert.match(s.explain(k.id), /waiting for 3 free slots/);
+      const l = job({ channel: 'testing', arch: 'riscv64', slots: 3 });
+      s.jobQueued(l);
+      assert.match(s.explain(l.id), /waiting for 3 free slots; largest free is 0; position 2 in queue behind 1 higher-priority or older job$/);
+      assert.equal(s.explain(j.id), 'dispatched to r1; waiting for it to accept');
+      s.jobStarted(j.id);
+      assert.equal(s.explain(j.id), 'running on r1');
+      assert.equal(s.explain(123456), 'job 123456 is not waiting in the dispatcher');
+    });
+  });
+
+  describe('when the master restarts', () => {
+    it('counts the slots of jobs held by a slave before it reconnects, and refuses duplicates', () => {
+      s.jobHeld(job({ slots: 3 }), 'w');
+      const q = job({ slots: 2 });
+      s.jobQueued(q);
+      const r = s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
+      assert.deepEqual(r, []);
+      assert.equal(s.slave('w')!.used, 3);
+      assert.throws(() => s.jobQueued(q), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFLICT'));
+      const [held] = s.jobsOf('w');
+      assert.equal(s.jobFinished(held!).assignments[0]?.jobId, q.id);
+    });
+  });
+
+  describe('when given bad input', () => {
+    it('refuses non-positive slots and capacity', () => {
+      assert.throws(() => s.jobQueued(job({ slots: 0 })), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      assert.throws(() => s.slaveConnected({ name: 'w', channels: [], arches: [], capacity: 0 }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      assert.throws(() => new Scheduler({ quarantineAfter: 0 }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFIG'));
+    });
+  });
+});
