@@ -8,6 +8,7 @@ import { hashFile } from './fs-util.js';
 import { fileKind, LISTING_SUFFIX, parseListing, type FileKind, type Listing } from './listing.js';
 import type { RepoBuilderConfig } from './repo-builder-options.js';
 import { readRpm, type RpmInfo } from './rpm-reader.js';
+import { mapLimit } from './map-limit.js';
 import type { StateStore } from './state-store.js';
 
 /** A listed file that passed every check, with what was read from it. */
@@ -17,6 +18,7 @@ export interface VerifiedFile {
   path: string;
   sha256: string;
   size: number;
+  mtimeMs: number;
   deb?: DebInfo;
   rpm?: RpmInfo;
   dsc?: DscInfo;
@@ -54,18 +56,17 @@ async function readListing(path: string, max: number): Promise<string> {
   }
 }
 
-/** Reads (or takes from the cache, by sha256) what the index needs from one file. */
-async function readPackage(f: VerifiedFile, cfg: RepoBuilderConfig, store: StateStore): Promise<void> {
-  const cacheKind = f.kind === 'srpm' ? 'rpm' : f.kind;
-  if (f.kind === 'debsrc') return;
-  const cached = await store.getMeta<DebInfo | RpmInfo | DscInfo>(f.sha256, cacheKind);
-  let info = cached;
-  if (info === undefined) {
-    if (f.kind === 'deb') info = await readDeb(f.path, cfg.limits);
-    else if (f.kind === 'rpm' || f.kind === 'srpm') info = await readRpm(f.path, cfg.limits);
-    else info = await readDsc(f.path, cfg.limits.maxControlUncompressedBytes);
-    await store.putMeta(f.sha256, cacheKind, info);
-  }
+/** Reads what the index needs from one file (its bytes if already in memory, else its path). */
+async function readPackage(f: VerifiedFile, data: Buffer | undefined, cfg: RepoBuilderConfig): Promise<DebInfo | RpmInfo | DscInfo> {
+  if (f.kind === 'deb') return readDeb(data ?? f.path, cfg.limits);
+  if (f.kind === 'rpm' || f.kind === 'srpm') return readRpm(data ?? f.path, cfg.limits);
+  return readDsc(f.path, cfg.limits.maxControlUncompressedBytes);
+}
+
+const cacheKind = (k: FileKind): string => (k === 'srpm' ? 'rpm' : k);
+
+/** Attaches parsed metadata to a verified file, checking .src.rpm naming against the header. */
+function attach(f: VerifiedFile, info: DebInfo | RpmInfo | DscInfo): void {
   if (f.kind === 'deb') f.deb = info as DebInfo;
   else if (f.kind === 'dsc') f.dsc = info as DscInfo;
   else {
@@ -96,10 +97,9 @@ export async function verifyBatch(id: string, cfg: RepoBuilderConfig, store: Sta
   const st = await lstat(dir).catch(() => undefined);
   if (st === undefined) reject(`batch directory ${id}/ is missing`);
   if (!st!.isDirectory()) reject(`batch ${id} is not a directory (symlinks are not followed)`);
-  const files: VerifiedFile[] = [];
-  for (const entry of listing.files) {
+  const hashed = await mapLimit(listing.files, cfg.concurrency * 2, async (entry) => {
     const path = join(dir, entry.name);
-    let h: { sha256: string; size: number; isFile: boolean };
+    let h: Awaited<ReturnType<typeof hashFile>>;
     try {
       h = await hashFile(path);
     } catch (e) {
@@ -111,16 +111,28 @@ export async function verifyBatch(id: string, cfg: RepoBuilderConfig, store: Sta
     if (!h.isFile) reject(`file ${entry.name} is not a regular file`);
     if (h.size !== entry.size) reject(`file ${entry.name} has ${h.size} bytes, the listing says ${entry.size}`);
     if (h.sha256 !== entry.sha256) reject(`file ${entry.name} has sha256 ${h.sha256}, the listing says ${entry.sha256}`);
-    files.push({ name: entry.name, kind: fileKind(entry.name)!, path, sha256: h.sha256, size: h.size });
-  }
-  for (const f of files) {
+    const file: VerifiedFile = { name: entry.name, kind: fileKind(entry.name)!, path, sha256: h.sha256, size: h.size, mtimeMs: h.mtimeMs };
+    return { file, data: h.data };
+  });
+  const files = hashed.map((x) => x.file);
+  // What was read from a package is cached by its sha256: a package is parsed once, ever.
+  const cached = await store.getMetaMany(files.filter((f) => f.kind !== 'debsrc').map((f) => f.sha256));
+  const fresh: { sha256: string; kind: string; info: unknown }[] = [];
+  await mapLimit(hashed, cfg.concurrency * 2, async ({ file: f, data }) => {
+    if (f.kind === 'debsrc') return;
     try {
-      await readPackage(f, cfg, store);
+      let info = cached.get(f.sha256)?.get(cacheKind(f.kind)) as DebInfo | RpmInfo | DscInfo | undefined;
+      if (info === undefined) {
+        info = await readPackage(f, data, cfg);
+        fresh.push({ sha256: f.sha256, kind: cacheKind(f.kind), info });
+      }
+      attach(f, info);
     } catch (e) {
-      if (isBuilderError(e)) reject(`${f.name}: ${e.message}`);
-      throw e;
+      if (e instanceof BatchRejected) throw e;
+      reject(`${f.name}: ${isBuilderError(e) ? e.message : `unreadable package (${(e as Error).message})`}`);
     }
-  }
+  });
+  if (fresh.length > 0) await store.putMetaMany(fresh);
   // Source tarballs travel with the .dsc that names them; a stray one has no place in the pool.
   const byName = new Map(files.map((f) => [f.name, f]));
   const claimed = new Set<string>();
@@ -162,7 +174,8 @@ export async function moveToRejected(cfg: RepoBuilderConfig, id: string, listing
 }
 
 /** Removes a published batch from incoming: the listing first (the commit mark), then its files. */
-export async function removeBatch(b: VerifiedBatch): Promise<void> {
+export async function removeBatch(b: VerifiedBatch, between: () => void = () => undefined): Promise<void> {
   await rm(b.listingPath, { force: true });
+  between();
   await rm(b.dir, { recursive: true, force: true });
 }

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { crc32, gzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import { BuilderError } from '../protocol/errors.js';
+import { mapLimit } from './map-limit.js';
 
 const gzipAsync = promisify(gzip);
 
@@ -15,23 +16,41 @@ export async function gzipMember(data: Buffer, level: number): Promise<Buffer> {
 }
 
 /**
- * Compresses with the `xz` command (one stream). The npm xz writers tried here were broken
- * (@napi-rs/lzma 1.4 writes an uncompressed container) or slower than xz-utils.
+ * Compresses each buffer as its own xz block, with ONE `xz` process (--block-list; blocks never
+ * share state, and -T runs them in parallel). The npm xz writers tried were broken (@napi-rs/lzma
+ * 1.4 writes an uncompressed container) or slower than xz-utils.
  */
-export function xzStream(data: Buffer, preset: number): Promise<Buffer> {
+export function xzBlocks(parts: Buffer[], preset: number, threads: number): Promise<XzBlock[]> {
+  if (parts.length === 0) return Promise.resolve([]);
+  const largest = Math.max(...parts.map((p) => p.length));
+  // The dictionary need not exceed a block: a smaller one starts faster and uses less memory.
+  const dict = Math.min(64 * 1024 * 1024, Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(Math.max(1, largest)))));
+  const args = ['-c', '-q', `-T${threads}`, '--check=crc64', `--lzma2=preset=${preset},dict=${dict}`, `--block-list=${parts.map((p) => p.length).join(',')}`];
   return new Promise((resolve, reject) => {
-    const p = spawn('xz', [`-${preset}`, '-c', '-q', '-T1', '--check=crc64'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn('xz', args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     p.stdout.on('data', (c: Buffer) => out.push(c));
     p.stderr.on('data', (c: Buffer) => (err += c.toString()));
     p.on('error', (e) => reject(new BuilderError('BUILDER_ERR_CONFIG', `cannot run xz: ${e.message}`, { hint: 'install xz-utils' })));
     p.on('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(out));
-      else reject(new BuilderError('BUILDER_ERR_INTERNAL', `xz exited with ${code}: ${err.trim()}`));
+      if (code !== 0) {
+        reject(new BuilderError('BUILDER_ERR_INTERNAL', `xz exited with ${code}: ${err.trim()}`));
+        return;
+      }
+      try {
+        const blocks = xzSplitBlocks(Buffer.concat(out));
+        if (blocks.length !== parts.length || blocks.some((b, i) => b.uncompressed !== parts[i]!.length)) {
+          throw new BuilderError('BUILDER_ERR_INTERNAL', 'xz did not keep the requested block boundaries');
+        }
+        resolve(blocks);
+      } catch (e) {
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
     });
     p.stdin.on('error', () => undefined);
-    p.stdin.end(data);
+    for (const part of parts) p.stdin.write(part);
+    p.stdin.end();
   });
 }
 
@@ -68,24 +87,30 @@ export interface XzBlock {
   uncompressed: number;
 }
 
-/** Cuts the single block out of a one-block xz stream as `xz -T1` writes it. */
-export function xzSingleBlock(stream: Buffer): XzBlock {
+/** Cuts the blocks out of one xz stream, using its index (stream padding is not expected). */
+export function xzSplitBlocks(stream: Buffer): XzBlock[] {
   const bad = (): never => {
-    throw new BuilderError('BUILDER_ERR_INTERNAL', 'unexpected xz output (not a single-block stream)');
+    throw new BuilderError('BUILDER_ERR_INTERNAL', 'unexpected xz data (not one stream)');
   };
-  if (stream.length < 32 || stream[0] !== 0xfd || stream.toString('latin1', 1, 6) !== '7zXZ\x00') bad();
-  const flags = stream.subarray(6, 8);
+  if (stream.length < 24 || stream[0] !== 0xfd || stream.toString('latin1', 1, 6) !== '7zXZ\x00') bad();
+  const flags = Buffer.from(stream.subarray(6, 8));
   const end = stream.length;
   const backward = (stream.readUInt32LE(end - 8) + 1) * 4;
   const indexStart = end - 12 - backward;
-  if (stream[indexStart] !== 0) bad();
-  const [records, p0] = readVli(stream, indexStart + 1);
-  if (records !== 1) bad();
-  const [unpadded, p1] = readVli(stream, p0);
-  const [uncompressed] = readVli(stream, p1);
-  const blockLen = Math.ceil(unpadded / 4) * 4;
-  if (12 + blockLen !== indexStart) bad();
-  return { flags: Buffer.from(flags), block: stream.subarray(12, 12 + blockLen), unpadded, uncompressed };
+  if (indexStart < 12 || stream[indexStart] !== 0) bad();
+  let [records, pos] = readVli(stream, indexStart + 1);
+  const blocks: XzBlock[] = [];
+  let at = 12;
+  while (records-- > 0) {
+    const [unpadded, p1] = readVli(stream, pos);
+    const [uncompressed, p2] = readVli(stream, p1);
+    pos = p2;
+    const len = Math.ceil(unpadded / 4) * 4;
+    blocks.push({ flags, block: stream.subarray(at, at + len), unpadded, uncompressed });
+    at += len;
+  }
+  if (at !== indexStart) bad();
+  return blocks;
 }
 
 /**
@@ -143,19 +168,6 @@ function fnv1a(s: string): number {
   return h;
 }
 
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const k = next++;
-      out[k] = await fn(items[k]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
 /**
  * Builds an index (header + entries + footer) and its .gz and .xz forms. The compressed forms are
  * concatenations of independently compressed chunks (gzip members, xz streams), which gzip, xz,
@@ -190,14 +202,18 @@ export async function buildCompressedIndex(
     const have = await cache.getChunks([...new Set(keys)], codec);
     const missing = [...new Set(keys.filter((k) => !have.has(k)))];
     const byKey = new Map(keys.map((k, i) => [k, nonEmpty[i]!]));
-    const made = await mapLimit(missing, opts.concurrency, async (k) => {
-      const data = byKey.get(k)!;
-      return { key: k, data: codec === 'gz' ? await gzipMember(data, opts.gzipLevel) : await xzStream(data, opts.xzPreset) };
-    });
+    let made: { key: string; data: Buffer }[];
+    if (codec === 'gz') {
+      made = await mapLimit(missing, opts.concurrency, async (k) => ({ key: k, data: await gzipMember(byKey.get(k)!, opts.gzipLevel) }));
+    } else {
+      // Cached as a one-block stream each, so any later index can reuse the block.
+      const blocks = await xzBlocks(missing.map((k) => byKey.get(k)!), opts.xzPreset, Math.min(opts.concurrency, 4));
+      made = blocks.map((b, i) => ({ key: missing[i]!, data: xzJoinBlocks([b]) }));
+    }
     for (const m of made) have.set(m.key, m.data);
     if (made.length > 0) await cache.putChunks(made, codec);
     if (codec === 'gz') result.gz = Buffer.concat(keys.map((k) => have.get(k)!));
-    else result.xz = xzJoinBlocks(keys.map((k) => xzSingleBlock(have.get(k)!)));
+    else result.xz = xzJoinBlocks(keys.map((k) => xzSplitBlocks(have.get(k)!)[0]!));
   }
   return result;
 }

@@ -1,6 +1,6 @@
-import { open } from 'node:fs/promises';
 import { extract } from 'tar-stream';
 import { BuilderError } from '../protocol/errors.js';
+import { openByteSource } from './byte-source.js';
 import { decompressBounded, type Codec } from './decompress.js';
 import { parseDeb822Stanza, fieldValue, type Deb822Field } from './deb822.js';
 import { DEFAULT_READER_LIMITS, type ReaderLimits } from './limits.js';
@@ -28,18 +28,6 @@ interface ArMember {
   name: string;
   offset: number;
   size: number;
-}
-
-/** Reads `size` bytes at `pos`, failing when the file is shorter (a truncated package). */
-async function readExact(fd: Awaited<ReturnType<typeof open>>, pos: number, size: number): Promise<Buffer> {
-  const buf = Buffer.alloc(size);
-  let got = 0;
-  while (got < size) {
-    const { bytesRead } = await fd.read(buf, got, size - got, pos + got);
-    if (bytesRead === 0) throw invalid('truncated');
-    got += bytesRead;
-  }
-  return buf;
 }
 
 /** Reads the ar member header at `pos` (60 bytes, deb(5)). */
@@ -84,26 +72,26 @@ async function controlFromTar(tar: Buffer, max: number): Promise<string> {
 }
 
 /**
- * Reads a .deb's identity and control stanza. Only the ar headers and the control member are
- * read, never data.tar, so a large package costs what a small one does.
+ * Reads a .deb's identity and control stanza (from a path, or from its bytes already in memory).
+ * Only the ar headers and the control member are read, never data.tar, so a large package costs
+ * what a small one does.
  */
-export async function readDeb(path: string, limits: ReaderLimits = DEFAULT_READER_LIMITS): Promise<DebInfo> {
-  const fd = await open(path, 'r');
+export async function readDeb(source: string | Buffer, limits: ReaderLimits = DEFAULT_READER_LIMITS): Promise<DebInfo> {
+  const src = await openByteSource(source, '.deb');
   try {
-    const { size: fileSize } = await fd.stat();
-    const magic = await readExact(fd, 0, Math.min(8, fileSize)).catch(() => Buffer.alloc(0));
-    if (magic.toString('latin1') !== '!<arch>\n') throw invalid('no ar magic');
+    const fileSize = src.size;
+    if (fileSize < 8 || (await src.read(0, 8)).toString('latin1') !== '!<arch>\n') throw invalid('no ar magic');
     let pos = 8;
     const next = async (): Promise<ArMember> => {
       if (pos + 60 > fileSize) throw invalid('truncated');
-      const m = parseArHeader(await readExact(fd, pos, 60), pos);
+      const m = parseArHeader(await src.read(pos, 60), pos);
       if (m.offset + m.size > fileSize) throw invalid(`truncated (member ${m.name})`);
       pos = m.offset + m.size + (m.size % 2);
       return m;
     };
     const first = await next();
     if (first.name !== 'debian-binary') throw invalid('first member is not debian-binary');
-    const dbin = (await readExact(fd, first.offset, Math.min(first.size, 16))).toString('latin1');
+    const dbin = (await src.read(first.offset, Math.min(first.size, 16))).toString('latin1');
     if (!/^2\.[0-9]+\n/.test(dbin)) throw invalid(`unsupported format version ${JSON.stringify(dbin.trim())}`);
     let member = await next();
     while (member.name.startsWith('_')) member = await next();
@@ -113,12 +101,12 @@ export async function readDeb(path: string, limits: ReaderLimits = DEFAULT_READE
     const data = await next();
     if (!/^data\.tar(\.(gz|xz|zst|bz2|lzma))?$/.test(data.name)) throw invalid(`expected data.tar, found ${JSON.stringify(data.name)}`);
     const codec: Codec = (m[1] as Codec | undefined) ?? 'none';
-    const raw = await readExact(fd, member.offset, member.size);
+    const raw = await src.read(member.offset, member.size);
     const tar = decompressBounded(codec, raw, limits.maxControlUncompressedBytes);
     const text = await controlFromTar(tar, limits.maxControlUncompressedBytes);
     return debInfoFromControl(text);
   } finally {
-    await fd.close();
+    await src.close();
   }
 }
 

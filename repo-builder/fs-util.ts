@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { copyFile, link, mkdir, open, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -46,46 +46,79 @@ export async function writeIfAbsent(path: string, data: Buffer, fsync: boolean):
   await atomicWrite(path, data, fsync);
 }
 
+/** Files up to this size are read whole, hashed and parsed from memory. */
+export const IN_MEMORY_BYTES = 4 * 1024 * 1024;
+
 /**
- * sha256 and size of a regular file. Opened with O_NOFOLLOW so a symlink planted in a watched
- * directory is refused instead of read (it could point anywhere on the machine).
+ * sha256, size and mtime of a regular file, and its bytes when small. Opened with O_NOFOLLOW so
+ * a symlink planted in a watched directory is refused instead of read (it could point anywhere),
+ * and O_NONBLOCK so a FIFO cannot hang the builder.
  */
-export async function hashFile(path: string): Promise<{ sha256: string; size: number; isFile: boolean }> {
+export async function hashFile(path: string): Promise<{ sha256: string; size: number; isFile: boolean; mtimeMs: number; data: Buffer | undefined }> {
+  // Small files are read with synchronous calls: four thread-pool round trips per file cost
+  // more than the read itself, and a publish reads thousands of them.
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  let st: Stats;
+  try {
+    st = fstatSync(fd);
+    if (!st.isFile()) return { sha256: '', size: st.size, isFile: false, mtimeMs: st.mtimeMs, data: undefined };
+    if (st.size <= IN_MEMORY_BYTES) {
+      const data = Buffer.allocUnsafe(st.size);
+      let got = 0;
+      while (got < st.size) {
+        const n = readSync(fd, data, got, st.size - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+      const d = data.subarray(0, got);
+      return { sha256: createHash('sha256').update(d).digest('hex'), size: got, isFile: true, mtimeMs: st.mtimeMs, data: d };
+    }
+  } finally {
+    closeSync(fd);
+  }
   const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) return { sha256: '', size: st.size, isFile: false };
     const h = createHash('sha256');
-    if (st.size <= 4 * 1024 * 1024) {
-      h.update(await fh.readFile());
-    } else {
-      for await (const chunk of fh.createReadStream({ autoClose: false })) h.update(chunk as Buffer);
+    let size = 0;
+    for await (const chunk of fh.createReadStream({ autoClose: false })) {
+      h.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
     }
-    return { sha256: h.digest('hex'), size: st.size, isFile: true };
+    return { sha256: h.digest('hex'), size, isFile: true, mtimeMs: st.mtimeMs, data: undefined };
   } finally {
     await fh.close();
   }
 }
 
 /**
- * Puts `src` at `dest` atomically: a hard link when both are on one file system (no copy), a
- * copy otherwise; always through a temporary name and a rename.
+ * Puts `src` at `dest`: a hard link (one atomic step, no copy) when both are on one file system,
+ * else a copy to a temporary name and a rename. Returns false, doing nothing, when `dest`
+ * already exists. `dirs` remembers directories already made.
  */
-export async function placeFile(src: string, dest: string): Promise<void> {
-  await mkdir(dirname(dest), { recursive: true });
-  const tmp = tmpNameFor(dest);
-  try {
-    await link(src, tmp);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw e;
-    await copyFile(src, tmp);
+export async function placeFile(src: string, dest: string, dirs: Set<string> = new Set()): Promise<boolean> {
+  const dir = dirname(dest);
+  if (!dirs.has(dir)) {
+    await mkdir(dir, { recursive: true });
+    dirs.add(dir);
   }
   try {
-    await rename(tmp, dest);
+    await link(src, dest);
+    return true;
   } catch (e) {
-    await unlink(tmp).catch(() => undefined);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw e;
+  }
+  const tmp = tmpNameFor(dest);
+  await copyFile(src, tmp);
+  try {
+    await link(tmp, dest);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw e;
+  } finally {
+    await unlink(tmp).catch(() => undefined);
   }
 }
 

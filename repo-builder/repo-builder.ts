@@ -6,7 +6,8 @@ import { BuilderError } from '../protocol/errors.js';
 import { publishApt, aptDistsDir, type PublishResult } from './apt-publisher.js';
 import { BatchRejected, moveToRejected, removeBatch, verifyBatch, type VerifiedBatch, type VerifiedFile } from './batch.js';
 import { renderDeb822, type Deb822Field } from './deb822.js';
-import { exists, hashFile, placeFile, TMP_PREFIX } from './fs-util.js';
+import { hashFile, placeFile, TMP_PREFIX } from './fs-util.js';
+import { mapLimit } from './map-limit.js';
 import { batchIdOf, isValidBatchId, LISTING_SUFFIX } from './listing.js';
 import { compileRepoBuilderOptions, type RepoBuilderConfig, type RepoBuilderOptions } from './repo-builder-options.js';
 import { rpmFragments } from './rpm-metadata.js';
@@ -25,6 +26,8 @@ export interface RunSummary {
   /** Channels whose indexes were written, as `deb:<channel>` / `rpm:<channel>`. */
   indexes: string[];
   ms: number;
+  /** Where the time went, in ms: verify (hash + read packages), place (pool), index (write indexes), gc. */
+  phases: { verify: number; place: number; index: number; gc: number };
 }
 
 type IndexKind = 'deb' | 'rpm';
@@ -37,6 +40,14 @@ interface Planned {
 }
 
 const CHUNK_TTL_MS = 24 * 3600 * 1000;
+
+/**
+ * Crash points for the kill -9 tests: with REPO_BUILDER_FAILPOINT=<name> in its environment the
+ * process SIGKILLs itself at that point of a publish (a real kill -9, at a known moment).
+ */
+function failpoint(name: 'after-place' | 'after-top' | 'after-commit' | 'mid-remove'): void {
+  if (process.env.REPO_BUILDER_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
+}
 
 function compareVersions(kind: EntryKind, a: string, b: string): number {
   return kind === 'rpm' ? compareRpmEvr(parseRpmEvr(a), parseRpmEvr(b)) : compareDebVersions(a, b);
@@ -86,7 +97,7 @@ export class RepoBuilder {
     await mkdir(cfg.repoDir, { recursive: true });
     await mkdir(cfg.stateDir, { recursive: true });
     const lockPath = join(cfg.stateDir, 'lock');
-    await RepoBuilder.takeLock(lockPath);
+    const crashed = await RepoBuilder.takeLock(lockPath);
     let store: StateStore;
     try {
       store = await StateStore.open(join(cfg.stateDir, 'state.sqlite'));
@@ -95,18 +106,22 @@ export class RepoBuilder {
       throw e;
     }
     const rb = new RepoBuilder(cfg, store, lockPath);
-    await rb.recover();
+    await rb.recover(crashed);
     return rb;
   }
 
-  /** A pid lock: a second repo-builder on the same repository would interleave publishes. */
-  private static async takeLock(path: string): Promise<void> {
+  /**
+   * A pid lock: a second repo-builder on the same repository would interleave publishes. Returns
+   * true when it found a stale lock, i.e. the previous run did not end cleanly.
+   */
+  private static async takeLock(path: string): Promise<boolean> {
+    let stale = false;
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
         await fh.writeFile(`${process.pid}\n`);
         await fh.close();
-        return;
+        return stale;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
         const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
@@ -121,20 +136,46 @@ export class RepoBuilder {
         }
         if (alive) throw new BuilderError('BUILDER_ERR_CONFLICT', `another repo-builder (pid ${pid}) holds ${path}`);
         await rm(path, { force: true }); // stale: its process is gone (killed or crashed)
+        stale = true;
       }
     }
     throw new BuilderError('BUILDER_ERR_CONFLICT', `cannot take the lock ${path}`);
   }
 
   /**
-   * After a crash: removes temporary files, records unreferenced files as garbage (deleted after
-   * the grace period), and marks every index whose top file on disk is not the one the state
-   * recorded, so the next run rewrites it from the state.
+   * At start: finishes removing batches published before a crash, marks every index whose top
+   * file on disk is not the one the state recorded (the next run rewrites it from the state),
+   * and after a crash (`full`) also removes temporary files and records unreferenced files as
+   * garbage (deleted after the grace period). The full sweep walks the tree, so a clean start
+   * skips it.
    */
-  private async recover(): Promise<void> {
+  private async recover(full: boolean): Promise<void> {
+    const repo = this.cfg.repoDir;
+    for (const { id } of await this.store.all<{ id: string }>('SELECT id FROM done_batches')) {
+      // Published before the crash: finish taking it out of incoming (listing first).
+      if (isValidBatchId(id)) {
+        await rm(join(this.cfg.incomingDir, `${id}${LISTING_SUFFIX}`), { force: true });
+        await rm(join(this.cfg.incomingDir, id), { recursive: true, force: true });
+        this.log.info({ batch: id }, 'finished removing a batch published before a restart');
+      }
+      await this.store.run('DELETE FROM done_batches WHERE id = ?', [id]);
+    }
+    const tops = await this.store.allTops();
+    if (full) await this.sweep(tops);
+    for (const t of tops) {
+      const top = t.kind === 'deb' ? join(repo, aptDistsDir(t.channel), this.signer ? 'InRelease' : 'Release') : join(repo, rpmChannelDir(t.channel), 'repodata', 'repomd.xml');
+      const h = await hashFile(top).catch(() => undefined);
+      if (h?.sha256 !== t.topSha256) this.dirty.add(`${t.kind}\0${t.channel}`);
+    }
+    const chans = await this.store.all<{ channel: string; kind: string }>("SELECT DISTINCT channel, kind FROM published WHERE kind IN ('deb', 'rpm')");
+    for (const c of chans) if (!tops.some((t) => t.channel === c.channel && t.kind === c.kind)) this.dirty.add(`${c.kind}\0${c.channel}`);
+    if (this.dirty.size > 0) this.log.warn({ indexes: [...this.dirty].map((d) => d.replace('\0', ':')) }, 'indexes out of date after an interrupted publish; rewriting');
+  }
+
+  /** After a crash: temporary files go now, unreferenced files after the grace period. */
+  private async sweep(tops: { files: string[] }[]): Promise<void> {
     const repo = this.cfg.repoDir;
     const referenced = await this.store.allPublishedPaths();
-    const tops = await this.store.allTops();
     for (const t of tops) for (const f of t.files) referenced.add(f);
     const garbage = await this.store.allGarbage();
     const now = this.cfg.now();
@@ -161,16 +202,8 @@ export class RepoBuilder {
       }
     };
     await walk(repo, (rel) => /^deb\/pool\//.test(rel) || /^deb\/dists\/[^/]+\/main\/binary-[^/]+\/by-hash\//.test(rel) || /^rpm\/[^/]+\/(Packages\/|repodata\/[0-9a-f]{64}-)/.test(rel));
-    for (const o of orphans) await this.store.addGarbage(o, now);
+    await this.store.addGarbageMany(orphans, now);
     if (orphans.length > 0) this.log.info({ files: orphans.length }, 'unreferenced files found; removed after the grace period');
-    for (const t of tops) {
-      const top = t.kind === 'deb' ? join(repo, aptDistsDir(t.channel), this.signer ? 'InRelease' : 'Release') : join(repo, rpmChannelDir(t.channel), 'repodata', 'repomd.xml');
-      const h = await hashFile(top).catch(() => undefined);
-      if (h?.sha256 !== t.topSha256) this.dirty.add(`${t.kind}\0${t.channel}`);
-    }
-    const chans = await this.store.all<{ channel: string; kind: string }>("SELECT DISTINCT channel, kind FROM published WHERE kind IN ('deb', 'rpm')");
-    for (const c of chans) if (!tops.some((t) => t.channel === c.channel && t.kind === c.kind)) this.dirty.add(`${c.kind}\0${c.channel}`);
-    if (this.dirty.size > 0) this.log.warn({ indexes: [...this.dirty].map((d) => d.replace('\0', ':')) }, 'indexes out of date after an interrupted publish; rewriting');
   }
 
   /** Listing files present now, oldest first. */
@@ -183,7 +216,7 @@ export class RepoBuilder {
   /** Handles every complete batch in incoming (and any stale index) in one publish. */
   async runOnce(): Promise<RunSummary> {
     const t0 = performance.now();
-    const summary: RunSummary = { published: [], rejected: [], added: 0, removed: 0, skipped: 0, indexes: [], ms: 0 };
+    const summary: RunSummary = { published: [], rejected: [], added: 0, removed: 0, skipped: 0, indexes: [], ms: 0, phases: { verify: 0, place: 0, index: 0, gc: 0 } };
     const verified: VerifiedBatch[] = [];
     for (const listingFile of await this.pendingListings()) {
       const id = batchIdOf(listingFile)!;
@@ -203,16 +236,20 @@ export class RepoBuilder {
         summary.rejected.push({ batch: id, reason: e.reason });
       }
     }
+    summary.phases.verify = Math.round(performance.now() - t0);
     if (verified.length > 0 || this.dirty.size > 0) await this.publish(verified, summary);
     for (const b of verified) {
-      await removeBatch(b);
+      await removeBatch(b, () => failpoint('mid-remove'));
+      await this.store.run('DELETE FROM done_batches WHERE id = ?', [b.id]);
       summary.published.push(b.id);
     }
+    const tGc = performance.now();
     await this.collectGarbage();
+    summary.phases.gc = Math.round(performance.now() - tGc);
     summary.ms = Math.round(performance.now() - t0);
     if (verified.length > 0 || summary.rejected.length > 0 || summary.indexes.length > 0) {
       this.log.info(
-        { batches: summary.published, rejected: summary.rejected.length, added: summary.added, removed: summary.removed, skipped: summary.skipped, indexes: summary.indexes, ms: summary.ms },
+        { batches: summary.published, rejected: summary.rejected.length, added: summary.added, removed: summary.removed, skipped: summary.skipped, indexes: summary.indexes, ms: summary.ms, phases: summary.phases },
         'publish done',
       );
     }
@@ -226,22 +263,40 @@ export class RepoBuilder {
     const removes: PublishedRow[] = [];
     const dirty = new Set(this.dirty);
     const now = this.cfg.now();
+    const identity = (f: VerifiedFile): [EntryKind, string, string, string] | undefined => {
+      if (f.deb) return ['deb', f.deb.name, f.deb.arch, f.deb.version];
+      if (f.rpm) return ['rpm', f.rpm.name, f.rpm.arch, formatRpmEvr({ epoch: f.rpm.epoch, version: f.rpm.version, release: f.rpm.release })];
+      if (f.dsc) return ['dsc', f.dsc.source, 'source', f.dsc.version];
+      return undefined; // source tarballs travel with their .dsc
+    };
+    // What is published now for every name these batches touch, in one query per channel and kind.
+    const wanted = new Map<string, Set<string>>();
+    for (const b of batches) {
+      for (const f of b.files) {
+        const id = identity(f);
+        if (id === undefined) continue;
+        const k = `${b.listing.channel}\0${id[0]}`;
+        wanted.set(k, (wanted.get(k) ?? new Set()).add(id[1]));
+      }
+    }
+    for (const [k, names] of wanted) {
+      const [channel, kind] = k.split('\0') as [string, EntryKind];
+      for (const r of await this.store.versionsOfMany(channel, kind, [...names])) {
+        const key = `${channel}\0${kind}\0${r.name}\0${r.arch}`;
+        state.set(key, [...(state.get(key) ?? []), r]);
+      }
+    }
+    for (const rows of state.values()) rows.sort((x, y) => compareVersions(x.kind, x.version, y.version));
     for (const b of batches) {
       const channel = b.listing.channel;
       for (const f of b.files) {
-        let kind: EntryKind;
-        let name: string;
-        let arch: string;
-        let version: string;
-        if (f.deb) [kind, name, arch, version] = ['deb', f.deb.name, f.deb.arch, f.deb.version];
-        else if (f.rpm) [kind, name, arch, version] = ['rpm', f.rpm.name, f.rpm.arch, formatRpmEvr({ epoch: f.rpm.epoch, version: f.rpm.version, release: f.rpm.release })];
-        else if (f.dsc) [kind, name, arch, version] = ['dsc', f.dsc.source, 'source', f.dsc.version];
-        else continue; // source tarballs travel with their .dsc
+        const id = identity(f);
+        if (id === undefined) continue;
+        const [kind, name, arch, version] = id;
         const key = `${channel}\0${kind}\0${name}\0${arch}`;
         let rows = state.get(key);
         if (rows === undefined) {
-          rows = await this.store.versionsOf(channel, kind, name, arch);
-          rows.sort((x, y) => compareVersions(kind, x.version, y.version));
+          rows = [];
           state.set(key, rows);
         }
         const newest = rows[rows.length - 1];
@@ -259,7 +314,7 @@ export class RepoBuilder {
             continue;
           }
           if (c < 0) {
-            this.log.warn({ ...ctx, newest: newest.version }, 'older than the published version; not published');
+            this.log.info({ ...ctx, newest: newest.version }, 'older than the published version; not published');
             summary.skipped++;
             continue;
           }
@@ -277,55 +332,65 @@ export class RepoBuilder {
         if (kind !== 'dsc') dirty.add(`${kind}\0${channel}`);
       }
     }
-    for (const p of adds) await this.place(p);
+    const tPlace = performance.now();
+    const dirs = new Set<string>();
+    await mapLimit(adds, this.cfg.concurrency * 2, (p) => this.place(p, dirs));
+    failpoint('after-place');
+    const tIndex = performance.now();
+    summary.phases.place = Math.round(tIndex - tPlace);
     for (const r of removes) if (r.kind !== 'dsc') dirty.add(`${r.kind}\0${r.channel}`);
 
     await this.store.exec('BEGIN IMMEDIATE');
     try {
+      const removedPaths: string[] = [];
       for (const r of removes) {
         await this.store.deleteRow(r);
-        await this.store.addGarbage(r.path, now);
-        if (r.kind === 'dsc') for (const c of JSON.parse(r.entry) as string[]) await this.store.addGarbage(c, now);
+        removedPaths.push(r.path);
+        if (r.kind === 'dsc') removedPaths.push(...(JSON.parse(r.entry) as string[]));
         this.log.info({ channel: r.channel, package: r.name, arch: r.arch, version: r.version }, 'older version leaves the repository');
       }
-      for (const p of adds) {
-        await this.store.insertRow(p.row);
-        await this.store.unGarbage(p.row.path);
-        if (p.row.kind === 'dsc') for (const c of JSON.parse(p.row.entry) as string[]) await this.store.unGarbage(c);
-      }
+      await this.store.addGarbageMany(removedPaths, now);
+      await this.store.insertRows(adds.map((p) => p.row));
+      await this.store.unGarbageMany(adds.flatMap((p) => [p.row.path, ...(p.row.kind === 'dsc' ? (JSON.parse(p.row.entry) as string[]) : [])]));
       for (const d of [...dirty].sort()) {
         const [kind, channel] = d.split('\0') as [IndexKind, string];
         const rows = await this.store.rowsOf(channel, kind);
         const result: PublishResult = kind === 'deb' ? await publishApt(this.cfg, channel, rows, this.store, this.signer) : await publishRpm(this.cfg, channel, rows, this.store, this.signer);
         const old = await this.store.getTop(channel, kind);
         const live = new Set(result.files);
-        for (const f of old?.files ?? []) if (!live.has(f)) await this.store.addGarbage(f, now);
-        for (const f of result.files) await this.store.unGarbage(f);
+        await this.store.addGarbageMany((old?.files ?? []).filter((f) => !live.has(f)), now);
+        await this.store.unGarbageMany(result.files);
         await this.store.setTop(channel, kind, result.topSha256, result.files);
         summary.indexes.push(`${kind}:${channel}`);
+        failpoint('after-top');
       }
+      // Published batches are recorded with the publish, so a crash before they leave incoming
+      // cannot leave a batch directory behind (recover() finishes the removal).
+      for (const b of batches) await this.store.run('INSERT OR REPLACE INTO done_batches (id, at) VALUES (?, ?)', [b.id, now]);
       await this.store.exec('COMMIT');
+      failpoint('after-commit');
     } catch (e) {
       await this.store.exec('ROLLBACK').catch(() => undefined);
       throw e;
     }
+    summary.phases.index = Math.round(performance.now() - tIndex);
     this.dirty.clear();
     summary.added += adds.length;
     summary.removed += removes.length;
   }
 
   /** Puts a new package (and a .dsc's companions) in the pool and renders its index entry. */
-  private async place(p: Planned): Promise<void> {
+  private async place(p: Planned, dirs: Set<string>): Promise<void> {
     const { row, file } = p;
     const target = async (dir: string, fileName: string, f: VerifiedFile): Promise<string> => {
-      let rel = `${dir}/${fileName}`;
-      if (await exists(join(this.cfg.repoDir, rel))) {
-        const h = await hashFile(join(this.cfg.repoDir, rel)).catch(() => undefined);
-        // Same name, other content (another epoch, or a leftover): keep both apart by hash.
-        if (h?.sha256 !== f.sha256) rel = `${dir}/${f.sha256.slice(0, 16)}/${fileName}`;
-      }
-      await placeFile(f.path, join(this.cfg.repoDir, rel));
-      return rel;
+      const rel = `${dir}/${fileName}`;
+      if (await placeFile(f.path, join(this.cfg.repoDir, rel), dirs)) return rel;
+      const h = await hashFile(join(this.cfg.repoDir, rel)).catch(() => undefined);
+      if (h?.sha256 === f.sha256) return rel; // already there (a retry after a crash)
+      // Same name, other content (another epoch, or a leftover): keep both apart by hash.
+      const alt = `${dir}/${f.sha256.slice(0, 16)}/${fileName}`;
+      await placeFile(f.path, join(this.cfg.repoDir, alt), dirs);
+      return alt;
     };
     if (row.kind === 'deb') {
       const info = file.deb!;
@@ -340,8 +405,8 @@ export class RepoBuilder {
       const fileName = `${info.name}-${info.version}-${info.release}.${info.arch}.rpm`;
       const rel = await target(`${base}/Packages/${info.name.slice(0, 1).toLowerCase()}`, fileName, file);
       row.path = rel;
-      const st = await stat(join(this.cfg.repoDir, rel));
-      const frags = rpmFragments(info, { sha256: row.sha256, size: row.size, mtime: Math.floor(st.mtimeMs / 1000), href: rel.slice(base.length + 1) });
+      // A hard link shares the verified file's mtime; a copy's differs by little, and only this field.
+      const frags = rpmFragments(info, { sha256: row.sha256, size: row.size, mtime: Math.floor(file.mtimeMs / 1000), href: rel.slice(base.length + 1) });
       row.entry = frags.primary;
       row.entry2 = frags.filelists;
       row.entry3 = frags.other;

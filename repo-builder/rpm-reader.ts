@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
 import { BuilderError } from '../protocol/errors.js';
+import { openByteSource, type ByteSource } from './byte-source.js';
 import { DEFAULT_READER_LIMITS, type ReaderLimits } from './limits.js';
 
 /** One dependency entry as primary.xml writes it. */
@@ -179,26 +179,10 @@ function parseHeader(buf: Buffer, limits: ReaderLimits): { header: RpmHeader; le
   return { header: new RpmHeader(tags), length };
 }
 
-async function readAt(fd: Awaited<ReturnType<typeof open>>, pos: number, size: number): Promise<Buffer> {
-  const buf = Buffer.alloc(size);
-  let got = 0;
-  while (got < size) {
-    const { bytesRead } = await fd.read(buf, got, size - got, pos + got);
-    if (bytesRead === 0) throw invalid('truncated');
-    got += bytesRead;
-  }
-  return buf;
-}
-
 /** Reads a whole header structure at `pos` from the file. */
-async function readHeaderAt(
-  fd: Awaited<ReturnType<typeof open>>,
-  pos: number,
-  fileSize: number,
-  limits: ReaderLimits,
-): Promise<{ header: RpmHeader; length: number }> {
+async function readHeaderAt(src: ByteSource, pos: number, fileSize: number, limits: ReaderLimits): Promise<{ header: RpmHeader; length: number }> {
   if (pos + 16 > fileSize) throw invalid('truncated');
-  const intro = await readAt(fd, pos, 16);
+  const intro = await src.read(pos, 16);
   if (intro.readUInt32BE(0) !== 0x8eade801) throw invalid('bad header magic');
   const nindex = intro.readUInt32BE(8);
   const hsize = intro.readUInt32BE(12);
@@ -206,7 +190,7 @@ async function readHeaderAt(
   if (hsize > limits.maxRpmHeaderBytes) throw invalid(`header data of ${hsize} bytes (limit ${limits.maxRpmHeaderBytes})`);
   const length = 16 + 16 * nindex + hsize;
   if (pos + length > fileSize) throw invalid('truncated');
-  return parseHeader(await readAt(fd, pos, length), limits);
+  return parseHeader(await src.read(pos, length), limits);
 }
 
 const SENSE: Record<number, RpmDep['flags']> = { 2: 'LT', 4: 'GT', 8: 'EQ', 10: 'LE', 12: 'GE' };
@@ -330,17 +314,17 @@ function infoFromHeader(h: RpmHeader, headerStart: number, headerEnd: number, si
  * still checked to exist: a file cut short inside it is refused as truncated, because the
  * signature header records the header+payload size.
  */
-export async function readRpm(path: string, limits: ReaderLimits = DEFAULT_READER_LIMITS): Promise<RpmInfo> {
-  const fd = await open(path, 'r');
+export async function readRpm(source: string | Buffer, limits: ReaderLimits = DEFAULT_READER_LIMITS): Promise<RpmInfo> {
+  const src = await openByteSource(source, '.rpm');
   try {
-    const { size: fileSize } = await fd.stat();
+    const fileSize = src.size;
     if (fileSize < 96 + 16) throw invalid('truncated');
-    const lead = await readAt(fd, 0, 96);
+    const lead = await src.read(0, 96);
     if (lead.readUInt32BE(0) !== 0xedabeedb) throw invalid('no rpm lead magic');
     if (lead[4] !== 3 && lead[4] !== 4) throw invalid(`unsupported rpm format version ${lead[4]}`);
-    const sig = await readHeaderAt(fd, 96, fileSize, limits);
+    const sig = await readHeaderAt(src, 96, fileSize, limits);
     const headerStart = 96 + sig.length + ((8 - (sig.length % 8)) % 8);
-    const main = await readHeaderAt(fd, headerStart, fileSize, limits);
+    const main = await readHeaderAt(src, headerStart, fileSize, limits);
     const headerEnd = headerStart + main.length;
     // RPMSIGTAG_SIZE (1000) / LONGSIZE (270): header + payload; catches truncated payloads.
     const sigSize = sig.header.num(270) ?? sig.header.num(1000);
@@ -350,6 +334,6 @@ export async function readRpm(path: string, limits: ReaderLimits = DEFAULT_READE
     if (headerEnd >= fileSize) throw invalid('truncated (no payload)');
     return infoFromHeader(main.header, headerStart, headerEnd, sig.header.num(1007));
   } finally {
-    await fd.close();
+    await src.close();
   }
 }

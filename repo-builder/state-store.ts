@@ -50,6 +50,7 @@ export class StateStore {
       CREATE TABLE IF NOT EXISTS tops (channel TEXT NOT NULL, kind TEXT NOT NULL, top_sha256 TEXT NOT NULL, files TEXT NOT NULL,
         PRIMARY KEY (channel, kind));
       CREATE TABLE IF NOT EXISTS garbage (path TEXT PRIMARY KEY, since INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS done_batches (id TEXT PRIMARY KEY, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS chunks (key TEXT NOT NULL, codec TEXT NOT NULL, data BLOB NOT NULL, used INTEGER NOT NULL,
         PRIMARY KEY (key, codec));
     `);
@@ -73,6 +74,57 @@ export class StateStore {
     return rows[0] === undefined ? undefined : (JSON.parse(rows[0].info) as T);
   }
 
+  /** Cached metadata for many files at once: sha256 -> kind -> info. */
+  async getMetaMany(shas: string[]): Promise<Map<string, Map<string, unknown>>> {
+    const out = new Map<string, Map<string, unknown>>();
+    for (let i = 0; i < shas.length; i += 500) {
+      const part = shas.slice(i, i + 500);
+      const rows = await this.all<{ sha256: string; kind: string; info: string }>(`SELECT sha256, kind, info FROM meta_cache WHERE sha256 IN (${part.map(() => '?').join(',')})`, part);
+      for (const r of rows) {
+        const m = out.get(r.sha256) ?? new Map<string, unknown>();
+        m.set(r.kind, JSON.parse(r.info));
+        out.set(r.sha256, m);
+      }
+    }
+    return out;
+  }
+
+  async putMetaMany(entries: { sha256: string; kind: string; info: unknown }[]): Promise<void> {
+    for (let i = 0; i < entries.length; i += 300) {
+      const part = entries.slice(i, i + 300);
+      await this.run(
+        `INSERT OR REPLACE INTO meta_cache (sha256, kind, info) VALUES ${part.map(() => '(?, ?, ?)').join(',')}`,
+        part.flatMap((e) => [e.sha256, e.kind, JSON.stringify(e.info)]),
+      );
+    }
+  }
+
+  /** Inserts many rows with few statements. */
+  async insertRows(rows: PublishedRow[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += 80) {
+      const part = rows.slice(i, i + 80);
+      await this.run(
+        `INSERT OR REPLACE INTO published (channel, kind, name, arch, version, sha256, size, path, entry, entry2, entry3, added) VALUES ${part.map(() => '(?,?,?,?,?,?,?,?,?,?,?,?)').join(',')}`,
+        part.flatMap((r) => [r.channel, r.kind, r.name, r.arch, r.version, r.sha256, r.size, r.path, r.entry, r.entry2, r.entry3, r.added]),
+      );
+    }
+  }
+
+  /** Records many paths as garbage since `since`. */
+  async addGarbageMany(paths: string[], since: number): Promise<void> {
+    for (let i = 0; i < paths.length; i += 400) {
+      const part = paths.slice(i, i + 400);
+      await this.run(`INSERT OR IGNORE INTO garbage (path, since) VALUES ${part.map(() => '(?, ?)').join(',')}`, part.flatMap((p) => [p, since]));
+    }
+  }
+
+  async unGarbageMany(paths: string[]): Promise<void> {
+    for (let i = 0; i < paths.length; i += 500) {
+      const part = paths.slice(i, i + 500);
+      await this.run(`DELETE FROM garbage WHERE path IN (${part.map(() => '?').join(',')})`, part);
+    }
+  }
+
   putMeta(sha256: string, kind: string, info: unknown): Promise<void> {
     return this.run('INSERT OR REPLACE INTO meta_cache (sha256, kind, info) VALUES (?, ?, ?)', [sha256, kind, JSON.stringify(info)]);
   }
@@ -80,6 +132,21 @@ export class StateStore {
   /** Published rows of one (channel, kind, name, arch). */
   versionsOf(channel: string, kind: EntryKind, name: string, arch: string): Promise<PublishedRow[]> {
     return this.all<PublishedRow>('SELECT * FROM published WHERE channel = ? AND kind = ? AND name = ? AND arch = ?', [channel, kind, name, arch]);
+  }
+
+  /** Published rows (without the rpm filelists/other fragments) of many names of one channel and kind. */
+  async versionsOfMany(channel: string, kind: EntryKind, names: string[]): Promise<PublishedRow[]> {
+    const out: PublishedRow[] = [];
+    for (let i = 0; i < names.length; i += 500) {
+      const part = names.slice(i, i + 500);
+      out.push(
+        ...(await this.all<PublishedRow>(
+          `SELECT channel, kind, name, arch, version, sha256, size, path, entry, '' AS entry2, '' AS entry3, added FROM published WHERE channel = ? AND kind = ? AND name IN (${part.map(() => '?').join(',')})`,
+          [channel, kind, ...part],
+        )),
+      );
+    }
+    return out;
   }
 
   /** Every published row of a channel and kind, in a stable order (name, arch, version text). */

@@ -108,19 +108,20 @@ describe('repo-builder RPM publishing', function () {
       assert.notEqual(bad.code, 0);
 
       // createrepo_c over the same files writes the same primary entries (ours come from our reader).
-      const parse = async (repo: string): Promise<Record<string, unknown>[]> => {
+      type Pkg = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      const parse = async (repo: string): Promise<Pkg[]> => {
         const md = await readFile(join(repo, 'repodata/repomd.xml'), 'utf8');
         const h = /<data type="primary">[\s\S]*?<location href="([^"]+)"/.exec(md)![1]!;
         const x = new XMLParser({ ignoreAttributes: false }).parse(gunzipSync(await readFile(join(repo, h))).toString());
-        return [x.metadata.package].flat().sort((a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : 1));
+        return ([x.metadata.package].flat() as Pkg[]).sort((a, b) => (a.name < b.name ? -1 : 1));
       };
       const ours = await parse(join(dir, 'repo/rpm/el'));
       const cr = await run('createrepo_c', ['--no-database', '--simple-md-filenames', join(dir, 'repo/rpm/el')]);
       assert.equal(cr.code, 0, cr.stderr);
       // createrepo_c also sees the replaced files still waiting out their grace period.
-      const ids = new Set(ours.map((p: Record<string, any>) => p.checksum['#text'] as string));
-      const theirs = (await parse(join(dir, 'repo/rpm/el'))).filter((p: Record<string, any>) => ids.has(p.checksum['#text'] as string));
-      const pick = (p: Record<string, any>): unknown => ({
+      const ids = new Set(ours.map((p) => p.checksum['#text'] as string));
+      const theirs = (await parse(join(dir, 'repo/rpm/el'))).filter((p) => ids.has(p.checksum['#text'] as string));
+      const pick = (p: Pkg): unknown => ({
         name: p.name,
         arch: p.arch,
         version: p.version,
