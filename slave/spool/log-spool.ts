@@ -356,9 +356,15 @@ export class LogSpool {
         const fh = await open(seg.path, 'r');
         try {
           while (offset < seg.size && bytes < maxBytes) {
-            const want = Math.min(seg.size - offset, Math.max(maxBytes - bytes, 0) + this.options.maxRecordBytes + RECORD_HEADER_BYTES);
-            const buf = Buffer.allocUnsafe(want);
-            const { bytesRead } = await fh.read(buf, 0, want, offset);
+            // Read about what is asked for; a first record larger than that is read whole in a second go.
+            let want = Math.min(seg.size - offset, Math.max(maxBytes - bytes, 0) + RECORD_HEADER_BYTES);
+            let buf = Buffer.allocUnsafe(want);
+            let { bytesRead } = await fh.read(buf, 0, want, offset);
+            if (bytesRead >= RECORD_HEADER_BYTES && decodeRecord(buf.subarray(0, bytesRead), 0) === 'incomplete') {
+              want = Math.min(seg.size - offset, buf.readUInt32LE(0) + RECORD_HEADER_BYTES);
+              buf = Buffer.allocUnsafe(want);
+              ({ bytesRead } = await fh.read(buf, 0, want, offset));
+            }
             let off = 0;
             const view = buf.subarray(0, bytesRead);
             for (;;) {
