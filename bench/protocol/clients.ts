@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { FrameDecoder, connectRpc, mutualTlsClientOptions, type RpcPeer } from '../../protocol/index.js';
 import { ECHO_LIMIT_BYTES, type Stack } from './common.js';
 import { loadEchoService, type EchoClient } from './grpc-echo.js';
+import { LeanPeer } from './lean-peer.js';
 
 /** TLS material of the client identity (PEM). */
 export interface ClientMaterial {
@@ -29,6 +30,8 @@ export function connectClient(stack: Stack, port: number, m: ClientMaterial): Pr
       return connectGrpc(port, m);
     case 'tls':
       return connectTls(port, m);
+    case 'lean':
+      return connectLean(port, m);
   }
 }
 
@@ -126,5 +129,25 @@ async function connectTls(port: number, m: ClientMaterial): Promise<BenchClient>
       socket.end();
       socket.destroy();
     },
+  };
+}
+
+/** The prototype of the proposal (lean-peer.ts), called like the Builder stack. */
+async function connectLean(port: number, m: ClientMaterial): Promise<BenchClient> {
+  const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+    const s = tls.connect(mutualTlsClientOptions(m, '127.0.0.1', port));
+    s.once('secureConnect', () => resolve(s));
+    s.once('error', reject);
+  });
+  socket.setNoDelay(true);
+  const peer = new LeanPeer(socket, 'master');
+  return {
+    stack: 'lean',
+    async call(payload, seq) {
+      const r = await peer.call('peer.echo', { data: payload as Uint8Array<ArrayBuffer>, seq });
+      if (r.seq !== seq) throw mismatch('lean', `seq ${String(r.seq)} for ${seq}`);
+      if (payload.length <= ECHO_LIMIT_BYTES && (!(r.data instanceof Uint8Array) || r.data.length !== payload.length)) throw mismatch('lean', 'echo');
+    },
+    close: async () => peer.close(),
   };
 }

@@ -14,7 +14,9 @@ export const READY_PREFIX = 'LISTENING ';
 
 /** The stacks under test, in report order. */
 export const STACKS = ['builder', 'grpc', 'tls'] as const;
-export type Stack = (typeof STACKS)[number];
+/** Stacks that run only when asked for: `lean` is the prototype of a proposal for protocol/. */
+export const EXTRA_STACKS = ['lean'] as const;
+export type Stack = (typeof STACKS)[number] | (typeof EXTRA_STACKS)[number];
 
 /** The .proto of the gRPC stack (kept in the source tree; tsc does not copy it to dist/). */
 export const ECHO_PROTO_PATH = fileURLToPath(new URL('../../../bench/protocol/echo.proto', import.meta.url));

@@ -6,8 +6,10 @@
  *   msgpack  the same plus encodeFrameParts/decodeBody (msgpack and the plain-data check) of a
  *            JSON-RPC-shaped request and response, matched by hand
  *   rpcpeer  RpcPeer on both ends: json-rpc-2.0, zod params/result parsing, timers, catalogue
+ *   lean     LeanPeer (lean-peer.ts), the PROTOTYPE of the proposal for protocol/: the same
+ *            frames and checks as RpcPeer without json-rpc-2.0 and per-call timers
  *
- *   npm run build && node dist/bench/protocol/overhead.js [--duration-ms 2000] [--runs 3] [--layers raw,msgpack,rpcpeer]
+ *   npm run build && node dist/bench/protocol/overhead.js [--duration-ms 2000] [--runs 3] [--layers raw,msgpack,rpcpeer,lean]
  *     [--payload-bytes 16]
  *
  * The differences between layers are the cost each layer adds per round trip (client + server).
@@ -16,13 +18,14 @@ import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { FrameDecoder, RpcPeer, decodeBody, encodeFrameParts } from '../../protocol/index.js';
+import { LeanPeer } from './lean-peer.js';
 import { median } from './measure.js';
 
 const { values: args } = parseArgs({
   options: {
     'duration-ms': { type: 'string', default: '2000' },
     runs: { type: 'string', default: '3' },
-    layers: { type: 'string', default: 'raw,msgpack,rpcpeer' },
+    layers: { type: 'string', default: 'raw,msgpack,rpcpeer,lean' },
     'payload-bytes': { type: 'string', default: '16' },
   },
 });
@@ -110,6 +113,15 @@ function rpcPeerLayer(payload: Buffer): Call {
   };
 }
 
+function leanLayer(payload: Buffer): Call {
+  const [a, b] = duplexPair();
+  new LeanPeer(b, 'client').handle('peer.echo', (p) => p);
+  const client = new LeanPeer(a, 'master');
+  return async (seq) => {
+    await client.call('peer.echo', { data: payload as Uint8Array<ArrayBuffer>, seq });
+  };
+}
+
 async function rate(call: Call, inFlight: number): Promise<number> {
   let n = 0;
   let seq = 0;
@@ -131,6 +143,7 @@ const layers: Array<[string, Call]> = [
   ['raw', rawLayer(payload)],
   ['msgpack', msgpackLayer(payload)],
   ['rpcpeer', rpcPeerLayer(payload)],
+  ['lean', leanLayer(payload)],
 ].filter(([name]) => args.layers.split(',').includes(name as string)) as Array<[string, Call]>;
 process.stdout.write(`| Layer (${payload.length} B, in-memory, one process) | 1 in flight: us per round trip | 64 in flight: us per call |\n|---|---:|---:|\n`);
 for (const [name, call] of layers) {

@@ -21,7 +21,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { PkiRegistry, initCa, issueIdentity, loadCa, loadIdentity } from '../../pki/index.js';
-import { READY_PREFIX, STACKS, type Stack } from './common.js';
+import { EXTRA_STACKS, READY_PREFIX, STACKS, type Stack } from './common.js';
 import { connectClient, type BenchClient } from './clients.js';
 import { median, runFor, type RunFigure, type Workload } from './measure.js';
 
@@ -29,7 +29,7 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const MiB = 1024 * 1024;
 
-const STACK_TITLES: Record<Stack, string> = { builder: 'Builder (RpcPeer)', grpc: 'grpc-js', tls: 'raw TLS' };
+const STACK_TITLES: Record<Stack, string> = { builder: 'Builder (RpcPeer)', grpc: 'grpc-js', tls: 'raw TLS', lean: 'prototype (lean-peer)' };
 
 interface Target {
   workload: Workload['id'];
@@ -69,7 +69,8 @@ const warmupMs = positiveInt('warmup-ms', args['warmup-ms']);
 const runs = positiveInt('runs', args.runs);
 const bulkInFlight = positiveInt('bulk-in-flight', args['bulk-in-flight']);
 const stacks = args.stacks.split(',').map((s) => {
-  if (!(STACKS as readonly string[]).includes(s)) throw new Error(`unknown stack ${s}; known: ${STACKS.join(', ')}`);
+  const known: readonly string[] = [...STACKS, ...EXTRA_STACKS];
+  if (!known.includes(s)) throw new Error(`unknown stack ${s}; known: ${known.join(', ')}`);
   return s as Stack;
 });
 
