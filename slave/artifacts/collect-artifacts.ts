@@ -33,6 +33,7 @@ export type RefusalReason =
   | 'too-large'
   | 'changed'
   | 'foreign-owner'
+  | 'not-a-directory'
   | 'unreadable';
 
 /** An entry refused as an artifact, reported to the master (the path is display text only). */
@@ -106,12 +107,22 @@ export async function collectArtifacts(outputDir: string, options: CollectArtifa
   for (const [k, v] of [['maxFiles', maxFiles], ['maxDepth', maxDepth], ['maxFileBytes', maxFileBytes]] as const) {
     if (!Number.isSafeInteger(v) || v < 0) throw new BuilderError('BUILDER_ERR_CONFIG', `collectArtifacts: ${k} must be a non-negative integer`);
   }
-  const root = await realpath(outputDir);
-  const rootStat = await lstat(root);
-  if (!rootStat.isDirectory()) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'output dir is not a directory');
   const artifacts: Artifact[] = [];
   const refused: RefusedEntry[] = [];
   const conflicts: InputConflict[] = [];
+  // Security: the job may have replaced the output dir itself, e.g. with a symlink to `/`.
+  let top;
+  try {
+    top = await lstat(outputDir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { artifacts, refused, conflicts };
+    throw e;
+  }
+  if (top.isSymbolicLink() || !top.isDirectory()) {
+    refused.push({ path: '.', reason: top.isSymbolicLink() ? 'symlink' : 'not-a-directory' });
+    return { artifacts, refused, conflicts };
+  }
+  const root = await realpath(outputDir);
 
   const walk = async (dirRel: string, depth: number): Promise<void> => {
     const dirAbs = dirRel === '' ? root : join(root, dirRel);

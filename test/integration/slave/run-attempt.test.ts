@@ -281,6 +281,31 @@ describe('slave/executor runAttempt (real processes)', function () {
       assert.deepEqual(r.artifacts?.refused.map((x) => [x.path, x.reason]), [['pw', 'symlink']]);
     });
 
+    it('refuses an output dir the job replaced with a symlink to / instead of walking the machine', async () => {
+      const { h } = start({ script: 'rm -rf "$BUILDER_OUTPUT" && ln -s / "$BUILDER_OUTPUT"' });
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded');
+      assert.deepEqual(r.artifacts, { artifacts: [], refused: [{ path: '.', reason: 'symlink' }], conflicts: [] });
+    });
+
+    it('keeps the job running when the log sink fails (a full disk), and reports the lost output', async () => {
+      let calls = 0;
+      const failing = {
+        async append(): Promise<void> {
+          if (++calls >= 2) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+        },
+      };
+      const opts = compileExecutorOptions({ dataDir: root, batchBytes: 1024, flushIntervalMs: 20 });
+      const h = runAttempt({ jobId: 'full', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'head -c 1048576 /dev/zero; echo done > "$BUILDER_OUTPUT/done"' }, failing, opts);
+      handles.push(h);
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded');
+      assert.equal(r.stdoutBytes, 1048576);
+      assert.equal(r.logError?.code, 'ENOSPC');
+      assert.ok(r.logLostBytes > 0 && r.logLostBytes <= 1048576, `lost ${r.logLostBytes}`);
+      assert.deepEqual(r.artifacts?.artifacts.map((a) => a.path), ['done']);
+    });
+
     it('reports a spawn failure (missing interpreter) as a failed attempt with the error', async () => {
       const { h } = start({ argv: ['/nonexistent/tool', '--x'] });
       const r = await h.result;

@@ -138,6 +138,14 @@ describe('slave/artifacts', () => {
       assert.deepEqual(scan.refused.map((r) => [r.path, r.reason]), [['mine', 'foreign-owner']]);
     });
 
+    it('refuses an output dir that the job replaced with a symlink or a file, and takes a missing one as empty', async () => {
+      await symlink('/', join(root, 'out-link'));
+      assert.deepEqual(await collectArtifacts(join(root, 'out-link')), { artifacts: [], refused: [{ path: '.', reason: 'symlink' }], conflicts: [] });
+      await writeFile(join(root, 'out-file'), 'x');
+      assert.deepEqual(await collectArtifacts(join(root, 'out-file')), { artifacts: [], refused: [{ path: '.', reason: 'not-a-directory' }], conflicts: [] });
+      assert.deepEqual(await collectArtifacts(join(root, 'missing')), { artifacts: [], refused: [], conflicts: [] });
+    });
+
     it('names .deb, .udeb, .rpm, .src.rpm and .dsc packages and everything else images', () => {
       for (const p of ['a.deb', 'x/b.udeb', 'c.rpm', 'd.src.rpm', 'e.dsc', 'F.DEB']) assert.equal(artifactKind(p), 'package', p);
       for (const p of ['a.tar.gz', 'disk.img', 'a.deb.sig', 'rpm']) assert.equal(artifactKind(p), 'image', p);
