@@ -1,0 +1,65 @@
+import { BuilderError } from '../../protocol/errors.js';
+import { checkTimeZone } from './cron-expression.js';
+
+/** Timer functions, injectable so tests drive time. */
+export interface CronTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Options of the cron runner; all optional, defaults per field. */
+export interface CronOptions {
+  /** The clock (ms). Default `Date.now`. */
+  now?: () => number;
+  /** Default: the global setTimeout / clearTimeout. */
+  timers?: CronTimers;
+  /** Accept six-field expressions (a seconds field) and `@secondly`. Default false. */
+  allowSeconds?: boolean;
+  /** Time zone of schedules that do not name one. Default `UTC`. */
+  defaultTz?: string;
+  /** Longest single timer; longer waits are re-armed (Node timers overflow past 2^31-1 ms). Default 1 h. */
+  maxTimerMs?: number;
+  /** Wait before retrying a schedule whose fire failed. Default 30 s. */
+  retryMs?: number;
+  /** Called when firing a schedule fails (the store is down, the template no longer validates). Default: ignore. */
+  onError?: (err: unknown, scheduleId: string) => void;
+}
+
+export interface CompiledCronOptions {
+  now: () => number;
+  timers: CronTimers;
+  allowSeconds: boolean;
+  defaultTz: string;
+  maxTimerMs: number;
+  retryMs: number;
+  onError: (err: unknown, scheduleId: string) => void;
+}
+
+const realTimers: CronTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export function compileCronOptions(o: CronOptions = {}): CompiledCronOptions {
+  const maxTimerMs = o.maxTimerMs ?? 3600_000;
+  if (!Number.isSafeInteger(maxTimerMs) || maxTimerMs < 1 || maxTimerMs > 2 ** 31 - 1) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', 'cron option maxTimerMs must be an integer in 1..2^31-1');
+  }
+  const retryMs = o.retryMs ?? 30_000;
+  if (!Number.isSafeInteger(retryMs) || retryMs < 1) throw new BuilderError('BUILDER_ERR_CONFIG', 'cron option retryMs must be a positive integer');
+  let defaultTz: string;
+  try {
+    defaultTz = checkTimeZone(o.defaultTz ?? 'UTC');
+  } catch (e) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `cron option defaultTz: ${(e as Error).message}`);
+  }
+  return {
+    now: o.now ?? Date.now,
+    timers: o.timers ?? realTimers,
+    allowSeconds: o.allowSeconds ?? false,
+    defaultTz,
+    maxTimerMs,
+    retryMs,
+    onError: o.onError ?? (() => undefined),
+  };
+}

@@ -1,0 +1,196 @@
+import { BuilderError } from '../../protocol/errors.js';
+import { checkName } from '../../protocol/names.js';
+import type { FireResult, Job, NewJob, NewSchedule, Schedule } from '../store/index.js';
+import { checkCronExpression, checkTimeZone, nextFireAfter } from './cron-expression.js';
+import { compileCronOptions, type CompiledCronOptions, type CronOptions } from './cron-options.js';
+
+/** The part of the master's store the cron runner uses (MasterStore implements it). */
+export interface CronStore {
+  listSchedules(): Promise<Schedule[]>;
+  getSchedule(id: string): Promise<Schedule | undefined>;
+  createSchedule(s: NewSchedule): Promise<Schedule>;
+  setSchedulePaused(id: string, paused: boolean, nextFireAt: number | null): Promise<Schedule | undefined>;
+  removeSchedule(id: string): Promise<boolean>;
+  fireSchedule(id: string, expectedNextFireAt: number, nextFireAt: number, firedAt: number): Promise<FireResult>;
+}
+
+/** A new schedule as a client asks for it. */
+export interface ScheduleRequest {
+  id: string;
+  cron: string;
+  /** IANA time zone; default the runner's `defaultTz`. */
+  tz?: string;
+  template: NewJob;
+  paused?: boolean;
+}
+
+/** Called after a fire is durable: the job exists in the store (queued); hand it to the dispatcher. */
+export type OnFired = (job: Job, schedule: Schedule) => void;
+
+interface Armed {
+  cron: string;
+  tz: string;
+  nextFireAt: number;
+  /** After a failed fire: not before this time (so a broken store is not retried in a tight loop). */
+  retryAt?: number;
+}
+
+const dueAt = (a: Armed): number => Math.max(a.nextFireAt, a.retryAt ?? 0);
+
+/**
+ * Fires persisted cron schedules. One timer, armed for the earliest due schedule.
+ *
+ * A fire is one store transaction (`fireSchedule`): compare-and-set `next_fire_at` and create
+ * the job together. So a crash before COMMIT loses nothing (the schedule is still due and fires
+ * on restart), and a crash after COMMIT cannot fire it again (next_fire_at has moved; the job is
+ * queued and comes back with the other active jobs).
+ *
+ * Catch-up: a schedule whose time passed while the master was down fires ONCE at start, and its
+ * next time is the first tick after now, not the ticks it missed.
+ */
+export class CronRunner {
+  readonly options: CompiledCronOptions;
+  private readonly armed = new Map<string, Armed>();
+  private timer: unknown = undefined;
+  private timerAt = Infinity;
+  private running = false;
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly store: CronStore,
+    private readonly onFired: OnFired,
+    opts: CronOptions = {},
+  ) {
+    this.options = compileCronOptions(opts);
+  }
+
+  /** Loads the schedules, fires the overdue ones once, and arms the timer. */
+  async start(): Promise<void> {
+    this.running = true;
+    for (const s of await this.store.listSchedules()) {
+      if (s.paused) continue;
+      if (s.nextFireAt === null) {
+        // Resumed without a next time (should not happen): start from now rather than never firing.
+        const next = nextFireAfter(s.cron, s.tz, this.options.now());
+        if (await this.store.setSchedulePaused(s.id, false, next)) this.armed.set(s.id, { cron: s.cron, tz: s.tz, nextFireAt: next });
+      } else {
+        this.armed.set(s.id, { cron: s.cron, tz: s.tz, nextFireAt: s.nextFireAt });
+      }
+    }
+    await this.runDue();
+  }
+
+  /** Stops the timer. Fires in progress finish. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.disarm();
+    await this.idle();
+  }
+
+  /** Resolves when no fire is in progress. */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
+  /** Validates and stores a schedule; its first fire is the first tick after now. */
+  async add(r: ScheduleRequest): Promise<Schedule> {
+    checkName('schedule', r.id);
+    const tz = checkTimeZone(r.tz ?? this.options.defaultTz);
+    const cron = checkCronExpression(r.cron, { allowSeconds: this.options.allowSeconds, tz });
+    const paused = r.paused ?? false;
+    const next = paused ? null : nextFireAfter(cron, tz, this.options.now());
+    const s = await this.store.createSchedule({ id: r.id, cron, tz, template: r.template, paused, nextFireAt: next });
+    if (s.nextFireAt !== null) this.armed.set(s.id, { cron, tz, nextFireAt: s.nextFireAt });
+    this.rearm();
+    return s;
+  }
+
+  list(): Promise<Schedule[]> {
+    return this.store.listSchedules();
+  }
+
+  /** A paused schedule does not fire; resuming starts from the next tick after now (no catch-up for the pause). */
+  async pause(id: string): Promise<Schedule> {
+    const s = await this.store.setSchedulePaused(id, true, null);
+    if (s === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
+    this.armed.delete(id);
+    this.rearm();
+    return s;
+  }
+
+  async resume(id: string): Promise<Schedule> {
+    const cur = await this.store.getSchedule(id);
+    if (cur === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
+    if (!cur.paused) return cur;
+    const next = nextFireAfter(cur.cron, cur.tz, this.options.now());
+    const s = (await this.store.setSchedulePaused(id, false, next))!;
+    this.armed.set(id, { cron: s.cron, tz: s.tz, nextFireAt: next });
+    this.rearm();
+    return s;
+  }
+
+  async remove(id: string): Promise<void> {
+    if (!(await this.store.removeSchedule(id))) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
+    this.armed.delete(id);
+    this.rearm();
+  }
+
+  /** When the timer is set to go off next (for tests and status), or undefined. */
+  get nextWakeAt(): number | undefined {
+    return this.timer === undefined ? undefined : this.timerAt;
+  }
+
+  private disarm(): void {
+    if (this.timer !== undefined) this.options.timers.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  private rearm(): void {
+    this.disarm();
+    if (!this.running) return;
+    let at = Infinity;
+    for (const a of this.armed.values()) at = Math.min(at, dueAt(a));
+    if (at === Infinity) return;
+    const now = this.options.now();
+    const wait = Math.min(Math.max(0, at - now), this.options.maxTimerMs);
+    this.timerAt = now + wait;
+    this.timer = this.options.timers.setTimeout(() => {
+      this.timer = undefined;
+      void this.runDue();
+    }, wait);
+  }
+
+  /** Fires every due schedule, one after another (serialised through `chain`), then re-arms. */
+  private runDue(): Promise<void> {
+    this.chain = this.chain.then(async () => {
+      const now = this.options.now();
+      const due = [...this.armed].filter(([, a]) => dueAt(a) <= now).sort((x, y) => x[1].nextFireAt - y[1].nextFireAt);
+      for (const [id, a] of due) {
+        try {
+          await this.fire(id, a, now);
+        } catch (err) {
+          // Keep its old time (a retry still fires at most once) but wait retryMs before trying again.
+          this.armed.set(id, { ...a, retryAt: now + this.options.retryMs });
+          this.options.onError(err, id);
+        }
+      }
+      this.rearm();
+    });
+    return this.chain;
+  }
+
+  private async fire(id: string, a: Armed, now: number): Promise<void> {
+    const next = nextFireAfter(a.cron, a.tz, now);
+    const r = await this.store.fireSchedule(id, a.nextFireAt, next, now);
+    if (r.ok) {
+      this.armed.set(id, { cron: a.cron, tz: a.tz, nextFireAt: next });
+      this.onFired(r.job, r.schedule);
+      return;
+    }
+    // Someone changed it under us (paused, removed, resumed): follow the store.
+    const s = r.schedule;
+    if (s === undefined || s.paused || s.nextFireAt === null) this.armed.delete(id);
+    else this.armed.set(id, { cron: s.cron, tz: s.tz, nextFireAt: s.nextFireAt });
+  }
+}
