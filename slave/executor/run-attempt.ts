@@ -4,6 +4,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { collectArtifacts, indexFiles, type ArtifactScan } from '../artifacts/index.js';
+import { LogSpool } from '../spool/index.js';
 import { checkAttemptSpec, type AttemptSpec, type CheckedAttemptSpec } from './attempt-spec.js';
 import type { CompiledExecutorOptions } from './executor-options.js';
 import { OutputBatcher, type LogSink } from './output-batcher.js';
@@ -108,6 +109,10 @@ export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: Compile
  */
 export function runAttempt(specIn: AttemptSpec, log: LogSink, o: CompiledExecutorOptions): AttemptHandle {
   const spec = checkAttemptSpec(specIn, o);
+  // Every chunk must fit in one spool record, or the whole log would be refused at the first append.
+  if (log instanceof LogSpool && log.options.maxRecordBytes < o.maxChunkBytes) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `executor maxChunkBytes (${o.maxChunkBytes}) is above the spool's maxRecordBytes (${log.options.maxRecordBytes})`);
+  }
   return new AttemptRun(spec, log, o);
 }
 

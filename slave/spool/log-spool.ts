@@ -145,6 +145,8 @@ export class LogSpool {
       return m?.[1] === undefined ? [] : [{ name: n, index: Number(m[1]) }];
     });
     names.sort((a, b) => a.index - b.index);
+    // A marker being written when the previous process died: the segment it was to replace is intact.
+    for (const n of await readdir(this.dir)) if (n.endsWith('.log.tmp')) await rm(join(this.dir, n), { force: true });
     this.ackHandle = await open(join(this.dir, ACK_FILE), 'a+');
     const ackBuf = Buffer.alloc(8);
     const { bytesRead } = await this.ackHandle.read(ackBuf, 0, 8, 0);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
 import { compileExecutorOptions, runAttempt, type AttemptHandle, type AttemptSpec, type CompiledExecutorOptions } from '../../../slave/executor/index.js';
+import { LogSpool } from '../../../slave/spool/index.js';
 import { isAlive, MemorySink, ProcessReaper, readPid, waitUntil } from './helpers.js';
 
 describe('slave/executor runAttempt (real processes)', function () {
@@ -71,6 +72,15 @@ describe('slave/executor runAttempt (real processes)', function () {
         assert.equal(Number(pid), r.pid);
       } finally {
         delete process.env.SLAVE_SECRET_FOR_TEST;
+      }
+    });
+
+    it('refuses a spool whose records are smaller than the executor chunks', async () => {
+      const spool = await LogSpool.open(join(root, 'spool', 'x-1'), { maxBytes: 4 * 1024 * 1024, segmentBytes: 1024 * 1024, maxRecordBytes: 64 * 1024 });
+      try {
+        assert.throws(() => runAttempt({ jobId: 'x', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'true' }, spool, o), (e) => isBuilderError(e, 'BUILDER_ERR_CONFIG'));
+      } finally {
+        await spool.close();
       }
     });
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
@@ -104,6 +104,18 @@ describe('slave/spool LogSpool', () => {
       assert.equal(again.ended, true);
       assert.equal(text(await readAll(again, 20)), '20:stderr:line20 21:stdout:after 22:end');
       assert.deepEqual(await listSpools(root), [{ jobId: 'job7', attempt: 2, dir }]);
+    });
+
+    it('removes a half-written marker left by a crash and keeps the segment it was to replace', async () => {
+      const dir = join(root, 'm-1');
+      const s = await mk(dir);
+      await s.append([chunk(1, 'stdout', 'kept')]);
+      await s.close();
+      const seg = (await readdir(dir)).find((n) => n.startsWith('seg-'))!;
+      await writeFile(join(dir, `${seg}.tmp`), 'half a marker');
+      const r = await mk(dir);
+      assert.equal(text(await readAll(r)), '1:stdout:kept');
+      assert.ok(!(await readdir(dir)).some((n) => n.endsWith('.tmp')));
     });
 
     it('cuts a torn last record instead of replaying it', async () => {
