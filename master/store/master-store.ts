@@ -276,9 +276,13 @@ export class MasterStore {
       const exhausted = job.attempt >= job.maxAttempts;
       const reason = exhausted ? `${o.reason}; no attempt left (${job.attempt} of ${job.maxAttempts})` : o.reason;
       const r = await c.get<JobRow>(
-        `UPDATE jobs SET state = ?, reason = ?, updated_at = ?, ended_at = ?, exit_code = NULL, signal = NULL
-         WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_COLS}`,
-        [exhausted ? 'failed' : 'queued', reason, now, exhausted ? now : null, jobId, attempt, job.state],
+        exhausted
+          ? `UPDATE jobs SET state = 'failed', reason = ?, updated_at = ?, ended_at = ?, exit_code = NULL, signal = NULL
+             WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_COLS}`
+          : `UPDATE jobs SET state = 'queued', reason = ?, updated_at = ?, ended_at = NULL, exit_code = NULL, signal = NULL,
+               slave = NULL, dispatched_at = NULL, started_at = NULL
+             WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_COLS}`,
+        exhausted ? [reason, now, now, jobId, attempt, job.state] : [reason, now, jobId, attempt, job.state],
       );
       // Another op of the same batch moved the job between the read and the write.
       if (r === undefined) return notFoundOrState(await loadJob(c, jobId));

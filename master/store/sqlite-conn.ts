@@ -17,7 +17,7 @@ export class SqliteConn {
     return new Promise((resolve, reject) => {
       const db = new sqlite3.Database(file, mode, (err) => {
         if (err) return reject(err);
-        // Serialized mode: statements run one after the other in issue order, without a round trip to JS between them.
+        // Serialized mode: statements run strictly in issue order (a transaction's BEGIN, ops, COMMIT).
         db.serialize();
         resolve(new SqliteConn(db));
       });

@@ -33,6 +33,7 @@ export class WriteQueue {
     private readonly maxBatch: number,
   ) {}
 
+  /** Queues a write; resolves with its value after the COMMIT of its batch. */
   enqueue<T>(op: WriteOp<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ op, resolve: resolve as (v: unknown) => void, reject });
@@ -78,13 +79,10 @@ export class WriteQueue {
     // Fast path: no savepoints.
     try {
       await this.conn.run('BEGIN IMMEDIATE');
-      // The connection runs statements in the order they are issued (serialized mode), so the
-      // ops' statements are issued together and pipelined; each op still awaits its own in turn.
-      const settled = await Promise.allSettled(batch.map((e) => e.op(this.conn)));
-      const values = settled.map((r) => {
-        if (r.status === 'rejected') throw r.reason;
-        return r.value;
-      });
+      // Ops run one after the other, so an op that reads then writes sees every earlier op of
+      // the batch and no later one. (Pipelining the ops' statements was measured: no faster.)
+      const values: unknown[] = [];
+      for (const e of batch) values.push(await e.op(this.conn));
       await this.conn.run('COMMIT');
       this.commits++;
       return values.map((value) => ({ ok: true, value }));

@@ -1,0 +1,278 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sqlite3 from 'sqlite3';
+import { isBuilderError } from '../../../protocol/errors.js';
+import { MIGRATIONS, MasterStore, type Job, type NewJob } from '../../../master/store/index.js';
+
+const spec = (p: Partial<NewJob> = {}): NewJob => ({ name: 'build-hello', channel: 'stable', arch: 'x86_64', command: { kind: 'script', text: 'make' }, ...p });
+
+/** An independent connection, to see what is on disk rather than what the store says. */
+function rawAll<T>(file: string, sql: string, params: unknown[] = []): Promise<T[]> {
+  return new Promise((resolve, reject) => {
+    const db = new sqlite3.Database(file, sqlite3.OPEN_READONLY, (err) => {
+      if (err) return reject(err);
+      db.all(sql, params, (e, rows) => db.close(() => (e ? reject(e) : resolve(rows as T[]))));
+    });
+  });
+}
+
+describe('master/store (real SQLite)', () => {
+  let dir: string;
+  let store: MasterStore | undefined;
+  let clock: number;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'builder-store-'));
+    clock = 1_700_000_000_000;
+    store = await MasterStore.open({ dir, now: () => clock });
+  });
+  afterEach(async () => {
+    await store?.close();
+    store = undefined;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('when opened', () => {
+    it('creates master.db in WAL mode at the latest schema version, and reopens without migrating again', async () => {
+      assert.equal(await store!.schemaVersion(), MIGRATIONS.length);
+      const [mode] = await rawAll<{ journal_mode: string }>(join(dir, 'master.db'), 'PRAGMA journal_mode');
+      assert.equal(mode?.journal_mode, 'wal');
+      const j = await store!.createJob(spec());
+      await store!.close();
+      store = await MasterStore.open({ dir });
+      assert.equal(await store.schemaVersion(), MIGRATIONS.length);
+      assert.equal((await store.getJob(j.id))?.name, 'build-hello');
+    });
+
+    it('refuses a database from a newer master', async () => {
+      await store!.close();
+      store = undefined;
+      await new Promise<void>((resolve, reject) => {
+        const db = new sqlite3.Database(join(dir, 'master.db'), (err) => {
+          if (err) return reject(err);
+          db.exec(`PRAGMA user_version = ${MIGRATIONS.length + 1}`, (e) => db.close(() => (e ? reject(e) : resolve())));
+        });
+      });
+      await assert.rejects(MasterStore.open({ dir }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFIG') && /newer/.test(e.message));
+    });
+  });
+
+  describe('when many writes arrive at once', () => {
+    it('commits them in a few transactions and resolves each only once it is on disk', async () => {
+      const file = join(dir, 'master.db');
+      const seen: Promise<void>[] = [];
+      const before = store!.commits;
+      const jobs = await Promise.all(
+        Array.from({ length: 300 }, (_, i) =>
+          store!.createJob(spec({ name: `j${i}` })).then((j) => {
+            // The moment a write is announced, another connection must already see it.
+            seen.push(rawAll<{ id: number }>(file, 'SELECT id FROM jobs WHERE id = ?', [j.id]).then((rows) => assert.equal(rows.length, 1, `job ${j.id} announced before commit`)));
+            return j;
+          }),
+        ),
+      );
+      await Promise.all(seen);
+      assert.equal(new Set(jobs.map((j) => j.id)).size, 300);
+      const commits = store!.commits - before;
+      assert.ok(commits >= 1 && commits <= 10, `300 concurrent writes took ${commits} commits`);
+    });
+
+    it('fails only the bad write of a batch; the others commit', async () => {
+      const results = await Promise.allSettled([
+        store!.createJob(spec({ name: 'a' })),
+        store!.addArtifact({ jobId: 999_999, attempt: 1, name: 'x.deb', size: 1, sha256: 'a'.repeat(64), kind: 'package', path: '/x' }),
+        store!.createJob(spec({ name: 'b' })),
+      ]);
+      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+      assert.deepEqual((await store!.listJobs()).map((j) => j.name), ['b', 'a']);
+    });
+  });
+
+  describe('when a job moves through its lifecycle', () => {
+    it('records each transition, attempt and event, and keeps JSON fields intact', async () => {
+      const j = await store!.createJob(spec({ env: { CC: 'gcc' }, inputs: [{ name: 'src/hello.tar.gz', sha256: 'b'.repeat(64), size: 10 }], priority: 5, slots: 2 }));
+      clock += 10;
+      const d = await store!.dispatchJob(j.id, 'w1');
+      assert.ok(d.ok);
+      assert.equal(d.job.attempt, 1);
+      assert.equal(d.job.slave, 'w1');
+      clock += 10;
+      assert.ok((await store!.startJob(j.id, 1)).ok);
+      clock += 10;
+      const f = await store!.finishJob(j.id, 1, { state: 'failed', exitCode: 2, reason: 'exit 2' });
+      assert.ok(f.ok && f.from === 'running');
+      const got = (await store!.getJob(j.id))!;
+      assert.deepEqual(got.env, { CC: 'gcc' });
+      assert.deepEqual(got.command, { kind: 'script', text: 'make' });
+      assert.deepEqual(got.inputs, [{ name: 'src/hello.tar.gz', sha256: 'b'.repeat(64), size: 10 }]);
+      assert.equal(got.state, 'failed');
+      assert.equal(got.exitCode, 2);
+      const [raw] = await rawAll<{ env: string }>(join(dir, 'master.db'), 'SELECT env FROM jobs WHERE id = ?', [j.id]);
+      assert.equal(raw?.env, '{"CC":"gcc"}');
+      const ev = await store!.listEvents({ jobId: j.id });
+      assert.deepEqual(ev.map((e) => `${e.from ?? '-'}>${e.to}@${e.at - 1_700_000_000_000}`), ['->queued@0', 'queued>dispatched@10', 'dispatched>running@20', 'running>failed@30']);
+      const [a] = await store!.listAttempts(j.id);
+      assert.deepEqual([a?.attempt, a?.slave, a?.state, a?.exitCode, a?.startedAt !== null, a?.endedAt !== null], [1, 'w1', 'failed', 2, true, true]);
+    });
+
+    it('refuses stale reports: an old attempt, a finished or cancelled job, a job never started', async () => {
+      const j = await store!.createJob(spec({ maxAttempts: 3 }));
+      assert.ok((await store!.dispatchJob(j.id, 'w1')).ok);
+      assert.ok((await store!.startJob(j.id, 1)).ok);
+      const rq = await store!.requeueJob(j.id, 1, { reason: 'slave lost' });
+      assert.ok(rq.ok && rq.job.state === 'queued' && rq.job.slave === null);
+      assert.ok((await store!.dispatchJob(j.id, 'w2')).ok);
+      // w1 comes back and reports attempt 1: nothing moves.
+      const stale = await store!.finishJob(j.id, 1, { state: 'succeeded', exitCode: 0 });
+      assert.equal(stale.ok, false);
+      assert.equal(stale.job?.state, 'dispatched');
+      assert.equal(stale.job?.attempt, 2);
+      assert.equal((await store!.finishJob(j.id, 2, { state: 'succeeded' })).ok, false, 'finish before start');
+      assert.ok((await store!.cancelJob(j.id, 'user')).ok);
+      assert.equal((await store!.startJob(j.id, 2)).ok, false);
+      assert.equal((await store!.cancelJob(j.id)).ok, false);
+      assert.equal((await store!.dispatchJob(123456, 'w1')).job, undefined);
+      const attempts = await store!.listAttempts(j.id);
+      assert.deepEqual(attempts.map((a) => `${a.attempt}:${a.slave}:${a.state}`), ['1:w1:requeued', '2:w2:cancelled']);
+    });
+
+    it('fails the job when a requeue finds no attempt left, and records setup failures', async () => {
+      const j = await store!.createJob(spec({ maxAttempts: 2 }));
+      for (let n = 1; n <= 2; n++) {
+        assert.ok((await store!.dispatchJob(j.id, `w${n}`)).ok);
+        const r = await store!.requeueJob(j.id, n, { reason: 'setup: input fetch failed', setupFailure: true });
+        assert.ok(r.ok);
+        assert.equal(r.job.state, n === 1 ? 'queued' : 'failed');
+      }
+      const got = (await store!.getJob(j.id))!;
+      assert.match(got.reason ?? '', /no attempt left \(2 of 2\)/);
+      assert.deepEqual((await store!.listAttempts(j.id)).map((a) => [a.state, a.setupFailure]), [['requeued', true], ['requeued', true]]);
+      assert.equal((await store!.dispatchJob(j.id, 'w3')).ok, false);
+    });
+
+    it('lists jobs by state and channel, newest first, and the active ones for recovery', async () => {
+      const a = await store!.createJob(spec({ channel: 'stable' }));
+      const b = await store!.createJob(spec({ channel: 'testing' }));
+      const c = await store!.createJob(spec({ channel: 'stable' }));
+      await store!.dispatchJob(a.id, 'w1');
+      await store!.cancelJob(c.id);
+      assert.deepEqual((await store!.listJobs({ channel: 'stable' })).map((j) => j.id), [c.id, a.id]);
+      assert.deepEqual((await store!.listJobs({ state: 'queued' })).map((j) => j.id), [b.id]);
+      assert.deepEqual((await store!.listJobs({ limit: 1, beforeId: c.id })).map((j) => j.id), [b.id]);
+      assert.deepEqual((await store!.listActiveJobs()).map((j: Job) => `${j.id}:${j.state}`), [`${a.id}:dispatched`, `${b.id}:queued`]);
+    });
+
+    it('validates jobs at the boundary', async () => {
+      await assert.rejects(store!.createJob(spec({ name: '../etc' })), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_NAME'));
+      await assert.rejects(store!.createJob(spec({ slots: 0 })), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      await assert.rejects(store!.createJob(spec({ env: { BUILDER_JOB_ID: 'x' } })), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      await assert.rejects(store!.createJob(spec({ inputs: [{ name: '/etc/passwd', sha256: 'a'.repeat(64), size: 1 }] })), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_NAME'));
+      await assert.rejects(store!.createJob({ ...spec(), command: { kind: 'argv', argv: [] } }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      assert.equal((await store!.listJobs()).length, 0);
+    });
+  });
+
+  describe('when slaves, schedules and artifacts are stored', () => {
+    it('keeps drain and quarantine across an upsert', async () => {
+      await store!.upsertSlave({ name: 'w1', channels: ['stable', 'stable'], arches: ['x86_64'], capacity: 4 });
+      await store!.setSlaveDrained('w1', true);
+      await store!.setSlaveQuarantine('w1', clock + 1000);
+      const s = await store!.upsertSlave({ name: 'w1', channels: ['testing'], arches: ['aarch64'], capacity: 8 });
+      assert.deepEqual([s.channels, s.arches, s.capacity, s.drained, s.quarantinedUntil], [['testing'], ['aarch64'], 8, true, clock + 1000]);
+      assert.deepEqual((await store!.listSlaves()).map((x) => x.name), ['w1']);
+    });
+
+    it('fires a schedule at most once per expected time, creating its job in the same transaction', async () => {
+      const sch = await store!.createSchedule({ id: 'nightly', cron: '0 3 * * *', tz: 'UTC', template: spec({ name: 'nightly' }), nextFireAt: 1000 });
+      assert.equal(sch.nextFireAt, 1000);
+      const [r1, r2] = await Promise.all([store!.fireSchedule('nightly', 1000, 2000, 1001), store!.fireSchedule('nightly', 1000, 2000, 1001)]);
+      assert.equal([r1, r2].filter((r) => r.ok).length, 1);
+      const jobs = await store!.listJobs();
+      assert.equal(jobs.length, 1);
+      assert.equal(jobs[0]?.scheduleId, 'nightly');
+      const after = (await store!.getSchedule('nightly'))!;
+      assert.deepEqual([after.nextFireAt, after.lastFiredAt, after.lastJobId], [2000, 1001, jobs[0]?.id]);
+      await store!.setSchedulePaused('nightly', true, null);
+      assert.equal((await store!.fireSchedule('nightly', 2000, 3000, 2001)).ok, false);
+      await assert.rejects(store!.createSchedule({ id: 'nightly', cron: '* * * * *', tz: 'UTC', template: spec(), nextFireAt: 1 }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFLICT'));
+      assert.equal(await store!.removeSchedule('nightly'), true);
+      assert.deepEqual(await store!.listSchedules(), []);
+    });
+
+    it('stores artifacts and refuses unsafe names', async () => {
+      const j = await store!.createJob(spec());
+      const a = await store!.addArtifact({ jobId: j.id, attempt: 1, name: 'out/hello_1.0_amd64.deb', size: 10, sha256: 'c'.repeat(64), kind: 'package', path: '/srv/incoming/hello.deb' });
+      assert.deepEqual(await store!.listArtifacts(j.id), [a]);
+      await assert.rejects(store!.addArtifact({ ...a, name: '../x' }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_NAME'));
+    });
+  });
+});
+
+describe('master/store durability', () => {
+  let dir: string;
+  let pid: number | undefined;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'builder-store-kill-'));
+  });
+  afterEach(async () => {
+    if (pid !== undefined) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    pid = undefined;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('when the writing process is SIGKILLed mid-run', () => {
+    it('keeps every transition it acknowledged', async () => {
+      const script = fileURLToPath(new URL('./helpers/store-writer.js', import.meta.url));
+      const child = spawn(process.execPath, [script, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+      pid = child.pid;
+      let out = '';
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_c, sig) => resolve(sig)));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          // Kill once plenty of transitions were acknowledged, while many more are in flight.
+          if (out.split('\n').length > 2000) resolve();
+        });
+        child.on('exit', () => reject(new Error(`writer exited early: ${err}`)));
+      });
+      process.kill(child.pid!, 'SIGKILL');
+      assert.equal(await exited, 'SIGKILL');
+      pid = undefined;
+      const acks = out
+        .split('\n')
+        .filter((l) => /^\d+ \w+$/.test(l))
+        .map((l) => l.split(' ') as [string, string]);
+      assert.ok(acks.length >= 2000);
+      const store = await MasterStore.open({ dir });
+      try {
+        const events = new Set<string>();
+        for (let after = 0; ; ) {
+          const page = await store.listEvents({ afterId: after, limit: 1000 });
+          if (page.length === 0) break;
+          for (const e of page) events.add(`${e.jobId} ${e.to}`);
+          after = page[page.length - 1]!.id;
+        }
+        const lost = acks.filter(([id, state]) => !events.has(`${id} ${state}`));
+        assert.deepEqual(lost, [], `${lost.length} acknowledged transitions lost of ${acks.length}`);
+        // And the store is consistent: every job's row agrees with its last event.
+        for (const j of await store.listJobs({ limit: 1000 })) {
+          const ev = await store.listEvents({ jobId: j.id });
+          assert.equal(ev[ev.length - 1]?.to, j.state);
+        }
+      } finally {
+        await store.close();
+      }
+    });
+  });
+});
