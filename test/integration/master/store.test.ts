@@ -80,6 +80,15 @@ describe('master/store (real SQLite)', () => {
       assert.ok(commits >= 1 && commits <= 10, `300 concurrent writes took ${commits} commits`);
     });
 
+    it('lets pending writes commit on close, then refuses new ones', async () => {
+      const pending = Array.from({ length: 50 }, (_, i) => store!.createJob(spec({ name: `late-${i}` })));
+      await store!.close();
+      assert.equal((await Promise.all(pending)).length, 50);
+      await assert.rejects(store!.createJob(spec()), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_UNAVAILABLE'));
+      store = await MasterStore.open({ dir });
+      assert.equal((await store.listJobs({ limit: 100 })).length, 50);
+    });
+
     it('fails only the bad write of a batch; the others commit', async () => {
       const results = await Promise.allSettled([
         store!.createJob(spec({ name: 'a' })),
