@@ -123,7 +123,8 @@ export class CronRunner {
     if (cur === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
     if (!cur.paused) return cur;
     const next = nextFireAfter(cur.cron, cur.tz, this.options.now());
-    const s = (await this.store.setSchedulePaused(id, false, next))!;
+    const s = await this.store.setSchedulePaused(id, false, next);
+    if (s === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
     this.armed.set(id, { cron: s.cron, tz: s.tz, nextFireAt: next });
     this.rearm();
     return s;

@@ -11,6 +11,11 @@ export interface SchedulerOptions {
   /** How long a slave has to accept an assignment before it is taken back. Default 30 s. */
   acceptTimeoutMs?: number;
   /**
+   * Added to a job's timeout for the master-side deadline: the slave's own timeout (SIGTERM,
+   * then SIGKILL, then its report) should normally end the job first. Default 60 s.
+   */
+  timeoutGraceMs?: number;
+  /**
    * How far past the head of one queue the dispatcher looks for a job that does not avoid the
    * slave at hand (jobs avoid, for one attempt, a slave they just failed on in setup). Default 16.
    */
@@ -24,6 +29,7 @@ export interface CompiledSchedulerOptions {
   quarantineAfter: number;
   quarantineMs: number;
   acceptTimeoutMs: number;
+  timeoutGraceMs: number;
   avoidLookahead: number;
   maxAvoidNotes: number;
 }
@@ -40,6 +46,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     quarantineAfter: int('quarantineAfter', o.quarantineAfter, 3, 1),
     quarantineMs: int('quarantineMs', o.quarantineMs, 15 * 60_000, 0),
     acceptTimeoutMs: int('acceptTimeoutMs', o.acceptTimeoutMs, 30_000, 1),
+    timeoutGraceMs: int('timeoutGraceMs', o.timeoutGraceMs, 60_000, 0),
     avoidLookahead: int('avoidLookahead', o.avoidLookahead, 16, 1),
     maxAvoidNotes: int('maxAvoidNotes', o.maxAvoidNotes, 10_000, 0),
   };

@@ -15,6 +15,8 @@ export interface SchedJob {
   seq?: number;
   /** Slaves this attempt should avoid (it failed in setup there). */
   avoid?: readonly string[];
+  /** The job's timeout (0 or absent = none): the master-side deadline is this plus `timeoutGraceMs` after it starts. */
+  timeoutMs?: number;
 }
 
 /** A slave's subscription. */
@@ -49,6 +51,11 @@ export interface FinishResult {
 export interface TickResult {
   /** Assignments not accepted in time: already taken back here; persist them (store.requeueJob) and queue them again. */
   expired: Assignment[];
+  /**
+   * Running jobs past their master-side deadline (the slave did not end them): persist
+   * `timed_out`, tell the slave to kill, then call jobFinished. Each is reported once.
+   */
+  timedOut: Assignment[];
   quarantined: Quarantine[];
   assignments: Assignment[];
 }
@@ -83,6 +90,9 @@ interface QJob extends HeapItem {
   phase: JobPhase;
   slave: SlaveState | null;
   acceptBy: number;
+  readonly timeoutMs: number;
+  /** Master-side deadline of a running job (Infinity: none, or already reported). */
+  deadline: number;
   cls: JobClass | null;
   reservedOn: SlaveState | null;
 }
@@ -147,6 +157,7 @@ export class Scheduler {
   private readonly slaves = new Map<string, SlaveState>();
   private readonly classes = new Map<string, JobClass>();
   private readonly assigned = new Set<QJob>();
+  private readonly timed = new Set<QJob>();
   private readonly avoidNotes = new Map<number, string>();
   private queued = 0;
 
@@ -186,7 +197,7 @@ export class Scheduler {
    * against the slave as soon as it connects. No accept deadline: the caller's grace period for
    * the slave decides whether it comes back.
    */
-  jobHeld(j: SchedJob, slave: string, phase: 'assigned' | 'running' = 'running'): void {
+  jobHeld(j: SchedJob, slave: string, phase: 'assigned' | 'running' = 'running', startedAt?: number): void {
     if (this.jobs.has(j.id)) throw new BuilderError('BUILDER_ERR_CONFLICT', `job ${j.id} is already known to the dispatcher`);
     const q = this.makeJob(j);
     const s = this.slaveState(slave);
@@ -196,14 +207,25 @@ export class Scheduler {
     s.used += q.slots;
     s.jobs.add(q);
     this.jobs.set(q.id, q);
+    if (phase === 'running') this.startDeadline(q, startedAt ?? this.now());
   }
 
-  /** The slave accepted (started) the job: its accept deadline no longer applies. */
-  jobStarted(jobId: number): void {
+  /**
+   * The slave accepted (started) the job: its accept deadline no longer applies, and its
+   * master-side deadline (timeoutMs + timeoutGraceMs from `startedAt`, default now) starts.
+   */
+  jobStarted(jobId: number, startedAt?: number): void {
     const j = this.jobs.get(jobId);
-    if (j === undefined || j.phase === 'queued') return;
+    if (j === undefined || j.phase !== 'assigned') return;
     j.phase = 'running';
     this.assigned.delete(j);
+    this.startDeadline(j, startedAt ?? this.now());
+  }
+
+  private startDeadline(j: QJob, startedAt: number): void {
+    if (j.timeoutMs <= 0) return;
+    j.deadline = startedAt + j.timeoutMs + this.options.timeoutGraceMs;
+    this.timed.add(j);
   }
 
   /**
@@ -309,6 +331,7 @@ export class Scheduler {
   nextWakeAt(): number | undefined {
     let t = Infinity;
     for (const j of this.assigned) t = Math.min(t, j.acceptBy);
+    for (const j of this.timed) t = Math.min(t, j.deadline);
     const now = this.now();
     for (const s of this.slaves.values()) if (s.quarantinedUntil > now) t = Math.min(t, s.quarantinedUntil);
     return t === Infinity ? undefined : t;
@@ -318,14 +341,21 @@ export class Scheduler {
   tick(): TickResult {
     const now = this.now();
     const expired: Assignment[] = [];
+    const timedOut: Assignment[] = [];
     const quarantined: Quarantine[] = [];
+    for (const j of [...this.timed]) {
+      if (j.deadline > now) continue;
+      timedOut.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots });
+      this.timed.delete(j);
+      j.deadline = Infinity;
+    }
     for (const j of [...this.assigned]) {
       if (j.acceptBy > now) continue;
       expired.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots });
       const r = this.jobFinished(j.id, { setupFailure: true });
       if (r.quarantined) quarantined.push(r.quarantined);
     }
-    return { expired, quarantined, assignments: this.dispatch() };
+    return { expired, timedOut, quarantined, assignments: this.dispatch() };
   }
 
   // ---- explain ----
@@ -376,6 +406,8 @@ export class Scheduler {
     if (j === null || typeof j !== 'object' || !Number.isSafeInteger(j.id)) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'a job needs an integer id');
     const slots = positiveInt('slots', j.slots);
     if (!Number.isSafeInteger(j.priority)) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'priority must be an integer');
+    const timeoutMs = j.timeoutMs ?? 0;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'timeoutMs must be a non-negative integer');
     const avoid = new Set(j.avoid ?? []);
     const note = this.avoidNotes.get(j.id);
     if (note !== undefined) {
@@ -393,6 +425,8 @@ export class Scheduler {
       phase: 'queued',
       slave: null,
       acceptBy: Infinity,
+      timeoutMs,
+      deadline: Infinity,
       cls: null,
       reservedOn: null,
       heapIndex: -1,
@@ -442,6 +476,7 @@ export class Scheduler {
       s.used -= j.slots;
       s.jobs.delete(j);
       this.assigned.delete(j);
+      this.timed.delete(j);
     }
     this.jobs.delete(j.id);
   }

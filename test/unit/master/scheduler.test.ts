@@ -149,6 +149,34 @@ describe('master/scheduler Scheduler', () => {
     });
   });
 
+  describe('when a running job outlives its timeout', () => {
+    it('reports it once at timeout + grace (master-side timeout), including a job restored after a restart', () => {
+      s = new Scheduler({ now: clock.now, timeoutGraceMs: 1_000 });
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 2 });
+      const j = job({ timeoutMs: 10_000 });
+      s.jobQueued(j);
+      s.jobStarted(j.id);
+      const held = job({ timeoutMs: 5_000 });
+      s.jobHeld(held, 'w', 'running', clock.t - 5_000);
+      assert.equal(s.nextWakeAt(), clock.t + 1_000);
+      clock.t += 1_000;
+      assert.deepEqual(s.tick().timedOut, [{ jobId: held.id, slave: 'w', slots: 1 }]);
+      clock.t += 9_999;
+      assert.deepEqual(s.tick().timedOut, []);
+      clock.t += 1;
+      assert.deepEqual(s.tick().timedOut, [{ jobId: j.id, slave: 'w', slots: 1 }]);
+      assert.deepEqual(s.tick().timedOut, [], 'reported once');
+      assert.equal(s.phaseOf(j.id), 'running', 'still holds its slots until the caller ends it');
+      s.jobFinished(j.id);
+      s.jobFinished(held.id);
+      assert.equal(s.nextWakeAt(), undefined);
+      const none = job();
+      s.jobQueued(none);
+      s.jobStarted(none.id);
+      assert.equal(s.nextWakeAt(), undefined, 'no timeout, no deadline');
+    });
+  });
+
   describe('when slots are fragmented', () => {
     it('keeps the slave with the most free slots for the large job and backfills the others', () => {
       s.slaveConnected({ name: 'a', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
