@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Scheduler, type Assignment } from '../../master/scheduler/index.js';
+import { Scheduler, schedJobOf, type Assignment } from '../../master/scheduler/index.js';
 import { MasterStore, type NewJob } from '../../master/store/index.js';
 
 const { values } = parseArgs({ options: { jobs: { type: 'string', default: '20000' }, sync: { type: 'string', default: 'both' } } });
@@ -76,7 +76,7 @@ async function pipeline(sync: 'FULL' | 'NORMAL'): Promise<void> {
     await Promise.all(
       Array.from({ length: N }, async (_, i) => {
         const j = await store.createJob(noop(i));
-        for (const a of sched.jobQueued({ id: j.id, channel: j.channel, arch: j.arch, slots: j.slots, priority: j.priority })) void run(a);
+        for (const a of sched.jobQueued(schedJobOf(j))) void run(a);
       }),
     );
     await all;
