@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import type tls from 'node:tls';
+import tls from 'node:tls';
+import { loadCa } from '../../../pki/index.js';
 import { DEFAULT_MAX_FRAME_BYTES, ErrorCodes, compileRpcPeerOptions, type RpcPeer } from '../../../protocol/index.js';
 import { startFarm, type TestFarm } from '../../helpers/farm.js';
-import { until, type RawEnd } from '../../unit/protocol/helpers/raw-end.js';
+import { RawEnd, until } from '../../unit/protocol/helpers/raw-end.js';
 import { frameHeader, rawTls } from './helpers/raw-tls.js';
 
 /**
@@ -186,5 +187,79 @@ describe('when a peer with a valid certificate sends bad frames to a real master
     assert.equal((await forbidden.next()).error?.code, ErrorCodes.FORBIDDEN);
     await Promise.all([huge, noisy, truncated].map((r) => r.closedByPeer()));
     await good.progress(10);
+  });
+});
+
+describe('when an anonymous peer sends bad frames to the enrollment listener', function () {
+  this.timeout(30_000);
+  let farm: TestFarm;
+  let caPem: string;
+  let raws: RawEnd[] = [];
+
+  /** A server-authenticated TLS connection to the enrollment port, as a slave without a certificate makes. */
+  async function anonymous(): Promise<RawEnd> {
+    const port = Number(farm.enrollAddress.split(':')[1]);
+    const socket = tls.connect({ host: '127.0.0.1', port, ca: [caPem], minVersion: 'TLSv1.3' });
+    const raw = new RawEnd(socket);
+    raws.push(raw);
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no TLS connection within 10 s')), 10_000);
+      socket.once('secureConnect', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      socket.once('error', (err: Error) => {
+        clearTimeout(t);
+        reject(err);
+      });
+    });
+    return raw;
+  }
+
+  before(async function () {
+    farm = await startFarm();
+    caPem = (await loadCa(farm.dir)).certPem;
+  });
+
+  afterEach(function () {
+    for (const r of raws) r.stream.destroy();
+    raws = [];
+  });
+
+  after(async function () {
+    await farm?.close();
+  });
+
+  it('closes the connection on a declared length over the enrollment limit', async function () {
+    const raw = await anonymous();
+    assert.equal(farm.master.options.enrollMaxFrameBytes, 16 * 1024);
+    raw.sendBytes(frameHeader(16 * 1024 + 1));
+    await raw.closedByPeer();
+  });
+
+  it('serves nothing but enrollment: authenticated methods are not found, not run', async function () {
+    const raw = await anonymous();
+    raw.send({ jsonrpc: '2.0', id: 1, method: 'peer.echo', params: { seq: 1 } });
+    assert.equal((await raw.next()).error?.code, ErrorCodes.METHOD_NOT_FOUND);
+    raw.send({ jsonrpc: '2.0', id: 2, method: 'token.create', params: { ttlMs: 1000 } });
+    const r = await raw.next();
+    assert.equal(r.id, 2);
+    assert.equal(r.error?.code, ErrorCodes.METHOD_NOT_FOUND);
+  });
+
+  it('answers -32602 to enrollment params that fail the schema', async function () {
+    const raw = await anonymous();
+    raw.send({ jsonrpc: '2.0', id: 1, method: 'enroll.request', params: { token: 'short', name: 'x', csr: 'y' } });
+    const r = await raw.next();
+    assert.equal(r.id, 1);
+    assert.equal(r.error?.code, ErrorCodes.INVALID_PARAMS);
+  });
+
+  it('closes the connection after its two tolerated malformed messages', async function () {
+    const raw = await anonymous();
+    raw.send({ malformed: 1 });
+    assert.equal((await raw.next()).error?.code, ErrorCodes.INVALID_REQUEST);
+    raw.send({ malformed: 2 });
+    await raw.closedByPeer();
   });
 });
