@@ -39,8 +39,44 @@ function parseArHeader(h: Buffer, pos: number): ArMember {
   return { name, offset: pos + 60, size: Number(sizeText) };
 }
 
+/**
+ * Finds `./control` in a control tarball by walking plain ustar/GNU headers synchronously: the
+ * usual control.tar is a handful of short-named regular files, and a stream parser per package
+ * costs more than the rest of reading it. Anything else (pax or GNU long-name records, a
+ * checksum that does not add up) returns undefined, and tar-stream reads the archive instead.
+ */
+export function controlFromTarFast(tar: Buffer, max: number): string | undefined {
+  for (let pos = 0; pos + 512 <= tar.length; ) {
+    const h = tar.subarray(pos, pos + 512);
+    if (h.every((b) => b === 0)) return undefined;
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : h[i]!;
+    const stored = parseInt(h.toString('latin1', 148, 156).replace(/\0.*$/s, '').trim(), 8);
+    if (stored !== sum) return undefined;
+    const type = String.fromCharCode(h[156]!);
+    if (type !== '0' && type !== '\0' && type !== '5' && type !== '2') return undefined; // pax, long names...
+    const magic = h.toString('latin1', 257, 263);
+    const prefix = magic === 'ustar\0' ? h.toString('latin1', 345, 500).replace(/\0.*$/s, '') : '';
+    const rawName = h.toString('utf8', 0, 100).replace(/\0.*$/s, '');
+    const name = (prefix === '' ? rawName : `${prefix}/${rawName}`).replace(/^\.\//, '');
+    const sizeField = h.toString('latin1', 124, 136).replace(/\0.*$/s, '').trim();
+    if (!/^[0-7]*$/.test(sizeField)) return undefined;
+    const size = sizeField === '' ? 0 : parseInt(sizeField, 8);
+    if (name === 'control') {
+      if (type !== '0' && type !== '\0') throw invalid('control is not a regular file');
+      if (size > max) throw invalid('control file too large');
+      if (pos + 512 + size > tar.length) throw invalid('control tarball: truncated');
+      return tar.toString('utf8', pos + 512, pos + 512 + size);
+    }
+    pos += 512 + Math.ceil(size / 512) * 512;
+  }
+  return undefined;
+}
+
 /** Extracts `./control` from a control tarball. */
 async function controlFromTar(tar: Buffer, max: number): Promise<string> {
+  const fast = controlFromTarFast(tar, max);
+  if (fast !== undefined) return fast;
   const ex = extract();
   let control: string | undefined;
   let failure: unknown;

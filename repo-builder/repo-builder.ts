@@ -218,6 +218,7 @@ export class RepoBuilder {
     const t0 = performance.now();
     const summary: RunSummary = { published: [], rejected: [], added: 0, removed: 0, skipped: 0, indexes: [], ms: 0, phases: { verify: 0, place: 0, index: 0, gc: 0 } };
     const verified: VerifiedBatch[] = [];
+    const listings: { listingFile: string; id: string }[] = [];
     for (const listingFile of await this.pendingListings()) {
       const id = batchIdOf(listingFile)!;
       if (!isValidBatchId(id)) {
@@ -227,22 +228,28 @@ export class RepoBuilder {
         summary.rejected.push({ batch: id, reason });
         continue;
       }
+      listings.push({ listingFile, id });
+    }
+    // Batches are checked side by side; their order (arrival) is kept for the decisions.
+    const checked = await mapLimit(listings, this.cfg.concurrency, async ({ listingFile, id }) => {
       try {
-        verified.push(await verifyBatch(id, this.cfg, this.store));
+        return await verifyBatch(id, this.cfg, this.store);
       } catch (e) {
         if (!(e instanceof BatchRejected)) throw e;
         const where = await moveToRejected(this.cfg, id, listingFile, e.reason);
         this.log.warn({ batch: id, reason: e.reason, where: relative(this.cfg.incomingDir, where) }, 'batch rejected');
         summary.rejected.push({ batch: id, reason: e.reason });
+        return undefined;
       }
-    }
+    });
+    for (const b of checked) if (b !== undefined) verified.push(b);
     summary.phases.verify = Math.round(performance.now() - t0);
     if (verified.length > 0 || this.dirty.size > 0) await this.publish(verified, summary);
-    for (const b of verified) {
+    await mapLimit(verified, this.cfg.concurrency, async (b) => {
       await removeBatch(b, () => failpoint('mid-remove'));
       await this.store.run('DELETE FROM done_batches WHERE id = ?', [b.id]);
-      summary.published.push(b.id);
-    }
+    });
+    summary.published.push(...verified.map((b) => b.id));
     const tGc = performance.now();
     await this.collectGarbage();
     summary.phases.gc = Math.round(performance.now() - tGc);
@@ -289,6 +296,7 @@ export class RepoBuilder {
     for (const rows of state.values()) rows.sort((x, y) => compareVersions(x.kind, x.version, y.version));
     for (const b of batches) {
       const channel = b.listing.channel;
+      const older: string[] = [];
       for (const f of b.files) {
         const id = identity(f);
         if (id === undefined) continue;
@@ -314,7 +322,7 @@ export class RepoBuilder {
             continue;
           }
           if (c < 0) {
-            this.log.info({ ...ctx, newest: newest.version }, 'older than the published version; not published');
+            older.push(`${name}=${version} (${arch}, published ${newest.version})`);
             summary.skipped++;
             continue;
           }
@@ -330,6 +338,10 @@ export class RepoBuilder {
           else removes.push(old);
         }
         if (kind !== 'dsc') dirty.add(`${kind}\0${channel}`);
+      }
+      // One line per batch, not per package: a full republish can skip thousands.
+      if (older.length > 0) {
+        this.log.info({ batch: b.id, job: b.listing.job, channel, count: older.length, packages: older.slice(0, 20) }, 'older than the published version; not published');
       }
     }
     const tPlace = performance.now();
