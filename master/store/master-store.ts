@@ -22,7 +22,7 @@ import {
 import { SqliteConn, type SqlValue } from './sqlite-conn.js';
 import { compileStoreOptions, type CompiledStoreOptions, type StoreOptions } from './store-options.js';
 import type { Artifact, ArtifactKind, Attempt, Job, JobEvent, JobState, NewJob, Schedule, SlaveRecord, TransitionResult } from './types.js';
-import { WriteQueue, type WriteOp } from './write-queue.js';
+import { WriteQueue, type GroupWrite, type WriteOp } from './write-queue.js';
 
 /** Filters of {@link MasterStore.listJobs}; newest first. */
 export interface ListJobsQuery {
@@ -154,6 +154,11 @@ export class MasterStore {
     return this.queue.enqueue(op);
   }
 
+  private async writeGroup<I, R>(g: GroupWrite<I, R>): Promise<R> {
+    if (this.closed) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the store is closed');
+    return this.queue.enqueueGroup(g);
+  }
+
   private now(): number {
     return this.options.now();
   }
@@ -163,7 +168,7 @@ export class MasterStore {
   /** Validates and stores a new job in state `queued`. */
   async createJob(spec: NewJob): Promise<Job> {
     const checked = checkNewJob(spec, this.options);
-    return this.write((c) => insertJob(c, checked, null, this.now()));
+    return this.writeGroup({ kind: 'create', jobId: null, item: { j: checked, now: this.now() }, run: insertJobs });
   }
 
   async getJob(id: number): Promise<Job | undefined> {
@@ -208,15 +213,36 @@ export class MasterStore {
   }
 
   /**
-   * One compare-and-set transition: a single `UPDATE ... WHERE <expected state> RETURNING`
-   * (attempt rows and the event log follow by trigger, in the same statement). When no row
-   * matches, the current row is read for the caller's diagnosis.
+   * One compare-and-set transition, mergeable with others of its kind: the group runs as one
+   * `WITH v(...) AS (VALUES ...) UPDATE jobs ... FROM v WHERE jobs.id = v.v_id AND <expected
+   * state> RETURNING ...` (attempt rows and the event log follow by trigger, per row). A job
+   * with no returned row did not match: its current row is read for the caller's diagnosis.
    */
-  private cas(from: JobState, sql: string, params: SqlValue[], jobId: number): Promise<TransitionResult> {
-    return this.write(async (c) => {
-      const r = await c.get<JobRow>(`${sql} RETURNING ${JOB_COLS}`, params);
-      if (r !== undefined) return { ok: true, from, job: toJob(r) };
-      return notFoundOrState(await loadJob(c, jobId));
+  private cas(kind: string, from: JobState, vcols: readonly string[], set: string, where: string, jobId: number, params: SqlValue[]): Promise<TransitionResult> {
+    return this.writeGroup<{ id: number; params: SqlValue[] }, TransitionResult>({
+      kind,
+      jobId,
+      item: { id: jobId, params },
+      run: async (c, items) => {
+        const row = `(${new Array(vcols.length + 1).fill('?').join(', ')})`;
+        const rows = await c.all<JobRow>(
+          `WITH v(v_id, ${vcols.join(', ')}) AS (VALUES ${items.map(() => row).join(', ')})
+           UPDATE jobs SET ${set} FROM v WHERE jobs.id = v.v_id AND ${where} RETURNING ${JOB_COLS}`,
+          items.flatMap((it) => [it.id, ...it.params]),
+        );
+        const byId = new Map(rows.map((r) => [r.id, r]));
+        const missing = items.filter((it) => !byId.has(it.id)).map((it) => it.id);
+        const current = new Map<number, JobRow>();
+        if (missing.length > 0) {
+          for (const r of await c.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id IN (${missing.map(() => '?').join(', ')})`, missing)) current.set(r.id, r);
+        }
+        return items.map((it): TransitionResult => {
+          const r = byId.get(it.id);
+          if (r !== undefined) return { ok: true, from, job: toJob(r) };
+          const cur = current.get(it.id);
+          return notFoundOrState(cur && toJob(cur));
+        });
+      },
     });
   }
 
@@ -225,12 +251,14 @@ export class MasterStore {
     checkName('slave', slave);
     const now = this.now();
     return this.cas(
+      'dispatch',
       'queued',
-      `UPDATE jobs SET state = 'dispatched', attempt = attempt + 1, slave = ?, reason = ?, updated_at = ?, dispatched_at = ?,
-         started_at = NULL, ended_at = NULL, exit_code = NULL, signal = NULL
-       WHERE id = ? AND state = 'queued' AND attempt < max_attempts`,
-      [slave, reason, now, now, jobId],
+      ['v_slave', 'v_reason', 'v_now'],
+      `state = 'dispatched', attempt = attempt + 1, slave = v.v_slave, reason = v.v_reason, updated_at = v.v_now, dispatched_at = v.v_now,
+       started_at = NULL, ended_at = NULL, exit_code = NULL, signal = NULL`,
+      `jobs.state = 'queued' AND jobs.attempt < jobs.max_attempts`,
       jobId,
+      [slave, reason, now],
     );
   }
 
@@ -238,10 +266,13 @@ export class MasterStore {
   startJob(jobId: number, attempt: number, reason: string | null = null): Promise<TransitionResult> {
     const now = this.now();
     return this.cas(
+      'start',
       'dispatched',
-      `UPDATE jobs SET state = 'running', reason = ?, updated_at = ?, started_at = ? WHERE id = ? AND state = 'dispatched' AND attempt = ?`,
-      [reason, now, now, jobId, attempt],
+      ['v_attempt', 'v_reason', 'v_now'],
+      `state = 'running', reason = v.v_reason, updated_at = v.v_now, started_at = v.v_now`,
+      `jobs.state = 'dispatched' AND jobs.attempt = v.v_attempt`,
       jobId,
+      [attempt, reason, now],
     );
   }
 
@@ -256,11 +287,13 @@ export class MasterStore {
     if (to !== 'succeeded' && to !== 'failed' && to !== 'timed_out') throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `a job cannot finish as ${String(to)}`);
     const now = this.now();
     return this.cas(
+      'finish',
       'running',
-      `UPDATE jobs SET state = ?, exit_code = ?, signal = ?, reason = ?, updated_at = ?, ended_at = ?
-       WHERE id = ? AND attempt = ? AND state = 'running'`,
-      [to, outcome.exitCode ?? null, outcome.signal ?? null, outcome.reason ?? null, now, now, jobId, attempt],
+      ['v_attempt', 'v_state', 'v_exit', 'v_signal', 'v_reason', 'v_now'],
+      `state = v.v_state, exit_code = v.v_exit, signal = v.v_signal, reason = v.v_reason, updated_at = v.v_now, ended_at = v.v_now`,
+      `jobs.state = 'running' AND jobs.attempt = v.v_attempt`,
       jobId,
+      [attempt, to, outcome.exitCode ?? null, outcome.signal ?? null, outcome.reason ?? null, now],
     );
   }
 
@@ -471,17 +504,23 @@ async function loadJob(c: SqliteConn, id: number): Promise<Job | undefined> {
   return r && toJob(r);
 }
 
-async function insertJob(c: SqliteConn, j: CheckedJob, scheduleId: string | null, now: number, reason: string | null = null): Promise<Job> {
-  const command = JSON.stringify(j.command);
-  const inputs = JSON.stringify(j.inputs);
-  const env = JSON.stringify(j.env);
-  const r = await c.run(
-    `INSERT INTO jobs (name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, reason, schedule_id, created_at, updated_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)`,
-    [j.name, j.channel, j.arch, j.slots, j.priority, command, inputs, env, j.timeoutMs, j.maxAttempts, reason, scheduleId, now, now],
-  );
+const INSERT_COLS = 'name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, reason, schedule_id, created_at, updated_at';
+
+/** Inserts new jobs with one multi-row INSERT (a group write); ids come back in insertion order. */
+async function insertJobs(c: SqliteConn, items: Array<{ j: CheckedJob; now: number }>): Promise<Job[]> {
+  const params: SqlValue[] = [];
+  for (const { j, now } of items) {
+    params.push(j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts, 'queued', 0, null, null, now, now);
+  }
+  const rows = await c.all<{ id: number }>(`INSERT INTO jobs (${INSERT_COLS}) VALUES ${items.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} RETURNING id`, params);
+  // SQLite assigns AUTOINCREMENT ids in the order of the VALUES rows; RETURNING's order is not promised, so sort.
+  const ids = rows.map((r) => r.id).sort((a, b) => a - b);
+  return items.map(({ j, now }, n) => jobOf(ids[n]!, j, null, now, null));
+}
+
+function jobOf(id: number, j: CheckedJob, scheduleId: string | null, now: number, reason: string | null): Job {
   return {
-    id: r.lastID,
+    id,
     ...j,
     state: 'queued',
     attempt: 0,
@@ -496,6 +535,18 @@ async function insertJob(c: SqliteConn, j: CheckedJob, scheduleId: string | null
     startedAt: null,
     endedAt: null,
   };
+}
+
+async function insertJob(c: SqliteConn, j: CheckedJob, scheduleId: string | null, now: number, reason: string | null = null): Promise<Job> {
+  const command = JSON.stringify(j.command);
+  const inputs = JSON.stringify(j.inputs);
+  const env = JSON.stringify(j.env);
+  const r = await c.run(
+    `INSERT INTO jobs (name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, reason, schedule_id, created_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)`,
+    [j.name, j.channel, j.arch, j.slots, j.priority, command, inputs, env, j.timeoutMs, j.maxAttempts, reason, scheduleId, now, now],
+  );
+  return jobOf(r.lastID, j, scheduleId, now, reason);
 }
 
 /** Applies every migration above the database's `user_version`, each in its own transaction. */

@@ -3,13 +3,30 @@ import type { SqliteConn } from './sqlite-conn.js';
 /** One write: statements run on the writer connection inside the batch's transaction. */
 export type WriteOp<T> = (conn: SqliteConn) => Promise<T>;
 
+/**
+ * A write that can be coalesced with others of the same `kind` into one statement (a multi-row
+ * INSERT, an UPDATE ... FROM (VALUES ...)). `run` gets the items of the group in order and
+ * returns one result per item, in the same order. `jobId` names the row it touches (null: a new
+ * row), so that two writes to one job are never merged or reordered.
+ */
+export interface GroupWrite<I, R> {
+  kind: string;
+  jobId: number | null;
+  item: I;
+  run: (conn: SqliteConn, items: I[]) => Promise<R[]>;
+}
+
 interface Entry {
-  op: WriteOp<unknown>;
+  op?: WriteOp<unknown>;
+  group?: GroupWrite<unknown, unknown>;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
 }
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** Most items merged into one statement (SQLite binds at most 32,766 parameters per statement). */
+export const MAX_GROUP_ITEMS = 500;
 
 /**
  * Group commit. Writes that arrive while a transaction is being committed wait in `pending`
@@ -17,15 +34,21 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
  * after the COMMIT of its batch has returned, so nothing is announced before it is durable, and
  * the cost of one commit (one WAL sync with synchronous=FULL) is shared by the whole batch.
  *
- * Ops must be functions of the database state only (no side effects before they resolve): when
- * one op of a batch throws, the batch is rolled back and re-run with a savepoint per op, so the
- * failing op is rejected and the others still commit.
+ * Inside a batch, plain ops run one after the other in arrival order (an op that reads then
+ * writes sees every earlier write and no later one) and act as barriers. Between two barriers,
+ * group writes are merged per kind into one statement each, which saves the binding's round
+ * trip per write (about 10x on this machine); they are merged only when no job appears twice in
+ * that stretch, otherwise they run one by one in arrival order.
+ *
+ * Writes must depend on the database state only (no side effects before they resolve): when
+ * one write of a batch throws, the batch is rolled back and re-run one write at a time, each in
+ * a savepoint, so the failing write is rejected and the others still commit.
  */
 export class WriteQueue {
   private pending: Entry[] = [];
   private running = false;
   private idleWaiters: Array<() => void> = [];
-  /** Number of COMMITs done; a measure of batching (ops / commits). */
+  /** Number of COMMITs done; a measure of batching (writes / commits). */
   commits = 0;
 
   constructor(
@@ -33,10 +56,19 @@ export class WriteQueue {
     private readonly maxBatch: number,
   ) {}
 
-  /** Queues a write; resolves with its value after the COMMIT of its batch. */
+  /** Queues a plain write; resolves with its value after the COMMIT of its batch. */
   enqueue<T>(op: WriteOp<T>): Promise<T> {
+    return this.push({ op });
+  }
+
+  /** Queues a write that may be merged with others of its kind; resolves after COMMIT. */
+  enqueueGroup<I, R>(g: GroupWrite<I, R>): Promise<R> {
+    return this.push({ group: g as GroupWrite<unknown, unknown> });
+  }
+
+  private push<T>(e: Pick<Entry, 'op' | 'group'>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ op, resolve: resolve as (v: unknown) => void, reject });
+      this.pending.push({ ...e, resolve: resolve as (v: unknown) => void, reject });
       if (!this.running) {
         this.running = true;
         // A microtask lets every write issued in the same tick join the first batch.
@@ -75,14 +107,63 @@ export class WriteQueue {
     }
   }
 
+  /** Runs one write alone. */
+  private async runOne(e: Entry): Promise<unknown> {
+    if (e.op) return e.op(this.conn);
+    const g = e.group!;
+    const [r] = await g.run(this.conn, [g.item]);
+    return r;
+  }
+
+  /** Runs the group writes batch[from..to) (no plain op among them), merged where safe. */
+  private async runStretch(batch: Entry[], from: number, to: number, values: unknown[]): Promise<void> {
+    const seen = new Set<number>();
+    let clash = false;
+    for (let i = from; i < to && !clash; i++) {
+      const id = batch[i]!.group!.jobId;
+      if (id === null) continue;
+      if (seen.has(id)) clash = true;
+      seen.add(id);
+    }
+    if (clash) {
+      for (let i = from; i < to; i++) values[i] = await this.runOne(batch[i]!);
+      return;
+    }
+    // Writes to distinct rows commute: merge each kind (in order of first appearance).
+    const byKind = new Map<string, number[]>();
+    for (let i = from; i < to; i++) {
+      const k = batch[i]!.group!.kind;
+      let l = byKind.get(k);
+      if (l === undefined) byKind.set(k, (l = []));
+      l.push(i);
+    }
+    for (const idx of byKind.values()) {
+      for (let c = 0; c < idx.length; c += MAX_GROUP_ITEMS) {
+        const part = idx.slice(c, c + MAX_GROUP_ITEMS);
+        const g = batch[part[0]!]!.group!;
+        const res = await g.run(this.conn, part.map((i) => batch[i]!.group!.item));
+        if (res.length !== part.length) throw new Error(`group ${g.kind} returned ${res.length} results for ${part.length} writes`);
+        part.forEach((i, n) => (values[i] = res[n]));
+      }
+    }
+  }
+
   private async runBatch(batch: Entry[]): Promise<Outcome[]> {
-    // Fast path: no savepoints.
+    // Fast path: merged groups, no savepoints.
     try {
       await this.conn.run('BEGIN IMMEDIATE');
-      // Ops run one after the other, so an op that reads then writes sees every earlier op of
-      // the batch and no later one. (Pipelining the ops' statements was measured: no faster.)
-      const values: unknown[] = [];
-      for (const e of batch) values.push(await e.op(this.conn));
+      const values: unknown[] = new Array(batch.length);
+      for (let i = 0; i < batch.length; ) {
+        if (batch[i]!.op) {
+          values[i] = await batch[i]!.op!(this.conn);
+          i++;
+          continue;
+        }
+        let k = i;
+        while (k < batch.length && batch[k]!.group) k++;
+        await this.runStretch(batch, i, k, values);
+        i = k;
+      }
       await this.conn.run('COMMIT');
       this.commits++;
       return values.map((value) => ({ ok: true, value }));
@@ -90,14 +171,14 @@ export class WriteQueue {
       await this.rollback();
       if (batch.length === 1) return [{ ok: false, error }];
     }
-    // Slow path: isolate each op in a savepoint so that one bad op fails alone.
+    // Slow path: one write at a time, each in a savepoint, so that one bad write fails alone.
     const outcomes: Outcome[] = [];
     try {
       await this.conn.run('BEGIN IMMEDIATE');
       for (const e of batch) {
         await this.conn.run('SAVEPOINT op');
         try {
-          outcomes.push({ ok: true, value: await e.op(this.conn) });
+          outcomes.push({ ok: true, value: await this.runOne(e) });
           await this.conn.run('RELEASE op');
         } catch (error) {
           await this.conn.run('ROLLBACK TO op');

@@ -89,6 +89,31 @@ describe('master/store (real SQLite)', () => {
       assert.equal((await store.listJobs({ limit: 100 })).length, 50);
     });
 
+    it('merges concurrent transitions of distinct jobs into few statements with the same answers as one by one', async () => {
+      const jobs = await Promise.all(Array.from({ length: 200 }, (_, i) => store!.createJob(spec({ name: `m${i}` }))));
+      assert.deepEqual(jobs.map((j) => j.id), [...jobs.map((j) => j.id)].sort((a, b) => a - b), 'ids follow submission order');
+      const d = await Promise.all(jobs.map((j) => store!.dispatchJob(j.id, 'w1')));
+      assert.ok(d.every((r) => r.ok && r.job.state === 'dispatched' && r.job.attempt === 1));
+      // Half report the right attempt, half a stale one.
+      const st = await Promise.all(jobs.map((j, i) => store!.startJob(j.id, i % 2 === 0 ? 1 : 7)));
+      assert.deepEqual(st.map((r) => r.ok), jobs.map((_, i) => i % 2 === 0));
+      for (const [i, r] of st.entries()) {
+        assert.equal(r.job?.id, jobs[i]!.id);
+        assert.equal(r.job?.state, i % 2 === 0 ? 'running' : 'dispatched');
+      }
+      const events = await store!.listEvents({ limit: 1000 });
+      assert.equal(events.length, 200 + 200 + 100);
+    });
+
+    it('never lets two writes to one job in the same batch both succeed', async () => {
+      const j = await store!.createJob(spec());
+      const d = await Promise.all([store!.dispatchJob(j.id, 'w1'), store!.dispatchJob(j.id, 'w2'), store!.cancelJob(j.id), store!.dispatchJob(j.id, 'w3')]);
+      assert.deepEqual(d.map((r) => r.ok), [true, false, true, false]);
+      assert.equal(d[2].ok && d[2].from, 'dispatched');
+      const attempts = await store!.listAttempts(j.id);
+      assert.deepEqual(attempts.map((a) => `${a.attempt}:${a.slave}:${a.state}`), ['1:w1:cancelled']);
+    });
+
     it('fails only the bad write of a batch; the others commit', async () => {
       const results = await Promise.allSettled([
         store!.createJob(spec({ name: 'a' })),

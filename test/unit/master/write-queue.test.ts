@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import type { SqliteConn } from '../../../master/store/sqlite-conn.js';
+import { WriteQueue } from '../../../master/store/write-queue.js';
+
+/** A fake connection that logs statements and lets the test hold COMMIT open. */
+class FakeConn {
+  readonly log: string[] = [];
+  private commitGate: (() => void) | undefined;
+  holdCommit = false;
+  failOn: string | undefined;
+
+  async run(sql: string): Promise<{ changes: number; lastID: number }> {
+    this.log.push(sql);
+    if (sql === 'COMMIT' && this.holdCommit) await new Promise<void>((r) => (this.commitGate = r));
+    if (this.failOn !== undefined && sql === this.failOn) throw new Error(`fail ${sql}`);
+    return { changes: 1, lastID: 1 };
+  }
+  async exec(sql: string): Promise<void> {
+    this.log.push(sql);
+  }
+  releaseCommit(): void {
+    this.commitGate?.();
+    this.commitGate = undefined;
+  }
+}
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+describe('master/store WriteQueue', () => {
+  let conn: FakeConn;
+  let q: WriteQueue;
+  beforeEach(() => {
+    conn = new FakeConn();
+    q = new WriteQueue(conn as unknown as SqliteConn, 100);
+  });
+
+  describe('when writes arrive while a COMMIT is in progress', () => {
+    it('settles no write before the COMMIT of its batch returns, and batches the waiting ones together', async () => {
+      conn.holdCommit = true;
+      const settled: string[] = [];
+      const w = (name: string) =>
+        q.enqueue(async (c) => {
+          await c.run(`write ${name}`);
+          return name;
+        }).then((v) => settled.push(v));
+      const first = [w('a'), w('b')];
+      for (let i = 0; i < 5; i++) await tick();
+      assert.deepEqual(conn.log, ['BEGIN IMMEDIATE', 'write a', 'write b', 'COMMIT']);
+      const second = [w('c'), w('d'), w('e')];
+      for (let i = 0; i < 5; i++) await tick();
+      assert.deepEqual(settled, [], 'nothing announced while COMMIT is pending');
+      conn.releaseCommit();
+      await Promise.all(first);
+      for (let i = 0; i < 5; i++) await tick();
+      assert.deepEqual(settled, ['a', 'b']);
+      conn.releaseCommit();
+      await Promise.all(second);
+      assert.deepEqual(settled, ['a', 'b', 'c', 'd', 'e']);
+      assert.equal(q.commits, 2);
+      assert.deepEqual(conn.log.slice(4), ['BEGIN IMMEDIATE', 'write c', 'write d', 'write e', 'COMMIT']);
+    });
+  });
+
+  describe('when group writes meet', () => {
+    it('merges each kind between plain writes, and runs them one by one when a job appears twice', async () => {
+      const runs: string[] = [];
+      const g = (kind: string, jobId: number) =>
+        q.enqueueGroup({
+          kind,
+          jobId,
+          item: jobId,
+          run: async (_c, items: number[]) => {
+            runs.push(`${kind}[${items.join(',')}]`);
+            return items.map((i) => `${kind}${i}`);
+          },
+        });
+      const plain = () =>
+        q.enqueue(async () => {
+          runs.push('plain');
+          return 'p';
+        });
+      const r = await Promise.all<unknown>([g('start', 1), g('finish', 2), g('start', 3), plain(), g('start', 4), g('start', 5)]);
+      assert.deepEqual(r, ['start1', 'finish2', 'start3', 'p', 'start4', 'start5']);
+      // The plain write was queued after the first three group writes (it is a barrier for them).
+      assert.deepEqual(runs, ['start[1,3]', 'finish[2]', 'plain', 'start[4,5]']);
+      runs.length = 0;
+      const s = await Promise.all([g('start', 7), g('finish', 7), g('start', 8)]);
+      assert.deepEqual(s, ['start7', 'finish7', 'start8']);
+      assert.deepEqual(runs, ['start[7]', 'finish[7]', 'start[8]']);
+    });
+  });
+
+  describe('when one write of a batch fails', () => {
+    it('rolls the batch back and re-runs it with a savepoint per write, failing only that one', async () => {
+      const ok1 = q.enqueue(async (c) => c.run('write ok1'));
+      const bad = q.enqueue(async () => {
+        throw new Error('constraint');
+      });
+      const ok2 = q.enqueue(async (c) => c.run('write ok2'));
+      const r = await Promise.allSettled([ok1, bad, ok2]);
+      assert.deepEqual(r.map((x) => x.status), ['fulfilled', 'rejected', 'fulfilled']);
+      assert.deepEqual(conn.log, [
+        'BEGIN IMMEDIATE', 'write ok1', 'ROLLBACK',
+        'BEGIN IMMEDIATE', 'SAVEPOINT op', 'write ok1', 'RELEASE op', 'SAVEPOINT op', 'ROLLBACK TO op', 'RELEASE op', 'SAVEPOINT op', 'write ok2', 'RELEASE op', 'COMMIT',
+      ]);
+    });
+
+    it('rejects every write of the batch when COMMIT fails', async () => {
+      conn.failOn = 'COMMIT';
+      const r = await Promise.allSettled([q.enqueue(async () => 1), q.enqueue(async () => 2)]);
+      assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
+      assert.equal(q.commits, 0);
+    });
+  });
+});
