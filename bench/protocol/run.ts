@@ -14,6 +14,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -144,6 +145,13 @@ const fmt = (w: Workload, v: number) => (w.unit === 'MiB/s' ? v.toFixed(1) : Mat
 const started = performance.now();
 const loadStart = os.loadavg();
 const caDir = await mkdtemp(join(os.tmpdir(), 'builder-bench-wire-'));
+// Interrupted: the 'exit' hook above kills the children; remove the keys here.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    rmSync(caDir, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 const servers: ServerChild[] = [];
 const clients = new Map<Stack, BenchClient>();
 let exitCode = 0;
