@@ -164,6 +164,93 @@ describe('master/scheduler properties', () => {
     });
   });
 
+  describe('when slaves fail jobs in setup at random', () => {
+    it('quarantines after N in a row, sends nothing to a quarantined slave, and a failed job avoids its slave when another can take it', () => {
+      const N = 3;
+      const Q_MS = 1_000;
+      fc.assert(
+        fc.property(
+          fc.array(slaveArb, { minLength: 1, maxLength: 4 }),
+          fc.array(
+            fc.oneof(
+              { weight: 4, arbitrary: jobArb.map((job) => ({ t: 'job' as const, job })) },
+              { weight: 4, arbitrary: fc.record({ pick: fc.nat(), setup: fc.boolean() }).map((r) => ({ t: 'end' as const, ...r })) },
+              { weight: 1, arbitrary: fc.integer({ min: 1, max: 1_500 }).map((ms) => ({ t: 'time' as const, ms })) },
+            ),
+            { minLength: 30, maxLength: 150 },
+          ),
+          (slaveDefs, cmds) => {
+            let now = 0;
+            const s = new Scheduler({ now: () => now, quarantineAfter: N, quarantineMs: Q_MS, acceptTimeoutMs: 1e9 });
+            const specs = slaveDefs.map((d, i): SlaveSpec => ({ name: `s${i}`, ...d }));
+            const fails = new Map<string, number>();
+            const quarantinedUntil = new Map<string, number>();
+            const running = new Map<number, { job: SchedJob; slave: string }>();
+            const queued = new Map<number, SchedJob>();
+            const avoid = new Map<number, string>();
+            const used = new Map<string, number>();
+            const check = (as: readonly Assignment[]) => {
+              for (const a of as) {
+                const job = queued.get(a.jobId)!;
+                const spec = specs.find((x) => x.name === a.slave)!;
+                assert.ok(matches(job, spec));
+                assert.ok((quarantinedUntil.get(a.slave) ?? 0) <= now, `job ${job.id} went to quarantined ${a.slave}`);
+                assert.ok((used.get(a.slave) ?? 0) + job.slots <= spec.capacity, 'over capacity');
+                const bad = avoid.get(job.id);
+                if (bad === a.slave) {
+                  const other = specs.some((x) => x.name !== bad && matches(job, x) && x.capacity >= job.slots && (quarantinedUntil.get(x.name) ?? 0) <= now);
+                  assert.ok(!other, `job ${job.id} went back to ${bad} where it failed in setup although another slave could take it`);
+                }
+                avoid.delete(job.id);
+                queued.delete(job.id);
+                running.set(job.id, { job, slave: a.slave });
+                used.set(a.slave, (used.get(a.slave) ?? 0) + job.slots);
+              }
+            };
+            for (const spec of specs) check(s.slaveConnected(spec));
+            let id = 1;
+            for (const c of cmds) {
+              if (c.t === 'job') {
+                const job: SchedJob = { id: id++, ...c.job };
+                queued.set(job.id, job);
+                check(s.jobQueued(job));
+              } else if (c.t === 'end') {
+                const ids = [...running.keys()];
+                if (ids.length === 0) continue;
+                const jid = ids[c.pick % ids.length]!;
+                const { job, slave } = running.get(jid)!;
+                running.delete(jid);
+                used.set(slave, used.get(slave)! - job.slots);
+                const r = s.jobFinished(jid, { setupFailure: c.setup });
+                let expectQ = false;
+                if (c.setup) {
+                  const n = (fails.get(slave) ?? 0) + 1;
+                  fails.set(slave, n === N ? 0 : n);
+                  expectQ = n === N;
+                  if (expectQ) quarantinedUntil.set(slave, now + Q_MS);
+                } else fails.set(slave, 0);
+                assert.deepEqual(r.quarantined, expectQ ? { slave, until: now + Q_MS } : undefined);
+                check(r.assignments);
+                if (c.setup) {
+                  // The job comes back for another attempt, avoiding that slave.
+                  queued.set(jid, job);
+                  avoid.set(jid, slave);
+                  check(s.jobQueued(job));
+                }
+              } else {
+                now += c.ms;
+                const t = s.tick();
+                assert.deepEqual(t.expired, []);
+                check(t.assignments);
+              }
+            }
+          },
+        ),
+        { numRuns: 200 },
+      );
+    });
+  });
+
   describe('when a large job waits behind an endless stream of small ones', () => {
     it('runs the large job within a bounded number of completions', () => {
       fc.assert(
