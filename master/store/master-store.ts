@@ -206,6 +206,17 @@ export class MasterStore {
     return rows.map(toJob);
   }
 
+  /**
+   * Recovery: queued jobs whose last attempt failed in setup, with that slave, so the restarted
+   * dispatcher keeps steering them away from it (`SchedJob.avoid`).
+   */
+  async listSetupFailureAvoids(): Promise<Array<{ jobId: number; slave: string }>> {
+    return this.reader.all<{ jobId: number; slave: string }>(
+      `SELECT a.job_id AS jobId, a.slave AS slave FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
+       WHERE j.state = 'queued' AND a.setup_failure = 1 ORDER BY j.id`,
+    );
+  }
+
   private limit(n: number | undefined): number {
     const l = n ?? 100;
     if (!Number.isSafeInteger(l) || l < 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'limit must be a positive integer');

@@ -183,6 +183,14 @@ describe('master/store (real SQLite)', () => {
       }
       const got = (await store!.getJob(j.id))!;
       assert.match(got.reason ?? '', /no attempt left \(2 of 2\)/);
+      // Only queued jobs whose last attempt failed in setup are listed for the restarted dispatcher.
+      const k = await store!.createJob(spec());
+      await store!.dispatchJob(k.id, 'w9');
+      await store!.requeueJob(k.id, 1, { reason: 'setup', setupFailure: true });
+      const l = await store!.createJob(spec());
+      await store!.dispatchJob(l.id, 'w8');
+      await store!.requeueJob(l.id, 1, { reason: 'slave lost' });
+      assert.deepEqual(await store!.listSetupFailureAvoids(), [{ jobId: k.id, slave: 'w9' }]);
       assert.deepEqual((await store!.listAttempts(j.id)).map((a) => [a.state, a.setupFailure]), [['requeued', true], ['requeued', true]]);
       assert.equal((await store!.dispatchJob(j.id, 'w3')).ok, false);
     });
