@@ -54,15 +54,16 @@ export async function publishApt(
     const relDir = `main/binary-${arch}`;
     const variants: [string, Buffer][] = [['Packages', idx.plain], ['Packages.gz', idx.gz]];
     if (idx.xz !== undefined) variants.push(['Packages.xz', idx.xz]);
+    const byHash: [string, Buffer][] = [];
     for (const [name, data] of variants) {
       const sha = sha256Hex(data);
       sums.push({ path: `${relDir}/${name}`, size: data.length, sha256: sha });
-      const byHash = `${relDir}/by-hash/SHA256/${sha}`;
-      await writeIfAbsent(join(dists, byHash), data, cfg.fsync);
-      files.push(`${distsRel}/${byHash}`);
+      byHash.push([`${relDir}/by-hash/SHA256/${sha}`, data]);
+      files.push(`${distsRel}/${relDir}/by-hash/SHA256/${sha}`);
     }
+    await Promise.all(byHash.map(([rel, data]) => writeIfAbsent(join(dists, rel), data, cfg.fsync)));
     // The plain names are for clients without by-hash; by-hash copies are already in place.
-    for (const [name, data] of variants) await atomicWrite(join(dists, relDir, name), data, cfg.fsync);
+    await Promise.all(variants.map(([name, data]) => atomicWrite(join(dists, relDir, name), data, cfg.fsync)));
   }
   let release =
     `Origin: ${cfg.origin}\n` +

@@ -40,11 +40,17 @@ export async function publishRpm(
   const ts = Math.floor(now / 1000);
   const files: string[] = [];
   let repomd = `<?xml version="1.0" encoding="UTF-8"?>\n<repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">\n  <revision>${ts}</revision>\n`;
-  for (const [type, open, close, pick] of kinds) {
-    const idx = await buildCompressedIndex(open, sorted.map((r) => ({ key: key(r), text: pick(r) })), close, ['gz'], cache, opts);
-    const sha = sha256Hex(idx.gz);
-    const rel = `repodata/${sha}-${type}.xml.gz`;
-    await writeIfAbsent(join(base, rel), idx.gz, cfg.fsync);
+  // The three data files are independent: build and write them side by side.
+  const parts = await Promise.all(
+    kinds.map(async ([type, open, close, pick]) => {
+      const idx = await buildCompressedIndex(open, sorted.map((r) => ({ key: key(r), text: pick(r) })), close, ['gz'], cache, opts);
+      const sha = sha256Hex(idx.gz);
+      const rel = `repodata/${sha}-${type}.xml.gz`;
+      await writeIfAbsent(join(base, rel), idx.gz, cfg.fsync);
+      return { type, sha, rel, idx };
+    }),
+  );
+  for (const { type, sha, rel, idx } of parts) {
     files.push(`${relBase}/${rel}`);
     repomd +=
       `  <data type="${type}">\n` +

@@ -36,14 +36,15 @@ const WORK = values.work;
 const BIN = resolve('bin/repo-builder.js');
 const rows: string[] = [];
 
-function timed(label: string, cmd: string, args: string[], opts: { stdout?: string; cwd?: string } = {}): { s: number; mb: number } {
+function timed(label: string, cmd: string, args: string[], opts: { stdout?: string; cwd?: string; note?: (stdout: string) => string } = {}): { s: number; mb: number } {
   const r = spawnSync('/usr/bin/time', ['-f', '%e %M', cmd, ...args], { cwd: opts.cwd, encoding: 'buffer', maxBuffer: 1 << 30 });
   if (r.status !== 0) throw new Error(`${label} failed: ${r.stderr.toString().slice(-800)}`);
   if (opts.stdout !== undefined) execFileSync('sh', ['-c', 'cat > "$0"', opts.stdout], { input: r.stdout });
   const last = r.stderr.toString().trim().split('\n').pop()!;
   const [s, kb] = last.split(' ').map(Number) as [number, number];
   const res = { s, mb: Math.round(kb / 1024) };
-  rows.push(`| ${label} | ${res.s.toFixed(2)} | ${res.mb} |`);
+  const note = opts.note?.(r.stdout.toString()) ?? '';
+  rows.push(`| ${label} | ${res.s.toFixed(2)} | ${res.mb} |${note ? ` ${note}` : ''}`);
   console.error(`${label}: ${res.s.toFixed(2)} s, ${res.mb} MB`);
   return res;
 }
@@ -74,9 +75,16 @@ async function oneBatch(incoming: string, id: string, name: string, data: Buffer
   await rename(join(incoming, `.${id}.tmp`), join(incoming, `${id}.listing.json`));
 }
 
+/** The in-process publish time and its phases, from `run --once --json`. */
+function summaryNote(stdout: string): string {
+  const line = stdout.trim().split('\n').pop() ?? '{}';
+  const s = JSON.parse(line) as { ms?: number; phases?: Record<string, number> };
+  return `publish ${s.ms} ms (${Object.entries(s.phases ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')})`;
+}
+
 /** Daemon +1: start `run`, wait until idle, drop one batch, time until `top` names `needle`. */
 async function daemonPlusOne(label: string, args: string[], top: string, drop: () => Promise<void>, needle: () => Promise<boolean>): Promise<void> {
-  const p = spawn(process.execPath, [BIN, 'run', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const p = spawn(process.execPath, [BIN, 'run', ...args, '--debounce-ms', '20'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   p.stderr.on('data', (c: Buffer) => (log += c.toString()));
   try {
@@ -87,6 +95,7 @@ async function daemonPlusOne(label: string, args: string[], top: string, drop: (
     }
     await sleep(1500); // let its startup run finish
     const before = (await stat(top)).mtimeMs;
+    const doneBefore = log.split('"publish done"').length;
     const t = performance.now();
     await drop();
     for (;;) {
@@ -96,10 +105,13 @@ async function daemonPlusOne(label: string, args: string[], top: string, drop: (
       await sleep(2);
     }
     const ms = performance.now() - t;
+    // The top file is renamed before the run ends (state commit, cleanup, log line): wait for it.
+    for (let k = 0; k < 200 && log.split('"publish done"').length === doneBefore; k++) await sleep(10);
     const status = await readFile(`/proc/${p.pid}/status`, 'utf8');
     const hwm = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
     const inner = [...log.matchAll(/"ms":(\d+),"phases":(\{[^}]*\})/g)].pop();
-    rows.push(`| ${label} | ${(ms / 1000).toFixed(3)} | ${Math.round(hwm / 1024)} (peak of the daemon since start) |`);
+    rows.push(`| ${label} | ${(ms / 1000).toFixed(3)} | ${Math.round(hwm / 1024)} (daemon peak since start) |`);
+    rows[rows.length - 1] += ` publish ${inner?.[1]} ms ${inner?.[2]} |`;
     console.error(`${label}: ${(ms / 1000).toFixed(3)} s; publish itself ${inner?.[1]} ms ${inner?.[2]}`);
   } finally {
     p.kill('SIGTERM');
@@ -117,11 +129,11 @@ async function benchDeb(): Promise<void> {
   const repo = join(w, 'repo');
   await fileBatches(incoming, src, files, 100, 'full', 'stable');
   const common = ['--incoming', incoming, '--repo', repo, '--log-level', 'info'];
-  timed(`repo-builder deb: full publish, ${n} packages (100 batches)`, process.execPath, [BIN, 'run', ...common, '--once']);
+  timed(`repo-builder deb: full publish, ${n} packages (100 batches)`, process.execPath, [BIN, 'run', ...common, '--once', '--json'], { note: summaryNote });
   const extra = { name: 'bench-new', version: '1.0-1', arch: 'amd64' };
   const extraData = await makeDeb(extra);
   await oneBatch(incoming, 'plus1', debFileName(extra), extraData, 'stable');
-  timed('repo-builder deb: +1 publish, new process (--once)', process.execPath, [BIN, 'run', ...common, '--once']);
+  timed('repo-builder deb: +1 publish, new process (--once)', process.execPath, [BIN, 'run', ...common, '--once', '--json'], { note: summaryNote });
   const extra2 = { name: 'bench-new2', version: '1.0-1', arch: 'amd64' };
   const pk = join(repo, 'deb/dists/stable/main/binary-amd64/Packages');
   await daemonPlusOne(
@@ -154,7 +166,7 @@ async function benchRpm(): Promise<void> {
   const repo = join(w, 'repo');
   await fileBatches(incoming, src, files, 100, 'full', 'el');
   const common = ['--incoming', incoming, '--repo', repo, '--log-level', 'info'];
-  timed(`repo-builder rpm: full publish, ${n} packages (100 batches)`, process.execPath, [BIN, 'run', ...common, '--once']);
+  timed(`repo-builder rpm: full publish, ${n} packages (100 batches)`, process.execPath, [BIN, 'run', ...common, '--once', '--json'], { note: summaryNote });
   const extraRpms = await buildRpms(join(w, 'extra'), [
     { name: 'bench-new', version: '1.0', release: '1' },
     { name: 'bench-new2', version: '1.0', release: '1' },
@@ -162,7 +174,7 @@ async function benchRpm(): Promise<void> {
   const e1 = 'bench-new-1.0-1.x86_64.rpm';
   const e2 = 'bench-new2-1.0-1.x86_64.rpm';
   await oneBatch(incoming, 'plus1', e1, extraRpms.get(e1)!, 'el');
-  timed('repo-builder rpm: +1 publish, new process (--once)', process.execPath, [BIN, 'run', ...common, '--once']);
+  timed('repo-builder rpm: +1 publish, new process (--once)', process.execPath, [BIN, 'run', ...common, '--once', '--json'], { note: summaryNote });
   const repomd = join(repo, 'rpm/el/repodata/repomd.xml');
   const before = await readFile(repomd, 'utf8');
   await daemonPlusOne(
@@ -186,7 +198,7 @@ async function benchRpm(): Promise<void> {
   }
 }
 
-rows.push('| what | wall s | peak RSS MB |', '|---|---|---|');
+rows.push('| what | wall s | peak RSS MB | notes |', '|---|---|---|---|');
 if (values.only !== 'rpm') await benchDeb();
 if (values.only !== 'deb') await benchRpm();
 console.log(rows.join('\n'));
