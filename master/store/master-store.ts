@@ -240,12 +240,13 @@ export class MasterStore {
           `WITH v(v_id, ${vcols.join(', ')}) AS (VALUES ${items.map(() => row).join(', ')})
            UPDATE jobs SET ${set} FROM v WHERE jobs.id = v.v_id AND ${where} RETURNING ${JOB_COLS}`,
           items.flatMap((it) => [it.id, ...it.params]),
+          items.length === 1,
         );
         const byId = new Map(rows.map((r) => [r.id, r]));
         const missing = items.filter((it) => !byId.has(it.id)).map((it) => it.id);
         const current = new Map<number, JobRow>();
         if (missing.length > 0) {
-          for (const r of await c.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id IN (${missing.map(() => '?').join(', ')})`, missing)) current.set(r.id, r);
+          for (const r of await c.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id IN (${missing.map(() => '?').join(', ')})`, missing, missing.length === 1)) current.set(r.id, r);
         }
         return items.map((it): TransitionResult => {
           const r = byId.get(it.id);
@@ -523,7 +524,7 @@ async function insertJobs(c: SqliteConn, items: Array<{ j: CheckedJob; now: numb
   for (const { j, now } of items) {
     params.push(j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts, 'queued', 0, null, null, now, now);
   }
-  const rows = await c.all<{ id: number }>(`INSERT INTO jobs (${INSERT_COLS}) VALUES ${items.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} RETURNING id`, params);
+  const rows = await c.all<{ id: number }>(`INSERT INTO jobs (${INSERT_COLS}) VALUES ${items.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} RETURNING id`, params, items.length === 1);
   // SQLite assigns AUTOINCREMENT ids in the order of the VALUES rows; RETURNING's order is not promised, so sort.
   const ids = rows.map((r) => r.id).sort((a, b) => a - b);
   return items.map(({ j, now }, n) => jobOf(ids[n]!, j, null, now, null));

@@ -57,9 +57,15 @@ export class SqliteConn {
     return rows[0];
   }
 
-  all<T>(sql: string, params: readonly SqlValue[] = []): Promise<T[]> {
+  /**
+   * All rows. `cache: false` for SQL whose text varies with its data (a merged write of n rows,
+   * an IN list): it is prepared for this call only, so the statement cache stays bounded.
+   */
+  all<T>(sql: string, params: readonly SqlValue[] = [], cache = true): Promise<T[]> {
     return new Promise((resolve, reject) => {
-      this.stmt(sql).all(params, (err: Error | null, rows: unknown[]) => (err ? reject(err) : resolve(rows as T[])));
+      const done = (err: Error | null, rows: unknown[]) => (err ? reject(err) : resolve(rows as T[]));
+      if (cache) this.stmt(sql).all(params, done);
+      else this.db.all(sql, params, done);
     });
   }
 
