@@ -207,7 +207,13 @@ export async function buildCompressedIndex(
       made = await mapLimit(missing, opts.concurrency, async (k) => ({ key: k, data: await gzipMember(byKey.get(k)!, opts.gzipLevel) }));
     } else {
       // Cached as a one-block stream each, so any later index can reuse the block.
-      const blocks = await xzBlocks(missing.map((k) => byKey.get(k)!), opts.xzPreset, Math.min(opts.concurrency, 4));
+      const parts = missing.map((k) => byKey.get(k)!);
+      const blocks = await xzBlocks(parts, opts.xzPreset, Math.min(opts.concurrency, 4)).catch(async (e: unknown) => {
+        // An xz that does not keep --block-list boundaries (older releases in threaded mode):
+        // one process per chunk instead, which always yields one block each.
+        if (!(e instanceof BuilderError) || !e.message.includes('block boundaries')) throw e;
+        return (await mapLimit(parts, opts.concurrency, (p) => xzBlocks([p], opts.xzPreset, 1))).flat();
+      });
       made = blocks.map((b, i) => ({ key: missing[i]!, data: xzJoinBlocks([b]) }));
     }
     for (const m of made) have.set(m.key, m.data);
