@@ -1,4 +1,4 @@
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { BuilderError } from '../protocol/errors.js';
 import { checkName } from '../protocol/names.js';
@@ -87,7 +87,9 @@ export function compileRepoBuilderOptions(o: RepoBuilderOptions): RepoBuilderCon
   if (!o.incomingDir || !o.repoDir) bad('incoming and repo directories are required');
   const incomingDir = resolve(o.incomingDir);
   const repoDir = resolve(o.repoDir);
-  if (incomingDir === repoDir) bad('incoming and repo must be different directories');
+  const inside = (a: string, b: string): boolean => a === b || a.startsWith(b.endsWith(sep) ? b : b + sep);
+  // The sweep after a crash walks the repository, and the watcher the incoming directory.
+  if (inside(incomingDir, repoDir) || inside(repoDir, incomingDir)) bad('incoming and repo must be separate directories, neither inside the other');
   const stateDir = o.stateDir === undefined ? join(repoDir, '.repo-builder') : resolve(o.stateDir);
   if (o.gpgHome !== undefined && !isAbsolute(resolve(o.gpgHome))) bad('gpg home must be a path');
   const debArchitectures = [...new Set(o.debArchitectures ?? ['amd64'])].sort();
