@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, rmSync } from 'node:fs';
 import { lstat, mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuilderError, isBuilderError } from '../protocol/errors.js';
@@ -177,5 +177,6 @@ export async function moveToRejected(cfg: RepoBuilderConfig, id: string, listing
 export async function removeBatch(b: VerifiedBatch, between: () => void = () => undefined): Promise<void> {
   await rm(b.listingPath, { force: true });
   between();
-  await rm(b.dir, { recursive: true, force: true });
+  // Unlinks only, done synchronously: a batch of thousands of files goes in a few ms.
+  rmSync(b.dir, { recursive: true, force: true });
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, linkSync, mkdirSync, openSync, readSync, type Stats } from 'node:fs';
 import { copyFile, link, mkdir, open, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -97,12 +97,14 @@ export async function hashFile(path: string): Promise<{ sha256: string; size: nu
  */
 export async function placeFile(src: string, dest: string, dirs: Set<string> = new Set()): Promise<boolean> {
   const dir = dirname(dest);
+  // mkdir and link are metadata-only calls of a few microseconds: done synchronously, thousands
+  // of them cost less than the thread-pool round trips of their async forms.
   if (!dirs.has(dir)) {
-    await mkdir(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true });
     dirs.add(dir);
   }
   try {
-    await link(src, dest);
+    linkSync(src, dest);
     return true;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
