@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RepoBuilder } from '../../../repo-builder/index.js';
 import { debFileName, makeDeb, type SynthDeb } from './helpers/synth-deb.js';
-import { aptClient, closeServer, makeGpgKey, memoryLogger, run, serveDir, writeBatch } from './helpers/tools.js';
+import { aptClient, closeServer, makeGpgKey, memoryLogger, run, serveDir, stopGpgAgent, writeBatch } from './helpers/tools.js';
 
 /** apt-get update must be clean: any W: or E: line is a failure. */
 function assertClean(out: { code: number; stdout: string; stderr: string }): void {
@@ -32,6 +32,7 @@ describe('repo-builder APT publishing', function () {
     builder = undefined;
     await closeServer(server);
     server = undefined;
+    for (const home of ['gnupg', 'gnupg-other']) await stopGpgAgent(join(dir, home));
     await rm(dir, { recursive: true, force: true });
   });
 

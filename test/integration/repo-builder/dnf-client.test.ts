@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { XMLParser } from 'fast-xml-parser';
 import { RepoBuilder } from '../../../repo-builder/index.js';
-import { buildRpms, closeServer, dnfClient, makeGpgKey, memoryLogger, run, serveDir, writeBatch } from './helpers/tools.js';
+import { buildRpms, closeServer, dnfClient, makeGpgKey, memoryLogger, run, serveDir, stopGpgAgent, writeBatch } from './helpers/tools.js';
 
 describe('repo-builder RPM publishing', function () {
   this.timeout(90_000);
@@ -22,6 +22,7 @@ describe('repo-builder RPM publishing', function () {
     builder = undefined;
     await closeServer(server);
     server = undefined;
+    for (const home of ['gnupg', 'gnupg-other']) await stopGpgAgent(join(dir, home));
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -147,6 +147,11 @@ export async function makeGpgKey(home: string): Promise<{ fingerprint: string; p
   return { fingerprint: fpr, publicKeyFile };
 }
 
+/** Ends the gpg-agent that gpg started for `home` (gpg leaves one running per home directory). */
+export async function stopGpgAgent(home: string): Promise<void> {
+  await run('gpgconf', ['--homedir', home, '--kill', 'gpg-agent']).catch(() => undefined);
+}
+
 /** Builds rpms with ONE rpmbuild run (each package a subpackage with its own EVR and arch). */
 export async function buildRpms(
   dir: string,
