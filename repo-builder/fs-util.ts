@@ -124,17 +124,6 @@ export async function placeFile(src: string, dest: string, dirs: Set<string> = n
   }
 }
 
-/** True when `path` exists (any type, symlinks not followed). */
-export async function exists(path: string): Promise<boolean> {
-  try {
-    const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-    await fh.close();
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ELOOP';
-  }
-}
-
 export function sha256Hex(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
 }

@@ -1,5 +1,5 @@
-import { constants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { constants, unlinkSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Logger } from 'pino';
 import { BuilderError } from '../protocol/errors.js';
@@ -436,12 +436,18 @@ export class RepoBuilder {
   private async collectGarbage(): Promise<void> {
     const now = this.cfg.now();
     const due = await this.store.garbageBefore(now - this.cfg.graceMs);
+    const gone: string[] = [];
     for (const g of due) {
-      await unlink(join(this.cfg.repoDir, g.path)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') this.log.warn({ path: g.path, err: e.code }, 'cannot remove an old file');
-      });
-      await this.store.unGarbage(g.path);
+      try {
+        unlinkSync(join(this.cfg.repoDir, g.path));
+        gone.push(g.path);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') gone.push(g.path);
+        else this.log.warn({ path: g.path, err: code }, 'cannot remove an old file; retrying later');
+      }
     }
+    await this.store.unGarbageMany(gone);
     if (due.length > 0) this.log.debug({ files: due.length }, 'old files removed');
     await this.store.pruneChunks(now - CHUNK_TTL_MS);
   }

@@ -69,11 +69,6 @@ export class StateStore {
     return new Promise((resolve, reject) => this.db.all(sql, params, (err, rows) => (err ? reject(err) : resolve(rows as T[]))));
   }
 
-  async getMeta<T>(sha256: string, kind: string): Promise<T | undefined> {
-    const rows = await this.all<{ info: string }>('SELECT info FROM meta_cache WHERE sha256 = ? AND kind = ?', [sha256, kind]);
-    return rows[0] === undefined ? undefined : (JSON.parse(rows[0].info) as T);
-  }
-
   /** Cached metadata for many files at once: sha256 -> kind -> info. */
   async getMetaMany(shas: string[]): Promise<Map<string, Map<string, unknown>>> {
     const out = new Map<string, Map<string, unknown>>();
@@ -125,15 +120,6 @@ export class StateStore {
     }
   }
 
-  putMeta(sha256: string, kind: string, info: unknown): Promise<void> {
-    return this.run('INSERT OR REPLACE INTO meta_cache (sha256, kind, info) VALUES (?, ?, ?)', [sha256, kind, JSON.stringify(info)]);
-  }
-
-  /** Published rows of one (channel, kind, name, arch). */
-  versionsOf(channel: string, kind: EntryKind, name: string, arch: string): Promise<PublishedRow[]> {
-    return this.all<PublishedRow>('SELECT * FROM published WHERE channel = ? AND kind = ? AND name = ? AND arch = ?', [channel, kind, name, arch]);
-  }
-
   /** Published rows (without the rpm filelists/other fragments) of many names of one channel and kind. */
   async versionsOfMany(channel: string, kind: EntryKind, names: string[]): Promise<PublishedRow[]> {
     const out: PublishedRow[] = [];
@@ -165,13 +151,6 @@ export class StateStore {
     return out;
   }
 
-  insertRow(r: PublishedRow): Promise<void> {
-    return this.run(
-      'INSERT OR REPLACE INTO published (channel, kind, name, arch, version, sha256, size, path, entry, entry2, entry3, added) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
-      [r.channel, r.kind, r.name, r.arch, r.version, r.sha256, r.size, r.path, r.entry, r.entry2, r.entry3, r.added],
-    );
-  }
-
   deleteRow(r: Pick<PublishedRow, 'channel' | 'kind' | 'name' | 'arch' | 'version'>): Promise<void> {
     return this.run('DELETE FROM published WHERE channel = ? AND kind = ? AND name = ? AND arch = ? AND version = ?', [
       r.channel,
@@ -195,16 +174,6 @@ export class StateStore {
 
   setTop(channel: string, kind: string, topSha256: string, files: string[]): Promise<void> {
     return this.run('INSERT OR REPLACE INTO tops (channel, kind, top_sha256, files) VALUES (?, ?, ?, ?)', [channel, kind, topSha256, JSON.stringify(files)]);
-  }
-
-  /** Records `path` as unreferenced since `since` (kept if already recorded earlier). */
-  addGarbage(path: string, since: number): Promise<void> {
-    return this.run('INSERT OR IGNORE INTO garbage (path, since) VALUES (?, ?)', [path, since]);
-  }
-
-  /** A path that is referenced again is no longer garbage. */
-  unGarbage(path: string): Promise<void> {
-    return this.run('DELETE FROM garbage WHERE path = ?', [path]);
   }
 
   garbageBefore(t: number): Promise<{ path: string }[]> {
