@@ -218,7 +218,8 @@ export async function buildCompressedIndex(
     }
     for (const m of made) have.set(m.key, m.data);
     if (made.length > 0) await cache.putChunks(made, codec);
-    if (codec === 'gz') result.gz = Buffer.concat(keys.map((k) => have.get(k)!));
+    // An empty index still needs a valid (empty) gzip member, not a zero-byte file.
+    if (codec === 'gz') result.gz = keys.length === 0 ? await gzipMember(Buffer.alloc(0), opts.gzipLevel) : Buffer.concat(keys.map((k) => have.get(k)!));
     else result.xz = xzJoinBlocks(keys.map((k) => xzSplitBlocks(have.get(k)!)[0]!));
   }
   return result;

@@ -115,6 +115,23 @@ describe('repo-builder APT publishing', function () {
     });
   });
 
+  describe('when a channel has packages of another architecture only', () => {
+    it('still publishes valid (empty) amd64 indexes, and apt updates without a warning', async () => {
+      builder = await open();
+      await writeBatch(join(dir, 'incoming'), 'arm', 'ports', [await debFile({ name: 'armonly', version: '1.0-1', arch: 'arm64' })]);
+      await builder.runOnce();
+      const release = await readFile(join(dir, 'repo/deb/dists/ports/Release'), 'utf8');
+      assert.match(release, /^Architectures: amd64 arm64$/m);
+      assert.equal(await readFile(join(dir, 'repo/deb/dists/ports/main/binary-amd64/Packages'), 'utf8'), '');
+      const gz = await run('gzip', ['-t', join(dir, 'repo/deb/dists/ports/main/binary-amd64/Packages.gz')]);
+      assert.equal(gz.code, 0, gz.stderr);
+      const srv = await serveDir(join(dir, 'repo'));
+      server = srv.server;
+      const apt = await aptClient(join(dir, 'client'), `deb [trusted=yes] ${srv.url}/deb ports main`);
+      assertClean(await apt(['update']));
+    });
+  });
+
   describe('when a GPG key is configured', () => {
     it('signs InRelease and Release.gpg, and apt with signed-by accepts both paths', async () => {
       const key = await makeGpgKey(join(dir, 'gnupg'));
