@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { decompressBounded, xzDeclaredSize } from '../../../repo-builder/decompress.js';
-import { readDeb } from '../../../repo-builder/deb-reader.js';
+import { controlFromTarFast, readDeb } from '../../../repo-builder/deb-reader.js';
+import { pack } from 'tar-stream';
 import { readDsc } from '../../../repo-builder/dsc-reader.js';
 import { parseDeb822Stanza } from '../../../repo-builder/deb822.js';
 import { readRpm } from '../../../repo-builder/rpm-reader.js';
@@ -66,6 +67,34 @@ describe('package readers', function () {
       const { stdout: list } = await execFileP('dpkg-deb', ['-c', path]);
       assert.match(list, /\.\/usr\/share\/synth\/README/);
       assert.equal((await readDeb(path)).name, 'synth');
+    });
+  });
+
+  describe('when control.tar uses pax headers', () => {
+    it('leaves the archive to tar-stream and still finds ./control', async () => {
+      const p = pack();
+      const chunks: Buffer[] = [];
+      p.on('data', (c: unknown) => {
+        chunks.push(c as Buffer);
+      });
+      const ended = new Promise<void>((r) => p.on('end', () => r()));
+      p.entry({ name: `./${'long-name-'.repeat(15)}`, size: 2 }, 'hi');
+      const control = 'Package: paxed\nVersion: 1.0-1\nArchitecture: all\nDescription: x\n';
+      p.entry({ name: './control', size: control.length }, control);
+      p.finalize();
+      await ended;
+      const tar = Buffer.concat(chunks);
+      assert.equal(controlFromTarFast(tar, 1 << 20), undefined, 'the fast path steps aside');
+      const member = (name: string, data: Buffer): Buffer => {
+        const h = Buffer.alloc(60, 0x20);
+        h.write(name, 0, 'latin1');
+        h.write(String(data.length), 48, 'latin1');
+        h.write('`\n', 58, 'latin1');
+        return Buffer.concat([h, data, data.length % 2 ? Buffer.from('\n') : Buffer.alloc(0)]);
+      };
+      const deb = Buffer.concat([Buffer.from('!<arch>\n'), member('debian-binary', Buffer.from('2.0\n')), member('control.tar.gz', gzipSync(tar)), member('data.tar.gz', gzipSync(Buffer.alloc(1024)))]);
+      const info = await readDeb(deb);
+      assert.equal(info.name, 'paxed');
     });
   });
 
