@@ -3,7 +3,7 @@ import { lstat, open, opendir, readlink, realpath } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { checkRelativePath } from '../../protocol/names.js';
-import { hashRange, SAFE_READ_FLAGS } from './hash-file.js';
+import { hashRange, SAFE_READ_FLAGS } from '../../protocol/transfer/index.js';
 
 /** What the master does with an artifact: packages go to `incoming/`, anything else is an image. */
 export type ArtifactKind = 'package' | 'image';

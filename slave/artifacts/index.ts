@@ -5,8 +5,5 @@
  */
 export { artifactKind, collectArtifacts, indexFiles, COLLECT_DEFAULTS } from './collect-artifacts.js';
 export type { Artifact, ArtifactKind, ArtifactScan, CollectArtifactsOptions, InputConflict, RefusalReason, RefusedEntry } from './collect-artifacts.js';
-export { sha256File } from './hash-file.js';
-export { readChunk, uploadArtifact, DEFAULT_CHUNK_BYTES, DEFAULT_UPLOAD_WINDOW } from './uploader.js';
-export type { UploadOptions, UploadResult, UploadSource, UploadTarget } from './uploader.js';
-export { ArtifactReceiver, RECEIVER_DEFAULTS } from './receiver.js';
-export type { ArtifactReceiverOptions } from './receiver.js';
+export { sha256File, readChunk, uploadArtifact, DEFAULT_CHUNK_BYTES, DEFAULT_UPLOAD_WINDOW, ArtifactReceiver, RECEIVER_DEFAULTS } from '../../protocol/transfer/index.js';
+export type { UploadOptions, UploadResult, UploadSource, UploadTarget, ArtifactReceiverOptions } from '../../protocol/transfer/index.js';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { BuilderError } from '../../protocol/errors.js';
+import { BuilderError } from '../errors.js';
 import { SAFE_READ_FLAGS } from './hash-file.js';
 
 /** Default bytes per chunk: small enough for one frame, large enough to amortise a round trip. */

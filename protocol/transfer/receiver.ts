@@ -2,8 +2,8 @@ import { constants } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import { lstat, mkdir, open, readFile, realpath, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
-import { BuilderError } from '../../protocol/errors.js';
-import { checkRelativePath } from '../../protocol/names.js';
+import { BuilderError } from '../errors.js';
+import { checkRelativePath } from '../names.js';
 import { hashRange } from './hash-file.js';
 
 /** Options of an {@link ArtifactReceiver}; all optional. */
