@@ -1,6 +1,6 @@
 import { Command } from '@oclif/core';
 import pino, { type Logger } from 'pino';
-import { isBuilderError } from '../protocol/errors.js';
+import { ErrorCodes, isBuilderError } from '../protocol/errors.js';
 import { RpcCallError } from '../protocol/rpc-peer.js';
 
 /**
@@ -16,9 +16,11 @@ export abstract class BuilderCommand extends Command {
       this.exit(exitCodeFor(err.code));
     }
     if (err instanceof RpcCallError) {
-      const hint = (err.data as { hint?: unknown } | undefined)?.hint;
+      const data = err.data as { hint?: unknown; code?: unknown } | undefined;
+      const hint = data?.hint;
       this.logToStderr(`Error: ${err.message}${typeof hint === 'string' ? `\nHint: ${hint}` : ''}`);
-      this.exit(2);
+      // The master's stable code (data.code) picks the exit code; other call failures exit 2.
+      this.exit(typeof data?.code === 'string' ? exitCodeFor(data.code, 2) : exitCodeForWire(err.rpcCode));
     }
     const code = (err as NodeJS.ErrnoException).code;
     this.logToStderr(`Error: ${err.message}${code ? ` (${code})` : ''}`);
@@ -31,7 +33,22 @@ export abstract class BuilderCommand extends Command {
   }
 }
 
-function exitCodeFor(code: string): number {
+function exitCodeForWire(rpcCode: number): number {
+  switch (rpcCode) {
+    case ErrorCodes.FORBIDDEN:
+      return 4;
+    case ErrorCodes.NOT_FOUND:
+      return 5;
+    case ErrorCodes.TIMEOUT:
+    case ErrorCodes.CONNECTION_CLOSED:
+    case ErrorCodes.UNAVAILABLE:
+      return 3;
+    default:
+      return 2;
+  }
+}
+
+function exitCodeFor(code: string, otherwise = 1): number {
   switch (code) {
     case 'BUILDER_ERR_CONFIG':
     case 'BUILDER_ERR_INVALID_NAME':
@@ -39,6 +56,7 @@ function exitCodeFor(code: string): number {
       return 2;
     case 'BUILDER_ERR_UNAVAILABLE':
     case 'BUILDER_ERR_TIMEOUT':
+    case 'BUILDER_ERR_CONNECTION_CLOSED':
       return 3;
     case 'BUILDER_ERR_CERT':
     case 'BUILDER_ERR_CA_FINGERPRINT':
@@ -48,7 +66,7 @@ function exitCodeFor(code: string): number {
     case 'BUILDER_ERR_NOT_FOUND':
       return 5;
     default:
-      return 1;
+      return otherwise;
   }
 }
 

@@ -18,7 +18,8 @@ export async function runBin(bin: BinName, argv: string[] = process.argv.slice(2
   pjson.oclif = {
     ...(pjson.oclif ?? {}),
     bin,
-    dirname: `builder-${bin}`,
+    // Per-user dirs (config, cache, data): ~/.config/builder/ for the CLI people use, builder-<bin> for the daemons.
+    dirname: bin === 'builder' ? 'builder' : `builder-${bin}`,
     commands: `./dist/cli/${bin}/commands`,
     topicSeparator: ' ',
   };

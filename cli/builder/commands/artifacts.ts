@@ -1,0 +1,22 @@
+import { Args, Flags } from '@oclif/core';
+import { ClientCommand } from '../lib/client-command.js';
+import { bytes, table } from '../lib/format.js';
+
+export default class Artifacts extends ClientCommand {
+  static override summary = "List a job's artifacts (every attempt) with size, sha256 and kind.";
+  static override examples = ['<%= config.bin %> artifacts 42', '<%= config.bin %> artifacts 42 --json'];
+  static override args = { job: Args.integer({ required: true, min: 1, description: 'job id' }) };
+  static override flags = { json: Flags.boolean({ default: false, description: 'print JSON' }) };
+
+  async run(): Promise<void> {
+    const { args, flags } = await this.parse(Artifacts);
+    const s = await this.connect(flags);
+    const { artifacts } = await s.peer.call('artifact.list', { jobId: args.job });
+    if (flags.json) return this.printJson(artifacts);
+    if (artifacts.length === 0) {
+      this.log(`job ${args.job} has no artifacts`);
+      return;
+    }
+    this.log(table(['attempt', 'kind', 'size', 'sha256', 'name'], artifacts.map((a) => [String(a.attempt), a.kind, bytes(a.size), a.sha256, a.name])));
+  }
+}

@@ -1,0 +1,71 @@
+import { Flags } from '@oclif/core';
+import { BuilderCommand } from '../../base-command.js';
+import { resolveClientConfig } from './client-config.js';
+import { connectClient, type ClientSession } from './connect.js';
+import { JOB_EXIT_CODES, observeJob } from './observe.js';
+
+/**
+ * Base of every `builder` command that talks to the master: the --master and --identity flags
+ * with their fallbacks (BUILDER_MASTER, BUILDER_IDENTITY, then the config file in the per-user
+ * config directory), one connection per command, closed when the command ends.
+ */
+export abstract class ClientCommand extends BuilderCommand {
+  static override baseFlags = {
+    master: Flags.string({
+      helpGroup: 'CONNECTION',
+      description: "HOST:PORT of the master's main listener [env: BUILDER_MASTER; else config file]",
+    }),
+    identity: Flags.string({
+      helpGroup: 'CONNECTION',
+      description: 'identity directory with ca.pem, cert.pem, key.pem [env: BUILDER_IDENTITY; else config file]',
+    }),
+  };
+
+  private session: ClientSession | undefined;
+
+  /** Connects with the resolved settings (flags, environment, config file); closed in finally(). */
+  protected async connect(flags: { master?: string | undefined; identity?: string | undefined }): Promise<ClientSession> {
+    const cfg = await resolveClientConfig({
+      flagMaster: flags.master,
+      flagIdentity: flags.identity,
+      envMaster: process.env.BUILDER_MASTER,
+      envIdentity: process.env.BUILDER_IDENTITY,
+      configDir: this.config.configDir,
+    });
+    this.session = await connectClient(cfg);
+    return this.session;
+  }
+
+  /** Prints one JSON document on stdout (the --json form of every listing). */
+  protected printJson(v: unknown): void {
+    this.log(JSON.stringify(v, null, 2));
+  }
+
+  /**
+   * Follows a job to its end (see observeJob) and returns the exit code its final state maps to.
+   * Ctrl-C stops following and exits 130; the job itself keeps running on the farm.
+   */
+  protected async follow(session: ClientSession, jobId: number, attempt?: number): Promise<number> {
+    const onSigint = () => {
+      process.stderr.write(`\n[builder] stopped observing; job ${jobId} keeps running (builder observe ${jobId} to follow it again)\n`);
+      session.peer.destroy();
+      process.exit(130);
+    };
+    process.once('SIGINT', onSigint);
+    try {
+      const color = process.stdout.isTTY === true && process.stderr.isTTY === true && process.env.NO_COLOR === undefined;
+      const r = await observeJob({ peer: session.peer, jobId, attempt, stdout: process.stdout, stderr: process.stderr, color });
+      return JOB_EXIT_CODES[r.job.state];
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+  }
+
+  protected override async finally(err: Error | undefined): Promise<unknown> {
+    const s = this.session;
+    this.session = undefined;
+    // Every call has been answered by now; a plain destroy ends the socket and the heartbeat timer.
+    s?.peer.destroy();
+    return super.finally(err);
+  }
+}

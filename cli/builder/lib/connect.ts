@@ -1,0 +1,58 @@
+import { createSecureContext } from 'node:tls';
+import { loadIdentity } from '../../../pki/ca-dir.js';
+import { BuilderError, ErrorCodes } from '../../../protocol/errors.js';
+import { connectRpc } from '../../../protocol/rpc-client.js';
+import { RpcCallError, type RpcPeer } from '../../../protocol/rpc-peer.js';
+import { mutualTlsClientOptions } from '../../../protocol/tls.js';
+import { VERSION } from '../../../master/version.js';
+import type { ClientConfig } from './client-config.js';
+
+/** Options of {@link connectClient}. */
+export interface ConnectClientOptions {
+  /** TCP connect plus TLS handshake plus session.hello. Default 10 s. */
+  connectTimeoutMs?: number;
+}
+
+/** A connected CLI session: the peer and who the master says we are. */
+export interface ClientSession {
+  peer: RpcPeer;
+  name: string;
+  role: string;
+}
+
+const CERT_HINT = 'the certificate may be revoked, expired or from another CA; ask the master operator for a new identity (master client create)';
+
+/**
+ * Connects to the master with the identity directory and says hello. The hello is part of the
+ * connection: with TLS 1.3 the client's handshake completes before the master has checked the
+ * client certificate, so a refused (revoked, expired, foreign) certificate shows up as the
+ * connection closing on the first call.
+ */
+export async function connectClient(cfg: ClientConfig, o: ConnectClientOptions = {}): Promise<ClientSession> {
+  const timeoutMs = o.connectTimeoutMs ?? 10_000;
+  const id = await loadIdentity(cfg.identity.dir);
+  try {
+    createSecureContext({ key: id.key, cert: id.cert, ca: id.ca });
+  } catch (e) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `the identity in ${cfg.identity.dir} is not usable: ${(e as Error).message}`, {
+      hint: 'ca.pem, cert.pem and key.pem must be PEM files that belong together',
+    });
+  }
+  const peer = await connectRpc({
+    tls: mutualTlsClientOptions(id, cfg.master.host, cfg.master.port),
+    connectTimeoutMs: timeoutMs,
+    remote: { role: 'master', name: 'master' },
+    // Long polls (log.read) take their own timeout per call.
+    requestTimeoutMs: 30_000,
+  });
+  try {
+    const hello = await peer.call('session.hello', { version: VERSION, software: `builder-cli/${VERSION}` }, { timeoutMs });
+    return { peer, name: hello.name, role: hello.role };
+  } catch (e) {
+    peer.destroy();
+    if (e instanceof RpcCallError && e.rpcCode === ErrorCodes.CONNECTION_CLOSED) {
+      throw new BuilderError('BUILDER_ERR_CERT', `the master at ${cfg.master.text} refused the certificate in ${cfg.identity.dir}`, { hint: CERT_HINT });
+    }
+    throw e;
+  }
+}
