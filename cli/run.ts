@@ -7,10 +7,10 @@ import { execute } from '@oclif/core';
 export type BinName = 'master' | 'slave' | 'builder' | 'repo-builder';
 
 /**
- * Runs one of the package's bins. oclif reads one CLI per package.json, so each bin gets the
- * package's manifest with its own `bin` and command directory swapped in.
+ * oclif reads one CLI per package.json, so each bin gets the package's manifest with its own
+ * `bin` and command directory swapped in. Also used to render docs/cli.md from the commands.
  */
-export async function runBin(bin: BinName, argv: string[] = process.argv.slice(2)): Promise<void> {
+export function binLoadOptions(bin: BinName): { root: string; pjson: never } {
   const root = fileURLToPath(new URL('../..', import.meta.url));
   const pjson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as Record<string, unknown> & {
     oclif?: Record<string, unknown>;
@@ -23,5 +23,10 @@ export async function runBin(bin: BinName, argv: string[] = process.argv.slice(2
     commands: `./dist/cli/${bin}/commands`,
     topicSeparator: ' ',
   };
-  await execute({ args: argv, loadOptions: { root, pjson: pjson as never } });
+  return { root, pjson: pjson as never };
+}
+
+/** Runs one of the package's bins. */
+export async function runBin(bin: BinName, argv: string[] = process.argv.slice(2)): Promise<void> {
+  await execute({ args: argv, loadOptions: binLoadOptions(bin) });
 }
