@@ -1,0 +1,402 @@
+/**
+ * End-to-end job benchmark of issue 3, Builder side by side with BullMQ in the same run:
+ *
+ *   npm run build && node dist/bench/jobs/run.js [--jobs 20000] [--slaves 10] [--capacity 5]
+ *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip builder,bullmq,sim,queued]
+ *     [--out bench/jobs/results.json]
+ *
+ * Builder: a real `master run` and `--slaves` real `slave run` processes of `--capacity` slots
+ * (10 x 5 = 50 jobs at once), through the bins as an operator starts them (test/helpers/
+ * process-farm.ts), on 127.0.0.1 with mutual TLS. A no-op job is `argv: ['true']`: the slave
+ * makes a work dir, starts the process in its own group, streams the (empty) log and reports.
+ * 1. idle RSS of the master and of each slave;
+ * 2. dispatch latency on an idle farm: one job at a time, queued -> running (the master's own
+ *    createdAt and startedAt: startedAt is when the slave accepted the assignment);
+ * 3. throughput: `--jobs` jobs submitted by one client with 256 in flight, until every one has
+ *    ended (client clock at the first submit to the master's latest endedAt);
+ * 4. master RSS with `--queued` jobs queued (a channel no slave serves), and the idle-farm
+ *    latency again with that queue;
+ * 5. a fresh master with `--sim-slaves` slave connections (one simulated process,
+ *    bench/jobs/sim-slaves.ts): master RSS.
+ * BullMQ (devDependency, the queue a Node user picks) on a local redis-server (Debian package,
+ * started here on a free port, stopped by pid; no persistence, its usual set-up): the same
+ * number of jobs through one Worker with concurrency slots x capacity, producer with 256 adds in
+ * flight; a no-op processor, then one that spawns `true` per job (what the Builder slave does).
+ * Latency: processedOn - timestamp of one job at a time on an idle queue.
+ */
+import { spawn, fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Queue } from 'bullmq';
+import { PkiRegistry, generateRsaKeyPair, loadCa, signPeer } from '../../pki/index.js';
+import { FINAL_STATES, ProcessFarm, sleep, waitFor, type JobView } from '../../test/helpers/process-farm.js';
+
+const { values } = parseArgs({
+  options: {
+    jobs: { type: 'string', default: '20000' },
+    slaves: { type: 'string', default: '10' },
+    capacity: { type: 'string', default: '5' },
+    latency: { type: 'string', default: '200' },
+    queued: { type: 'string', default: '100000' },
+    'sim-slaves': { type: 'string', default: '1000' },
+    skip: { type: 'string', default: '' },
+    out: { type: 'string', default: 'bench/jobs/results.json' },
+    'in-flight': { type: 'string', default: '256' },
+  },
+});
+const N = Number(values.jobs);
+const SLAVES = Number(values.slaves);
+const CAPACITY = Number(values.capacity);
+const LATENCY = Number(values.latency);
+const QUEUED = Number(values.queued);
+const SIM = Number(values['sim-slaves']);
+const IN_FLIGHT = Number(values['in-flight']);
+const skip = new Set(values.skip.split(',').filter(Boolean));
+const here = fileURLToPath(new URL('.', import.meta.url));
+/** What to end if the run is interrupted. */
+const cleanups = new Set<() => Promise<void>>();
+
+/** Runs `f` with `cleanup` registered for an interrupt, and always runs `cleanup` after it. */
+async function guarded<T>(cleanup: () => Promise<void>, f: () => Promise<T>): Promise<T> {
+  cleanups.add(cleanup);
+  try {
+    return await f();
+  } finally {
+    cleanups.delete(cleanup);
+    await cleanup();
+  }
+}
+
+/** Resident set size of a process, in MiB (VmRSS). */
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : NaN;
+}
+
+function pct(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+function summary(xs: number[]): { n: number; p50: number; p99: number; max: number; mean: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  return { n: s.length, p50: r2(pct(s, 50)), p99: r2(pct(s, 99)), max: r2(s.at(-1) ?? NaN), mean: r2(s.reduce((a, b) => a + b, 0) / (s.length || 1)) };
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+/** Runs `f(i)` for i in [0, n) with `width` in flight. */
+async function pool(n: number, width: number, f: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, n) }, async () => {
+      while (next < n) await f(next++);
+    }),
+  );
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function waitMessage<T>(child: ChildProcess, pred: (m: T) => boolean, timeoutMs: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+    const onMsg = (m: T) => {
+      if (!pred(m)) return;
+      clearTimeout(t);
+      child.off('message', onMsg);
+      child.off('exit', onExit);
+      resolve(m);
+    };
+    const onExit = (code: number | null) => {
+      clearTimeout(t);
+      reject(new Error(`${what}: process exited with ${String(code)}`));
+    };
+    child.on('message', onMsg);
+    child.once('exit', onExit);
+  });
+}
+
+function stopChild(c: ChildProcess | undefined): Promise<void> {
+  if (!c || c.exitCode !== null || c.signalCode !== null || c.pid === undefined) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+    c.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    process.kill(c.pid!, 'SIGTERM');
+  });
+}
+
+const results: Record<string, unknown> = {
+  date: new Date().toISOString(),
+  machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavgAtStart: loadavg().map((x) => Math.round(x * 100) / 100) },
+  params: { jobs: N, slaves: SLAVES, capacity: CAPACITY, latencySamples: LATENCY, queued: QUEUED, simSlaves: SIM, submitInFlight: IN_FLIGHT },
+};
+
+/** Every job with id in [first, last], via job.list pages (newest first). */
+async function listRange(farm: ProcessFarm, first: number, last: number): Promise<JobView[]> {
+  const out: JobView[] = [];
+  let beforeId = last + 1;
+  while (beforeId > first) {
+    const { jobs } = await farm.call('job.list', { limit: 10_000, beforeId }, { timeoutMs: 120_000 });
+    if (jobs.length === 0) break;
+    for (const j of jobs) if (j.id >= first && j.id <= last) out.push(j);
+    beforeId = jobs.at(-1)!.id;
+  }
+  return out;
+}
+
+async function builderLatency(farm: ProcessFarm, n: number, channel = 'main'): Promise<{ queuedToRunning: ReturnType<typeof summary>; queuedToDispatched: ReturnType<typeof summary>; endToEnd: ReturnType<typeof summary> }> {
+  const run: number[] = [];
+  const disp: number[] = [];
+  const e2e: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = Date.now();
+    const j = await farm.submit({ name: 'latency', channel, command: { kind: 'argv', argv: ['true'] } });
+    const d = await waitFor(`latency job ${j.id}`, async () => {
+      const g = await farm.getJob(j.id);
+      return FINAL_STATES.includes(g.job.state) ? g : undefined;
+    }, 30_000, 2);
+    if (d.job.state !== 'succeeded') throw new Error(`latency job ${j.id}: ${d.job.state} ${String(d.job.reason)}`);
+    run.push(d.job.startedAt! - d.job.createdAt);
+    disp.push(d.job.dispatchedAt! - d.job.createdAt);
+    e2e.push(Date.now() - t0);
+  }
+  return { queuedToRunning: summary(run), queuedToDispatched: summary(disp), endToEnd: summary(e2e) };
+}
+
+async function builder(): Promise<void> {
+  log(`builder: master + ${SLAVES} slave processes x ${CAPACITY} slots`);
+  const farm = await ProcessFarm.start({ logLevel: 'warn' });
+  const out: Record<string, unknown> = {};
+  results.builder = out;
+  await guarded(() => farm.stop(), async () => {
+    await sleep(2000);
+    out.masterRssIdleNoSlavesMiB = rssMiB(farm.master.pid);
+    for (let i = 0; i < SLAVES; i++) await farm.addSlave({ name: `bench-${i}`, capacity: CAPACITY, enroll: 'direct', channels: ['main'], arches: ['x86_64'] });
+    await sleep(3000);
+    out.masterRssIdleMiB = rssMiB(farm.master.pid);
+    const slaveRss = [...farm.slaves.values()].map((s) => rssMiB(s.pid));
+    out.slaveRssIdleMiB = { max: Math.max(...slaveRss), min: Math.min(...slaveRss) };
+    log(`builder: idle RSS master ${String(out.masterRssIdleMiB)} MiB, slaves ${JSON.stringify(out.slaveRssIdleMiB)}`);
+
+    // Warm-up, then latency one job at a time.
+    await builderLatency(farm, 20);
+    out.latencyIdleMs = await builderLatency(farm, LATENCY);
+    log(`builder: idle latency ${JSON.stringify(out.latencyIdleMs)}`);
+
+    // Throughput.
+    const ids: number[] = new Array<number>(N);
+    const t0 = Date.now();
+    await pool(N, IN_FLIGHT, async (i) => {
+      ids[i] = (await farm.submit({ name: 'noop', channel: 'main', command: { kind: 'argv', argv: ['true'] } })).id;
+    });
+    const submitMs = Date.now() - t0;
+    const first = Math.min(...ids);
+    const last = Math.max(...ids);
+    await waitFor('the last job to end', async () => FINAL_STATES.includes((await farm.getJob(last)).job.state), 600_000, 50);
+    let jobs = await listRange(farm, first, last);
+    await waitFor(`all ${N} jobs to end`, async () => {
+      if (jobs.every((j) => FINAL_STATES.includes(j.state))) return true;
+      jobs = await listRange(farm, first, last);
+      return jobs.every((j) => FINAL_STATES.includes(j.state));
+    }, 600_000, 500);
+    const endAt = Math.max(...jobs.map((j) => j.endedAt ?? 0));
+    const states: Record<string, number> = {};
+    for (const j of jobs) states[j.state] = (states[j.state] ?? 0) + 1;
+    const attempts = jobs.reduce((a, j) => a + j.attempt, 0);
+    const totalMs = endAt - t0;
+    out.throughput = {
+      jobs: jobs.length,
+      states,
+      attempts,
+      submitMs,
+      submitPerS: Math.round((N / submitMs) * 1000),
+      totalMs,
+      jobsPerS: Math.round((N / totalMs) * 1000),
+      queuedToRunningMs: summary(jobs.map((j) => (j.startedAt ?? NaN) - j.createdAt)),
+    };
+    out.masterRssAfterThroughputMiB = rssMiB(farm.master.pid);
+    log(`builder: throughput ${JSON.stringify(out.throughput)}`);
+
+    if (!skip.has('queued')) {
+      const tq = Date.now();
+      await pool(QUEUED, IN_FLIGHT, async () => {
+        await farm.submit({ name: 'parked', channel: 'parked', command: { kind: 'argv', argv: ['true'] } });
+      });
+      const queuedSubmitMs = Date.now() - tq;
+      await sleep(3000);
+      out.queued = {
+        jobs: QUEUED,
+        submitMs: queuedSubmitMs,
+        submitPerS: Math.round((QUEUED / queuedSubmitMs) * 1000),
+        masterRssMiB: rssMiB(farm.master.pid),
+        latencyWithQueueMs: await builderLatency(farm, Math.min(LATENCY, 100)),
+      };
+      log(`builder: with ${QUEUED} queued ${JSON.stringify(out.queued)}`);
+    }
+  });
+}
+
+async function simSlaves(): Promise<void> {
+  log(`builder: fresh master with ${SIM} simulated slave connections`);
+  const farm = await ProcessFarm.start({ logLevel: 'warn' });
+  let child: ChildProcess | undefined;
+  const dir = await mkdtemp(join(tmpdir(), 'builder-bench-sim-'));
+  const cleanup = async () => {
+    await stopChild(child);
+    await farm.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  await guarded(cleanup, async () => {
+    await sleep(2000);
+    const idle = rssMiB(farm.master.pid);
+    // One key pair, one certificate per name (issuing 1,000 RSA keys would take minutes).
+    const keys = await generateRsaKeyPair();
+    const ca = await loadCa(farm.masterDir);
+    const reg = await PkiRegistry.open(ca.paths.registry);
+    const slaves: Array<{ name: string; cert: string }> = [];
+    try {
+      for (let i = 0; i < SIM; i++) {
+        const name = `sim-${i}`;
+        slaves.push({ name, cert: (await signPeer(ca, reg, { name, role: 'slave', publicKeyPem: keys.publicKeyPem })).certPem });
+      }
+    } finally {
+      await reg.close();
+    }
+    const file = join(dir, 'ids.json');
+    await writeFile(file, JSON.stringify({ ca: ca.certPem, key: keys.privateKeyPem, slaves }));
+    child = fork(join(here, 'sim-slaves.js'), [file, farm.masterAddress], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const r = await waitMessage<{ connected: number; failed: number }>(child, (m) => typeof m.connected === 'number', 300_000, 'simulated slaves');
+    const st = await farm.call('slave.status', {});
+    const connected = st.slaves.filter((s) => s.connected).length;
+    await sleep(5000);
+    results.simSlaves = { connections: r.connected, failed: r.failed, connectedPerMaster: connected, masterRssIdleMiB: idle, masterRssMiB: rssMiB(farm.master.pid), simProcessRssMiB: rssMiB(child.pid!) };
+    log(`sim: ${JSON.stringify(results.simSlaves)}`);
+  });
+}
+
+async function startRedis(): Promise<{ port: number; proc: ChildProcess; dir: string }> {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'builder-bench-redis-'));
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`redis-server did not start: ${out}`)), 10_000);
+    const on = (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('Ready to accept connections')) {
+        clearTimeout(t);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', on);
+    proc.stderr.on('data', on);
+    proc.once('exit', (c) => reject(new Error(`redis-server exited ${String(c)}: ${out}`)));
+  });
+  return { port, proc, dir };
+}
+
+async function bullmq(): Promise<void> {
+  const redis = await startRedis();
+  const concurrency = SLAVES * CAPACITY;
+  log(`bullmq: redis-server on ${redis.port} (pid ${String(redis.proc.pid)}), worker concurrency ${concurrency}`);
+  const out: Record<string, unknown> = { redisVersion: (await new Promise<string>((r) => {
+    const c = spawn('redis-server', ['--version']);
+    let s = '';
+    c.stdout.on('data', (d: Buffer) => (s += d.toString()));
+    c.once('exit', () => r(s.trim()));
+  })) };
+  results.bullmq = out;
+  let worker: ChildProcess | undefined;
+  const cleanup = async () => {
+    await stopChild(worker);
+    await stopChild(redis.proc);
+    await rm(redis.dir, { recursive: true, force: true });
+  };
+  await guarded(cleanup, async () => {
+    for (const mode of ['noop', 'spawn'] as const) {
+      const name = `bench-${mode}`;
+      const queue = new Queue(name, { connection: { host: '127.0.0.1', port: redis.port } });
+      const w = fork(join(here, 'bullmq-worker.js'), [String(redis.port), name, String(concurrency), mode], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      worker = w;
+      try {
+        await waitMessage<{ ready?: boolean }>(w, (m) => m.ready === true, 30_000, 'bullmq worker');
+        const r: Record<string, unknown> = {};
+        out[mode] = r;
+        await sleep(1000);
+        r.workerRssIdleMiB = rssMiB(w.pid!);
+        // Latency, one job at a time (after a warm-up).
+        const lat: number[] = [];
+        for (let i = 0; i < LATENCY + 20; i++) {
+          const job = await queue.add('latency', { i });
+          const done = await waitFor(`bullmq job ${String(job.id)}`, async () => {
+            const j = await queue.getJob(job.id!);
+            return j?.finishedOn ? j : undefined;
+          }, 30_000, 2);
+          if (i >= 20) lat.push(done.processedOn! - done.timestamp);
+        }
+        r.latencyIdleMs = summary(lat);
+        const base = LATENCY + 20;
+        const doneMsg = waitMessage<{ completed: number; at: number }>(w, (m) => m.completed === base + N, 600_000, 'bullmq completions');
+        w.send({ notifyAt: base + N });
+        const t0 = Date.now();
+        await pool(N, IN_FLIGHT, async (i) => {
+          await queue.add('noop', { i });
+        });
+        const submitMs = Date.now() - t0;
+        const { at } = await doneMsg;
+        const totalMs = at - t0;
+        r.throughput = { jobs: N, submitMs, submitPerS: Math.round((N / submitMs) * 1000), totalMs, jobsPerS: Math.round((N / totalMs) * 1000) };
+        r.workerRssMiB = rssMiB(w.pid!);
+        r.redisRssMiB = rssMiB(redis.proc.pid!);
+        log(`bullmq ${mode}: ${JSON.stringify(r)}`);
+      } finally {
+        await stopChild(w);
+        await queue.obliterate({ force: true }).catch(() => undefined);
+        await queue.close();
+      }
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  if (!skip.has('builder')) await builder();
+  if (!skip.has('sim')) await simSlaves();
+  if (!skip.has('bullmq')) await bullmq();
+  results.loadavgAtEnd = loadavg().map((x) => Math.round(x * 100) / 100);
+  const text = `${JSON.stringify(results, null, 2)}\n`;
+  await writeFile(values.out, text);
+  process.stdout.write(text);
+}
+
+// On SIGINT/SIGTERM, end what this run started (farms, workers, redis) by pid before leaving.
+const onSignal = () => {
+  void Promise.allSettled([...cleanups].map((f) => f())).then(() => process.exit(130));
+};
+process.once('SIGINT', onSignal);
+process.once('SIGTERM', onSignal);
+main().catch((e: unknown) => {
+  process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+  process.exitCode = 1;
+});
