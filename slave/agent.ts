@@ -80,17 +80,27 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
         await peer.close(200);
         return;
       }
-      this.attempt = 0;
       this.peer = peer;
       this.log.info({ slave: hello.name, master: this.opts.master }, 'connected to master');
       peer.on('close', (err) => {
-        this.peer = undefined;
+        if (this.peer === peer) this.peer = undefined;
         if (this.stopped) return;
         this.log.warn({ reason: err?.message }, 'connection to master lost');
         this.emit('disconnected', err);
         this.scheduleRetry(id);
       });
-      await this.opts.onConnect?.(peer);
+      try {
+        await this.opts.onConnect?.(peer);
+      } catch (e) {
+        // The master took the handshake but not what we said after it (e.g. slave.subscribe):
+        // drop this connection and retry with backoff rather than sit on a half-set-up session.
+        this.log.error({ err: (e as Error).message }, 'master refused the session set-up; reconnecting');
+        peer.destroy();
+        return;
+      }
+      // Back-off restarts only once a session is fully set up, so a master that refuses the
+      // set-up every time is retried ever more slowly, not in a tight loop.
+      this.attempt = 0;
       this.emit('connected', peer);
     } catch (e) {
       const err = e as Error;

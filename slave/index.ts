@@ -1,2 +1,3 @@
 export * from './enroll.js';
 export * from './agent.js';
+export * from './runtime/index.js';

@@ -28,6 +28,8 @@ export interface AttemptSpec {
    * (the agent plugs the master's download in here). A rejection fails the attempt before it runs.
    */
   readonly fetchInputs?: (inputDir: string, signal: AbortSignal) => Promise<void>;
+  /** Called once with the leader's pid right after the spawn (the agent records it to clean up after a crash). */
+  readonly onSpawn?: (pid: number) => void;
 }
 
 /** The validated form of an {@link AttemptSpec}. */
@@ -43,6 +45,7 @@ export interface CheckedAttemptSpec {
   readonly slots: number;
   readonly firstSeq: number;
   readonly fetchInputs: AttemptSpec['fetchInputs'];
+  readonly onSpawn: AttemptSpec['onSpawn'];
 }
 
 const ENV_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -88,5 +91,5 @@ export function checkAttemptSpec(spec: AttemptSpec, o: CompiledExecutorOptions):
   if (!Number.isSafeInteger(slots) || slots < 1) invalid('slots must be a positive integer');
   const firstSeq = spec.firstSeq ?? 1;
   if (!Number.isSafeInteger(firstSeq) || firstSeq < 1) invalid('firstSeq must be a positive integer');
-  return { jobId, attempt, name, channel, arch, command, env, timeoutMs, slots, firstSeq, fetchInputs: spec.fetchInputs };
+  return { jobId, attempt, name, channel, arch, command, env, timeoutMs, slots, firstSeq, fetchInputs: spec.fetchInputs, onSpawn: spec.onSpawn };
 }

@@ -1,6 +1,7 @@
 import { isAbsolute, join, resolve } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import type { CollectArtifactsOptions } from '../artifacts/index.js';
+import type { SlotEvent } from './slot-pool.js';
 
 /** Options of the executor (one attempt or many through {@link Executor}). All but `dataDir` optional. */
 export interface ExecutorOptions {
@@ -50,6 +51,11 @@ export interface ExecutorOptions {
   artifacts?: Omit<CollectArtifactsOptions, 'inputs'>;
   /** Clock for timestamps and durations (injected in tests). Default `Date.now`. */
   now?: () => number;
+  /**
+   * Called synchronously with every start/end event of the slot pool, as it happens (the agent
+   * appends them to `DIR/slot-record.jsonl`). A throwing callback does not affect the pool.
+   */
+  onSlotEvent?: (e: SlotEvent) => void;
 }
 
 /** The validated form of {@link ExecutorOptions}. */
@@ -71,6 +77,7 @@ export interface CompiledExecutorOptions {
   readonly maxRecordEvents: number;
   readonly artifacts: Omit<CollectArtifactsOptions, 'inputs'>;
   readonly now: () => number;
+  readonly onSlotEvent: ((e: SlotEvent) => void) | undefined;
 }
 
 export const EXECUTOR_DEFAULTS = Object.freeze({
@@ -127,5 +134,6 @@ export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOpti
     maxRecordEvents: int('maxRecordEvents', o.maxRecordEvents, EXECUTOR_DEFAULTS.maxRecordEvents, 1),
     artifacts: { ...(o.artifacts ?? {}) },
     now: o.now ?? Date.now,
+    onSlotEvent: o.onSlotEvent,
   });
 }

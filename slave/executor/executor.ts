@@ -28,7 +28,7 @@ export class Executor {
 
   constructor(options: ExecutorOptions) {
     this.options = compileExecutorOptions(options);
-    this.pool = new SlotPool(this.options.capacity, { now: this.options.now, maxRecordEvents: this.options.maxRecordEvents });
+    this.pool = new SlotPool(this.options.capacity, { now: this.options.now, maxRecordEvents: this.options.maxRecordEvents, onEvent: this.options.onSlotEvent });
   }
 
   /** Free slots now (0 while draining). */

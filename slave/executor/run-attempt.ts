@@ -342,6 +342,13 @@ class AttemptRun implements AttemptHandle {
       const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], ...runAs });
       this.child = child;
       this._pid = child.pid;
+      if (child.pid !== undefined) {
+        try {
+          this.spec.onSpawn?.(child.pid);
+        } catch {
+          // An observer's failure does not change the attempt.
+        }
+      }
       const maybeDone = (): void => {
         if (settled || !exited || openPipes > 0) return;
         settled = true;

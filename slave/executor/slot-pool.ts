@@ -48,11 +48,14 @@ export class SlotPool {
   private droppedEvents = 0;
   private idleWaiters: Array<() => void> = [];
 
-  constructor(capacity: number, options: { now?: () => number; maxRecordEvents?: number } = {}) {
+  private readonly onEvent: ((e: SlotEvent) => void) | undefined;
+
+  constructor(capacity: number, options: { now?: () => number; maxRecordEvents?: number; onEvent?: ((e: SlotEvent) => void) | undefined } = {}) {
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new BuilderError('BUILDER_ERR_CONFIG', `slot pool capacity must be a positive integer, got ${String(capacity)}`);
     this.capacity = capacity;
     this.now = options.now ?? Date.now;
     this.maxRecordEvents = options.maxRecordEvents ?? 10_000;
+    this.onEvent = options.onEvent;
   }
 
   get used(): number {
@@ -108,6 +111,11 @@ export class SlotPool {
   }
 
   private recordEvent(e: SlotEvent): void {
+    try {
+      this.onEvent?.(e);
+    } catch {
+      // The observer's failure (say, a full disk under the record file) must not change what runs.
+    }
     this.events.push(e);
     if (this.events.length > this.maxRecordEvents) {
       this.events.shift();

@@ -1,27 +1,80 @@
+import { arch as hostArch } from 'node:os';
 import { Flags } from '@oclif/core';
-import { SlaveAgent } from '../../../slave/index.js';
-import { BuilderCommand } from '../../base-command.js';
+import { BuilderError } from '../../../protocol/errors.js';
+import { SlaveRuntime } from '../../../slave/index.js';
+import { BuilderCommand, parseDuration } from '../../base-command.js';
+
+/** The machine's architecture in distribution terms (Debian's amd64 is x86_64 here, as rpm says). */
+function defaultArch(): string {
+  const a = hostArch();
+  return a === 'x64' ? 'x86_64' : a === 'arm64' ? 'aarch64' : a === 'ia32' ? 'i686' : a;
+}
+
+function list(s: string | undefined): string[] {
+  return (s ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+}
 
 export default class Run extends BuilderCommand {
-  static override summary = 'Run the slave: connect to the master with its certificate and stay connected.';
-  static override examples = ['<%= config.bin %> run --dir /var/lib/builder-slave --master builder.example.org:7400'];
+  static override summary = 'Run the slave: connect to the master, subscribe to channels, run jobs and deliver their logs and artifacts.';
+  static override description =
+    'Stays connected (reconnecting with back-off), runs up to --capacity slots of jobs at once, and on SIGTERM or SIGINT drains: it takes nothing new, lets running jobs finish for up to --drain-timeout, kills and gives back the rest, delivers what it owes the master, and exits 0.';
+  static override examples = [
+    '<%= config.bin %> run --dir /var/lib/builder-slave --master builder.example.org:7400 --channels main,updates --arch x86_64,noarch --capacity 4',
+  ];
   static override flags = {
     dir: Flags.string({ required: true, description: 'slave data directory (made by slave enroll)' }),
     master: Flags.string({ required: true, description: "HOST:PORT of the master's main listener" }),
+    channels: Flags.string({ required: true, description: 'comma-separated channels whose jobs this slave runs, e.g. main,updates' }),
+    arch: Flags.string({ description: `comma-separated architectures this slave runs (default: this machine's, ${defaultArch()})` }),
+    capacity: Flags.string({ default: '1', description: 'slots run at once (a job weighs its slots, default 1)' }),
+    'drain-timeout': Flags.string({ default: '5m', description: 'on SIGTERM: how long running jobs may go on before they are killed and given back' }),
+    'deliver-timeout': Flags.string({ default: '60s', description: 'on SIGTERM: how long to wait for logs, artifacts and outcomes to reach the master' }),
+    'kill-grace': Flags.string({ default: '10s', description: 'between SIGTERM and SIGKILL to a job process group (timeout, cancel)' }),
+    'default-timeout': Flags.string({ default: '6h', description: 'timeout of a job that has none' }),
+    'keep-work-dirs': Flags.boolean({ default: false, description: 'keep each job work dir after the master has its outcome' }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Run);
+    const capacity = Number(flags.capacity);
+    if (!/^\d+$/.test(flags.capacity.trim())) {
+      throw new BuilderError('BUILDER_ERR_CONFIG', `invalid --capacity ${JSON.stringify(flags.capacity)}: must be a whole number of slots from 1 to 4096`, { hint: 'e.g. --capacity 4' });
+    }
     const log = this.makeLogger();
-    const agent = new SlaveAgent({ dir: flags.dir, master: flags.master, logger: log });
-    await agent.start();
-    await new Promise<void>((resolve) => {
-      const stop = (sig: string) => {
-        log.info({ signal: sig }, 'stopping');
-        agent.stop().then(resolve, resolve);
-      };
-      process.once('SIGINT', () => stop('SIGINT'));
-      process.once('SIGTERM', () => stop('SIGTERM'));
+    const runtime = new SlaveRuntime({
+      dir: flags.dir,
+      master: flags.master,
+      channels: list(flags.channels),
+      arches: flags.arch === undefined ? [defaultArch()] : list(flags.arch),
+      capacity,
+      drainTimeoutMs: parseDuration(flags['drain-timeout'], '--drain-timeout'),
+      deliverTimeoutMs: parseDuration(flags['deliver-timeout'], '--deliver-timeout'),
+      executor: {
+        killGraceMs: parseDuration(flags['kill-grace'], '--kill-grace'),
+        defaultTimeoutMs: parseDuration(flags['default-timeout'], '--default-timeout'),
+      },
+      keepWorkDirs: flags['keep-work-dirs'],
+      logger: log,
     });
+    // Signals are caught before the first connection, so a SIGTERM during start-up still drains.
+    const stopped = new Promise<void>((resolve) => {
+      const stop = (sig: string): void => {
+        log.info({ signal: sig }, 'stopping');
+        runtime.shutdown().then(
+          () => resolve(),
+          (e: unknown) => {
+            log.error({ err: (e as Error).message }, 'error while stopping');
+            resolve();
+          },
+        );
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+    await runtime.start();
+    await stopped;
   }
 }

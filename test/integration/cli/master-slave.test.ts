@@ -50,7 +50,7 @@ describe('the master and slave commands', function () {
       assert.equal(enroll.code, 0, enroll.stderr);
       assert.match(enroll.stdout, /enrolled as worker-7/);
 
-      const slave = new RunningBin('slave', ['run', '--dir', join(dir, 'slave'), '--master', `127.0.0.1:${mainPort}`]);
+      const slave = new RunningBin('slave', ['run', '--dir', join(dir, 'slave'), '--master', `127.0.0.1:${mainPort}`, '--channels', 'main']);
       running.push(slave);
       await slave.waitFor(/connected to master/);
       await master.waitFor(/"conn":"worker-7".*"msg":"peer connected"/);
@@ -86,7 +86,7 @@ describe('the master and slave commands', function () {
       assert.equal((await runBin('master', ['init-ca', '--dir', farm])).code, 0);
       assertCleanError(await runBin('master', ['run', '--dir', farm, '--listen', 'nonsense']), /invalid --listen address "nonsense"/);
       assertCleanError(await runBin('master', ['token', 'create', '--dir', farm, '--ttl', 'forever']), /invalid --ttl "forever"/);
-      assertCleanError(await runBin('slave', ['run', '--dir', join(dir, 'nobody'), '--master', '127.0.0.1:1']), /cannot read identity file/);
+      assertCleanError(await runBin('slave', ['run', '--dir', join(dir, 'nobody'), '--master', '127.0.0.1:1', '--channels', 'main']), /cannot read identity file/);
       assertCleanError(
         await runBin('slave', ['enroll', '--master', '127.0.0.1:1', '--token', 'x'.repeat(32), '--ca-fingerprint', 'ab'.repeat(32), '--dir', join(dir, 's'), '--name', 'ok']),
         /nothing listens at 127\.0\.0\.1:1/,

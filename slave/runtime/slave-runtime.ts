@@ -1,0 +1,289 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import pino, { type Logger } from 'pino';
+import type { ParamsOf, ResultOf } from '../../protocol/catalogue.js';
+import { BuilderError } from '../../protocol/errors.js';
+import type { RpcPeer } from '../../protocol/rpc-peer.js';
+import { loadIdentity } from '../../pki/index.js';
+import { SlaveAgent } from '../agent.js';
+import { Executor } from '../executor/index.js';
+import { listAttemptDirs } from './attempt-files.js';
+import { AttemptTask, type TaskEnd } from './attempt-task.js';
+import { compileSlaveRuntimeOptions, type CompiledSlaveRuntimeOptions, type SlaveRuntimeOptions } from './runtime-options.js';
+import { SlotRecordFile } from './slot-record-file.js';
+
+/** One attempt the slave holds, as {@link SlaveRuntime.attempts} reports it. */
+export interface HeldAttempt {
+  readonly jobId: number;
+  readonly attempt: number;
+  readonly slots: number;
+  readonly phase: 'running' | 'delivering' | 'finishing' | 'done';
+  readonly pid: number | undefined;
+}
+
+/** What {@link SlaveRuntime.shutdown} did. */
+export interface ShutdownReport {
+  /** Every attempt ended within the drain timeout. */
+  readonly drained: boolean;
+  /** Attempts killed at the drain deadline and given back (no attempt.finish sent). */
+  readonly givenBack: string[];
+  /** Attempts whose delivery did not complete within the deliver timeout (kept on disk for the next start). */
+  readonly kept: string[];
+}
+
+/**
+ * The slave program: keeps a connection to the master (SlaveAgent), subscribes on every
+ * (re)connect with what it runs and the attempts it still holds, serves attempt.assign and
+ * attempt.cancel, runs attempts through the Executor and delivers their logs, artifacts and
+ * outcomes (AttemptTask). See docs/slave.md ("The slave program").
+ */
+export class SlaveRuntime {
+  readonly options: CompiledSlaveRuntimeOptions;
+  readonly log: Logger;
+  readonly executor: Executor;
+  readonly agent: SlaveAgent;
+  private readonly tasks = new Map<string, AttemptTask>();
+  private readonly preparing = new Set<string>();
+  private readonly ending = new Set<Promise<TaskEnd>>();
+  private slotRecord: SlotRecordFile | undefined;
+  private peer: RpcPeer | undefined;
+  private subscribed = false;
+  private draining = false;
+  private shutdownP: Promise<ShutdownReport> | undefined;
+  private subscribedWaiters: Array<() => void> = [];
+
+  constructor(opts: SlaveRuntimeOptions) {
+    this.options = compileSlaveRuntimeOptions(opts);
+    this.log = opts.logger ?? pino({ level: 'silent' });
+    const o = this.options;
+    this.executor = new Executor({
+      ...o.executor,
+      dataDir: o.dir,
+      capacity: o.capacity,
+      onSlotEvent: (e) => this.slotRecord?.onSlotEvent(e),
+    });
+    this.agent = new SlaveAgent({
+      dir: o.dir,
+      master: o.master,
+      backoffMinMs: o.backoffMinMs,
+      backoffMaxMs: o.backoffMaxMs,
+      connectTimeoutMs: o.connectTimeoutMs,
+      rpc: o.rpc,
+      logger: this.log,
+      onConnect: (peer) => this.onConnect(peer),
+    });
+  }
+
+  /** Recovers the attempts a previous process left, opens the slot record, and starts connecting. */
+  async start(): Promise<void> {
+    const o = this.options;
+    // The identity first: a wrong --dir fails with one clear error before anything is created in it.
+    await loadIdentity(o.dir);
+    for (const d of await listAttemptDirs(o.attemptsDir)) {
+      const t = await AttemptTask.recover(this.taskContext(), d.jobId, d.attempt);
+      if (t === undefined) {
+        this.log.warn({ job: d.jobId, attempt: d.attempt }, 'attempt was running when the slave stopped; dropped (the master requeues it)');
+        continue;
+      }
+      this.log.info({ job: d.jobId, attempt: d.attempt }, 'recovered a finished attempt to deliver');
+      this.track(t);
+    }
+    if (o.slotRecordFile !== undefined) this.slotRecord = new SlotRecordFile(o.slotRecordFile, o.capacity);
+    await this.agent.start();
+  }
+
+  /** Attempts held now (running, or delivering their outcome). */
+  attempts(): HeldAttempt[] {
+    return [...this.tasks.values()].map((t) => ({ jobId: t.jobId, attempt: t.attempt, slots: t.slots, phase: t.phase, pid: t.pid }));
+  }
+
+  /** True while a connection is up and subscribed. */
+  get connected(): boolean {
+    return this.subscribed && this.peer !== undefined && !this.peer.closed;
+  }
+
+  /** Resolves once a connection is subscribed (for tests and the CLI's first log line). */
+  waitSubscribed(): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    return new Promise((resolve) => this.subscribedWaiters.push(resolve));
+  }
+
+  private taskContext() {
+    return { o: this.options, executor: this.executor, log: this.log };
+  }
+
+  private track(t: AttemptTask): void {
+    this.tasks.set(t.key, t);
+    const done = t.done.then((end) => {
+      if (this.tasks.get(t.key) === t) this.tasks.delete(t.key);
+      this.ending.delete(done);
+      return end;
+    });
+    this.ending.add(done);
+  }
+
+  private async onConnect(peer: RpcPeer): Promise<void> {
+    this.peer = peer;
+    this.subscribed = false;
+    peer.handle('attempt.assign', (p, ctx) => this.assign(p, ctx.peer)).handle('attempt.cancel', (p) => this.cancel(p));
+    peer.on('close', () => {
+      if (this.peer === peer) {
+        this.peer = undefined;
+        this.subscribed = false;
+      }
+      for (const t of this.tasks.values()) t.detach(peer);
+    });
+    const held = [...this.tasks.values()].filter((t) => !t.dropped);
+    const o = this.options;
+    const reply = await peer.call('slave.subscribe', {
+      channels: [...o.channels],
+      arches: [...o.arches],
+      capacity: o.capacity,
+      draining: this.draining,
+      running: held.map((t) => ({ jobId: t.jobId, attempt: t.attempt, slots: t.slots })),
+    });
+    this.applySubscribeReply(peer, held, reply);
+    this.subscribed = true;
+    const w = this.subscribedWaiters;
+    this.subscribedWaiters = [];
+    for (const f of w) f();
+  }
+
+  private applySubscribeReply(peer: RpcPeer, held: AttemptTask[], reply: ResultOf<'slave.subscribe'>): void {
+    const byKey = new Map(held.map((t) => [t.key, t]));
+    const answered = new Set<string>();
+    for (const k of reply.keep) {
+      const key = `${k.jobId}-${k.attempt}`;
+      const t = byKey.get(key);
+      if (t === undefined) continue;
+      answered.add(key);
+      t.attach(peer, k.nextSeq);
+    }
+    for (const a of reply.abandon) {
+      const key = `${a.jobId}-${a.attempt}`;
+      const t = byKey.get(key);
+      if (t === undefined) continue;
+      answered.add(key);
+      t.drop(`abandoned by the master: ${a.reason}`);
+    }
+    // The master decides: an attempt it neither keeps nor abandons is one it does not know.
+    for (const t of held) if (!answered.has(t.key)) t.drop('the master did not keep it after the reconnect');
+    this.log.info(
+      { channels: this.options.channels, arches: this.options.arches, capacity: this.options.capacity, draining: this.draining, keep: reply.keep.length, abandon: held.length - reply.keep.length },
+      'subscribed',
+    );
+  }
+
+  /** Serves attempt.assign: checks, prepares, starts, and answers at once (the job runs on). */
+  private async assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): Promise<ResultOf<'attempt.assign'>> {
+    const key = `${p.jobId}-${p.attempt}`;
+    const existing = this.tasks.get(key);
+    // The master may resend an assignment whose reply it lost: the same attempt is accepted once.
+    if (existing !== undefined && !existing.dropped && existing.phase !== 'done') return { accepted: true };
+    if (existing !== undefined) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} has just ended here`);
+    if (this.preparing.has(key)) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} is being set up already`);
+    this.checkAssign(p);
+    this.preparing.add(key);
+    let task: AttemptTask;
+    try {
+      task = await AttemptTask.prepare(this.taskContext(), { jobId: p.jobId, attempt: p.attempt, slots: p.slots, name: p.name });
+    } catch (e) {
+      this.preparing.delete(key);
+      this.log.error({ job: p.jobId, attempt: p.attempt, err: (e as Error).message }, 'cannot prepare an attempt');
+      throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the slave cannot prepare the attempt (its disk?)', { hint: 'see the slave log' });
+    }
+    try {
+      // Checked again: another assignment may have taken the slots while the files were made.
+      this.checkAssign(p);
+      task.start(this.executor, p);
+    } catch (e) {
+      this.preparing.delete(key);
+      await task.spool.destroy().catch(() => undefined);
+      await task.files.remove().catch(() => undefined);
+      throw e;
+    }
+    this.preparing.delete(key);
+    this.track(task);
+    task.attach(peer, 1);
+    this.log.info({ job: p.jobId, attempt: p.attempt, name: p.name, slots: p.slots, inputs: p.inputs.length }, 'attempt accepted');
+    return { accepted: true };
+  }
+
+  private checkAssign(p: ParamsOf<'attempt.assign'>): void {
+    const o = this.options;
+    if (!o.channels.includes(p.channel)) {
+      throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `channel ${p.channel} is not one of this slave's channels (${o.channels.join(', ')})`);
+    }
+    if (p.arch !== 'any' && !o.arches.includes(p.arch)) {
+      throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `arch ${p.arch} is not one of this slave's architectures (${o.arches.join(', ')})`);
+    }
+    if (p.slots > o.capacity) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `a job of ${p.slots} slots cannot run on this slave of ${o.capacity}`);
+    if (this.draining || this.executor.draining) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the slave is draining and takes no new attempts');
+    const running = this.executor.get(p.jobId);
+    if (running !== undefined) throw new BuilderError('BUILDER_ERR_CONFLICT', `job ${p.jobId} already runs here (attempt ${running.attempt})`);
+    const free = this.executor.freeSlots;
+    if (p.slots > free) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', `not enough free slots: ${free} free of ${o.capacity}, the job needs ${p.slots}`);
+  }
+
+  /** Serves attempt.cancel. */
+  private cancel(p: ParamsOf<'attempt.cancel'>): ResultOf<'attempt.cancel'> {
+    const t = this.tasks.get(`${p.jobId}-${p.attempt}`);
+    if (t === undefined || t.dropped || t.phase === 'done') return { found: false };
+    if (p.reason === 'abandoned') t.drop('abandoned by the master (attempt.cancel)');
+    else t.cancel(p.reason);
+    return { found: true };
+  }
+
+  /** Stops (or resumes) taking new attempts and tells the master. */
+  async setDraining(draining: boolean): Promise<void> {
+    this.draining = draining;
+    if (draining) this.executor.drain();
+    else this.executor.undrain();
+    const peer = this.peer;
+    if (peer === undefined || peer.closed) return;
+    try {
+      await peer.call('slave.draining', { draining }, { timeoutMs: 5_000 });
+    } catch (e) {
+      // The next subscribe carries the flag anyway.
+      this.log.warn({ err: (e as Error).message }, 'could not tell the master about draining');
+    }
+  }
+
+  /**
+   * For SIGTERM/SIGINT: drain (tell the master), let running attempts finish up to the drain
+   * timeout, kill and give back what still runs, wait up to the deliver timeout for logs,
+   * artifacts and finishes to reach the master, then disconnect. A second call kills what runs
+   * at once.
+   */
+  shutdown(): Promise<ShutdownReport> {
+    if (this.shutdownP !== undefined) {
+      this.log.warn('stopping now: killing running attempts');
+      for (const t of this.tasks.values()) t.giveBack();
+      return this.shutdownP;
+    }
+    this.shutdownP = this.doShutdown();
+    return this.shutdownP;
+  }
+
+  private async doShutdown(): Promise<ShutdownReport> {
+    const o = this.options;
+    this.log.info({ running: this.executor.running().length, drainTimeoutMs: o.drainTimeoutMs }, 'draining before stopping');
+    await this.setDraining(true);
+    const r = await this.executor.drainAndWait(o.drainTimeoutMs);
+    const givenBack: string[] = [];
+    if (!r.drained) {
+      for (const t of this.tasks.values()) if (t.giveBack()) givenBack.push(t.key);
+    }
+    // Killed groups end within the executor's kill grace; wait for them whatever the deliver timeout.
+    await this.executor.drainAndWait(24 * 3600 * 1000);
+    const deadline = sleep(o.deliverTimeoutMs, undefined, { ref: false });
+    await Promise.race([Promise.allSettled([...this.ending]), deadline]);
+    const kept = [...this.tasks.keys()];
+    if (kept.length > 0) this.log.warn({ kept }, 'stopping with attempts not delivered; they are kept on disk for the next start');
+    await Promise.all([...this.tasks.values()].map((t) => t.close()));
+    await this.agent.stop();
+    this.slotRecord?.close();
+    this.slotRecord = undefined;
+    this.log.info({ drained: r.drained, givenBack: givenBack.length, kept: kept.length }, 'slave stopped');
+    return { drained: r.drained, givenBack, kept };
+  }
+}
