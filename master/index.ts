@@ -1,3 +1,4 @@
 export * from './master.js';
 export * from './master-options.js';
 export * from './version.js';
+export * from './jobs/index.js';

@@ -1,9 +1,13 @@
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { parseHostPort, type RpcPeerOptions } from '../protocol/index.js';
+import type { JobServiceOptions } from './jobs/job-options.js';
 
-/** Options for a master; every field is optional but `dir`. */
-export interface MasterOptions {
+/**
+ * Options for a master; every field is optional but `dir`. The job fields (slaveGraceMs,
+ * acceptTimeoutMs, timeoutMarginMs, incomingDir, ...) are documented in master/jobs/job-options.ts.
+ */
+export interface MasterOptions extends JobServiceOptions {
   /** The master's data directory (CA, databases, incoming/, images/). */
   dir: string;
   /** Mutual-TLS listener for slaves and the CLI. Default 127.0.0.1:7400. */

@@ -15,6 +15,7 @@ import {
 } from '../protocol/index.js';
 import { PkiRegistry, certFingerprint, loadCa, publicKeyFromCsr, signPeer, type LoadedCa } from '../pki/index.js';
 import { compileMasterOptions, type CompiledMasterOptions, type MasterOptions } from './master-options.js';
+import { JobService } from './jobs/index.js';
 import { VERSION } from './version.js';
 
 /**
@@ -29,11 +30,14 @@ export class Master {
   private main!: RpcServer;
   private enroll!: RpcServer;
   private caFingerprint = '';
+  private jobService: JobService | undefined;
+  private readonly opts: MasterOptions;
   /** Authenticated connections by peer name. */
   private readonly byName = new Map<string, Set<RpcPeer>>();
 
   constructor(opts: MasterOptions) {
     this.options = compileMasterOptions(opts);
+    this.opts = opts;
     this.log = opts.logger ?? pino({ level: 'silent' });
   }
 
@@ -44,6 +48,7 @@ export class Master {
     this.caFingerprint = certFingerprint(this.ca.certPem);
     const [serverCert, serverKey] = await Promise.all([readFile(this.ca.paths.serverCert, 'utf8'), readFile(this.ca.paths.serverKey, 'utf8')]);
     this.registry = await PkiRegistry.open(this.ca.paths.registry);
+    this.jobService = await JobService.open(o.dir, this.opts, this.log);
 
     this.main = new RpcServer({
       ...o.rpc,
@@ -83,8 +88,15 @@ export class Master {
   /** Closes both listeners and every connection. */
   async stop(): Promise<void> {
     await Promise.all([this.main?.close(), this.enroll?.close()]);
+    await this.jobService?.stop();
     await this.registry?.close();
     this.log.info('master stopped');
+  }
+
+  /** The job machinery (store, dispatcher, cron, logs, artifacts); set once started. */
+  get jobs(): JobService {
+    if (this.jobService === undefined) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the master is not started');
+    return this.jobService;
   }
 
   /** Connected peers, for tests and listings. */
@@ -152,6 +164,7 @@ export class Master {
         if (revoked === 0) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no live certificate for slave ${slave}`);
         return { revoked };
       });
+    this.jobService?.attach(peer);
   }
 
   /** Revokes a slave's certificates and drops its connections at once. */

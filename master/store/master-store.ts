@@ -506,6 +506,12 @@ export class MasterStore {
     });
   }
 
+  /** One artifact by id (for downloads). */
+  async getArtifact(id: number): Promise<Artifact | undefined> {
+    const r = await this.reader.get<ArtifactRow>('SELECT * FROM artifacts WHERE id = ?', [id]);
+    return r && toArtifact(r);
+  }
+
   async listArtifacts(jobId: number): Promise<Artifact[]> {
     return (await this.reader.all<ArtifactRow>('SELECT * FROM artifacts WHERE job_id = ? ORDER BY id', [jobId])).map(toArtifact);
   }

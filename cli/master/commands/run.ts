@@ -1,23 +1,40 @@
 import { Flags } from '@oclif/core';
 import { Master } from '../../../master/index.js';
 import { BuilderCommand } from '../../base-command.js';
+import { parseDuration } from '../../duration.js';
 
 export default class Run extends BuilderCommand {
-  static override summary = 'Run the master: the mutual-TLS listener for slaves and the CLI, and the enrollment listener.';
+  static override summary = 'Run the master: the mutual-TLS listener for slaves and the CLI, the enrollment listener, and the job dispatcher.';
   static override examples = [
     '<%= config.bin %> run --dir /var/lib/builder',
     '<%= config.bin %> run --dir ./farm --listen 0.0.0.0:7400 --enroll-listen 0.0.0.0:7401',
+    '<%= config.bin %> run --dir ./farm --slave-grace 2m --accept-timeout 30s --incoming /srv/builder/incoming',
   ];
   static override flags = {
     dir: Flags.string({ required: true, description: 'master data directory (made by master init-ca)' }),
     listen: Flags.string({ default: '127.0.0.1:7400', description: 'HOST:PORT for slaves and the CLI (mutual TLS)' }),
     'enroll-listen': Flags.string({ default: '127.0.0.1:7401', description: 'HOST:PORT for enrollment (server TLS only)' }),
+    'slave-grace': Flags.string({ default: '60s', description: 'how long a disconnected slave keeps its jobs before they are requeued' }),
+    'accept-timeout': Flags.string({ default: '15s', description: 'how long a slave has to accept an assignment' }),
+    'timeout-margin': Flags.string({ default: '60s', description: "master-side timeout: a job's own timeout plus this margin" }),
+    'cancel-timeout': Flags.string({ default: '60s', description: 'how long to wait for a slave to confirm a kill before freeing its slots' }),
+    incoming: Flags.string({ description: "the repo-builder's incoming directory (default DIR/incoming)" }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Run);
     const log = this.makeLogger();
-    const master = new Master({ dir: flags.dir, listen: flags.listen, enrollListen: flags['enroll-listen'], logger: log });
+    const master = new Master({
+      dir: flags.dir,
+      listen: flags.listen,
+      enrollListen: flags['enroll-listen'],
+      slaveGraceMs: parseDuration(flags['slave-grace'], '--slave-grace'),
+      acceptTimeoutMs: parseDuration(flags['accept-timeout'], '--accept-timeout'),
+      timeoutMarginMs: parseDuration(flags['timeout-margin'], '--timeout-margin'),
+      cancelTimeoutMs: parseDuration(flags['cancel-timeout'], '--cancel-timeout'),
+      ...(flags.incoming === undefined ? {} : { incomingDir: flags.incoming }),
+      logger: log,
+    });
     await master.start();
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {

@@ -1,0 +1,83 @@
+import { lstat, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BuilderError } from '../../protocol/errors.js';
+import { readChunk } from '../../protocol/transfer/index.js';
+import { UploadTable } from './upload-table.js';
+
+const SHA256_RE = /^[0-9a-f]{64}$/;
+
+/**
+ * Job input files, content-addressed: `<root>/<sha256>`. Clients upload them (resumable, sha256
+ * checked) before submitting a job that names them; slaves read them by range.
+ */
+export class InputStore {
+  private readonly uploads: UploadTable;
+
+  constructor(
+    readonly root: string,
+    o: { maxInputBytes: number; maxOpenUploads: number; uploadIdleMs: number },
+  ) {
+    this.uploads = new UploadTable('input', o.maxOpenUploads, o.uploadIdleMs, { maxBytes: o.maxInputBytes });
+  }
+
+  private path(sha256: string): string {
+    // Security: the name is a sha256 (64 hex digits), never a path the client chose.
+    if (!SHA256_RE.test(sha256)) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'sha256 must be 64 lower-case hex digits');
+    return join(this.root, sha256);
+  }
+
+  /** Size of a stored input, or undefined when the master does not have it. */
+  async sizeOf(sha256: string): Promise<number | undefined> {
+    try {
+      const st = await lstat(this.path(sha256));
+      return st.isFile() ? st.size : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  /** Starts or resumes an upload; a file the master already has answers its full size. */
+  async begin(sha256: string, size: number): Promise<number> {
+    const have = await this.sizeOf(sha256);
+    if (have !== undefined) {
+      if (have !== size) throw new BuilderError('BUILDER_ERR_CONFLICT', `the master holds ${have} bytes for sha256 ${sha256}, not ${size}`);
+      return size;
+    }
+    await mkdir(this.root, { recursive: true });
+    const r = await this.uploads.begin(sha256, this.root, sha256, { size, sha256 });
+    return r.offset;
+  }
+
+  async chunk(sha256: string, offset: number, data: Buffer): Promise<void> {
+    const r = await this.uploads.get(sha256, `no upload of input ${sha256} in progress: call input.begin first`);
+    await r.write(offset, data);
+  }
+
+  async finish(sha256: string): Promise<{ size: number; sha256: string }> {
+    let r;
+    try {
+      r = await this.uploads.get(sha256, `no upload of input ${sha256} in progress: call input.begin first`);
+    } catch (e) {
+      const have = await this.sizeOf(sha256);
+      if (have !== undefined) return { size: have, sha256 };
+      throw e;
+    }
+    try {
+      const done = await r.finish();
+      return { size: done.size, sha256: done.sha256 };
+    } finally {
+      this.uploads.delete(sha256);
+    }
+  }
+
+  /** A range of a stored input. */
+  async read(sha256: string, offset: number, length: number): Promise<Buffer> {
+    if ((await this.sizeOf(sha256)) === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no input file with sha256 ${sha256}`);
+    return readChunk(this.path(sha256), offset, length);
+  }
+
+  close(): Promise<void> {
+    return this.uploads.close();
+  }
+}

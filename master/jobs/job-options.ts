@@ -1,0 +1,87 @@
+import { isAbsolute, join, resolve } from 'node:path';
+import { BuilderError } from '../../protocol/errors.js';
+import type { CronOptions } from '../cron/index.js';
+import type { SchedulerOptions } from '../scheduler/index.js';
+import type { StoreOptions } from '../store/index.js';
+
+/** Options of the master's job service; all optional, defaults per field. */
+export interface JobServiceOptions {
+  /**
+   * How long a slave that dropped its connection keeps its jobs. A slave back within this time
+   * reports what it still runs and keeps it; after it, its jobs go back to the queue (attempt + 1,
+   * up to max attempts, else failed). Default 60 s.
+   */
+  slaveGraceMs?: number;
+  /** How long a slave has to answer `attempt.assign` before the master takes the job back. Default 15 s. */
+  acceptTimeoutMs?: number;
+  /**
+   * Master-side timeout: a running job with a timeout that has no result `timeoutMs +
+   * timeoutMarginMs` after it started is marked timed_out and killed on its slave. Default 60 s.
+   */
+  timeoutMarginMs?: number;
+  /** How long the master waits for a slave to confirm `attempt.cancel` before freeing the slots anyway. Default 60 s. */
+  cancelTimeoutMs?: number;
+  /** The repo-builder's incoming directory. Default `DIR/incoming`. */
+  incomingDir?: string;
+  /** Largest artifact accepted. Default 16 GiB. */
+  maxArtifactBytes?: number;
+  /** Largest input file accepted. Default 16 GiB. */
+  maxInputBytes?: number;
+  /** Uploads (artifacts and inputs, each) open at once. Default 1,024. */
+  maxOpenUploads?: number;
+  /** An upload untouched this long is closed (its bytes stay on disk for a resume). Default 10 min. */
+  uploadIdleMs?: number;
+  /** `log.read` page size when the client does not say. Default 1 MiB. */
+  logReadMaxBytes?: number;
+  /** fsync log appends before acknowledging them. Default true. */
+  logFsync?: boolean;
+  /** Options passed to the store (`dir` is the master's). */
+  store?: Omit<StoreOptions, 'dir'>;
+  /** Options passed to the dispatcher (`acceptTimeoutMs` and `timeoutGraceMs` come from the fields above). */
+  scheduler?: Omit<SchedulerOptions, 'acceptTimeoutMs' | 'timeoutGraceMs'>;
+  cron?: CronOptions;
+}
+
+export interface CompiledJobServiceOptions {
+  slaveGraceMs: number;
+  acceptTimeoutMs: number;
+  timeoutMarginMs: number;
+  cancelTimeoutMs: number;
+  incomingDir: string;
+  maxArtifactBytes: number;
+  maxInputBytes: number;
+  maxOpenUploads: number;
+  uploadIdleMs: number;
+  logReadMaxBytes: number;
+  logFsync: boolean;
+  store: Omit<StoreOptions, 'dir'>;
+  scheduler: Omit<SchedulerOptions, 'acceptTimeoutMs' | 'timeoutGraceMs'>;
+  cron: CronOptions;
+}
+
+function num(name: string, v: number | undefined, dflt: number, min: number): number {
+  const x = v ?? dflt;
+  if (!Number.isSafeInteger(x) || x < min) throw new BuilderError('BUILDER_ERR_CONFIG', `master option ${name} must be an integer >= ${min}, got ${String(x)}`);
+  return x;
+}
+
+/** Validates and fills in defaults once, at startup. */
+export function compileJobServiceOptions(dir: string, o: JobServiceOptions = {}): CompiledJobServiceOptions {
+  const incoming = o.incomingDir ?? join(dir, 'incoming');
+  return {
+    slaveGraceMs: num('slaveGraceMs', o.slaveGraceMs, 60_000, 0),
+    acceptTimeoutMs: num('acceptTimeoutMs', o.acceptTimeoutMs, 15_000, 1),
+    timeoutMarginMs: num('timeoutMarginMs', o.timeoutMarginMs, 60_000, 0),
+    cancelTimeoutMs: num('cancelTimeoutMs', o.cancelTimeoutMs, 60_000, 1),
+    incomingDir: isAbsolute(incoming) ? incoming : resolve(incoming),
+    maxArtifactBytes: num('maxArtifactBytes', o.maxArtifactBytes, 16 * 1024 ** 3, 0),
+    maxInputBytes: num('maxInputBytes', o.maxInputBytes, 16 * 1024 ** 3, 0),
+    maxOpenUploads: num('maxOpenUploads', o.maxOpenUploads, 1024, 1),
+    uploadIdleMs: num('uploadIdleMs', o.uploadIdleMs, 10 * 60_000, 1000),
+    logReadMaxBytes: num('logReadMaxBytes', o.logReadMaxBytes, 1024 * 1024, 1),
+    logFsync: o.logFsync ?? true,
+    store: o.store ?? {},
+    scheduler: o.scheduler ?? {},
+    cron: o.cron ?? {},
+  };
+}

@@ -1,0 +1,673 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open as openFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { BuilderError, checkName, type CallContext, type ParamsOf, type RpcPeer } from '../../protocol/index.js';
+import { CronRunner } from '../cron/index.js';
+import { Scheduler, schedJobOf, type Assignment, type Quarantine, type SchedJob } from '../scheduler/index.js';
+import { MasterStore, isFinalState, type Job, type NewJob } from '../store/index.js';
+import { fileAttempt } from './artifact-filing.js';
+import { registerClientHandlers } from './client-handlers.js';
+import { InputStore } from './input-store.js';
+import { compileJobServiceOptions, type CompiledJobServiceOptions, type JobServiceOptions } from './job-options.js';
+import { AttemptLogStore } from './log-store.js';
+import { UploadTable } from './upload-table.js';
+
+/** A slave's subscribed connection. */
+interface SlaveConn {
+  peer: RpcPeer;
+  since: number;
+  /** The slave said it is draining itself (slave.subscribe / slave.draining). */
+  selfDraining: boolean;
+}
+
+interface Committed {
+  size: number;
+  sha256: string;
+}
+
+const ACTIVE = new Set(['dispatched', 'running']);
+
+function msgOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Caps a reason at the width the store and the catalogue take. */
+function clip(s: string, n = 1000): string {
+  return s.length <= n ? s : s.slice(0, n - 1) + '…';
+}
+
+/**
+ * The master's job machinery: the store, the dispatcher and the cron runner wired together
+ * (docs/scheduler.md "Wiring"), and every job method of the catalogue. Transport-neutral: it
+ * serves whatever RpcPeer it is attached to; the catalogue checks roles and params first.
+ *
+ * Rule of the house: the store is the truth; every scheduler call follows a successful
+ * compare-and-set in the store, so two paths racing on one job (an accept reply and its
+ * timeout, a cancel and a finish) change it once.
+ */
+export class JobService {
+  readonly options: CompiledJobServiceOptions;
+  readonly store: MasterStore;
+  readonly sched: Scheduler;
+  readonly logs: AttemptLogStore;
+  readonly inputs: InputStore;
+  private cron!: CronRunner;
+  private readonly uploads: UploadTable;
+  private readonly slaves = new Map<string, SlaveConn>();
+  private readonly graceTimers = new Map<string, NodeJS.Timeout>();
+  private readonly committed = new Map<string, Map<string, Committed>>();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAt = Infinity;
+  private stopping = false;
+
+  private constructor(
+    readonly dir: string,
+    options: CompiledJobServiceOptions,
+    store: MasterStore,
+    readonly log: Logger,
+  ) {
+    this.options = options;
+    this.store = store;
+    this.sched = new Scheduler({ ...options.scheduler, acceptTimeoutMs: options.acceptTimeoutMs + 5_000, timeoutGraceMs: options.timeoutMarginMs });
+    this.logs = new AttemptLogStore({ dir: join(dir, 'logs'), fsync: options.logFsync });
+    this.inputs = new InputStore(join(dir, 'inputs'), options);
+    this.uploads = new UploadTable('artifact', options.maxOpenUploads, options.uploadIdleMs, { maxBytes: options.maxArtifactBytes });
+  }
+
+  /**
+   * Opens the store in `dir`, rebuilds the dispatcher from the active jobs (restart after a
+   * crash: queued jobs queue again; dispatched and running ones stay held by their slave, whose
+   * grace period starts now), and starts the cron runner.
+   */
+  static async open(dir: string, opts: JobServiceOptions, log: Logger): Promise<JobService> {
+    const o = compileJobServiceOptions(dir, opts);
+    await Promise.all(['logs', 'inputs', 'uploads', 'packages', 'images'].map((d) => mkdir(join(dir, d), { recursive: true })));
+    await mkdir(o.incomingDir, { recursive: true });
+    const store = await MasterStore.open({ ...o.store, dir });
+    const svc = new JobService(dir, o, store, log);
+    try {
+      await svc.restore();
+    } catch (e) {
+      await svc.stop();
+      throw e;
+    }
+    return svc;
+  }
+
+  private async restore(): Promise<void> {
+    const avoid = new Map<number, string>();
+    for (const a of await this.store.listSetupFailureAvoids()) avoid.set(a.jobId, a.slave);
+    const queued: SchedJob[] = [];
+    const holders = new Set<string>();
+    let held = 0;
+    for (const j of await this.store.listActiveJobs()) {
+      if (j.state === 'queued') {
+        const av = avoid.get(j.id);
+        queued.push(av === undefined ? schedJobOf(j) : { ...schedJobOf(j), avoid: [av] });
+      } else if (j.slave !== null) {
+        this.sched.jobHeld(schedJobOf(j), j.slave, j.state === 'running' ? 'running' : 'assigned', j.startedAt ?? undefined);
+        holders.add(j.slave);
+        held++;
+      }
+    }
+    this.handle(this.sched.jobsQueued(queued));
+    for (const s of holders) this.startGrace(s);
+    if (queued.length + held > 0) this.log.info({ queued: queued.length, held, slaves: [...holders] }, 'jobs restored from the store');
+    this.cron = new CronRunner(
+      this.store,
+      (job, schedule) => {
+        this.log.info({ job: job.id, schedule: schedule.id, name: job.name }, 'schedule fired: job queued');
+        this.handle(this.sched.jobQueued(schedJobOf(job)));
+      },
+      { ...this.options.cron, onError: (err, id) => this.log.error({ schedule: id, err: msgOf(err) }, 'schedule could not fire') },
+    );
+    await this.cron.start();
+  }
+
+  /** Stops timers and the cron runner, waits for work in progress, closes files and the store. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const t of this.graceTimers.values()) clearTimeout(t);
+    this.graceTimers.clear();
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    await this.cron?.stop();
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    await this.uploads.close();
+    await this.inputs.close();
+    await this.logs.close();
+    await this.store.close();
+  }
+
+  /** Runs `p` in the background, logging a failure; stop() waits for it. */
+  private track(what: string, p: Promise<unknown>): void {
+    const q = p.catch((e: unknown) => {
+      if (!this.stopping) this.log.error({ err: msgOf(e), what }, 'job service task failed');
+    });
+    this.inflight.add(q);
+    void q.finally(() => this.inflight.delete(q));
+  }
+
+  // ---- dispatch ----
+
+  /** Persists and sends each assignment, then re-arms the dispatcher's timer. */
+  private handle(assignments: readonly Assignment[]): void {
+    for (const a of assignments) this.track('dispatch', this.dispatch(a));
+    this.rearm();
+  }
+
+  private async dispatch(a: Assignment): Promise<void> {
+    if (this.stopping) return;
+    const r = await this.store.dispatchJob(a.jobId, a.slave);
+    if (!r.ok) {
+      this.log.info({ job: a.jobId, state: r.job?.state }, 'assignment dropped: the job left the queue');
+      this.handle(this.sched.jobRemoved(a.jobId));
+      return;
+    }
+    const job = r.job;
+    this.logs.wake(job.id);
+    this.log.info({ job: job.id, attempt: job.attempt, slave: a.slave }, 'job dispatched');
+    const conn = this.slaves.get(a.slave);
+    if (conn === undefined) {
+      await this.requeue(job.id, job.attempt, `slave ${a.slave} disconnected before the assignment was sent`, false);
+      return;
+    }
+    try {
+      await conn.peer.call(
+        'attempt.assign',
+        {
+          jobId: job.id,
+          attempt: job.attempt,
+          name: job.name,
+          channel: job.channel,
+          arch: job.arch,
+          slots: job.slots,
+          command: job.command,
+          env: job.env,
+          timeoutMs: job.timeoutMs,
+          inputs: job.inputs,
+        },
+        { timeoutMs: this.options.acceptTimeoutMs },
+      );
+    } catch (e) {
+      // Not accepted: a setup failure of that slave (counts toward its quarantine).
+      await this.requeue(job.id, job.attempt, `slave ${a.slave} did not accept attempt ${job.attempt}: ${msgOf(e)}`, true);
+      return;
+    }
+    const s = await this.store.startJob(job.id, job.attempt);
+    if (s.ok) {
+      this.sched.jobStarted(job.id);
+      this.rearm();
+      this.logs.wake(job.id);
+      this.log.info({ job: job.id, attempt: job.attempt, slave: a.slave }, 'job running');
+      return;
+    }
+    if (s.job !== undefined && s.job.attempt === job.attempt && s.job.state !== 'cancelled' && s.job.state !== 'queued') {
+      // The slave's report (attempt.finish, or a reconnect's subscribe) got there first.
+      this.sched.jobStarted(job.id);
+      this.rearm();
+      return;
+    }
+    // Taken back while the reply travelled (accept deadline, cancel): the slave must drop it.
+    const reason = s.job?.state === 'cancelled' && s.job.attempt === job.attempt ? 'cancelled' : 'abandoned';
+    this.log.warn({ job: job.id, attempt: job.attempt, slave: a.slave, state: s.job?.state }, 'accepted too late; telling the slave to drop it');
+    await this.cancelOnSlave(a.slave, job.id, job.attempt, reason);
+  }
+
+  /**
+   * The attempt ended without a result: back to the queue (attempt + 1) or failed when no
+   * attempt is left. False when the store says the attempt was no longer current.
+   */
+  private async requeue(jobId: number, attempt: number, reason: string, setupFailure: boolean): Promise<boolean> {
+    const r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure });
+    if (!r.ok) return false;
+    const job = r.job;
+    if (job.state === 'queued') this.log.warn({ job: jobId, attempt, reason, setupFailure }, 'job requeued');
+    else this.log.warn({ job: jobId, attempt, reason: job.reason }, 'job failed: no attempt left');
+    const f = this.sched.jobFinished(jobId, { setupFailure });
+    await this.persistQuarantine(f.quarantined);
+    this.handle(f.assignments);
+    if (job.state === 'queued') this.handle(this.sched.jobQueued(schedJobOf(job)));
+    this.logs.wake(jobId);
+    this.track('drop uploads', this.uploads.abortPrefix(`${jobId}:${attempt}:`, false));
+    return true;
+  }
+
+  private async persistQuarantine(q: Quarantine | undefined): Promise<void> {
+    if (q === undefined) return;
+    this.log.warn({ slave: q.slave, until: new Date(q.until).toISOString() }, 'slave quarantined after repeated setup failures');
+    await this.store.setSlaveQuarantine(q.slave, q.until);
+  }
+
+  /** Asks a slave to kill an attempt; resolves when it answered, failed or timed out. */
+  private async cancelOnSlave(slave: string, jobId: number, attempt: number, reason: 'cancelled' | 'timed_out' | 'abandoned'): Promise<void> {
+    const conn = this.slaves.get(slave);
+    if (conn === undefined) return;
+    try {
+      const r = await conn.peer.call('attempt.cancel', { jobId, attempt, reason }, { timeoutMs: this.options.cancelTimeoutMs });
+      this.log.info({ job: jobId, attempt, slave, reason, found: r.found }, 'attempt cancelled on the slave');
+    } catch (e) {
+      this.log.warn({ job: jobId, attempt, slave, reason, err: msgOf(e) }, 'slave did not confirm the cancel');
+    }
+  }
+
+  /** One timer, armed for the dispatcher's next deadline (accept, master-side timeout, quarantine end). */
+  private rearm(): void {
+    if (this.stopping) return;
+    const at = this.sched.nextWakeAt() ?? Infinity;
+    if (at === this.wakeAt && this.wakeTimer !== undefined) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = undefined;
+    this.wakeAt = at;
+    if (at === Infinity) return;
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeTimer = undefined;
+        this.wakeAt = Infinity;
+        this.track('tick', this.onTick());
+      },
+      Math.min(Math.max(0, at - Date.now()), 2 ** 31 - 1),
+    );
+  }
+
+  private async onTick(): Promise<void> {
+    if (this.stopping) return;
+    const t = this.sched.tick();
+    for (const q of t.quarantined) await this.persistQuarantine(q);
+    for (const e of t.expired) {
+      const job = await this.store.getJob(e.jobId);
+      if (job?.state !== 'dispatched') continue;
+      await this.requeue(e.jobId, job.attempt, `slave ${e.slave} did not accept attempt ${job.attempt} in time`, true);
+      this.track('cancel', this.cancelOnSlave(e.slave, job.id, job.attempt, 'abandoned'));
+    }
+    for (const x of t.timedOut) this.track('master timeout', this.masterTimeout(x));
+    this.handle(t.assignments);
+  }
+
+  private async masterTimeout(x: Assignment): Promise<void> {
+    const job = await this.store.getJob(x.jobId);
+    if (job === undefined || !ACTIVE.has(job.state)) return;
+    if (job.state === 'dispatched') await this.store.startJob(job.id, job.attempt);
+    const reason = `no result from ${x.slave} ${this.options.timeoutMarginMs} ms after the job's timeout of ${job.timeoutMs} ms (master-side timeout)`;
+    const r = await this.store.finishJob(job.id, job.attempt, { state: 'timed_out', reason });
+    if (!r.ok) return;
+    this.log.warn({ job: job.id, attempt: job.attempt, slave: x.slave }, 'job timed out on the master');
+    this.logs.wake(job.id);
+    await this.cancelOnSlave(x.slave, job.id, job.attempt, 'timed_out');
+    this.handle(this.sched.jobFinished(job.id).assignments);
+  }
+
+  // ---- slaves ----
+
+  private startGrace(name: string): void {
+    if (this.graceTimers.has(name) || this.stopping) return;
+    const t = setTimeout(() => {
+      this.graceTimers.delete(name);
+      this.track('grace', this.graceExpired(name));
+    }, this.options.slaveGraceMs);
+    this.graceTimers.set(name, t);
+  }
+
+  private async graceExpired(name: string): Promise<void> {
+    if (this.slaves.has(name) || this.stopping) return;
+    for (const id of this.sched.jobsOf(name)) {
+      const job = await this.store.getJob(id);
+      if (job !== undefined && job.slave === name && ACTIVE.has(job.state)) {
+        await this.requeue(id, job.attempt, `slave ${name} lost: not back within ${this.options.slaveGraceMs} ms`, false);
+      } else {
+        this.handle(this.sched.jobRemoved(id));
+      }
+    }
+  }
+
+  private onPeerClosed(peer: RpcPeer): void {
+    const name = peer.remote.name;
+    if (this.slaves.get(name)?.peer !== peer || this.stopping) return;
+    this.slaves.delete(name);
+    this.handle(this.sched.slaveDisconnected(name));
+    this.startGrace(name);
+    this.track('touch', this.store.touchSlaves([name]));
+    this.log.warn({ slave: name, graceMs: this.options.slaveGraceMs, jobs: this.sched.jobsOf(name) }, 'slave disconnected; its jobs wait for the grace period');
+  }
+
+  private async subscribe(p: ParamsOf<'slave.subscribe'>, ctx: CallContext): Promise<{ keep: Array<{ jobId: number; attempt: number; nextSeq: number }>; abandon: Array<{ jobId: number; attempt: number; reason: string }> }> {
+    const name = ctx.remote.name;
+    const old = this.slaves.get(name);
+    if (old !== undefined && old.peer !== ctx.peer) {
+      // The newest connection of a slave wins; the old one is probably dead and not yet noticed.
+      this.slaves.delete(name);
+      old.peer.destroy(new BuilderError('BUILDER_ERR_CONFLICT', 'replaced by a newer connection of the same slave'));
+    }
+    const grace = this.graceTimers.get(name);
+    if (grace !== undefined) clearTimeout(grace);
+    this.graceTimers.delete(name);
+    const rec = await this.store.upsertSlave({ name, channels: p.channels, arches: p.arches, capacity: p.capacity });
+    const keep: Array<{ jobId: number; attempt: number; nextSeq: number }> = [];
+    const abandon: Array<{ jobId: number; attempt: number; reason: string }> = [];
+    const kept = new Set<number>();
+    for (const r of p.running) {
+      const job = await this.store.getJob(r.jobId);
+      let why: string | undefined;
+      if (job === undefined) why = `no job ${r.jobId}`;
+      else if (job.attempt !== r.attempt || job.slave !== name) why = `attempt ${r.attempt} is not the current attempt of job ${job.id} on ${name}`;
+      else if (!ACTIVE.has(job.state)) why = `job ${job.id} is ${job.state}`;
+      else if (job.state === 'dispatched' && !(await this.store.startJob(job.id, job.attempt)).ok) why = `job ${job.id} changed state`;
+      if (why !== undefined || job === undefined) {
+        abandon.push({ jobId: r.jobId, attempt: r.attempt, reason: why ?? 'unknown' });
+        continue;
+      }
+      if (this.sched.phaseOf(job.id) === undefined) this.sched.jobHeld(schedJobOf(job), name, 'running', job.startedAt ?? Date.now());
+      else this.sched.jobStarted(job.id);
+      keep.push({ jobId: job.id, attempt: job.attempt, nextSeq: (await this.logs.storedThrough(job.id, job.attempt)) + 1 });
+      kept.add(job.id);
+      this.logs.wake(job.id);
+    }
+    // Jobs the master thought it held but it did not report: lost with its previous life.
+    for (const id of this.sched.jobsOf(name)) {
+      if (kept.has(id)) continue;
+      const job = await this.store.getJob(id);
+      if (job !== undefined && job.slave === name && ACTIVE.has(job.state)) {
+        await this.requeue(id, job.attempt, `slave ${name} came back without attempt ${job.attempt}`, false);
+      } else {
+        this.handle(this.sched.jobRemoved(id));
+      }
+    }
+    this.slaves.set(name, { peer: ctx.peer, since: Date.now(), selfDraining: p.draining });
+    this.log.info({ slave: name, channels: p.channels, arches: p.arches, capacity: p.capacity, keep: keep.map((k) => k.jobId), abandon: abandon.map((a) => a.jobId) }, 'slave subscribed');
+    for (const a of abandon) this.log.warn({ slave: name, job: a.jobId, attempt: a.attempt, reason: a.reason }, 'slave told to abandon an attempt');
+    this.handle(
+      this.sched.slaveConnected({
+        name,
+        channels: p.channels,
+        arches: p.arches,
+        capacity: p.capacity,
+        drained: rec.drained || p.draining,
+        quarantinedUntil: rec.quarantinedUntil,
+      }),
+    );
+    return { keep, abandon };
+  }
+
+  /** The job, if `attempt` of it is held by the calling slave; else NOT_FOUND / BAD_STATE. */
+  private async heldBy(ctx: CallContext, jobId: number, attempt: number): Promise<Job> {
+    const job = await this.store.getJob(jobId);
+    if (job === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${jobId}`);
+    if (job.attempt !== attempt || job.slave !== ctx.remote.name || job.state === 'queued') {
+      throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${attempt} of job ${jobId} is not held by ${ctx.remote.name} (the job is ${job.state}, attempt ${job.attempt}); drop it`);
+    }
+    return job;
+  }
+
+  private committedPath(jobId: number, attempt: number): string {
+    return join(this.dir, 'uploads', String(jobId), `${attempt}.committed.jsonl`);
+  }
+
+  /** Artifacts committed by artifact.finish for an attempt (kept on disk: a master restart keeps them). */
+  private async loadCommitted(jobId: number, attempt: number): Promise<Map<string, Committed>> {
+    const k = `${jobId}:${attempt}`;
+    let m = this.committed.get(k);
+    if (m !== undefined) return m;
+    m = new Map();
+    try {
+      for (const line of (await readFile(this.committedPath(jobId, attempt), 'utf8')).split('\n')) {
+        if (line === '') continue;
+        try {
+          const o = JSON.parse(line) as { path: string; size: number; sha256: string };
+          m.set(o.path, { size: o.size, sha256: o.sha256 });
+        } catch {
+          // a torn last line (crash mid-append): that artifact is uploaded again
+        }
+      }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    this.committed.set(k, m);
+    if (this.committed.size > 4096) this.committed.delete(this.committed.keys().next().value!);
+    return m;
+  }
+
+  private async recordCommitted(jobId: number, attempt: number, path: string, c: Committed): Promise<void> {
+    const m = await this.loadCommitted(jobId, attempt);
+    const fh = await openFile(this.committedPath(jobId, attempt), 'a', 0o644);
+    try {
+      await fh.write(JSON.stringify({ path, size: c.size, sha256: c.sha256 }) + '\n');
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    m.set(path, c);
+  }
+
+  private async attemptFinish(p: ParamsOf<'attempt.finish'>, ctx: CallContext): Promise<Record<string, never>> {
+    const name = ctx.remote.name;
+    const job = await this.heldBy(ctx, p.jobId, p.attempt);
+    const log = this.log.child({ job: job.id, attempt: p.attempt, slave: name });
+
+    // 1. The artifacts, filed before the state changes (a repeat of this call files nothing twice).
+    const committed = await this.loadCommitted(job.id, p.attempt);
+    const notes: string[] = [];
+    const ok = p.artifacts.filter((a) => {
+      const c = committed.get(a.path);
+      if (c !== undefined && c.size === a.size && c.sha256 === a.sha256) return true;
+      notes.push(`${a.path}: not uploaded`);
+      return false;
+    });
+    const filing = await fileAttempt(
+      {
+        uploads: join(this.dir, 'uploads', String(job.id), String(p.attempt)),
+        packages: join(this.dir, 'packages', String(job.id)),
+        images: join(this.dir, 'images', checkName('image', job.name), String(job.id)),
+        incoming: this.options.incomingDir,
+      },
+      { jobId: job.id, attempt: p.attempt, channel: job.channel },
+      ok,
+    );
+    notes.push(...filing.notes);
+    const known = new Set((await this.store.listArtifacts(job.id)).filter((a) => a.attempt === p.attempt).map((a) => a.name));
+    for (const f of filing.filed) {
+      if (known.has(f.path)) continue;
+      await this.store.addArtifact({ jobId: job.id, attempt: p.attempt, name: f.path, size: f.size, sha256: f.sha256, kind: f.kind, path: f.storedAt });
+    }
+    if (filing.filed.length > 0) log.info({ artifacts: filing.filed.length, batch: filing.batch }, 'artifacts filed');
+    if (p.refused.length > 0) log.warn({ refused: p.refused }, 'slave refused output entries');
+    if (p.conflicts.length > 0) log.warn({ conflicts: p.conflicts }, 'artifacts differ from the input files of the same name');
+    if (notes.length > 0) log.warn({ notes }, 'artifact notes');
+
+    // 2. The reason shown by `builder job`: the slave's, then what was refused or not filed.
+    const parts: string[] = [];
+    if (p.reason) parts.push(p.reason);
+    if (p.refused.length > 0) parts.push(`refused output: ${list(p.refused.map((r) => `${r.path} (${r.reason})`))}`);
+    if (p.conflicts.length > 0) parts.push(`artifacts differing from the input of the same name: ${list(p.conflicts.map((c) => c.path))}`);
+    if (notes.length > 0) parts.push(list(notes));
+    const reason = parts.length > 0 ? clip(parts.join('; ')) : null;
+
+    // 3. The state.
+    if (isFinalState(job.state)) {
+      // Cancelled by a user or timed out by the master meanwhile, or a repeat of this report.
+      log.info({ state: job.state }, 'attempt report for a job already ended; artifacts kept');
+      return {};
+    }
+    if (p.setupFailure) {
+      await this.requeue(job.id, p.attempt, `setup failure on ${name}${reason ? ': ' + reason : ''}`, true);
+      return {};
+    }
+    if (p.state === 'cancelled') {
+      // The slave stopped it on its own (its shutdown deadline): not the job's fault, so it runs again.
+      await this.requeue(job.id, p.attempt, `stopped by slave ${name}${reason ? ': ' + reason : ''}`, false);
+      return {};
+    }
+    if (job.state === 'dispatched') {
+      const s = await this.store.startJob(job.id, p.attempt);
+      // Not ok and now running with this attempt: the accept reply started it meanwhile.
+      if (!s.ok && !(s.job?.state === 'running' && s.job.attempt === p.attempt)) {
+        throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
+      }
+      this.sched.jobStarted(job.id);
+    }
+    const r = await this.store.finishJob(job.id, p.attempt, { state: p.state, exitCode: p.exitCode, signal: p.signal, reason: reason ?? undefined });
+    if (!r.ok) {
+      if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) return {};
+      throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
+    }
+    log.info({ state: p.state, exitCode: p.exitCode, signal: p.signal }, 'job finished');
+    this.logs.wake(job.id);
+    const f = this.sched.jobFinished(job.id);
+    await this.persistQuarantine(f.quarantined);
+    this.handle(f.assignments);
+    return {};
+  }
+
+  // ---- client-side helpers used by client-handlers.ts ----
+
+  /** Refuses a job whose input files are not all on the master. */
+  async checkInputs(spec: NewJob): Promise<void> {
+    for (const f of spec.inputs ?? []) {
+      const size = await this.inputs.sizeOf(f.sha256);
+      if (size === undefined) {
+        throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `input file ${f.name} (sha256 ${f.sha256}) is not on the master`, {
+          hint: 'upload it first (input.begin, input.chunk, input.finish); builder schedule --input does this',
+        });
+      }
+      if (size !== f.size) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `input file ${f.name}: the master holds ${size} bytes for sha256 ${f.sha256}, the job says ${f.size}`);
+    }
+  }
+
+  /** Stores a new job and hands it to the dispatcher. */
+  async submit(spec: NewJob, by: string): Promise<Job> {
+    await this.checkInputs(spec);
+    const job = await this.store.createJob(spec);
+    this.log.info({ job: job.id, name: job.name, channel: job.channel, arch: job.arch, by }, 'job queued');
+    this.handle(this.sched.jobQueued(schedJobOf(job)));
+    return job;
+  }
+
+  /** Cancels a job; a dispatched or running one is killed on its slave before its slots free up. */
+  async cancel(id: number, by: string): Promise<Job> {
+    const r = await this.store.cancelJob(id, `cancelled by ${by}`);
+    if (!r.ok) {
+      if (r.job === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${id}`);
+      throw new BuilderError('BUILDER_ERR_BAD_STATE', `job ${id} is already ${r.job.state}`);
+    }
+    const job = r.job;
+    this.log.info({ job: id, from: r.from, slave: job.slave, by }, 'job cancelled');
+    this.logs.wake(id);
+    if ((r.from === 'dispatched' || r.from === 'running') && job.slave !== null) {
+      const slave = job.slave;
+      this.track(
+        'cancel',
+        this.cancelOnSlave(slave, id, job.attempt, 'cancelled').then(() => this.handle(this.sched.jobRemoved(id))),
+      );
+    } else {
+      this.handle(this.sched.jobRemoved(id));
+    }
+    return job;
+  }
+
+  /** The cron runner (schedule.* handlers). */
+  get schedules(): CronRunner {
+    return this.cron;
+  }
+
+  /** A schedule id derived from the job name, with a random suffix. */
+  newScheduleId(jobName: string): string {
+    return `${jobName.slice(0, 48)}-${randomBytes(4).toString('hex')}`;
+  }
+
+  slaveConn(name: string): { since: number; selfDraining: boolean } | undefined {
+    const c = this.slaves.get(name);
+    return c && { since: c.since, selfDraining: c.selfDraining };
+  }
+
+  /** Applies an admin's drain (persisted) to the dispatcher. */
+  async drain(name: string, drained: boolean, by: string): Promise<void> {
+    checkName('slave', name);
+    if (!(await this.store.setSlaveDrained(name, drained))) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no slave ${name} has ever subscribed`);
+    if (this.sched.slave(name) !== undefined) this.handle(this.sched.slaveUpdated(name, { drained: drained || (this.slaves.get(name)?.selfDraining ?? false) }));
+    this.log.info({ slave: name, drained, by }, drained ? 'slave drained' : 'slave undrained');
+  }
+
+  // ---- wiring ----
+
+  /** Registers every job method on an authenticated connection. */
+  attach(peer: RpcPeer): void {
+    peer.on('close', () => this.onPeerClosed(peer));
+    peer
+      .handle('slave.subscribe', (p, ctx) => this.subscribe(p, ctx))
+      .handle('slave.draining', async ({ draining }, ctx) => {
+        const conn = this.slaves.get(ctx.remote.name);
+        if (conn?.peer !== ctx.peer) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'call slave.subscribe first');
+        conn.selfDraining = draining;
+        const rec = await this.store.getSlave(ctx.remote.name);
+        this.handle(this.sched.slaveUpdated(ctx.remote.name, { drained: (rec?.drained ?? false) || draining }));
+        this.log.info({ slave: ctx.remote.name, draining }, draining ? 'slave draining itself' : 'slave takes jobs again');
+        return {};
+      })
+      .handle('attempt.log', async (p, ctx) => {
+        await this.heldBy(ctx, p.jobId, p.attempt);
+        const r = await this.logs.append(p.jobId, p.attempt, p.records);
+        return { storedThrough: r.storedThrough };
+      })
+      .handle('artifact.begin', async (p, ctx) => {
+        await this.heldBy(ctx, p.jobId, p.attempt);
+        const c = (await this.loadCommitted(p.jobId, p.attempt)).get(p.path);
+        if (c !== undefined && c.size === p.size && c.sha256 === p.sha256) return { offset: p.size };
+        const root = join(this.dir, 'uploads', String(p.jobId), String(p.attempt));
+        await mkdir(root, { recursive: true });
+        const r = await this.uploads.begin(this.uploadKey(p, ctx), root, p.path, { size: p.size, sha256: p.sha256 });
+        return { offset: r.offset };
+      })
+      .handle('artifact.chunk', async (p, ctx) => {
+        const r = await this.uploads.get(this.uploadKey(p, ctx), `no upload of ${p.path} in progress for attempt ${p.attempt} of job ${p.jobId}: call artifact.begin first`);
+        await r.write(p.offset, Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength));
+        return {};
+      })
+      .handle('artifact.finish', async (p, ctx) => {
+        await this.heldBy(ctx, p.jobId, p.attempt);
+        const key = this.uploadKey(p, ctx);
+        let r;
+        try {
+          r = await this.uploads.get(key, `no upload of ${p.path} in progress for attempt ${p.attempt} of job ${p.jobId}: call artifact.begin first`);
+        } catch (e) {
+          const c = (await this.loadCommitted(p.jobId, p.attempt)).get(p.path);
+          if (c !== undefined) return { size: c.size, sha256: c.sha256 };
+          throw e;
+        }
+        let done;
+        try {
+          done = await r.finish();
+        } finally {
+          this.uploads.delete(key);
+        }
+        await this.recordCommitted(p.jobId, p.attempt, done.path, { size: done.size, sha256: done.sha256 });
+        this.log.info({ job: p.jobId, attempt: p.attempt, slave: ctx.remote.name, path: done.path, size: done.size }, 'artifact received');
+        return { size: done.size, sha256: done.sha256 };
+      })
+      .handle('attempt.finish', (p, ctx) => this.attemptFinish(p, ctx))
+      .handle('input.read', async (p, ctx) => {
+        if (ctx.remote.role === 'slave' && !(await this.slaveMayRead(ctx.remote.name, p.sha256))) {
+          throw new BuilderError('BUILDER_ERR_FORBIDDEN', `no attempt held by ${ctx.remote.name} has the input ${p.sha256}`);
+        }
+        return { data: (await this.inputs.read(p.sha256, p.offset, p.length)) as Uint8Array<ArrayBuffer> };
+      });
+    registerClientHandlers(this, peer);
+  }
+
+  private uploadKey(p: { jobId: number; attempt: number; path: string }, ctx: CallContext): string {
+    // The key holds the slave's name: another slave cannot write into this upload.
+    return `${p.jobId}:${p.attempt}:${ctx.remote.name}:${p.path}`;
+  }
+
+  private async slaveMayRead(slave: string, sha256: string): Promise<boolean> {
+    for (const id of this.sched.jobsOf(slave)) {
+      const job = await this.store.getJob(id);
+      if (job?.slave === slave && job.inputs.some((f) => f.sha256 === sha256)) return true;
+    }
+    return false;
+  }
+}
+
+function list(xs: readonly string[], max = 10): string {
+  return xs.length <= max ? xs.join(', ') : `${xs.slice(0, max).join(', ')} and ${xs.length - max} more`;
+}

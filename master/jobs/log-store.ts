@@ -1,0 +1,341 @@
+import { crc32 } from 'node:zlib';
+import { constants } from 'node:fs';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BuilderError } from '../../protocol/errors.js';
+
+/** One log record as the wire carries it (see `attempt.log` in protocol/catalogue.ts). */
+export type LogRecord =
+  | { kind: 'data'; seq: number; stream: 'stdout' | 'stderr'; data: Uint8Array }
+  | { kind: 'dropped'; seq: number; fromSeq: number; toSeq: number; droppedBytes: number }
+  | { kind: 'end'; seq: number };
+
+/** Options of the {@link AttemptLogStore}; all optional but `dir`. */
+export interface LogStoreOptions {
+  /** Root of the logs: `<dir>/<jobId>/<attempt>.log`. */
+  dir: string;
+  /** Attempt logs kept open at once (least recently used ones are closed). Default 256. */
+  maxOpen?: number;
+  /** Remembered read positions (seq -> byte offset) for followers. Default 4,096. */
+  maxCursors?: number;
+  /** fsync each appended batch before it is acknowledged. Default true. */
+  fsync?: boolean;
+}
+
+/*
+ * File format, one file per attempt, records back to back:
+ *   magic u8 (0xB1) | kind u8 (1 stdout, 2 stderr, 3 dropped, 4 end) | seq u48 BE | length u32 BE | crc32(payload) u32 BE | payload
+ * The payload of `dropped` is fromSeq u64, toSeq u64, droppedBytes u64 (BE). A record with a torn
+ * header, a short payload or a wrong crc ends the file: it is cut off when the file is opened
+ * (a crash mid-append; the slave still holds everything above the acknowledged seq).
+ */
+const MAGIC = 0xb1;
+const HEADER = 16;
+const KIND_CODE = { stdout: 1, stderr: 2, dropped: 3, end: 4 } as const;
+
+interface OpenLog {
+  fh: FileHandle;
+  /** Bytes of complete records. */
+  size: number;
+  lastSeq: number;
+  ended: boolean;
+  chain: Promise<unknown>;
+  users: number;
+}
+
+interface Header {
+  kind: number;
+  seq: number;
+  length: number;
+  crc: number;
+}
+
+function encode(r: LogRecord): Buffer {
+  let payload: Buffer;
+  let kind: number;
+  if (r.kind === 'data') {
+    payload = Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength);
+    kind = KIND_CODE[r.stream];
+  } else if (r.kind === 'dropped') {
+    payload = Buffer.alloc(24);
+    payload.writeBigUInt64BE(BigInt(r.fromSeq), 0);
+    payload.writeBigUInt64BE(BigInt(r.toSeq), 8);
+    payload.writeBigUInt64BE(BigInt(r.droppedBytes), 16);
+    kind = KIND_CODE.dropped;
+  } else {
+    payload = Buffer.alloc(0);
+    kind = KIND_CODE.end;
+  }
+  const h = Buffer.alloc(HEADER);
+  h.writeUInt8(MAGIC, 0);
+  h.writeUInt8(kind, 1);
+  h.writeUIntBE(r.seq, 2, 6);
+  h.writeUInt32BE(payload.length, 8);
+  h.writeUInt32BE(crc32(payload), 12);
+  return Buffer.concat([h, payload]);
+}
+
+function decode(h: Header, payload: Buffer): LogRecord {
+  switch (h.kind) {
+    case 1:
+    case 2:
+      return { kind: 'data', seq: h.seq, stream: h.kind === 1 ? 'stdout' : 'stderr', data: payload };
+    case 3:
+      return {
+        kind: 'dropped',
+        seq: h.seq,
+        fromSeq: Number(payload.readBigUInt64BE(0)),
+        toSeq: Number(payload.readBigUInt64BE(8)),
+        droppedBytes: Number(payload.readBigUInt64BE(16)),
+      };
+    default:
+      return { kind: 'end', seq: h.seq };
+  }
+}
+
+async function readHeader(fh: FileHandle, offset: number, limit: number): Promise<Header | undefined> {
+  if (offset + HEADER > limit) return undefined;
+  const b = Buffer.alloc(HEADER);
+  const { bytesRead } = await fh.read(b, 0, HEADER, offset);
+  if (bytesRead < HEADER || b.readUInt8(0) !== MAGIC) return undefined;
+  const kind = b.readUInt8(1);
+  if (kind < 1 || kind > 4) return undefined;
+  const h = { kind, seq: b.readUIntBE(2, 6), length: b.readUInt32BE(8), crc: b.readUInt32BE(12) };
+  if (offset + HEADER + h.length > limit) return undefined;
+  return h;
+}
+
+async function readPayload(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const b = Buffer.alloc(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(b, got, length - got, offset + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got === length ? b : b.subarray(0, got);
+}
+
+/** What {@link AttemptLogStore.read} returns. */
+export interface LogPage {
+  records: LogRecord[];
+  nextSeq: number;
+  /** The `end` record is stored. */
+  ended: boolean;
+}
+
+/**
+ * The master's copy of every attempt's log, on disk only: appends are fsynced before they are
+ * acknowledged, a seq already stored is skipped (the slave resends after a reconnect), and reads
+ * stream from the file. Memory holds, per open log, a handle and three numbers, and a bounded
+ * map of read positions so that a follower's next read does not rescan the file.
+ */
+export class AttemptLogStore {
+  private readonly dir: string;
+  private readonly maxOpen: number;
+  private readonly maxCursors: number;
+  private readonly fsync: boolean;
+  private readonly open = new Map<string, Promise<OpenLog>>();
+  private readonly cursors = new Map<string, number>();
+  private readonly waiters = new Map<number, Set<() => void>>();
+  private closed = false;
+
+  constructor(o: LogStoreOptions) {
+    this.dir = o.dir;
+    this.maxOpen = o.maxOpen ?? 256;
+    this.maxCursors = o.maxCursors ?? 4096;
+    this.fsync = o.fsync ?? true;
+    if (!Number.isSafeInteger(this.maxOpen) || this.maxOpen < 1) throw new BuilderError('BUILDER_ERR_CONFIG', 'log store maxOpen must be a positive integer');
+  }
+
+  /** Where an attempt's log lives. */
+  pathOf(jobId: number, attempt: number): string {
+    return join(this.dir, String(jobId), `${attempt}.log`);
+  }
+
+  private key(jobId: number, attempt: number): string {
+    return `${jobId}:${attempt}`;
+  }
+
+  private async get(jobId: number, attempt: number): Promise<OpenLog> {
+    if (this.closed) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the log store is closed');
+    const k = this.key(jobId, attempt);
+    let p = this.open.get(k);
+    if (p !== undefined) {
+      // LRU: re-insert at the end.
+      this.open.delete(k);
+      this.open.set(k, p);
+      return p;
+    }
+    p = this.load(jobId, attempt);
+    this.open.set(k, p);
+    p.catch(() => this.open.delete(k));
+    this.evict();
+    return p;
+  }
+
+  private evict(): void {
+    for (const [k, p] of this.open) {
+      if (this.open.size <= this.maxOpen) break;
+      this.open.delete(k);
+      void p.then(
+        async (l) => {
+          // Close once the appends and reads in progress are done.
+          await l.chain;
+          while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
+          await l.fh.close();
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  /** Opens (creating) the file and finds the last complete record; a torn tail is cut off. */
+  private async load(jobId: number, attempt: number): Promise<OpenLog> {
+    await mkdir(join(this.dir, String(jobId)), { recursive: true });
+    const fh = await open(this.pathOf(jobId, attempt), constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+    try {
+      const st = await fh.stat();
+      let off = 0;
+      let lastSeq = 0;
+      let ended = false;
+      for (;;) {
+        const h = await readHeader(fh, off, st.size);
+        if (h === undefined) break;
+        const payload = await readPayload(fh, off + HEADER, h.length);
+        if (crc32(payload) !== h.crc) break;
+        lastSeq = h.seq;
+        if (h.kind === 4) ended = true;
+        off += HEADER + h.length;
+      }
+      if (off < st.size) await fh.truncate(off);
+      return { fh, size: off, lastSeq, ended, chain: Promise.resolve(), users: 0 };
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  /** Highest seq stored for an attempt (0 when none): the slave resends from this + 1. */
+  async storedThrough(jobId: number, attempt: number): Promise<number> {
+    return (await this.get(jobId, attempt)).lastSeq;
+  }
+
+  /**
+   * Appends the records whose seq is above the highest stored one (and above the previous record
+   * of the batch); nothing after an `end`. Resolves after the bytes are fsynced.
+   */
+  async append(jobId: number, attempt: number, records: readonly LogRecord[]): Promise<{ storedThrough: number; ended: boolean; appended: number }> {
+    const l = await this.get(jobId, attempt);
+    const run = l.chain.then(async () => {
+      const parts: Buffer[] = [];
+      let last = l.lastSeq;
+      let ended = l.ended;
+      for (const r of records) {
+        if (ended || r.seq <= last) continue;
+        if (r.kind === 'dropped' && (r.fromSeq > r.toSeq || r.toSeq > r.seq)) {
+          throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log record ${r.seq}: a dropped range must have fromSeq <= toSeq <= seq`);
+        }
+        if (r.seq > 2 ** 48 - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log seq ${r.seq} is too large`);
+        parts.push(encode(r));
+        last = r.seq;
+        if (r.kind === 'end') ended = true;
+      }
+      if (parts.length > 0) {
+        const buf = Buffer.concat(parts);
+        let w = 0;
+        while (w < buf.length) w += (await l.fh.write(buf, w, buf.length - w, l.size + w)).bytesWritten;
+        if (this.fsync) await l.fh.datasync();
+        l.size += buf.length;
+        l.lastSeq = last;
+        l.ended = ended;
+        this.wake(jobId);
+      }
+      return { storedThrough: l.lastSeq, ended: l.ended, appended: parts.length };
+    });
+    l.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Reads records with seq >= `fromSeq`, up to about `maxBytes` of payload (at least one record).
+   * Streams from disk; a follower's next position is remembered so it does not rescan.
+   */
+  async read(jobId: number, attempt: number, fromSeq: number, maxBytes: number): Promise<LogPage> {
+    const l = await this.get(jobId, attempt);
+    l.users++;
+    try {
+      const limit = l.size;
+      const ck = `${jobId}:${attempt}:${fromSeq}`;
+      let off = this.cursors.get(ck) ?? 0;
+      if (off > limit) off = 0;
+      const records: LogRecord[] = [];
+      let bytes = 0;
+      let nextSeq = fromSeq;
+      while (off < limit) {
+        const h = await readHeader(l.fh, off, limit);
+        if (h === undefined) break;
+        if (h.seq < fromSeq) {
+          off += HEADER + h.length;
+          continue;
+        }
+        if (records.length > 0 && bytes + h.length > maxBytes) break;
+        const payload = await readPayload(l.fh, off + HEADER, h.length);
+        records.push(decode(h, payload));
+        bytes += h.length;
+        nextSeq = h.seq + 1;
+        off += HEADER + h.length;
+      }
+      if (records.length > 0) {
+        this.cursors.delete(`${jobId}:${attempt}:${nextSeq}`);
+        this.cursors.set(`${jobId}:${attempt}:${nextSeq}`, off);
+        while (this.cursors.size > this.maxCursors) this.cursors.delete(this.cursors.keys().next().value!);
+      }
+      if (records.length === 0 && fromSeq <= l.lastSeq) nextSeq = l.lastSeq + 1;
+      return { records, nextSeq, ended: l.ended && nextSeq > l.lastSeq };
+    } finally {
+      l.users--;
+    }
+  }
+
+  /** Resolves when something happens to `jobId`'s logs or state ({@link wake}), or after `ms`. */
+  waitFor(jobId: number, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.waiters.get(jobId);
+      if (set === undefined) this.waiters.set(jobId, (set = new Set()));
+      const s = set;
+      const done = (): void => {
+        clearTimeout(t);
+        s.delete(done);
+        if (s.size === 0 && this.waiters.get(jobId) === s) this.waiters.delete(jobId);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      s.add(done);
+    });
+  }
+
+  /** Wakes every reader waiting on `jobId` (new records, a state change). */
+  wake(jobId: number): void {
+    const set = this.waiters.get(jobId);
+    if (set === undefined) return;
+    for (const f of [...set]) f();
+  }
+
+  /** Wakes every waiter and closes every file. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const id of [...this.waiters.keys()]) this.wake(id);
+    const all = [...this.open.values()];
+    this.open.clear();
+    for (const p of all) {
+      try {
+        const l = await p;
+        await l.chain;
+        await l.fh.close();
+      } catch {
+        // already failed to open: nothing to close
+      }
+    }
+  }
+}

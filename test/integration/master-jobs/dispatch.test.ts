@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import type { RpcPeer } from '../../../protocol/index.js';
+import type { TestFarm } from '../../helpers/farm.js';
+import { TestSlave, job, jobFarm, rejectsWith, waitJob } from './helpers.js';
+
+describe('master jobs: dispatch, accept, cancel, timeouts', function () {
+  this.timeout(30_000);
+  let farm: TestFarm;
+  let client: RpcPeer;
+
+  beforeEach(async function () {
+    ({ farm, client } = await jobFarm());
+  });
+  afterEach(async function () {
+    await farm.close();
+  });
+
+  describe('when a job is submitted and a matching slave is subscribed', function () {
+    it('assigns it, marks it running on acceptance, and finishes it with the slave’s result', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      assert.deepEqual(await s.subscribe(), { keep: [], abandon: [] });
+      const { job: j } = await client.call('job.submit', { job: job({ env: { A: 'b' }, timeoutMs: 60_000 }) });
+      assert.equal(j.state, 'queued');
+      const a = await s.nextAssign(j.id);
+      assert.deepEqual({ attempt: a.attempt, name: a.name, channel: a.channel, arch: a.arch, env: a.env, timeoutMs: a.timeoutMs }, {
+        attempt: 1,
+        name: 'hello',
+        channel: 'stable',
+        arch: 'x86_64',
+        env: { A: 'b' },
+        timeoutMs: 60_000,
+      });
+      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      await s.log(j.id, 1, [{ kind: 'end', seq: 1 }]);
+      await s.finish(j.id, 1, { state: 'failed', exitCode: 3, reason: 'exit code 3' });
+      const done = await client.call('job.get', { id: j.id });
+      assert.equal(done.job.state, 'failed');
+      assert.equal(done.job.exitCode, 3);
+      assert.equal(done.attempts.length, 1);
+      assert.equal(done.attempts[0]!.slave, 'w1');
+      assert.equal(done.waiting, null);
+    });
+
+    it('does not send a job to a slave of another channel or arch, and says why it waits', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ channels: ['testing'], arches: ['aarch64'] });
+      const { job: j } = await client.call('job.submit', { job: job() });
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(s.assigned.length, 0);
+      const g = await client.call('job.get', { id: j.id });
+      assert.equal(g.job.state, 'queued');
+      assert.match(g.waiting ?? '', /no slave subscribed to channel stable with arch x86_64/);
+    });
+  });
+
+  describe('when the slave does not answer the assignment within the accept timeout', function () {
+    it('takes the job back and, with no attempt left, fails it with the reason', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      s.mode = 'ignore';
+      await s.subscribe();
+      const { job: j } = await client.call('job.submit', { job: job({ maxAttempts: 1 }) });
+      const g = await waitJob(client, j.id, (x) => x.state === 'failed', 'failed after the accept timeout');
+      assert.match(g.job.reason ?? '', /did not accept attempt 1/);
+      assert.equal(g.attempts[0]!.state, 'requeued');
+      assert.equal(g.attempts[0]!.setupFailure, true);
+    });
+
+    it('requeues it when attempts remain, and a refusing slave counts toward quarantine', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      s.mode = 'refuse';
+      await s.subscribe();
+      const { job: j } = await client.call('job.submit', { job: job({ maxAttempts: 3 }) });
+      const g = await waitJob(client, j.id, (x) => x.state === 'failed', 'failed after three refusals');
+      assert.equal(g.attempts.length, 3);
+      assert.ok(g.attempts.every((a) => a.setupFailure));
+      const st = await client.call('slave.status', {});
+      assert.ok((st.slaves[0]!.quarantinedUntil ?? 0) > Date.now(), 'three setup failures in a row quarantine the slave');
+    });
+  });
+
+  describe('when a running job is cancelled', function () {
+    it('cancels it in the store, kills it on the slave, and refuses the slave’s late finish quietly', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 1 });
+      const { job: j } = await client.call('job.submit', { job: job() });
+      await s.nextAssign(j.id);
+      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      const c = await client.call('job.cancel', { id: j.id });
+      assert.equal(c.job.state, 'cancelled');
+      await s.until(() => s.cancels.some((x) => x.jobId === j.id && x.reason === 'cancelled'), 'attempt.cancel');
+      // The slave reports its kill: accepted (nothing changes), the job stays cancelled.
+      await s.finish(j.id, 1, { state: 'cancelled', exitCode: null, signal: 'SIGTERM' });
+      assert.equal((await client.call('job.get', { id: j.id })).job.state, 'cancelled');
+      await rejectsWith(client.call('job.cancel', { id: j.id }), 'BUILDER_ERR_BAD_STATE', /already cancelled/);
+      // Its slot is free again: the next job is assigned.
+      const { job: k } = await client.call('job.submit', { job: job() });
+      await s.nextAssign(k.id);
+    });
+  });
+
+  describe('when the slave never reports a job past its timeout', function () {
+    it('times it out on the master and tells the slave to kill it', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const { job: j } = await client.call('job.submit', { job: job({ timeoutMs: 200 }) });
+      await s.nextAssign(j.id);
+      const g = await waitJob(client, j.id, (x) => x.state === 'timed_out', 'timed out on the master');
+      assert.match(g.job.reason ?? '', /master-side timeout/);
+      await s.until(() => s.cancels.some((x) => x.jobId === j.id && x.reason === 'timed_out'), 'attempt.cancel timed_out');
+    });
+  });
+
+  describe('when a slave reports for an attempt that is not current', function () {
+    it('refuses it with BUILDER_ERR_BAD_STATE, and an unknown job with NOT_FOUND', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const other = await TestSlave.enroll(farm, 'w2');
+      await other.connect();
+      await other.subscribe({ channels: ['other'] });
+      const { job: j } = await client.call('job.submit', { job: job() });
+      await s.nextAssign(j.id);
+      await rejectsWith(s.finish(j.id, 2), 'BUILDER_ERR_BAD_STATE', /attempt 2 of job/);
+      await rejectsWith(other.finish(j.id, 1), 'BUILDER_ERR_BAD_STATE', /not held by w2/);
+      await rejectsWith(other.log(j.id, 1, [{ kind: 'end', seq: 1 }]), 'BUILDER_ERR_BAD_STATE');
+      await rejectsWith(s.log(999, 1, [{ kind: 'end', seq: 1 }]), 'BUILDER_ERR_NOT_FOUND', /no job 999/);
+      await rejectsWith(s.finish(999, 1), 'BUILDER_ERR_NOT_FOUND');
+      // Nothing was lost: the real holder finishes normally.
+      await s.finish(j.id, 1);
+      assert.equal((await client.call('job.get', { id: j.id })).job.state, 'succeeded');
+    });
+
+    it('refuses job methods to the wrong role', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await assert.rejects(s.peer.call('job.submit', { job: job() }), /role slave may not call job.submit/);
+      await assert.rejects(client.call('slave.subscribe', { channels: ['a'], arches: ['b'], capacity: 1, draining: false, running: [] }), /role client may not/);
+      await assert.rejects(client.call('slave.drain', { name: 'w1', drained: true }), /role client may not/);
+    });
+  });
+});

@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import type { ParamsOf, RpcPeer, RpcPeerOptions } from '../../../protocol/index.js';
+import { RpcCallError } from '../../../protocol/index.js';
+import type { NewJob } from '../../../master/store/index.js';
+import { startFarm, type TestFarm } from '../../helpers/farm.js';
+
+export type Assign = ParamsOf<'attempt.assign'>;
+export type Cancel = ParamsOf<'attempt.cancel'>;
+
+/** How the test slave answers `attempt.assign`. */
+export type AssignMode = 'accept' | 'ignore' | 'refuse';
+
+/**
+ * The slave side for master-focused tests: a real RpcPeer over mutual TLS with a certificate
+ * from the real enrollment, speaking the catalogue by hand so each test controls every call.
+ */
+export class TestSlave {
+  readonly assigned: Assign[] = [];
+  readonly cancels: Cancel[] = [];
+  mode: AssignMode = 'accept';
+  peer!: RpcPeer;
+  private waiters: Array<() => void> = [];
+
+  constructor(
+    readonly farm: TestFarm,
+    readonly name: string,
+    readonly identity: string,
+  ) {}
+
+  static async enroll(farm: TestFarm, name: string): Promise<TestSlave> {
+    return new TestSlave(farm, name, await farm.enroll(name));
+  }
+
+  /** Connects (again) and registers the slave-side handlers. */
+  async connect(rpc: RpcPeerOptions = {}): Promise<RpcPeer> {
+    this.peer = await this.farm.connect(this.identity, rpc);
+    this.peer
+      .handle('attempt.assign', (p) => {
+        if (this.mode === 'ignore') return new Promise<never>(() => undefined);
+        if (this.mode === 'refuse') throw new Error('work dir cannot be made');
+        this.assigned.push(p);
+        this.notify();
+        return { accepted: true as const };
+      })
+      .handle('attempt.cancel', (p) => {
+        this.cancels.push(p);
+        this.notify();
+        return { found: this.assigned.some((a) => a.jobId === p.jobId && a.attempt === p.attempt) };
+      });
+    return this.peer;
+  }
+
+  async subscribe(o: Partial<ParamsOf<'slave.subscribe'>> = {}) {
+    return this.peer.call('slave.subscribe', { channels: ['stable'], arches: ['x86_64'], capacity: 2, draining: false, running: [], ...o });
+  }
+
+  private notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Waits until `pred` holds (checked on each assign/cancel and every 20 ms). */
+  async until(pred: () => boolean, what: string, ms = 10_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!pred()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 20);
+      });
+    }
+  }
+
+  async nextAssign(jobId: number, ms = 10_000): Promise<Assign> {
+    await this.until(() => this.assigned.some((a) => a.jobId === jobId), `an assignment of job ${jobId} to ${this.name}`, ms);
+    return this.assigned.filter((a) => a.jobId === jobId).at(-1)!;
+  }
+
+  log(jobId: number, attempt: number, records: ParamsOf<'attempt.log'>['records']) {
+    return this.peer.call('attempt.log', { jobId, attempt, records });
+  }
+
+  /** Uploads `data` as artifact `path` in chunks. */
+  async upload(jobId: number, attempt: number, path: string, data: Buffer, chunk = 64 * 1024): Promise<{ size: number; sha256: string }> {
+    const sha256 = sha(data);
+    const { offset } = await this.peer.call('artifact.begin', { jobId, attempt, path, size: data.length, sha256 });
+    for (let o = offset; o < data.length; o += chunk) {
+      await this.peer.call('artifact.chunk', { jobId, attempt, path, offset: o, data: data.subarray(o, Math.min(o + chunk, data.length)) as Uint8Array<ArrayBuffer> });
+    }
+    return this.peer.call('artifact.finish', { jobId, attempt, path });
+  }
+
+  finish(jobId: number, attempt: number, o: Partial<ParamsOf<'attempt.finish'>> = {}) {
+    return this.peer.call('attempt.finish', {
+      jobId,
+      attempt,
+      state: 'succeeded',
+      exitCode: 0,
+      signal: null,
+      reason: null,
+      setupFailure: false,
+      refused: [],
+      conflicts: [],
+      artifacts: [],
+      ...o,
+    });
+  }
+}
+
+export function sha(b: Buffer | string): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export function job(o: Partial<NewJob> = {}): NewJob {
+  return { name: 'hello', channel: 'stable', arch: 'x86_64', command: { kind: 'script', text: 'echo hi' }, ...o };
+}
+
+/** A farm with short timeouts for tests, a client identity and an admin identity connected. */
+export async function jobFarm(opts: Parameters<typeof startFarm>[0] = {}) {
+  const farm = await startFarm({ slaveGraceMs: 1_500, acceptTimeoutMs: 1_000, timeoutMarginMs: 300, cancelTimeoutMs: 2_000, ...opts });
+  const client = await farm.connect(await farm.identity('alice', 'client'));
+  const admin = await farm.connect(await farm.identity('root', 'admin'));
+  return { farm, client, admin };
+}
+
+/** Polls job.get until `pred` holds. */
+export async function waitJob(client: RpcPeer, id: number, pred: (j: { state: string; attempt: number }) => boolean, what: string, ms = 10_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await client.call('job.get', { id });
+    if (pred(r.job)) return r;
+    if (Date.now() > end) throw new Error(`timed out waiting for job ${id}: ${what} (state ${r.job.state}, attempt ${r.job.attempt}, reason ${r.job.reason})`);
+    await new Promise((res) => setTimeout(res, 25));
+  }
+}
+
+/** Asserts that `p` rejects with the given BUILDER_ERR_* code (and a message matching `re`). */
+export async function rejectsWith(p: Promise<unknown>, code: string, re?: RegExp): Promise<RpcCallError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof RpcCallError, `expected an RpcCallError, got ${String(e)}`);
+    const data = e.data as { code?: string } | undefined;
+    assert.equal(data?.code, code, `expected ${code}, got ${data?.code ?? 'no code'} (${e.message})`);
+    if (re) assert.match(e.message, re);
+    return e;
+  }
+  assert.fail(`expected a rejection with ${code}`);
+}
+
+export function text(records: ReadonlyArray<{ kind: string; data?: Uint8Array }>): string {
+  return records.map((r) => (r.kind === 'data' && r.data ? Buffer.from(r.data).toString() : '')).join('');
+}
