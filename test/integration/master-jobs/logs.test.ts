@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import { appendFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AttemptLogStore } from '../../../master/jobs/index.js';
+import type { RpcPeer } from '../../../protocol/index.js';
+import { tempDir, type TestFarm } from '../../helpers/farm.js';
+import { TestSlave, job, jobFarm, rejectsWith, text, waitJob } from './helpers.js';
+
+const data = (seq: number, s: string, stream: 'stdout' | 'stderr' = 'stdout') => ({ kind: 'data' as const, seq, stream, data: Buffer.from(s) });
+
+describe('master jobs: attempt logs', function () {
+  this.timeout(30_000);
+  let farm: TestFarm;
+  let client: RpcPeer;
+  let s: TestSlave;
+  let id: number;
+
+  beforeEach(async function () {
+    ({ farm, client } = await jobFarm());
+    s = await TestSlave.enroll(farm, 'w1');
+    await s.connect();
+    await s.subscribe();
+    id = (await client.call('job.submit', { job: job() })).job.id;
+    await s.nextAssign(id);
+    await waitJob(client, id, (x) => x.state === 'running', 'running');
+  });
+  afterEach(async function () {
+    await farm.close();
+  });
+
+  describe('when a slave sends records, some of them twice', function () {
+    it('stores each seq once, in order, with its stream, and answers how far it stored', async function () {
+      assert.deepEqual(await s.log(id, 1, [data(1, 'a'), data(2, 'b', 'stderr'), data(3, 'c')]), { storedThrough: 3 });
+      assert.deepEqual(await s.log(id, 1, [data(2, 'B'), data(3, 'C'), data(4, 'd', 'stderr'), { kind: 'dropped', seq: 7, fromSeq: 5, toSeq: 7, droppedBytes: 99 }]), { storedThrough: 7 });
+      assert.deepEqual(await s.log(id, 1, [data(1, 'A')]), { storedThrough: 7 });
+      const r = await client.call('log.read', { jobId: id });
+      assert.deepEqual(
+        r.records.map((x) => (x.kind === 'data' ? [x.seq, x.stream, Buffer.from(x.data).toString()] : [x.seq, x.kind])),
+        [[1, 'stdout', 'a'], [2, 'stderr', 'b'], [3, 'stdout', 'c'], [4, 'stderr', 'd'], [7, 'dropped']],
+      );
+      assert.equal(r.nextSeq, 8);
+      assert.equal(r.ended, false);
+      assert.equal(r.attempt, 1);
+      assert.equal(r.state, 'running');
+      // From a seq on, and in pages.
+      const p = await client.call('log.read', { jobId: id, fromSeq: 3, maxBytes: 1 });
+      assert.deepEqual(p.records.map((x) => x.seq), [3]);
+      assert.equal(p.nextSeq, 4);
+      const q = await client.call('log.read', { jobId: id, fromSeq: p.nextSeq, maxBytes: 1 });
+      assert.deepEqual(q.records.map((x) => x.seq), [4]);
+    });
+
+    it('refuses a dropped marker that does not make sense, storing nothing of that batch', async function () {
+      await rejectsWith(s.log(id, 1, [data(1, 'x'), { kind: 'dropped', seq: 2, fromSeq: 5, toSeq: 3, droppedBytes: 1 }]), 'BUILDER_ERR_INVALID_INPUT', /dropped range/);
+      assert.deepEqual((await client.call('log.read', { jobId: id })).records, []);
+      assert.deepEqual(await s.log(id, 1, [data(1, 'x')]), { storedThrough: 1 });
+    });
+  });
+
+  describe('when clients follow a running job', function () {
+    it('replays, then wakes every waiting follower on new records, and says ended after the end record', async function () {
+      await s.log(id, 1, [data(1, 'first\n')]);
+      const followers = await Promise.all([0, 1, 2].map(async () => farm.connect(await farm.identity(`f${Math.random().toString(36).slice(2, 8)}`, 'client'))));
+      const seen = followers.map(() => '');
+      const follow = followers.map(async (f, i) => {
+        let from = 1;
+        for (;;) {
+          const r = await f.call('log.read', { jobId: id, fromSeq: from, waitMs: 5_000 });
+          seen[i] += text(r.records);
+          from = r.nextSeq;
+          if (r.ended) return r;
+        }
+      });
+      await new Promise((res) => setTimeout(res, 150));
+      const t0 = Date.now();
+      await s.log(id, 1, [data(2, 'second\n', 'stderr')]);
+      await new Promise((res) => setTimeout(res, 150));
+      await s.log(id, 1, [data(3, 'third\n'), { kind: 'end', seq: 4 }]);
+      const ends = await Promise.all(follow);
+      assert.ok(Date.now() - t0 < 4_000, 'followers were woken, not left to their waitMs');
+      for (const x of seen) assert.equal(x, 'first\nsecond\nthird\n');
+      for (const e of ends) assert.equal(e.ended, true);
+      // Records after the end are ignored.
+      assert.deepEqual(await s.log(id, 1, [data(5, 'late')]), { storedThrough: 4 });
+      await s.finish(id, 1);
+      const after = await client.call('log.read', { jobId: id });
+      assert.equal(after.state, 'succeeded');
+      assert.equal(text(after.records), 'first\nsecond\nthird\n');
+    });
+
+    it('returns an empty page after waitMs when nothing arrives, and NOT_FOUND for an unknown job or attempt', async function () {
+      const t0 = Date.now();
+      const r = await client.call('log.read', { jobId: id, waitMs: 300 });
+      assert.ok(Date.now() - t0 >= 250);
+      assert.deepEqual(r.records, []);
+      assert.equal(r.ended, false);
+      await rejectsWith(client.call('log.read', { jobId: 777 }), 'BUILDER_ERR_NOT_FOUND');
+      await rejectsWith(client.call('log.read', { jobId: id, attempt: 2 }), 'BUILDER_ERR_NOT_FOUND', /no attempt 2/);
+    });
+
+    it('ends a follower whose attempt was cancelled without an end record', async function () {
+      await s.log(id, 1, [data(1, 'x')]);
+      const p = client.call('log.read', { jobId: id, fromSeq: 2, waitMs: 5_000 });
+      await new Promise((res) => setTimeout(res, 100));
+      await client.call('job.cancel', { id });
+      const r = await p;
+      assert.equal(r.ended, true);
+      assert.equal(r.state, 'cancelled');
+    });
+  });
+});
+
+describe('the attempt log file', function () {
+  describe('when the master died in the middle of an append', function () {
+    it('cuts the torn record off on reopen and resumes from the last complete seq', async function () {
+      const dir = await tempDir();
+      try {
+        const a = new AttemptLogStore({ dir });
+        await a.append(1, 1, [data(1, 'hello'), data(2, 'world', 'stderr')]);
+        await a.close();
+        const file = join(dir, '1', '1.log');
+        const good = (await stat(file)).size;
+        // A header that promises 100 bytes, followed by 3.
+        const torn = Buffer.alloc(19);
+        torn.writeUInt8(0xb1, 0);
+        torn.writeUInt8(1, 1);
+        torn.writeUIntBE(3, 2, 6);
+        torn.writeUInt32BE(100, 8);
+        await appendFile(file, torn);
+        const b = new AttemptLogStore({ dir });
+        assert.equal(await b.storedThrough(1, 1), 2);
+        assert.equal((await stat(file)).size, good);
+        assert.deepEqual(await b.append(1, 1, [data(3, '!')]), { storedThrough: 3, ended: false, appended: 1 });
+        const page = await b.read(1, 1, 1, 1 << 20);
+        assert.equal(text(page.records), 'helloworld!');
+        await b.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+});

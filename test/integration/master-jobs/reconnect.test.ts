@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { RpcPeer } from '../../../protocol/index.js';
+import type { TestFarm } from '../../helpers/farm.js';
+import { TestSlave, job, jobFarm, text, waitJob } from './helpers.js';
+
+describe('master jobs: slaves that leave and come back', function () {
+  this.timeout(30_000);
+  let farm: TestFarm;
+  let client: RpcPeer;
+
+  beforeEach(async function () {
+    ({ farm, client } = await jobFarm({ slaveGraceMs: 1_500 }));
+  });
+  afterEach(async function () {
+    await farm.close();
+  });
+
+  async function running(s: TestSlave) {
+    const { job: j } = await client.call('job.submit', { job: job() });
+    await s.nextAssign(j.id);
+    await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+    return j.id;
+  }
+
+  async function drop(s: TestSlave): Promise<void> {
+    const closed = once(s.peer, 'close');
+    s.peer.destroy();
+    await closed;
+  }
+
+  describe('when a slave reconnects within the grace period and reports its attempt', function () {
+    it('keeps the job, answers the next log seq to send, and the job finishes without a rerun', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const id = await running(s);
+      await s.log(id, 1, [
+        { kind: 'data', seq: 1, stream: 'stdout', data: Buffer.from('one\n') },
+        { kind: 'data', seq: 2, stream: 'stderr', data: Buffer.from('two\n') },
+      ]);
+      await drop(s);
+      await s.connect();
+      const r = await s.subscribe({ running: [{ jobId: id, attempt: 1, slots: 1 }] });
+      assert.deepEqual(r, { keep: [{ jobId: id, attempt: 1, nextSeq: 3 }], abandon: [] });
+      // The slave resends from its spool, including a record the master has: it is skipped.
+      await s.log(id, 1, [
+        { kind: 'data', seq: 2, stream: 'stderr', data: Buffer.from('two\n') },
+        { kind: 'data', seq: 3, stream: 'stdout', data: Buffer.from('three\n') },
+        { kind: 'end', seq: 4 },
+      ]);
+      await s.finish(id, 1);
+      // Past the grace period nothing is requeued.
+      await new Promise((res) => setTimeout(res, 1_800));
+      const g = await client.call('job.get', { id });
+      assert.equal(g.job.state, 'succeeded');
+      assert.equal(g.job.attempt, 1);
+      assert.equal(s.assigned.filter((a) => a.jobId === id).length, 1);
+      const log = await client.call('log.read', { jobId: id });
+      assert.equal(text(log.records), 'one\ntwo\nthree\n');
+      assert.equal(log.ended, true);
+    });
+
+    it('tells it to abandon an attempt the master no longer gives it, and requeues one it no longer reports', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const id = await running(s);
+      await drop(s);
+      await s.connect();
+      // It comes back without the job (it restarted) and reports one it never had.
+      const r = await s.subscribe({ running: [{ jobId: 4242, attempt: 1, slots: 1 }] });
+      assert.deepEqual(r.keep, []);
+      assert.deepEqual(r.abandon.map((a) => a.jobId), [4242]);
+      assert.match(r.abandon[0]!.reason, /no job 4242/);
+      // The lost job is requeued at once and assigned again (attempt 2).
+      const a = await s.until(() => s.assigned.some((x) => x.jobId === id && x.attempt === 2), 'attempt 2');
+      void a;
+      const g = await client.call('job.get', { id });
+      assert.equal(g.attempts[0]!.state, 'requeued');
+      assert.match(g.attempts[0]!.reason ?? '', /came back without attempt 1/);
+    });
+  });
+
+  describe('when a slave does not come back within the grace period', function () {
+    it('requeues its job (attempt + 1) to another slave; the old slave is told to abandon it', async function () {
+      const s1 = await TestSlave.enroll(farm, 'w1');
+      await s1.connect();
+      await s1.subscribe();
+      const id = await running(s1);
+      await drop(s1);
+      const s2 = await TestSlave.enroll(farm, 'w2');
+      await s2.connect();
+      await s2.subscribe();
+      const t0 = Date.now();
+      const a = await s2.nextAssign(id, 5_000);
+      assert.ok(Date.now() - t0 >= 1_000, 'not before the grace period');
+      assert.equal(a.attempt, 2);
+      await s1.connect();
+      const r = await s1.subscribe({ running: [{ jobId: id, attempt: 1, slots: 1 }] });
+      assert.deepEqual(r.keep, []);
+      assert.match(r.abandon[0]!.reason, /not the current attempt/);
+      await s2.finish(id, 2);
+      const g = await client.call('job.get', { id });
+      assert.equal(g.job.state, 'succeeded');
+      assert.deepEqual(g.attempts.map((x) => [x.slave, x.state]), [['w1', 'requeued'], ['w2', 'succeeded']]);
+    });
+
+    it('fails the job when it has no attempt left', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const { job: j } = await client.call('job.submit', { job: job({ maxAttempts: 1 }) });
+      await s.nextAssign(j.id);
+      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      await drop(s);
+      const g = await waitJob(client, j.id, (x) => x.state === 'failed', 'failed after the grace period');
+      assert.match(g.job.reason ?? '', /slave w1 lost.*no attempt left/);
+    });
+  });
+
+  describe('when the master restarts while jobs run and wait', function () {
+    it('keeps queued jobs, and the slave that reports its running job finishes it once', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 1 });
+      const id = await running(s);
+      await s.log(id, 1, [{ kind: 'data', seq: 1, stream: 'stdout', data: Buffer.from('before\n') }]);
+      const { job: q } = await client.call('job.submit', { job: job({ name: 'waits' }) });
+      await farm.restart();
+      client = await farm.connect(await farm.identity('bob', 'client'));
+      assert.equal((await client.call('job.get', { id: q.id })).job.state, 'queued');
+      await s.connect();
+      const r = await s.subscribe({ capacity: 1, running: [{ jobId: id, attempt: 1, slots: 1 }] });
+      assert.deepEqual(r.keep, [{ jobId: id, attempt: 1, nextSeq: 2 }]);
+      // Capacity 1 is taken by the kept job: the queued one waits for it.
+      await new Promise((res) => setTimeout(res, 200));
+      assert.equal(s.assigned.filter((a) => a.jobId === q.id).length, 0);
+      await s.log(id, 1, [{ kind: 'data', seq: 2, stream: 'stdout', data: Buffer.from('after\n') }, { kind: 'end', seq: 3 }]);
+      await s.finish(id, 1);
+      await s.nextAssign(q.id);
+      const g = await client.call('job.get', { id });
+      assert.equal(g.job.state, 'succeeded');
+      assert.equal(g.job.attempt, 1);
+      assert.equal(text((await client.call('log.read', { jobId: id })).records), 'before\nafter\n');
+    });
+
+    it('requeues a running job whose slave does not return within the grace period after the restart', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const id = await running(s);
+      s.peer.destroy();
+      await farm.restart();
+      client = await farm.connect(await farm.identity('bob', 'client'));
+      const s2 = await TestSlave.enroll(farm, 'w2');
+      await s2.connect();
+      await s2.subscribe();
+      const a = await s2.nextAssign(id, 5_000);
+      assert.equal(a.attempt, 2);
+    });
+  });
+});
