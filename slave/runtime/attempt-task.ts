@@ -18,10 +18,9 @@ import type { CompiledSlaveRuntimeOptions } from './runtime-options.js';
  * - `stale`: the master answered BAD_STATE/NOT_FOUND (not its current attempt); dropped.
  * - `refused`: the master refused attempt.finish otherwise (a bug on one side); dropped, logged.
  * - `dropped`: the master abandoned the attempt (subscribe reply or attempt.cancel `abandoned`); killed, removed.
- * - `given-back`: killed at shutdown after the drain deadline; log delivered if possible, no finish; removed.
  * - `kept`: the slave stopped before it could deliver; the files stay for the next start.
  */
-export type TaskEnd = 'acked' | 'stale' | 'refused' | 'dropped' | 'given-back' | 'kept';
+export type TaskEnd = 'acked' | 'stale' | 'refused' | 'dropped' | 'kept';
 
 /** What a task needs from the runtime. */
 export interface TaskContext {
@@ -90,7 +89,7 @@ export class AttemptTask {
   private waiters = new Set<() => void>();
   private cancelReason: 'cancelled' | 'timed_out' | undefined;
   private dropReason: string | undefined;
-  private givenBack = false;
+  private shutdownKill: string | undefined;
   private closed = false;
   private fetch: FetchState = 'none';
   private jobChoosesProgram = false;
@@ -195,7 +194,7 @@ export class AttemptTask {
   }
 
   get dropped(): boolean {
-    return this.dropReason !== undefined || this.givenBack || this.closed;
+    return this.dropReason !== undefined || this.closed;
   }
 
   /** The leader's pid while it runs. */
@@ -238,11 +237,14 @@ export class AttemptTask {
     this.stopTalking();
   }
 
-  /** Shutdown after the drain deadline: kill it and give it back (no attempt.finish). False if it had ended. */
-  giveBack(): boolean {
+  /**
+   * Shutdown after the drain deadline: kill it and report it `cancelled` with no artifacts (the
+   * master requeues an attempt the slave stopped on its own). False if it had ended.
+   */
+  killForShutdown(when: string): boolean {
     if (!this.running || this.handle === undefined || this.dropped) return false;
-    this.givenBack = true;
-    this.log.warn('drain deadline passed: killing the attempt and giving it back to the master');
+    this.shutdownKill = when;
+    this.log.warn('drain deadline passed: killing the attempt; the master requeues it');
     this.handle.cancel();
     return true;
   }
@@ -346,8 +348,7 @@ export class AttemptTask {
     try {
       end = await this.deliver();
     } catch (e) {
-      if (this.givenBack) end = 'given-back';
-      else if (this.dropReason !== undefined) end = 'dropped';
+      if (this.dropReason !== undefined) end = 'dropped';
       else if (this.closed) end = 'kept';
       else {
         this.log.error({ err: describe(e) }, 'attempt delivery failed on the slave; its files are kept for the next start');
@@ -369,13 +370,14 @@ export class AttemptTask {
       const r = await this.handle.result;
       this.processEnded = true;
       this.throwIfStopped();
-      if (this.givenBack) {
-        // No finish: the master's lost-slave rule requeues it (attempt + 1) when this slave leaves.
-        await this.spool.end();
-        await this.sender.done;
-        return 'given-back';
+      let outcome = buildOutcome(r, { cancelReason: this.cancelReason, fetch: this.fetch, jobChoosesProgram: this.jobChoosesProgram, timeoutMs: this.timeoutMs });
+      if (this.shutdownKill !== undefined && r.cancelled && this.cancelReason === undefined) {
+        // Killed by our own shutdown, not by the job or the master: `cancelled` tells the master
+        // to run it again; the partial output of a killed build is not uploaded.
+        const why = `the slave shut down and killed it ${this.shutdownKill}; its output was not uploaded`;
+        outcome = { ...outcome, state: 'cancelled', setupFailure: false, reason: outcome.reason === null ? why : `${why}; ${outcome.reason}`.slice(0, 1024), artifacts: [], refused: [], conflicts: [] };
       }
-      this.outcome = buildOutcome(r, { cancelReason: this.cancelReason, fetch: this.fetch, jobChoosesProgram: this.jobChoosesProgram, timeoutMs: this.timeoutMs });
+      this.outcome = outcome;
       try {
         await this.files.writeOutcome(this.outcome);
       } catch (e) {

@@ -30,7 +30,11 @@ export interface SlaveRuntimeOptions {
   executor?: Omit<ExecutorOptions, 'dataDir' | 'capacity' | 'onSlotEvent'>;
   /** Log spool limits per attempt. */
   spool?: LogSpoolOptions;
-  /** attempt.log batches in flight per attempt. Default 4. */
+  /**
+   * attempt.log batches in flight per attempt. Default 1: a master that handles two batches of
+   * one attempt concurrently may store the later one first and then skip the earlier one as
+   * already stored, so more than one is only safe with a master that orders them per attempt.
+   */
   logWindow?: number;
   /** Output bytes per attempt.log batch (about). Default 256 KiB. */
   logBatchBytes?: number;
@@ -90,7 +94,7 @@ export const RUNTIME_DEFAULTS = Object.freeze({
   capacity: 1,
   drainTimeoutMs: 5 * 60_000,
   deliverTimeoutMs: 60_000,
-  logWindow: 4,
+  logWindow: 1,
   logBatchBytes: 256 * 1024,
   maxRecordsPerCall: 5_000,
   uploadChunkBytes: 256 * 1024,

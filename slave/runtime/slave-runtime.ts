@@ -24,8 +24,8 @@ export interface HeldAttempt {
 export interface ShutdownReport {
   /** Every attempt ended within the drain timeout. */
   readonly drained: boolean;
-  /** Attempts killed at the drain deadline and given back (no attempt.finish sent). */
-  readonly givenBack: string[];
+  /** Attempts killed at the drain deadline (reported `cancelled`, which the master requeues). */
+  readonly killed: string[];
   /** Attempts whose delivery did not complete within the deliver timeout (kept on disk for the next start). */
   readonly kept: string[];
 }
@@ -250,14 +250,14 @@ export class SlaveRuntime {
 
   /**
    * For SIGTERM/SIGINT: drain (tell the master), let running attempts finish up to the drain
-   * timeout, kill and give back what still runs, wait up to the deliver timeout for logs,
+   * timeout, kill what still runs (reported `cancelled`: the master requeues it), wait up to the deliver timeout for logs,
    * artifacts and finishes to reach the master, then disconnect. A second call kills what runs
    * at once.
    */
   shutdown(): Promise<ShutdownReport> {
     if (this.shutdownP !== undefined) {
       this.log.warn('stopping now: killing running attempts');
-      for (const t of this.tasks.values()) t.giveBack();
+      for (const t of this.tasks.values()) t.killForShutdown('on a second stop signal');
       return this.shutdownP;
     }
     this.shutdownP = this.doShutdown();
@@ -269,9 +269,9 @@ export class SlaveRuntime {
     this.log.info({ running: this.executor.running().length, drainTimeoutMs: o.drainTimeoutMs }, 'draining before stopping');
     await this.setDraining(true);
     const r = await this.executor.drainAndWait(o.drainTimeoutMs);
-    const givenBack: string[] = [];
+    const killed: string[] = [];
     if (!r.drained) {
-      for (const t of this.tasks.values()) if (t.giveBack()) givenBack.push(t.key);
+      for (const t of this.tasks.values()) if (t.killForShutdown(`after the drain timeout of ${o.drainTimeoutMs} ms`)) killed.push(t.key);
     }
     // Killed groups end within the executor's kill grace; wait for them whatever the deliver timeout.
     await this.executor.drainAndWait(24 * 3600 * 1000);
@@ -283,7 +283,7 @@ export class SlaveRuntime {
     await this.agent.stop();
     this.slotRecord?.close();
     this.slotRecord = undefined;
-    this.log.info({ drained: r.drained, givenBack: givenBack.length, kept: kept.length }, 'slave stopped');
-    return { drained: r.drained, givenBack, kept };
+    this.log.info({ drained: r.drained, killed: killed.length, kept: kept.length }, 'slave stopped');
+    return { drained: r.drained, killed, kept };
   }
 }

@@ -1,0 +1,195 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
+import { tempDir } from '../../helpers/farm.js';
+import { RunningBin, runBin } from '../../helpers/procs.js';
+import { alive, readSlotRecord, until } from './helpers/setup.js';
+import { makeTestPki, TestMaster, type TestPki } from './helpers/test-master.js';
+
+/** One clear line (plus an optional hint line), no stack trace, non-zero exit. */
+function assertCleanError(r: { code: number | null; stderr: string }, re: RegExp): void {
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, re);
+  assert.doesNotMatch(r.stderr, /^\s+at /m, 'stack trace printed');
+  assert.ok(r.stderr.trim().split('\n').length <= 2, r.stderr);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0));
+    });
+  });
+}
+
+describe('slave run (a real child process)', function () {
+  this.timeout(60_000);
+  let root: string;
+  let pki: TestPki;
+  let dir: string;
+  let master: TestMaster;
+  const procs: RunningBin[] = [];
+  const groups: number[] = [];
+
+  before(async function () {
+    root = await tempDir('slave-run-');
+    pki = await makeTestPki(root);
+  });
+  after(async function () {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  let n = 0;
+  beforeEach(async function () {
+    dir = join(root, `slave-${++n}`);
+    await pki.slaveIdentity(dir);
+    master = new TestMaster(pki.caDir, join(root, `master-${n}`));
+  });
+  afterEach(async function () {
+    await Promise.all(procs.splice(0).map((p) => p.stop('SIGKILL')));
+    for (const g of groups.splice(0)) {
+      try {
+        process.kill(-g, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await master.close();
+  });
+
+  function slave(extra: string[] = [], address = master.address): RunningBin {
+    const p = new RunningBin('slave', ['run', '--dir', dir, '--master', address, '--channels', 'main', '--arch', 'x86_64,noarch', '--capacity', '2', '--kill-grace', '500ms', ...extra], {
+      BUILDER_LOG_LEVEL: 'info',
+    });
+    procs.push(p);
+    return p;
+  }
+
+  describe('when it gets SIGTERM', function () {
+    it('tells the master it drains, refuses new work, lets the running job finish, delivers it, and exits 0', async function () {
+      await master.listen(0);
+      const s = slave(['--drain-timeout', '20s']);
+      await s.waitFor(/"msg":"subscribed"/);
+      await master.assign({ jobId: 1, command: { kind: 'script', text: 'echo working; sleep 1; echo art > "$BUILDER_OUTPUT/a.txt"; echo done' } });
+      await until(() => master.text(1).includes('working'), 'the job to start');
+      process.kill(s.pid, 'SIGTERM');
+      await until(() => master.drainingCalls.length > 0, 'slave.draining');
+      assert.deepEqual(master.drainingCalls, [true]);
+      await assert.rejects(master.assign({ jobId: 2, command: { kind: 'script', text: 'true' } }), (e: unknown) => e instanceof RpcCallError && e.rpcCode === ErrorCodes.UNAVAILABLE && /draining/.test(e.message));
+      // One SIGTERM only: a second one means "stop now".
+      await until(() => s.child.exitCode !== null || s.child.signalCode !== null, 'the slave to exit');
+      assert.equal(s.child.exitCode, 0, s.out.slice(-3000));
+      const f = master.get(1).finish;
+      assert.ok(f, 'finish delivered before exit');
+      assert.equal(f.state, 'succeeded');
+      assert.deepEqual(f.artifacts.map((a) => a.path), ['a.txt']);
+      assert.equal(master.text(1), 'working\ndone\n');
+      const rec = await readSlotRecord(dir);
+      assert.deepEqual(
+        rec.lines.map((l) => l.event),
+        ['open', 'start', 'end', 'close'],
+      );
+      assert.ok(rec.maxUsed <= 2);
+      assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+    });
+
+    it('kills a job still running at the drain deadline (its whole group), reports it cancelled so the master requeues it, and exits 0', async function () {
+      await master.listen(0);
+      const s = slave(['--drain-timeout', '1s']);
+      await s.waitFor(/"msg":"subscribed"/);
+      const gc = join(root, `gc-${n}`);
+      await master.assign({ jobId: 3, command: { kind: 'script', text: `(trap '' TERM; sleep 60) & echo $! > ${gc}; echo started; echo x > "$BUILDER_OUTPUT/partial"; wait` } });
+      await until(() => existsSync(gc) && master.text(3).includes('started'), 'the job to start');
+      const gpid = Number((await readFile(gc, 'utf8')).trim());
+      groups.push(gpid);
+      const t0 = Date.now();
+      const r = await s.stop('SIGTERM', 20_000);
+      assert.deepEqual(r, { code: 0, signal: null }, s.out.slice(-3000));
+      assert.ok(Date.now() - t0 < 10_000, 'stopped within the drain timeout plus the kill grace');
+      assert.equal(await alive(gpid), false);
+      const f = master.get(3).finish;
+      assert.ok(f);
+      assert.equal(f.state, 'cancelled');
+      assert.match(f.reason ?? '', /the slave shut down and killed it after the drain timeout of 1000 ms/);
+      assert.deepEqual(f.artifacts, []);
+      assert.equal(master.get(3).records[master.get(3).records.length - 1]?.kind, 'end');
+    });
+  });
+
+  describe('when the master is unreachable', function () {
+    it('logs each failed attempt, retries with back-off, and subscribes once the master is up', async function () {
+      const port = await freePort();
+      const s = slave([], `127.0.0.1:${port}`);
+      await s.waitFor(/"msg":"cannot reach master"[\s\S]*"msg":"reconnecting"[\s\S]*"msg":"cannot reach master"/);
+      await master.listen(port);
+      await s.waitFor(/"msg":"subscribed"/, 40_000);
+      assert.deepEqual(master.subscribes[0], { channels: ['main'], arches: ['x86_64', 'noarch'], capacity: 2, draining: false, running: [] });
+      assert.deepEqual(await s.stop('SIGTERM'), { code: 0, signal: null });
+    });
+
+    it('keeps a finished attempt on disk when it stops before delivering it, and delivers it after a restart', async function () {
+      await master.listen(0);
+      const s = slave(['--deliver-timeout', '1s']);
+      await s.waitFor(/"msg":"subscribed"/);
+      await master.assign({ jobId: 5, command: { kind: 'script', text: 'echo before; sleep 0.5; echo after; echo out > "$BUILDER_OUTPUT/o.txt"' } });
+      await until(() => master.text(5).includes('before'), 'the job to start');
+      await master.close();
+      await s.waitFor(/"msg":"attempt ended"/);
+      assert.deepEqual(await s.stop('SIGTERM'), { code: 0, signal: null });
+      assert.match(s.out, /kept on disk for the next start/);
+      assert.deepEqual(await readdir(join(dir, 'attempts')), ['5-1']);
+      await master.listen();
+      const s2 = slave();
+      const a = await master.waitFinish(5);
+      assert.deepEqual(master.subscribes[master.subscribes.length - 1]!.running, [{ jobId: 5, attempt: 1, slots: 1 }]);
+      assert.equal(a.finish!.state, 'succeeded');
+      assert.equal(master.text(5), 'before\nafter\n');
+      assert.deepEqual(a.finish!.artifacts.map((x) => x.path), ['o.txt']);
+      await until(async () => (await readdir(join(dir, 'attempts'))).length === 0, 'the attempt files to go');
+      assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
+    });
+
+    it('after a SIGKILL, kills the job it left running and does not report it (the master requeues it)', async function () {
+      await master.listen(0);
+      const s = slave();
+      await s.waitFor(/"msg":"subscribed"/);
+      const pidFile = join(root, `pid-${n}`);
+      await master.assign({ jobId: 6, command: { kind: 'script', text: `echo $$ > ${pidFile}; echo go; sleep 60` } });
+      await until(() => existsSync(pidFile) && master.text(6).includes('go'), 'the job to start');
+      const pid = Number((await readFile(pidFile, 'utf8')).trim());
+      groups.push(pid);
+      await s.stop('SIGKILL');
+      await until(() => existsSync(join(dir, 'attempts', '6-1', 'pid')), 'the pid file');
+      assert.ok(await alive(pid), 'the orphaned job still runs');
+      const subs = master.subscribes.length;
+      const s2 = slave();
+      await until(() => master.subscribes.length > subs, 'the new subscribe');
+      assert.deepEqual(master.subscribes[master.subscribes.length - 1]!.running, []);
+      await until(async () => !(await alive(pid)), 'the leftover job to be killed');
+      assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+      assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
+    });
+  });
+
+  describe('when its flags are wrong', function () {
+    it('says so in one line with a hint', async function () {
+      const base = ['run', '--dir', dir, '--master', '127.0.0.1:1'];
+      assertCleanError(await runBin('slave', [...base, '--channels', 'main', '--capacity', '0']), /invalid --capacity 0: must be an integer from 1 to 4096\nHint: /);
+      assertCleanError(await runBin('slave', [...base, '--channels', 'main', '--capacity', 'two']), /invalid --capacity "two"/);
+      assertCleanError(await runBin('slave', [...base, '--channels', ',']), /no channels given\nHint: pass --channels main,updates/);
+      assertCleanError(await runBin('slave', [...base, '--channels', '../etc']), /invalid channel name "\.\.\/etc"/);
+      assertCleanError(await runBin('slave', [...base, '--channels', 'main', '--arch', ' ']), /no architectures given/);
+      assertCleanError(await runBin('slave', [...base, '--channels', 'main', '--drain-timeout', 'soon']), /invalid --drain-timeout "soon"/);
+      assertCleanError(await runBin('slave', ['run', '--dir', dir, '--master', 'nowhere', '--channels', 'main']), /invalid --master address "nowhere"/);
+      const missing = await runBin('slave', ['run', '--dir', dir, '--master', '127.0.0.1:1']);
+      assert.notEqual(missing.code, 0);
+      assert.match(missing.stderr, /Missing required flag channels/);
+    });
+  });
+});
