@@ -121,6 +121,7 @@ function runBin(bin: Bin, args: string[], timeoutMs: number, show = false): Prom
   });
 }
 
+const indent = (s: string) => (s.trim() === '' ? '' : `${s.trimEnd().replace(/^/gm, '    ')}\n`);
 const say = (s: string) => process.stdout.write(`==> ${s}\n`);
 const cmdLine = (bin: Bin, args: string[]) => process.stdout.write(`    $ ${bin} ${args.map((a) => (/^[\w./:=,@%+-]+$/.test(a) ? a : `'${a}'`)).join(' ')}\n`);
 
@@ -249,7 +250,7 @@ async function main(argv: string[]): Promise<number> {
       await sleep(200);
     }
     cmdLine('builder', ['slaves', ...conn]);
-    process.stdout.write((await runBin('builder', ['slaves', ...conn], stepMs)).stdout.replace(/^/gm, '    '));
+    process.stdout.write(indent((await runBin('builder', ['slaves', ...conn], stepMs)).stdout));
 
     say('7. schedule the sample job: a shell script that builds a .deb with dpkg-deb');
     const script = join(dir, 'build-hello.sh');
@@ -264,7 +265,7 @@ async function main(argv: string[]): Promise<number> {
     if (obs.code !== 0) throw new StepError('observe the job', `job ${jobId} did not succeed (builder observe exited with ${String(obs.code)})`, slave.tail());
 
     say('9. download its artifact (sha256 checked)');
-    process.stdout.write((await must('download the artifact', 'builder', ['download', jobId, '--out', outDir, ...conn], stepMs)).replace(/^/gm, '    '));
+    process.stdout.write(indent(await must('download the artifact', 'builder', ['download', jobId, '--out', outDir, ...conn], stepMs)));
 
     say('10. wait until the repo-builder has published it');
     const packages = join(repoDir, 'deb', 'dists', 'demo', 'main', `binary-${arch}`, 'Packages');

@@ -1,11 +1,12 @@
-import { Args, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { jobArg } from '../lib/args.js';
 import { ClientCommand } from '../lib/client-command.js';
 import { bytes, table } from '../lib/format.js';
 
 export default class Artifacts extends ClientCommand {
   static override summary = "List a job's artifacts (every attempt) with size, sha256 and kind.";
   static override examples = ['<%= config.bin %> artifacts 42', '<%= config.bin %> artifacts 42 --json'];
-  static override args = { job: Args.integer({ required: true, min: 1, description: 'job id' }) };
+  static override args = { job: jobArg({ required: true, description: 'job id' }) };
   static override flags = { json: Flags.boolean({ default: false, description: 'print JSON' }) };
 
   async run(): Promise<void> {

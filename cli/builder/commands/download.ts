@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import cliProgress from 'cli-progress';
 import { BuilderError } from '../../../protocol/errors.js';
+import { jobArg } from '../lib/args.js';
 import { ClientCommand } from '../lib/client-command.js';
 import { downloadArtifact, pickArtifacts } from '../lib/download.js';
 import { bytes } from '../lib/format.js';
@@ -15,7 +16,7 @@ export default class Download extends ClientCommand {
     '<%= config.bin %> download 42 --out ./out --force --json',
   ];
   static override args = {
-    job: Args.integer({ required: true, min: 1, description: 'job id' }),
+    job: jobArg({ required: true, description: 'job id' }),
     name: Args.string({ required: false, description: 'artifact name (see builder artifacts JOB); default: all' }),
   };
   static override flags = {

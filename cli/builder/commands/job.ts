@@ -1,11 +1,12 @@
-import { Args, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { jobArg } from '../lib/args.js';
 import { ClientCommand } from '../lib/client-command.js';
 import { commandText, duration, outcome, table, when } from '../lib/format.js';
 
 export default class Job extends ClientCommand {
   static override summary = 'Show a job, its attempts and, while it is queued, why it is not running.';
   static override examples = ['<%= config.bin %> job 42', '<%= config.bin %> job 42 --json'];
-  static override args = { job: Args.integer({ required: true, min: 1, description: 'job id' }) };
+  static override args = { job: jobArg({ required: true, description: 'job id' }) };
   static override flags = { json: Flags.boolean({ default: false, description: 'print JSON (job, attempts, waiting)' }) };
 
   async run(): Promise<void> {

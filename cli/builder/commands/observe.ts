@@ -1,4 +1,5 @@
-import { Args, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { jobArg } from '../lib/args.js';
 import { ClientCommand } from '../lib/client-command.js';
 
 export default class Observe extends ClientCommand {
@@ -11,7 +12,7 @@ Exit codes: 0 succeeded, 10 failed, 11 timed out, 12 cancelled, 130 stopped with
     '<%= config.bin %> observe 42 --attempt 1 > build.log',
     '<%= config.bin %> observe 42 --master builder.example.org:7400 --identity ~/.builder/alice',
   ];
-  static override args = { job: Args.integer({ required: true, min: 1, description: 'job id' }) };
+  static override args = { job: jobArg({ required: true, description: 'job id' }) };
   static override flags = {
     attempt: Flags.integer({ min: 1, description: 'replay this attempt instead of the latest' }),
   };

@@ -1,12 +1,13 @@
 import { Args } from '@oclif/core';
 import { checkName } from '../../../protocol/names.js';
+import { jobArg } from '../lib/args.js';
 import { ClientCommand } from '../lib/client-command.js';
 
 export default class Promote extends ClientCommand {
   static override summary = "Make a succeeded job's images the official release of NAME (admin only).";
   static override examples = ['<%= config.bin %> promote 42 rootfs'];
   static override args = {
-    job: Args.integer({ required: true, min: 1, description: 'job id (a succeeded job with images)' }),
+    job: jobArg({ required: true, description: 'job id (a succeeded job with images)' }),
     name: Args.string({ required: true, description: 'image name (the job name)' }),
   };
 

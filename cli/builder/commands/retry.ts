@@ -1,11 +1,12 @@
-import { Args, Flags } from '@oclif/core';
+import { Flags } from '@oclif/core';
+import { jobArg } from '../lib/args.js';
 import { ClientCommand } from '../lib/client-command.js';
 
 export default class Retry extends ClientCommand {
   static override summary = 'Queue a new job with the spec of a finished one; prints the new job id.';
   static override description = 'The old job stays as it was. Use --observe to follow the new one.';
   static override examples = ['<%= config.bin %> retry 42', 'JOB=$(<%= config.bin %> retry 42) && <%= config.bin %> observe $JOB', '<%= config.bin %> retry 42 --observe'];
-  static override args = { job: Args.integer({ required: true, min: 1, description: 'job id of a finished job' }) };
+  static override args = { job: jobArg({ required: true, description: 'job id of a finished job' }) };
   static override flags = {
     observe: Flags.boolean({ default: false, description: 'then follow the new job, as builder observe' }),
     json: Flags.boolean({ default: false, description: 'print the new job as JSON' }),
