@@ -82,16 +82,18 @@ export class FarmProcess {
    * @param keepLines how many recent lines `waitForLine` can still match after they arrived
    *   (a waiter registered later sees them). Default 2,000.
    */
+  /**
+   * @param argv what node runs: a script (e.g. `binPath('slave')`) and its arguments.
+   */
   constructor(
     readonly label: string,
-    bin: 'master' | 'slave',
-    args: string[],
+    argv: string[],
     logPath: string,
     env: NodeJS.ProcessEnv = {},
     private readonly keepLines = 2000,
   ) {
     this.logFile = createWriteStream(logPath, { flags: 'a' });
-    this.child = spawn(process.execPath, [binPath(bin), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const onData = (d: Buffer) => {
       this.logFile.write(d);
       const s = d.toString();
@@ -192,6 +194,12 @@ function killPid(pid: number, signal: NodeJS.Signals): void {
 export interface ProcessFarmOptions {
   /** Extra flags for `master run` (e.g. a short slave grace period), kept across restarts. Default none. */
   masterArgs?: string[];
+  /**
+   * A script node runs instead of `bin/master.js run`, with the same flags (`--dir`, `--listen`,
+   * `--enroll-listen`, then `masterArgs`); it must log pino's "master listening" line. For a
+   * master with an option `master run` does not expose. Default: the bin.
+   */
+  masterScript?: string;
   /** Extra environment for every process. Default none. */
   env?: NodeJS.ProcessEnv;
   /** BUILDER_LOG_LEVEL of master and slaves. Default `info` (readiness is read from info lines). */
@@ -254,8 +262,8 @@ export class FarmSlave {
   async start(): Promise<void> {
     if (this.process?.running) throw new Error(`slave ${this.name} already runs`);
     const s = this.spec;
-    const args = ['run', '--dir', this.dir, '--master', this.masterAddress, '--channels', s.channels.join(','), '--arch', s.arches.join(','), '--capacity', String(s.capacity), ...s.args];
-    this.process = new FarmProcess(`slave ${s.name}`, 'slave', args, join(this.farm.root, `slave-${s.name}.${++this.starts}.log`), this.farm.env);
+    const args = [binPath('slave'), 'run', '--dir', this.dir, '--master', this.masterAddress, '--channels', s.channels.join(','), '--arch', s.arches.join(','), '--capacity', String(s.capacity), ...s.args];
+    this.process = new FarmProcess(`slave ${s.name}`, args, join(this.farm.root, `slave-${s.name}.${++this.starts}.log`), this.farm.env);
     await this.process.waitForLine(/connected to master/, this.farm.startTimeoutMs);
     if (s.waitSubscribed) await this.farm.waitSlaveConnected(s.name, this.farm.startTimeoutMs);
   }
@@ -400,8 +408,9 @@ export class ProcessFarm {
   private async startMaster(): Promise<void> {
     const listen = `127.0.0.1:${this.mainPort}`;
     const enroll = `127.0.0.1:${this.enrollPort}`;
-    const args = ['run', '--dir', this.masterDir, '--listen', listen, '--enroll-listen', enroll, ...(this.opts.masterArgs ?? [])];
-    this.master = new FarmProcess('master', 'master', args, join(this.root, `master.${++this.masterStarts}.log`), this.env);
+    const entry = this.opts.masterScript ? [this.opts.masterScript] : [binPath('master'), 'run'];
+    const args = [...entry, '--dir', this.masterDir, '--listen', listen, '--enroll-listen', enroll, ...(this.opts.masterArgs ?? [])];
+    this.master = new FarmProcess('master', args, join(this.root, `master.${++this.masterStarts}.log`), this.env);
     const m = await this.master.waitForLine(/"listen":"127\.0\.0\.1:(\d+)","enroll":"127\.0\.0\.1:(\d+)"/, this.startTimeoutMs);
     this.mainPort = Number(m[1]);
     this.enrollPort = Number(m[2]);

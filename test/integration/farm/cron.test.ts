@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { ProcessFarm, sleep, waitFor, type JobView } from '../../helpers/process-farm.js';
-import { cronSecondsArgs } from './setup.js';
+import { secondsCronMaster } from './setup.js';
 
 /**
- * Schedules through a real master process. Cron has minute resolution; the master's option for
- * six-field (seconds) expressions keeps this test to seconds. The jobs need no slave: what is
+ * Schedules through a real master process. Cron has minute resolution for operators; the
+ * master's cron option for six-field (seconds) expressions, which `master run` does not expose,
+ * keeps this test to seconds (see seconds-cron-master.ts). The jobs need no slave: what is
  * checked is when the master queues them.
  */
 describe('when a cron schedule runs in a real master', function () {
@@ -24,7 +25,7 @@ describe('when a cron schedule runs in a real master', function () {
   }
 
   it('fires on time, and once (not once per tick) after the master was down over several ticks', async function () {
-    farm = await ProcessFarm.start({ masterArgs: cronSecondsArgs() });
+    farm = await ProcessFarm.start(secondsCronMaster());
     const { schedule } = await farm.call('schedule.create', {
       cron: `*/${periodS} * * * * *`,
       template: { name: 'tick', channel: 'cron', arch: 'x86_64', command: { kind: 'script', text: 'true' } },

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { ProcessFarm, type FarmSlave } from '../../helpers/process-farm.js';
-import { Gate, RunLog, maxConcurrentSlots, readSlotRecord } from './setup.js';
+import { Gate, RunLog, maxConcurrentSlots, readSlotRecord, slotEvents } from './setup.js';
 
 /**
  * Real master and four real slave processes on 127.0.0.1: what goes where, how much at once, and
@@ -71,7 +71,7 @@ describe('when a farm of real processes dispatches jobs', function () {
       assert.ok(rec.length > 0, `slave ${s.name} kept no record`);
       const max = maxConcurrentSlots(rec);
       assert.ok(max <= s.spec.capacity, `slave ${s.name} ran ${max} slots at once with capacity ${s.spec.capacity}`);
-      for (const e of rec) assert.ok(e.usedAfter >= 0 && e.usedAfter <= s.spec.capacity, JSON.stringify(e));
+      for (const e of slotEvents(rec)) assert.ok(e.usedAfter >= 0 && e.usedAfter <= s.spec.capacity, JSON.stringify(e));
     }
     assert.equal(maxConcurrentSlots(await readSlotRecord(amd.dir)), 2, 'the 2-slot slave never ran two slots at once');
 
@@ -120,7 +120,9 @@ describe('when a farm of real processes dispatches jobs', function () {
     const ran = (await runs.read()).map((l) => l.jobId);
     assert.deepEqual(ran, expected);
     // The slave's own record shows the same order of starts.
-    const starts = (await readSlotRecord(prio.dir)).filter((e) => e.event === 'start').map((e) => e.key);
+    const starts = slotEvents(await readSlotRecord(prio.dir))
+      .filter((e) => e.event === 'start')
+      .map((e) => e.key);
     assert.equal(starts.length, 1 + ids.length);
     assert.deepEqual(
       starts.slice(1).map((k) => Number(k.split('-')[0])),

@@ -4,6 +4,7 @@
  */
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { waitFor, type ProcessFarm } from '../../helpers/process-farm.js';
 
 /**
@@ -14,9 +15,13 @@ export function masterTimings(o: { graceMs: number; acceptTimeoutMs?: number }):
   return ['--slave-grace', `${o.graceMs}ms`, '--accept-timeout', `${o.acceptTimeoutMs ?? 5000}ms`];
 }
 
-/** `master run` flags that allow six-field cron expressions (a seconds field), for tests that cannot wait minutes. */
-export function cronSecondsArgs(): string[] {
-  return ['--cron-seconds'];
+/**
+ * Farm options for a master whose cron takes a seconds field: `master run` has no flag for it,
+ * so the master process runs seconds-cron-master.js (the same Master class with
+ * `cron.allowSeconds`).
+ */
+export function secondsCronMaster(): { masterScript: string } {
+  return { masterScript: fileURLToPath(new URL('./seconds-cron-master.js', import.meta.url)) };
 }
 
 /** `slave run` flags: a short SIGTERM-to-SIGKILL grace for timeouts and cancels (docs/slave.md). */
@@ -76,16 +81,16 @@ export class RunLog {
   }
 }
 
-/** One line of the slave's own slot record, `DIR/slot-record.jsonl` (docs/slave.md). */
-export interface SlotRecordLine {
-  key: string;
-  slots: number;
-  event: 'start' | 'end';
-  at: number;
-  usedAfter: number;
-}
+/**
+ * One line of the slave's own slot record, `DIR/slot-record.jsonl` (slave/runtime): each slave
+ * process starts with `open` and, when stopped cleanly, ends with `close`.
+ */
+export type SlotRecordLine =
+  | { event: 'open'; pid: number; capacity: number; at: number }
+  | { event: 'start' | 'end'; key: string; slots: number; usedAfter: number; capacity: number; at: number }
+  | { event: 'close'; pid: number; at: number };
 
-/** Reads a slave's slot record (the file the slave writes as attempts start and end). */
+/** Reads a slave's slot record (the file the slave appends to as attempts start and end). */
 export async function readSlotRecord(slaveDir: string): Promise<SlotRecordLine[]> {
   const text = await readFile(join(slaveDir, 'slot-record.jsonl'), 'utf8');
   return text
@@ -94,15 +99,23 @@ export async function readSlotRecord(slaveDir: string): Promise<SlotRecordLine[]
     .map((l) => JSON.parse(l) as SlotRecordLine);
 }
 
+/** The start and end events of the record, in order. */
+export function slotEvents(rec: readonly SlotRecordLine[]): Array<Extract<SlotRecordLine, { event: 'start' | 'end' }>> {
+  return rec.flatMap((e) => (e.event === 'start' || e.event === 'end' ? [e] : []));
+}
+
 /**
  * The most slots in use at once, replayed from the record's start and end events (not from the
- * slave's own `usedAfter` figure, which is checked separately).
+ * slave's own `usedAfter` figure, which is checked separately). An `open` line is a new process:
+ * nothing of the previous one runs in it.
  */
 export function maxConcurrentSlots(rec: readonly SlotRecordLine[]): number {
   let used = 0;
   let max = 0;
   for (const e of rec) {
-    used += e.event === 'start' ? e.slots : -e.slots;
+    if (e.event === 'open') used = 0;
+    else if (e.event === 'start') used += e.slots;
+    else if (e.event === 'end') used -= e.slots;
     max = Math.max(max, used);
   }
   return max;
