@@ -21,6 +21,7 @@ export const ErrorCodes = {
   CHECKSUM_MISMATCH: -32008,
   UNAVAILABLE: -32009,
   INVALID_INPUT: -32010,
+  FRAME_TOO_LARGE: -32011,
 } as const;
 
 export type WireErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -64,6 +65,7 @@ const wireByCode: Partial<Record<BuilderErrorCode, WireErrorCode>> = {
   BUILDER_ERR_INVALID_NAME: ErrorCodes.INVALID_INPUT,
   BUILDER_ERR_TOKEN: ErrorCodes.FORBIDDEN,
   BUILDER_ERR_UNAVAILABLE: ErrorCodes.UNAVAILABLE,
+  BUILDER_ERR_FRAME_TOO_LARGE: ErrorCodes.FRAME_TOO_LARGE,
 };
 
 /** An error with a stable code; `expose` marks messages safe to send to a peer. */

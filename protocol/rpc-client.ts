@@ -28,7 +28,10 @@ export function connectRpc(opts: ConnectOptions): Promise<RpcPeer> {
   return new Promise((resolve, reject) => {
     const timeoutMs = opts.connectTimeoutMs ?? 10_000;
     let done = false;
-    const socket = tls.connect(opts.tls);
+    // Half-open, as on the server: a master that half-closes still gets our replies (Node's
+    // tls.connect honours allowHalfOpen; its typings leave it out).
+    const connectOptions: tls.ConnectionOptions & { allowHalfOpen: boolean } = { ...opts.tls, allowHalfOpen: true };
+    const socket = tls.connect(connectOptions);
     const fail = (err: Error) => {
       if (done) return;
       done = true;

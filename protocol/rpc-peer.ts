@@ -6,12 +6,17 @@ import {
   JSONRPCServer,
   JSONRPCServerAndClient,
   createJSONRPCErrorResponse,
+  createJSONRPCSuccessResponse,
+  type JSONRPCError,
+  type JSONRPCErrorResponse,
   type JSONRPCID,
+  type JSONRPCRequest,
+  type JSONRPCResponse,
 } from 'json-rpc-2.0';
 import type { Logger } from 'pino';
 import { catalogue, type MethodName, type ParamsOf, type PeerRole, type ResultOf } from './catalogue.js';
 import { BuilderError, ErrorCodes, isBuilderError } from './errors.js';
-import { decodeBody, encodeFrameParts, FrameDecoder, DEFAULT_MAX_FRAME_BYTES } from './frame-codec.js';
+import { decodeBody, encodeFrameChunks, FrameDecoder, DEFAULT_MAX_FRAME_BYTES, type EncodedFrame } from './frame-codec.js';
 
 /** Options for one RPC connection. Every limit is named, with a safe default. */
 export interface RpcPeerOptions {
@@ -107,10 +112,39 @@ interface RawMessage {
 
 const isId = (v: unknown): v is JSONRPCID => typeof v === 'string' || typeof v === 'number' || v === null;
 
+const RESOLVED: Promise<void> = Promise.resolve();
+
+/** A batch being served: its requests count one by one against maxInFlight; the replies go back as one array. */
+interface BatchState {
+  readonly items: JSONRPCRequest[];
+  /** Index of the next request to hand to the server. */
+  next: number;
+  /** Requests handed to the server and not answered yet. */
+  outstanding: number;
+  readonly replies: JSONRPCResponse[];
+}
+
+/**
+ * json-rpc-2.0's client with `send` going straight to the frame writer. The library's own `send`
+ * wraps each call in an ES5 async state machine that adds nothing here but a few promise turns.
+ */
+class WireClient extends JSONRPCClient<void> {
+  constructor(private readonly sendRequest: (request: JSONRPCRequest) => Promise<void>) {
+    super(sendRequest);
+  }
+
+  override send(payload: JSONRPCRequest): Promise<void> {
+    return this.sendRequest(payload);
+  }
+}
+
 /**
  * One full-duplex JSON-RPC 2.0 connection over msgpack frames, on any duplex stream (TLS in
  * production, in-memory pairs in tests). Both ends serve the catalogue's methods for their side
- * and call the other's, through json-rpc-2.0's JSONRPCServerAndClient.
+ * and call the other's, through json-rpc-2.0's JSONRPCServerAndClient: its server dispatches each
+ * request to the handler, its client matches each response to its call. Around it, this class
+ * owns what the library leaves open: frames and their limit, message shapes, batch and in-flight
+ * limits, call deadlines (one timer for all calls), heartbeats and backpressure.
  */
 export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   readonly options: CompiledRpcPeerOptions;
@@ -120,15 +154,30 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   private readonly decoder: FrameDecoder;
   private readonly sac: JSONRPCServerAndClient<CallContext, void>;
   private readonly served = new Set<string>();
+  private readonly ctx: CallContext;
+  // Receiving.
   private inFlight = 0;
   private paused = false;
+  /** Frame bodies read but not handled yet, because maxInFlight requests are being handled. */
+  private backlog: Array<Buffer | undefined> = [];
+  private backlogHead = 0;
+  /** A batch whose requests are not all handed to the server yet. */
+  private batch: BatchState | undefined;
+  private remoteEnded = false;
   private protocolErrors = 0;
   private lastReceived = Date.now();
+  private receivedSinceTick = false;
+  // Sending and calling.
   private lastSent = Date.now();
+  private sentSinceTick = false;
   private drainWaiters: Array<() => void> = [];
+  private nextId = 0;
+  /** Deadline (epoch ms) of each call awaiting its answer. */
+  private readonly deadlines = new Map<number, number>();
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineTimerAt = Infinity;
   private timer: NodeJS.Timeout | undefined;
   private closedWith: { err: Error | undefined } | undefined;
-  private readonly ctx: CallContext;
 
   constructor(stream: Duplex, remote: RemoteIdentity, opts: RpcPeerOptions & { logger?: Logger } = {}) {
     super();
@@ -140,7 +189,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     this.ctx = { peer: this, remote };
     const server = new JSONRPCServer<CallContext>({ errorListener: () => undefined });
     server.mapErrorToJSONRPCErrorResponse = (id, error) => this.mapError(id, error);
-    const client = new JSONRPCClient<void>((payload) => this.write(payload));
+    const client = new WireClient((request) => this.sendRequest(request));
     this.sac = new JSONRPCServerAndClient(server, client, { errorListener: () => undefined });
     // The heartbeat is answered by reading it: receiving anything proves liveness.
     this.handle('peer.heartbeat', () => null);
@@ -150,8 +199,11 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     stream.on('error', (err) => this.finish(err));
     stream.on('close', () => this.finish(undefined));
     stream.on('end', () => {
-      // The remote half-closed: nothing more will arrive; finish our side.
-      this.stream.end();
+      // The remote half-closed: nothing more will arrive, but it still reads. Answer what it sent
+      // (pump ends our side once the last reply is written).
+      this.remoteEnded = true;
+      if (this.decoder.pendingBytes > 0) this.log?.debug({ peer: this.remote.name, bytes: this.decoder.pendingBytes }, 'peer ended inside a frame');
+      this.pump();
     });
     this.timer = setInterval(() => this.tick(), Math.min(this.options.heartbeatIntervalMs, 1000));
     this.timer.unref();
@@ -166,42 +218,54 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   handle<M extends MethodName>(method: M, handler: Handler<M>): this {
     const d = catalogue[method];
     this.served.add(method);
-    this.sac.addMethod(method, async (params: unknown, ctx: CallContext) => {
+    this.sac.addMethodAdvanced(method, (request, ctx) => {
       // Security: the role comes from the verified certificate, never from the message.
       if (!d.roles.includes(ctx.remote.role)) {
         throw new JSONRPCErrorException(`role ${ctx.remote.role} may not call ${method}`, ErrorCodes.FORBIDDEN, {
           code: 'BUILDER_ERR_FORBIDDEN',
         });
       }
-      const parsed = d.params.safeParse(params ?? {});
+      const parsed = d.params.safeParse(request.params ?? {});
       if (!parsed.success) {
         const first = parsed.error.issues[0];
         const where = first && first.path.length > 0 ? first.path.join('.') + ': ' : '';
         throw new JSONRPCErrorException(`invalid params: ${where}${first?.message ?? 'schema mismatch'}`, ErrorCodes.INVALID_PARAMS);
       }
-      return handler(parsed.data as ParamsOf<M>, ctx);
+      const id = request.id;
+      const out = handler(parsed.data as ParamsOf<M>, ctx);
+      // A handler that answers at once costs no extra promise turn.
+      if (isThenable(out)) return out.then((result) => (id === undefined ? null : createJSONRPCSuccessResponse(id, result)));
+      return Promise.resolve(id === undefined ? null : createJSONRPCSuccessResponse(id, out));
     });
     return this;
   }
 
   /** Calls a method on the remote end and returns its validated result. */
-  async call<M extends MethodName>(method: M, params: ParamsOf<M>, opts: { timeoutMs?: number } = {}): Promise<ResultOf<M>> {
-    if (this.closedWith) throw new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED);
-    let result: unknown;
-    try {
-      result = await this.sac.timeout(opts.timeoutMs ?? this.options.requestTimeoutMs).request(method, params);
-    } catch (e) {
-      throw this.toCallError(e);
-    }
-    const parsed = catalogue[method].result.safeParse(result);
-    if (!parsed.success) throw new RpcCallError(`peer sent an invalid result for ${method}`, ErrorCodes.INVALID_REQUEST);
-    return parsed.data as ResultOf<M>;
+  call<M extends MethodName>(method: M, params: ParamsOf<M>, opts: { timeoutMs?: number } = {}): Promise<ResultOf<M>> {
+    if (this.closedWith) return Promise.reject(new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED));
+    const id = ++this.nextId;
+    this.setDeadline(id, Date.now() + (opts.timeoutMs ?? this.options.requestTimeoutMs));
+    // The library returns a real Promise here; its type says only PromiseLike.
+    const answer = this.sac.requestAdvanced({ jsonrpc: '2.0', id, method, params }, undefined) as Promise<JSONRPCResponse>;
+    return answer.then((response) => {
+      this.deadlines.delete(id);
+      if (response.error) throw this.toCallError(response.error);
+      const parsed = catalogue[method].result.safeParse(response.result);
+      if (!parsed.success) throw new RpcCallError(`peer sent an invalid result for ${method}`, ErrorCodes.INVALID_REQUEST);
+      return parsed.data as ResultOf<M>;
+    });
   }
 
   /** Sends a notification; resolves once written (waits for 'drain' under backpressure). */
   notify<M extends MethodName>(method: M, params: ParamsOf<M>): Promise<void> {
-    if (this.closedWith) return Promise.reject(new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED));
-    return this.write({ jsonrpc: '2.0', method, params });
+    if (this.closedWith || !this.writable()) return Promise.reject(new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED));
+    let frame: EncodedFrame;
+    try {
+      frame = encodeFrameChunks({ jsonrpc: '2.0', method, params }, this.options.maxFrameBytes);
+    } catch (e) {
+      return Promise.reject(encodeFailure(e));
+    }
+    return this.writeFrame(frame) ? RESOLVED : this.drained();
   }
 
   /** Ends the connection: pending calls are rejected; the stream is ended, then destroyed after `graceMs`. */
@@ -220,42 +284,141 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     this.finish(err);
   }
 
+  /** Whether this end serves `method`. */
+  serves(method: string): boolean {
+    return this.served.has(method);
+  }
+
   private finish(err: Error | undefined): void {
     if (this.closedWith) return;
     this.closedWith = { err };
     if (this.timer) clearInterval(this.timer);
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    for (const id of this.deadlines.keys()) this.failCall(id, ErrorCodes.CONNECTION_CLOSED, 'connection closed');
     this.sac.rejectAllPendingRequests('connection closed');
+    this.backlog = [];
+    this.backlogHead = 0;
+    this.batch = undefined;
     this.flushDrainWaiters();
     this.emit('close', err);
   }
 
   private tick(): void {
     const now = Date.now();
-    if (now - this.lastReceived > this.options.deadAfterMs) {
+    // Reads and writes only raise a flag; the clock is read here, once per tick.
+    if (this.receivedSinceTick) {
+      this.receivedSinceTick = false;
+      this.lastReceived = now;
+    }
+    if (this.sentSinceTick) {
+      this.sentSinceTick = false;
+      this.lastSent = now;
+    }
+    // While reading is paused at maxInFlight, silence is ours, not the peer's: its heartbeats wait
+    // unread in the socket. The clock restarts when reading resumes (see pump).
+    if (!this.paused && now - this.lastReceived > this.options.deadAfterMs) {
       this.log?.warn({ peer: this.remote.name }, 'peer missed its heartbeats; closing');
       this.destroy(new BuilderError('BUILDER_ERR_HEARTBEAT', `no message from ${this.remote.name} for ${now - this.lastReceived} ms`));
       return;
     }
-    if (now - this.lastSent >= this.options.heartbeatIntervalMs) {
+    if (now - this.lastSent >= this.options.heartbeatIntervalMs && this.writable()) {
       this.notify('peer.heartbeat', { t: now }).catch(() => undefined);
     }
   }
 
-  private write(value: unknown): Promise<void> {
-    if (this.closedWith || this.stream.destroyed) return Promise.reject(new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED));
-    const [header, body] = encodeFrameParts(value, this.options.maxFrameBytes);
-    let ok: boolean;
-    if (body.length < this.options.coalesceBelowBytes) {
-      ok = this.stream.write(Buffer.concat([header, body], header.length + body.length));
-    } else {
-      // Large bodies (file chunks) go as two writes so they are not copied.
-      this.stream.cork();
-      this.stream.write(header);
-      ok = this.stream.write(body);
-      this.stream.uncork();
+  // ---- calls: deadlines ----
+
+  private setDeadline(id: number, at: number): void {
+    this.deadlines.set(id, at);
+    // One timer for every pending call, due at the earliest deadline; calls made with the same
+    // timeout have ever later deadlines, so it is rarely re-armed.
+    if (at < this.deadlineTimerAt) this.armDeadlineTimer(at);
+  }
+
+  private armDeadlineTimer(at: number): void {
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimerAt = at;
+    this.deadlineTimer = setTimeout(() => this.expireCalls(), Math.max(0, at - Date.now()));
+  }
+
+  private expireCalls(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineTimerAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const [id, at] of this.deadlines) {
+      if (at <= now) this.failCall(id, ErrorCodes.TIMEOUT, 'request timed out');
+      else if (at < next) next = at;
     }
-    this.lastSent = Date.now();
-    if (ok) return Promise.resolve();
+    if (next !== Infinity && !this.closedWith) this.armDeadlineTimer(next);
+  }
+
+  /** Settles a pending call with an error of ours, through the library's matching. */
+  private failCall(id: number, code: number, message: string, data?: unknown): void {
+    this.deadlines.delete(id);
+    this.sac.client.receive(createJSONRPCErrorResponse(id, code, message, data));
+  }
+
+  // ---- writing ----
+
+  private writable(): boolean {
+    return !this.stream.destroyed && !this.stream.writableEnded;
+  }
+
+  /** The library's client sends every request of `call` through here. */
+  private sendRequest(request: JSONRPCRequest): Promise<void> {
+    const id = request.id as number;
+    if (this.closedWith || !this.writable()) {
+      this.failCall(id, ErrorCodes.CONNECTION_CLOSED, 'connection closed');
+      return RESOLVED;
+    }
+    let frame: EncodedFrame;
+    try {
+      frame = encodeFrameChunks(request, this.options.maxFrameBytes);
+    } catch (e) {
+      // Nothing was sent; the call fails at once with a stable code.
+      const err = encodeFailure(e);
+      this.failCall(id, err.rpcCode, err.message, err.data);
+      return RESOLVED;
+    }
+    return this.writeFrame(frame) ? RESOLVED : this.drained();
+  }
+
+  /** Writes a reply (or a batch of them). One too large for a frame is replaced by an error reply. */
+  private reply(response: JSONRPCResponse | JSONRPCResponse[]): void {
+    if (this.closedWith || !this.writable()) return;
+    let frame: EncodedFrame | undefined;
+    try {
+      frame = encodeFrameChunks(response, this.options.maxFrameBytes);
+    } catch (e) {
+      let err = encodeFailure(e);
+      if (err.rpcCode !== ErrorCodes.FRAME_TOO_LARGE) {
+        this.log?.error({ peer: this.remote.name, err: e }, 'reply cannot be encoded');
+        err = new RpcCallError('internal error', ErrorCodes.INTERNAL_ERROR);
+      }
+      const replace = (r: JSONRPCResponse): JSONRPCResponse => (r.error ? r : createJSONRPCErrorResponse(r.id, err.rpcCode, err.message, err.data));
+      try {
+        frame = encodeFrameChunks(Array.isArray(response) ? response.map(replace) : replace(response), this.options.maxFrameBytes);
+      } catch {
+        this.log?.error({ peer: this.remote.name }, 'error reply cannot be encoded either; dropped');
+        return;
+      }
+    }
+    this.writeFrame(frame);
+  }
+
+  private writeFrame(frame: EncodedFrame): boolean {
+    this.sentSinceTick = true;
+    if (!Array.isArray(frame)) return this.stream.write(frame);
+    // A frame in pieces (large binary left in place): corked, so the socket gathers them in one writev.
+    this.stream.cork();
+    let ok = true;
+    for (const piece of frame) ok = this.stream.write(piece);
+    this.stream.uncork();
+    return ok;
+  }
+
+  private drained(): Promise<void> {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
@@ -265,8 +428,10 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     for (const r of w) r();
   }
 
+  // ---- reading ----
+
   private onData(chunk: Buffer): void {
-    this.lastReceived = Date.now();
+    this.receivedSinceTick = true;
     let bodies: Buffer[];
     try {
       bodies = this.decoder.push(chunk);
@@ -276,9 +441,48 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
       this.destroy(e as Error);
       return;
     }
-    for (const body of bodies) {
-      if (this.closedWith) return;
+    if (bodies.length === 0) return;
+    for (const body of bodies) this.backlog.push(body);
+    this.pump();
+  }
+
+  /**
+   * Handles waiting frames while fewer than maxInFlight requests are being handled, then stops or
+   * restarts reading to match: one read may hold many frames, and those past the limit wait here,
+   * while the socket is paused so that TCP pushes back on the sender.
+   */
+  private pump(): void {
+    const max = this.options.maxInFlight;
+    while (this.inFlight < max && !this.closedWith) {
+      if (this.batch) {
+        this.dispatchBatchItem(this.batch);
+        continue;
+      }
+      if (this.backlogHead === this.backlog.length) break;
+      const body = this.backlog[this.backlogHead]!;
+      this.backlog[this.backlogHead++] = undefined;
       this.onFrame(body);
+    }
+    if (this.closedWith) return;
+    if (this.backlogHead === this.backlog.length && this.backlogHead > 0) {
+      this.backlog.length = 0;
+      this.backlogHead = 0;
+    }
+    const waiting = this.batch !== undefined || this.backlogHead < this.backlog.length;
+    if (!this.paused) {
+      if (waiting || this.inFlight >= max) {
+        this.paused = true;
+        this.stream.pause();
+      }
+    } else if (!waiting && this.inFlight < max / 2) {
+      this.paused = false;
+      // The dead-peer clock starts again from now: what the peer sent meanwhile is about to be read.
+      this.lastReceived = Date.now();
+      this.stream.resume();
+    }
+    if (this.remoteEnded && !waiting && this.inFlight === 0 && this.writable()) {
+      // Every request the peer sent before its half-close is answered: end our side too.
+      this.stream.end();
     }
   }
 
@@ -291,40 +495,70 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
       return;
     }
     if (Array.isArray(msg)) {
-      if (msg.length === 0 || msg.length > this.options.maxBatch) {
-        this.protocolError(null, ErrorCodes.INVALID_REQUEST, `batch must hold 1 to ${this.options.maxBatch} messages`);
-        return;
-      }
-      if (!msg.every((m) => this.isValidShape(m))) {
-        this.protocolError(null, ErrorCodes.INVALID_REQUEST, 'invalid JSON-RPC message in batch');
-        return;
-      }
-    } else if (!this.isValidShape(msg)) {
+      this.onBatch(msg);
+      return;
+    }
+    if (!this.isValidShape(msg)) {
       const id = typeof msg === 'object' && msg !== null && isId((msg as RawMessage).id) ? ((msg as RawMessage).id as JSONRPCID) : null;
       this.protocolError(id, ErrorCodes.INVALID_REQUEST, 'not a JSON-RPC 2.0 message');
       return;
     }
-    const isRequest = Array.isArray(msg) || typeof (msg as RawMessage).method === 'string';
-    if (!isRequest) {
-      this.sac.receiveAndSend(msg as never, this.ctx).catch(() => undefined);
+    if (typeof (msg as RawMessage).method === 'string') this.dispatch(msg as JSONRPCRequest, undefined);
+    else this.sac.client.receive(msg as JSONRPCResponse);
+  }
+
+  private onBatch(msgs: unknown[]): void {
+    if (msgs.length === 0 || msgs.length > this.options.maxBatch) {
+      this.protocolError(null, ErrorCodes.INVALID_REQUEST, `batch must hold 1 to ${this.options.maxBatch} messages`);
       return;
     }
-    this.inFlight++;
-    if (this.inFlight >= this.options.maxInFlight && !this.paused) {
-      // Backpressure: stop reading until handlers catch up.
-      this.paused = true;
-      this.stream.pause();
+    if (!msgs.every((m) => this.isValidShape(m))) {
+      this.protocolError(null, ErrorCodes.INVALID_REQUEST, 'invalid JSON-RPC message in batch');
+      return;
     }
-    this.sac
-      .receiveAndSend(msg as never, this.ctx)
-      .catch((e: unknown) => this.log?.debug({ peer: this.remote.name, err: (e as Error).message }, 'reply not sent'))
-      .finally(() => {
-        this.inFlight--;
-        if (this.paused && this.inFlight < this.options.maxInFlight / 2) {
-          this.paused = false;
-          this.stream.resume();
-        }
-      });
+    const requests = msgs.filter((m) => typeof (m as RawMessage).method === 'string').length;
+    if (requests === 0) {
+      this.sac.client.receive(msgs as JSONRPCResponse[]);
+      return;
+    }
+    if (requests !== msgs.length) {
+      this.protocolError(null, ErrorCodes.INVALID_REQUEST, 'a batch must hold only requests or only responses');
+      return;
+    }
+    // pump hands its requests to the server one by one, each counted against maxInFlight.
+    this.batch = { items: msgs as JSONRPCRequest[], next: 0, outstanding: 0, replies: [] };
+  }
+
+  private dispatchBatchItem(b: BatchState): void {
+    const request = b.items[b.next++]!;
+    if (b.next === b.items.length) this.batch = undefined;
+    this.dispatch(request, b);
+  }
+
+  /** Hands one request (or notification) to json-rpc-2.0's server, which runs its handler. */
+  private dispatch(request: JSONRPCRequest, batch: BatchState | undefined): void {
+    this.inFlight++;
+    if (batch) batch.outstanding++;
+    void this.sac.server.receive(request, this.ctx).then(
+      (response) => this.onServed(response, batch),
+      (e: unknown) => {
+        this.log?.error({ peer: this.remote.name, err: e }, 'dispatch failed');
+        this.onServed(request.id === undefined ? null : createJSONRPCErrorResponse(request.id, ErrorCodes.INTERNAL_ERROR, 'internal error'), batch);
+      },
+    );
+  }
+
+  private onServed(response: JSONRPCResponse | null, batch: BatchState | undefined): void {
+    this.inFlight--;
+    if (batch) {
+      if (response) batch.replies.push(response);
+      batch.outstanding--;
+      // The whole batch is answered at once, as one array (nothing for a batch of notifications).
+      if (batch.outstanding === 0 && batch.next === batch.items.length && batch.replies.length > 0) this.reply(batch.replies);
+    } else if (response) {
+      this.reply(response);
+    }
+    this.pump();
   }
 
   private isValidShape(m: unknown): boolean {
@@ -339,7 +573,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   private protocolError(id: JSONRPCID, code: number, message: string): void {
     this.protocolErrors++;
     this.log?.debug({ peer: this.remote.name, code, message }, 'protocol error from peer');
-    this.write(createJSONRPCErrorResponse(id, code, message)).catch(() => undefined);
+    this.reply(createJSONRPCErrorResponse(id, code, message));
     if (this.protocolErrors >= this.options.maxProtocolErrors) {
       this.log?.warn({ peer: this.remote.name }, 'too many malformed messages; closing');
       setImmediate(() => this.destroy(new BuilderError('BUILDER_ERR_FRAME_DECODE', 'too many malformed messages')));
@@ -347,7 +581,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   }
 
   /** Error replies carry only stable codes and safe messages: never internal text. */
-  private mapError(id: JSONRPCID, error: unknown) {
+  private mapError(id: JSONRPCID, error: unknown): JSONRPCErrorResponse {
     if (error instanceof JSONRPCErrorException) return createJSONRPCErrorResponse(id, error.code, error.message, error.data);
     if (isBuilderError(error) && error.expose) {
       return createJSONRPCErrorResponse(id, error.wireCode, error.message, { code: error.code, hint: error.hint });
@@ -356,23 +590,24 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     return createJSONRPCErrorResponse(id, ErrorCodes.INTERNAL_ERROR, 'internal error');
   }
 
-  private toCallError(e: unknown): RpcCallError {
-    if (e instanceof RpcCallError) return e;
-    // Pending calls are rejected by the library with code 0 when the connection closes.
-    if (this.closedWith && (!(e instanceof JSONRPCErrorException) || e.code === 0) && !(e instanceof JSONRPCErrorException && e.message === 'Request timeout')) {
-      return new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED);
+  /** The error of a response (the remote's, or one this end made: timeout, closed, too large). */
+  private toCallError(error: JSONRPCError): RpcCallError {
+    const code: unknown = error.code;
+    const message = typeof error.message === 'string' ? error.message : 'error';
+    // Code 0 is json-rpc-2.0's own, for a request it could not send or one pending at close.
+    if (code === 0 || typeof code !== 'number') {
+      return this.closedWith ? new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED) : new RpcCallError(message, ErrorCodes.INTERNAL_ERROR);
     }
-    if (e instanceof JSONRPCErrorException) {
-      if (e.code === 0 && e.message === 'Request timeout') return new RpcCallError('request timed out', ErrorCodes.TIMEOUT);
-      return new RpcCallError(e.message, e.code, e.data);
-    }
-    const msg = e instanceof Error ? e.message : String(e);
-    if (this.closedWith) return new RpcCallError('connection closed', ErrorCodes.CONNECTION_CLOSED);
-    return new RpcCallError(msg, ErrorCodes.INTERNAL_ERROR);
+    return new RpcCallError(message, code, error.data);
   }
+}
 
-  /** Whether this end serves `method`. */
-  serves(method: string): boolean {
-    return this.served.has(method);
-  }
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/** The call error for a value that cannot be sent: too large for a frame, or not encodable. */
+function encodeFailure(e: unknown): RpcCallError {
+  if (isBuilderError(e, 'BUILDER_ERR_FRAME_TOO_LARGE')) return new RpcCallError(e.message, ErrorCodes.FRAME_TOO_LARGE, { code: e.code });
+  return new RpcCallError('message cannot be encoded as msgpack', ErrorCodes.INVALID_PARAMS);
 }

@@ -27,7 +27,9 @@ export class RpcServer {
   private readonly sockets = new Set<tls.TLSSocket>();
 
   constructor(private readonly opts: RpcServerOptions) {
-    this.server = tls.createServer(opts.tls, (socket) => this.onSecure(socket));
+    // Half-open: a peer that half-closes after its last request still gets the replies (RpcPeer
+    // ends our side once they are written).
+    this.server = tls.createServer({ ...opts.tls, allowHalfOpen: true }, (socket) => this.onSecure(socket));
     this.server.maxConnections = opts.maxConnections ?? 10_000;
     // Node 20 does not close a stalled handshake by itself: destroy on any client error.
     this.server.on('tlsClientError', (err, socket) => {

@@ -112,6 +112,22 @@ describe('when a peer with a valid certificate sends bad frames to a real master
     await good.progress();
   });
 
+  it('answers the requests sent just before a half-close (one served from SQLite), then closes', async function () {
+    const raw = await bad();
+    await until(() => malloryConnections() === 1, 'the master to accept the connection');
+    raw.send({ jsonrpc: '2.0', id: 1, method: 'job.list', params: { limit: 5 } });
+    raw.send({ jsonrpc: '2.0', id: 2, method: 'peer.echo', params: { seq: 2, data: 'last words' } });
+    // TLS close_notify, then FIN: the master reads no more but may still write.
+    raw.stream.end();
+    const replies = [await raw.next(), await raw.next()].sort((a, b) => Number(a.id) - Number(b.id));
+    assert.equal(replies[0]!.id, 1);
+    assert.deepEqual(replies[0]!.result, { jobs: [] }, JSON.stringify(replies[0]));
+    assert.deepEqual(replies[1], { jsonrpc: '2.0', id: 2, result: { seq: 2, data: 'last words' } });
+    await raw.closedByPeer();
+    await until(() => malloryConnections() === 0, 'the master to drop the connection');
+    await good.progress();
+  });
+
   it('answers -32700 with id null to bytes that are not msgpack, and keeps serving the connection', async function () {
     const raw = await bad();
     const body = Buffer.from('this is not msgpack at all');

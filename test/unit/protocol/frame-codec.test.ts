@@ -7,8 +7,10 @@ import {
   FrameDecoder,
   MAX_DEPTH,
   assertPlainData,
+  LARGE_BIN_BYTES,
   decodeBody,
   encodeFrame,
+  encodeFrameChunks,
   isBuilderError,
   type BuilderErrorCode,
 } from '../../../protocol/index.js';
@@ -184,6 +186,73 @@ describe('frame codec', function () {
       const out = decoder.push(Buffer.concat([header(4096), body]));
       assert.equal(out.length, 1);
       assert.ok(out[0]!.equals(body));
+    });
+  });
+
+  describe('when a message carries binary values of LARGE_BIN_BYTES or more', function () {
+    const big = (n: number, fill: number) => Buffer.alloc(LARGE_BIN_BYTES + n, fill);
+
+    /** Decodes the frame that `encodeFrameChunks` made, whatever its shape. */
+    function decodeChunks(chunks: Buffer | Buffer[], maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): unknown {
+      const bodies = new FrameDecoder({ maxFrameBytes }).push(Array.isArray(chunks) ? Buffer.concat(chunks) : chunks);
+      assert.equal(bodies.length, 1);
+      return decodeBody(bodies[0]!);
+    }
+
+    it('writes them as pieces that hold the caller’s own bytes, and decodes to the same value as plain msgpack', function () {
+      const a = big(1, 1);
+      const b = big(7, 2);
+      const c = big(0, 3);
+      const small = new Uint8Array([9, 9, 9]);
+      const msg = {
+        jsonrpc: '2.0',
+        id: 7,
+        method: 'log.append',
+        params: { data: a, pair: [b, c], records: [{ kind: 'data', seq: 1, data: big(3, 4) }], small, text: 'after' },
+      };
+      const chunks = encodeFrameChunks(msg);
+      assert.ok(Array.isArray(chunks), 'expected pieces');
+      // The bytes are not copied: the caller's buffers are among the pieces.
+      for (const x of [a, b, c]) assert.ok(chunks.some((p) => p.buffer === x.buffer && p.byteOffset === x.byteOffset), 'a large value was copied');
+      assert.deepEqual(normalise(decodeChunks(chunks)), normalise(msg));
+      assert.deepEqual(normalise(decodeChunks(chunks)), normalise(decodeBody(pack(msg))));
+      // The message is left as it was.
+      assert.equal(msg.params.data, a);
+      assert.equal(msg.params.pair[0], b);
+      assert.equal(msg.params.pair[1], c);
+    });
+
+    it('round-trips random messages with large values at random places, split at random points', function () {
+      const bigArb = fc.integer({ min: 0, max: 300 }).map((n) => Buffer.alloc(LARGE_BIN_BYTES + n, n & 0xff));
+      fc.assert(
+        fc.property(fc.array(fc.oneof(plainArb, bigArb), { minLength: 1, maxLength: 4 }), plainArb, fc.array(fc.nat(), { maxLength: 8 }), (items, other, cuts) => {
+          const msg = { jsonrpc: '2.0', id: 1, result: { items, other } };
+          const stream = [encodeFrameChunks(msg)].flat();
+          const decoder = new FrameDecoder();
+          const bodies = splitAt(Buffer.concat(stream), cuts).flatMap((c) => decoder.push(c));
+          assert.equal(bodies.length, 1);
+          assert.deepEqual(normalise(decodeBody(bodies[0]!)), normalise(expected(msg as unknown as Plain)));
+        }),
+        { numRuns: 60 },
+      );
+    });
+
+    it('copies a value held by a frozen object, as plain msgpack would, and still decodes it', function () {
+      const data = big(5, 6);
+      const params = Object.freeze({ data, seq: 1 });
+      const chunks = encodeFrameChunks({ jsonrpc: '2.0', id: 1, method: 'peer.echo', params });
+      assert.ok(!Array.isArray(chunks));
+      assert.deepEqual(normalise(decodeChunks(chunks)), normalise({ jsonrpc: '2.0', id: 1, method: 'peer.echo', params: { data, seq: 1 } }));
+    });
+
+    it('counts the large values against the limit, refusing a frame one byte over and producing nothing', function () {
+      const msg = { id: 1, data: big(0, 1) };
+      const chunks = encodeFrameChunks(msg);
+      const bodyBytes = Buffer.concat([chunks].flat()).length - FRAME_HEADER_BYTES;
+      assert.deepEqual(normalise(decodeChunks(chunks, bodyBytes)), normalise(msg));
+      assertCode(() => encodeFrameChunks(msg, bodyBytes - 1), 'BUILDER_ERR_FRAME_TOO_LARGE');
+      assert.equal(msg.data.length, LARGE_BIN_BYTES);
+      assertCode(() => encodeFrameChunks({ a: big(0, 1), b: big(0, 2) }, 2 * LARGE_BIN_BYTES - 1), 'BUILDER_ERR_FRAME_TOO_LARGE');
     });
   });
 
