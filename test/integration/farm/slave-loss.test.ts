@@ -12,7 +12,7 @@ describe('when a slave goes away mid-job', function () {
 
   it('reruns the job of a SIGKILLed slave on another slave, where it succeeds (attempts = 2)', async function () {
     farm = await ProcessFarm.start({ masterArgs: masterTimings({ graceMs: 1500 }) });
-    const doomed = await farm.addSlave({ name: 'doomed' });
+    const doomed = await farm.addSlave({ name: 'doomed', enroll: 'direct' });
     const runs = new RunLog(farm, 'kill');
     // Attempt 1 would run for a long time; attempt 2 is quick.
     const job = await farm.submitScript(
@@ -21,7 +21,7 @@ describe('when a slave goes away mid-job', function () {
     );
     await farm.waitJob(job.id, ['running']);
     await waitFor('attempt 1 started', async () => (await runs.read()).length === 1);
-    const rescuer = await farm.addSlave({ name: 'rescuer' });
+    const rescuer = await farm.addSlave({ name: 'rescuer', enroll: 'direct' });
 
     await doomed.kill();
     const d = await farm.waitJob(job.id, undefined, 30_000);
@@ -49,7 +49,7 @@ describe('when a slave goes away mid-job', function () {
   it('keeps the job and its whole log, in order, when the connection drops for a few seconds', async function () {
     // The grace is far longer than the cut: the slave is expected back, the job must not move.
     farm = await ProcessFarm.start({ masterArgs: masterTimings({ graceMs: 30_000 }) });
-    const slave = await farm.addSlave({ name: 'flaky', viaProxy: true });
+    const slave = await farm.addSlave({ name: 'flaky', viaProxy: true, enroll: 'direct' });
     const proxy = slave.proxy!;
     const runs = new RunLog(farm, 'cut');
     const n = 80;
@@ -62,7 +62,7 @@ describe('when a slave goes away mid-job', function () {
     const running = await farm.waitJob(job.id, ['running']);
     assert.equal(running.job.slave, slave.name);
     // A slave that would take the job if the master wrongly gave it back to the queue.
-    await farm.addSlave({ name: 'standby' });
+    await farm.addSlave({ name: 'standby', enroll: 'direct' });
     // Some output has arrived, then the connection drops mid-job.
     await waitFor('the first lines on the master', async () => {
       const r = await farm.call('log.read', { jobId: job.id, fromSeq: 1 });
