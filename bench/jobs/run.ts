@@ -27,14 +27,13 @@
 import { spawn, fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { PkiRegistry, generateRsaKeyPair, loadCa, signPeer } from '../../pki/index.js';
-import { FINAL_STATES, ProcessFarm, sleep, waitFor, type JobView } from '../../test/helpers/process-farm.js';
+import { FINAL_STATES, ProcessFarm, freePort, sleep, waitFor, type JobView } from '../../test/helpers/process-farm.js';
 
 const { values } = parseArgs({
   options: {
@@ -101,17 +100,6 @@ async function pool(n: number, width: number, f: (i: number) => Promise<void>): 
       while (next < n) await f(next++);
     }),
   );
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function waitMessage<T>(child: ChildProcess, pred: (m: T) => boolean, timeoutMs: number, what: string): Promise<T> {

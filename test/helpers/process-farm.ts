@@ -202,7 +202,11 @@ export interface ProcessFarmOptions {
   masterScript?: string;
   /** Extra environment for every process. Default none. */
   env?: NodeJS.ProcessEnv;
-  /** BUILDER_LOG_LEVEL of master and slaves. Default `info` (readiness is read from info lines). */
+  /**
+   * BUILDER_LOG_LEVEL of master and slaves. Default `info`: the master's ports are read from its
+   * "master listening" line. Above info, ports are picked before the start and readiness is an
+   * RPC answer.
+   */
   logLevel?: string;
   /** Bound on start-up steps (init-ca, listening, a slave connecting). Default 30 s. */
   startTimeoutMs?: number;
@@ -230,7 +234,7 @@ export interface SlaveSpec {
   enroll?: 'cli' | 'direct';
   /** Connect through a cuttable {@link TcpProxy} instead of straight to the master. Default false. */
   viaProxy?: boolean;
-  /** Wait until the master lists it as connected in `slave.status`. Default true. */
+  /** Wait until the master lists it as connected in `slave.status` (else: its "connected to master" info line). Default true. */
   waitSubscribed?: boolean;
 }
 
@@ -264,8 +268,19 @@ export class FarmSlave {
     const s = this.spec;
     const args = [binPath('slave'), 'run', '--dir', this.dir, '--master', this.masterAddress, '--channels', s.channels.join(','), '--arch', s.arches.join(','), '--capacity', String(s.capacity), ...s.args];
     this.process = new FarmProcess(`slave ${s.name}`, args, join(this.farm.root, `slave-${s.name}.${++this.starts}.log`), this.farm.env);
-    await this.process.waitForLine(/connected to master/, this.farm.startTimeoutMs);
-    if (s.waitSubscribed) await this.farm.waitSlaveConnected(s.name, this.farm.startTimeoutMs);
+    if (s.waitSubscribed) {
+      const proc = this.process;
+      await waitFor(
+        `slave ${s.name} connected`,
+        async () => {
+          if (!proc.running) throw new Error(`slave ${s.name} exited; output tail:\n${proc.tail()}`);
+          const st = await this.farm.call('slave.status', {});
+          return st.slaves.some((x) => x.name === s.name && x.connected);
+        },
+        this.farm.startTimeoutMs,
+        50,
+      );
+    } else await this.process.waitForLine(/connected to master/, this.farm.startTimeoutMs);
   }
 
   /** SIGKILL, by pid; resolves once the process is gone. Its jobs' process groups keep running. */
@@ -405,12 +420,34 @@ export class ProcessFarm {
     return join(this.masterDir, 'admin');
   }
 
+  /** True when the master logs the info line "master listening" (which carries its ports). */
+  private get logsInfo(): boolean {
+    return ['info', 'debug', 'trace'].includes(String(this.env.BUILDER_LOG_LEVEL));
+  }
+
   private async startMaster(): Promise<void> {
+    // A quieter master does not print its ports: pick them here (a small race with other
+    // programs taking the port in between, acceptable for a benchmark).
+    if (this.mainPort === 0 && !this.logsInfo) [this.mainPort, this.enrollPort] = [await freePort(), await freePort()];
     const listen = `127.0.0.1:${this.mainPort}`;
     const enroll = `127.0.0.1:${this.enrollPort}`;
     const entry = this.opts.masterScript ? [this.opts.masterScript] : [binPath('master'), 'run'];
     const args = [...entry, '--dir', this.masterDir, '--listen', listen, '--enroll-listen', enroll, ...(this.opts.masterArgs ?? [])];
     this.master = new FarmProcess('master', args, join(this.root, `master.${++this.masterStarts}.log`), this.env);
+    if (!this.logsInfo) {
+      const master = this.master;
+      await waitFor(
+        'the master to answer',
+        async () => {
+          if (!master.running) throw new Error(`the master exited; output tail:\n${master.tail()}`);
+          await this.client();
+          return true;
+        },
+        this.startTimeoutMs,
+        100,
+      );
+      return;
+    }
     const m = await this.master.waitForLine(/"listen":"127\.0\.0\.1:(\d+)","enroll":"127\.0\.0\.1:(\d+)"/, this.startTimeoutMs);
     this.mainPort = Number(m[1]);
     this.enrollPort = Number(m[2]);
@@ -620,6 +657,18 @@ export class ProcessFarm {
     await killProcessesUnder(this.root);
     if (!keepDir) await rm(this.root, { recursive: true, force: true });
   }
+}
+
+/** A TCP port that was free on 127.0.0.1 a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 /**
