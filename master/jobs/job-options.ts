@@ -35,6 +35,8 @@ export interface JobServiceOptions {
   logReadMaxBytes?: number;
   /** fsync log appends before acknowledging them. Default true. */
   logFsync?: boolean;
+  /** Largest stored log of one attempt; output past it is kept as `dropped` markers. Default 1 GiB. */
+  logMaxBytes?: number;
   /** Options passed to the store (`dir` is the master's). */
   store?: Omit<StoreOptions, 'dir'>;
   /** Options passed to the dispatcher (`acceptTimeoutMs` and `timeoutGraceMs` come from the fields above). */
@@ -54,6 +56,7 @@ export interface CompiledJobServiceOptions {
   uploadIdleMs: number;
   logReadMaxBytes: number;
   logFsync: boolean;
+  logMaxBytes: number;
   store: Omit<StoreOptions, 'dir'>;
   scheduler: Omit<SchedulerOptions, 'acceptTimeoutMs' | 'timeoutGraceMs'>;
   cron: CronOptions;
@@ -80,6 +83,7 @@ export function compileJobServiceOptions(dir: string, o: JobServiceOptions = {})
     uploadIdleMs: num('uploadIdleMs', o.uploadIdleMs, 10 * 60_000, 1000),
     logReadMaxBytes: num('logReadMaxBytes', o.logReadMaxBytes, 1024 * 1024, 1),
     logFsync: o.logFsync ?? true,
+    logMaxBytes: num('logMaxBytes', o.logMaxBytes, 1024 ** 3, 1024),
     store: o.store ?? {},
     scheduler: o.scheduler ?? {},
     cron: o.cron ?? {},

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open as openFile, readFile } from 'node:fs/promises';
+import { mkdir, open as openFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { BuilderError, checkName, type CallContext, type ParamsOf, type RpcPeer } from '../../protocol/index.js';
+import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob } from '../store/index.js';
@@ -71,7 +71,7 @@ export class JobService {
     this.options = options;
     this.store = store;
     this.sched = new Scheduler({ ...options.scheduler, acceptTimeoutMs: options.acceptTimeoutMs + 5_000, timeoutGraceMs: options.timeoutMarginMs });
-    this.logs = new AttemptLogStore({ dir: join(dir, 'logs'), fsync: options.logFsync });
+    this.logs = new AttemptLogStore({ dir: join(dir, 'logs'), fsync: options.logFsync, maxBytes: options.logMaxBytes });
     this.inputs = new InputStore(join(dir, 'inputs'), options);
     this.uploads = new UploadTable('artifact', options.maxOpenUploads, options.uploadIdleMs, { maxBytes: options.maxArtifactBytes });
   }
@@ -192,8 +192,10 @@ export class JobService {
         { timeoutMs: this.options.acceptTimeoutMs },
       );
     } catch (e) {
-      // Not accepted: a setup failure of that slave (counts toward its quarantine).
-      await this.requeue(job.id, job.attempt, `slave ${a.slave} did not accept attempt ${job.attempt}: ${msgOf(e)}`, true);
+      // Not accepted: a setup failure of that slave (counts toward its quarantine), unless the
+      // connection dropped (that is the network's doing; the job just goes elsewhere).
+      const dropped = e instanceof RpcCallError && e.rpcCode === ErrorCodes.CONNECTION_CLOSED;
+      await this.requeue(job.id, job.attempt, `slave ${a.slave} did not accept attempt ${job.attempt}: ${msgOf(e)}`, !dropped);
       return;
     }
     const s = await this.store.startJob(job.id, job.attempt);
@@ -231,7 +233,11 @@ export class JobService {
     this.handle(f.assignments);
     if (job.state === 'queued') this.handle(this.sched.jobQueued(schedJobOf(job)));
     this.logs.wake(jobId);
-    this.track('drop uploads', this.uploads.abortPrefix(`${jobId}:${attempt}:`, false));
+    // The attempt's uploads will never be filed.
+    this.track(
+      'drop uploads',
+      this.uploads.abortPrefix(`${jobId}:${attempt}:`, false).then(() => rm(join(this.dir, 'uploads', String(jobId), String(attempt)), { recursive: true, force: true })),
+    );
     return true;
   }
 

@@ -20,6 +20,12 @@ export interface LogStoreOptions {
   maxCursors?: number;
   /** fsync each appended batch before it is acknowledged. Default true. */
   fsync?: boolean;
+  /**
+   * Largest log file of one attempt. Past it, output records are stored as `dropped` markers
+   * (seq and byte count kept, bytes not), so a job that floods its output cannot fill the
+   * master's disk. Default 1 GiB.
+   */
+  maxBytes?: number;
 }
 
 /*
@@ -135,6 +141,7 @@ export class AttemptLogStore {
   private readonly maxOpen: number;
   private readonly maxCursors: number;
   private readonly fsync: boolean;
+  private readonly maxBytes: number;
   private readonly open = new Map<string, Promise<OpenLog>>();
   private readonly cursors = new Map<string, number>();
   private readonly waiters = new Map<number, Set<() => void>>();
@@ -145,6 +152,7 @@ export class AttemptLogStore {
     this.maxOpen = o.maxOpen ?? 256;
     this.maxCursors = o.maxCursors ?? 4096;
     this.fsync = o.fsync ?? true;
+    this.maxBytes = o.maxBytes ?? 1024 ** 3;
     if (!Number.isSafeInteger(this.maxOpen) || this.maxOpen < 1) throw new BuilderError('BUILDER_ERR_CONFIG', 'log store maxOpen must be a positive integer');
   }
 
@@ -229,6 +237,7 @@ export class AttemptLogStore {
     const l = await this.get(jobId, attempt);
     const run = l.chain.then(async () => {
       const parts: Buffer[] = [];
+      let bytes = 0;
       let last = l.lastSeq;
       let ended = l.ended;
       for (const r of records) {
@@ -237,7 +246,13 @@ export class AttemptLogStore {
           throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log record ${r.seq}: a dropped range must have fromSeq <= toSeq <= seq`);
         }
         if (r.seq > 2 ** 48 - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log seq ${r.seq} is too large`);
-        parts.push(encode(r));
+        let rec = r;
+        if (r.kind === 'data' && l.size + bytes + HEADER + r.data.byteLength > this.maxBytes) {
+          rec = { kind: 'dropped', seq: r.seq, fromSeq: r.seq, toSeq: r.seq, droppedBytes: r.data.byteLength };
+        }
+        const b = encode(rec);
+        bytes += b.length;
+        parts.push(b);
         last = r.seq;
         if (r.kind === 'end') ended = true;
       }

@@ -139,4 +139,24 @@ describe('the attempt log file', function () {
       }
     });
   });
+
+  describe('when an attempt writes more than maxBytes', function () {
+    it('keeps the seqs and byte counts of the excess as dropped markers, not the bytes', async function () {
+      const dir = await tempDir();
+      try {
+        const a = new AttemptLogStore({ dir, maxBytes: 64 });
+        await a.append(2, 1, [data(1, 'x'.repeat(30)), data(2, 'y'.repeat(30)), data(3, 'z'.repeat(1000)), { kind: 'end', seq: 4 }]);
+        assert.ok((await stat(join(dir, '2', '1.log'))).size < 200);
+        const page = await a.read(2, 1, 1, 1 << 20);
+        assert.deepEqual(
+          page.records.map((r) => (r.kind === 'dropped' ? ['dropped', r.seq, r.droppedBytes] : [r.kind, r.seq])),
+          [['data', 1], ['dropped', 2, 30], ['dropped', 3, 1000], ['end', 4]],
+        );
+        assert.equal(page.ended, true);
+        await a.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
 });

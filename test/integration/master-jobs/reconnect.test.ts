@@ -88,12 +88,12 @@ describe('master jobs: slaves that leave and come back', function () {
       await s1.connect();
       await s1.subscribe();
       const id = await running(s1);
-      await drop(s1);
       const s2 = await TestSlave.enroll(farm, 'w2');
       await s2.connect();
       await s2.subscribe();
       const t0 = Date.now();
-      const a = await s2.nextAssign(id, 5_000);
+      await drop(s1);
+      const a = await s2.nextAssign(id, 10_000);
       assert.ok(Date.now() - t0 >= 1_000, 'not before the grace period');
       assert.equal(a.attempt, 2);
       await s1.connect();
