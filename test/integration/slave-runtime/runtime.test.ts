@@ -160,6 +160,21 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       assert.match(f.reason ?? '', /could not run/);
     });
 
+    it('times a job out on its own timeout, and fails a job whose input list is wrong without blaming the slave', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address));
+      await master.assign({ jobId: 11, timeoutMs: 300, command: { kind: 'script', text: 'echo start; sleep 30' } });
+      const t = (await master.waitFinish(11)).finish!;
+      assert.equal(t.state, 'timed_out');
+      assert.equal(t.signal, 'SIGTERM');
+      assert.match(t.reason ?? '', /timed out after 300 ms/);
+      const inp = master.addInput(Buffer.from('x'));
+      await master.assign({ jobId: 12, inputs: [{ name: 'a', ...inp }, { name: 'a', ...inp }], command: { kind: 'script', text: 'true' } });
+      const f = (await master.waitFinish(12)).finish!;
+      assert.equal(f.state, 'failed');
+      assert.equal(f.setupFailure, false);
+      assert.match(f.reason ?? '', /listed twice/);
+    });
+
     it('refuses an attempt beyond its free slots, a job heavier than its capacity, a foreign channel or arch, and anything while draining', async function () {
       rt = await startRuntime(fastRuntimeOptions(dir, master.address, { capacity: 2 }));
       await master.assign({ jobId: 20, slots: 2, command: { kind: 'script', text: 'sleep 30' } });
@@ -264,6 +279,18 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       assert.ok(a.chunkCalls <= Math.ceil(8_000_000 / (64 * 1024)) + 2, `chunk calls ${a.chunkCalls}`);
     });
 
+    it('sends attempt.finish again after the connection dropped during it', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address));
+      master.dropOnFinishOnce = true;
+      await master.assign({ jobId: 34, command: { kind: 'script', text: 'echo a > "$BUILDER_OUTPUT/a"; echo ok' } });
+      const a = await master.waitFinish(34);
+      assert.equal(a.finishCalls, 2);
+      assert.equal(a.finish!.state, 'succeeded');
+      assert.deepEqual(a.finish!.artifacts.map((x) => x.path), ['a']);
+      assert.equal(master.text(34), 'ok\n');
+      assert.ok(master.subscribes.length >= 2);
+    });
+
     it('resends a log batch the master did not fully store', async function () {
       rt = await startRuntime(fastRuntimeOptions(dir, master.address));
       master.shortStoreOnce = true;
@@ -305,6 +332,19 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       assert.equal(await alive(gpid), false);
       await until(() => rt!.attempts().length === 0, 'the attempt to be forgotten');
       assert.deepEqual(await master.cancel(40, 1, 'cancelled'), { found: false });
+    });
+
+    it('kills an attempt cancelled as abandoned and sends nothing more for it', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address));
+      await master.assign({ jobId: 42, command: { kind: 'script', text: 'echo go; exec sleep 30' } });
+      await until(() => master.text(42).includes('go') && rt!.attempts()[0]?.pid !== undefined, 'the job to start');
+      const pid = rt.attempts()[0]!.pid!;
+      assert.deepEqual(await master.cancel(42, 1, 'abandoned'), { found: true });
+      await until(async () => !(await alive(pid)), 'the job to be killed');
+      await until(() => rt!.attempts().length === 0, 'the attempt to be forgotten');
+      await sleep(200);
+      assert.equal(master.get(42).finish, undefined);
+      assert.equal(master.get(42).finishCalls, 0);
     });
 
     it('reports a cancel for timeout as timed_out, and an unknown attempt as not found', async function () {

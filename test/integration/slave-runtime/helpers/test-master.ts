@@ -82,6 +82,8 @@ export class TestMaster extends EventEmitter<TestMasterEvents> {
   logDelayMs = 0;
   /** When set, attempt.log answers storedThrough one below what it stored, once. */
   shortStoreOnce = false;
+  /** When set, the first attempt.finish cuts the connection instead of answering. */
+  dropOnFinishOnce = false;
   /** When true, subscribe keeps nothing (as if the master had requeued everything). */
   abandonAll = false;
   private server: RpcServer | undefined;
@@ -291,9 +293,14 @@ export class TestMaster extends EventEmitter<TestMasterEvents> {
         a.artifacts.set(p.path, { size: f.size, sha256: f.sha256, absPath: f.absPath });
         return { size: f.size, sha256: f.sha256 };
       })
-      .handle('attempt.finish', (p) => {
+      .handle('attempt.finish', (p, ctx) => {
         const a = this.held(p.jobId, p.attempt);
         a.finishCalls++;
+        if (this.dropOnFinishOnce) {
+          this.dropOnFinishOnce = false;
+          ctx.peer.destroy();
+          throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'gone');
+        }
         const end = a.records[a.records.length - 1];
         if (end?.kind !== 'end') throw new BuilderError('BUILDER_ERR_BAD_STATE', 'the log has not ended');
         a.finish = p;
