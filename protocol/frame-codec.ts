@@ -76,7 +76,6 @@ function findLargeBins(v: unknown, depth: number, out: Swap[]): void {
   }
   const o = v as Record<string, unknown>;
   for (const k in o) {
-    if (!Object.hasOwn(o, k)) continue;
     const x = o[k];
     if (x instanceof Uint8Array) {
       if (x.length >= LARGE_BIN_BYTES && swappable(o, k)) out.push({ holder: o, key: k, bytes: x });
