@@ -1,5 +1,6 @@
 import { Command } from '@oclif/core';
-import pino, { type Logger } from 'pino';
+import { createRequire } from 'node:module';
+import type { Logger } from 'pino';
 import { ErrorCodes, isBuilderError } from '../protocol/errors.js';
 import { RpcCallError } from '../protocol/rpc-peer.js';
 
@@ -29,6 +30,8 @@ export abstract class BuilderCommand extends Command {
 
   /** A pino logger for long-running commands: JSON lines on stdout, secrets redacted. */
   protected makeLogger(level = process.env.BUILDER_LOG_LEVEL ?? 'info'): Logger {
+    // Loaded on first use: the short-lived builder commands never log, and pino costs ~0.1 s to load.
+    const pino = createRequire(import.meta.url)('pino') as typeof import('pino').pino;
     return pino({ level, redact: { paths: ['token', '*.token', 'key', '*.key', 'privateKey', '*.privateKey'], censor: '[redacted]' } });
   }
 }

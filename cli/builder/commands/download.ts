@@ -1,5 +1,4 @@
 import { Args, Flags } from '@oclif/core';
-import cliProgress from 'cli-progress';
 import { BuilderError } from '../../../protocol/errors.js';
 import { jobArg } from '../lib/args.js';
 import { ClientCommand } from '../lib/client-command.js';
@@ -37,9 +36,10 @@ export default class Download extends ClientCommand {
     }
     // A bar only where someone watches: a terminal on stderr, and not in --json mode.
     const tty = process.stderr.isTTY === true && !flags.json;
+    const cliProgress = tty ? (await import('cli-progress')).default : undefined;
     const done: Array<{ name: string; path: string; size: number; sha256: string }> = [];
     for (const a of picked) {
-      const bar = tty
+      const bar = cliProgress
         ? new cliProgress.SingleBar(
             { format: `${a.name} [{bar}] {percentage}% | {value}/{total} bytes`, stream: process.stderr, hideCursor: true, clearOnComplete: false },
             cliProgress.Presets.shades_classic,

@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
 import { Flags } from '@oclif/core';
-import { checkCronExpression, checkTimeZone } from '../../../master/cron/index.js';
 import type { ParamsOf } from '../../../protocol/catalogue.js';
 import { BuilderError } from '../../../protocol/errors.js';
 import { checkName } from '../../../protocol/names.js';
@@ -80,6 +79,8 @@ Prints the job id (the schedule id with --cron) on stdout. With --observe it the
       env[k] = kv.slice(eq + 1);
     }
     const timeoutMs = flags.timeout !== undefined ? parseDuration(flags.timeout, '--timeout') : undefined;
+    // cron-parser is loaded only when a schedule needs it.
+    const { checkCronExpression, checkTimeZone } = await import('../../../master/cron/index.js');
     const tz = flags.tz !== undefined ? checkTimeZone(flags.tz) : undefined;
     const cron = flags.cron !== undefined ? checkCronExpression(flags.cron, { allowSeconds: false, tz: tz ?? 'UTC' }) : undefined;
     const inputs = await prepareInputs(flags.input ?? []);

@@ -117,13 +117,13 @@ describe('the builder CLI against a real master and slave', function () {
 
       const long = jobIdOf(await cli(['schedule', '--name', 'long', ...job, '--', 'sh', '-c', 'echo started; sleep 30']));
       const obs = new RunningBin('builder', ['observe', String(long), '--master', farm.masterAddress, '--identity', farm.adminDir], { NO_COLOR: '1' });
+      const exited = new Promise<number | null>((resolve) => obs.child.once('exit', (code) => resolve(code)));
       try {
-        await obs.waitFor(/started/);
+        await obs.waitFor(/started/, 60_000);
         const c = await cli(['cancel', String(long)]);
         assert.equal(c.code, 0, c.stderr);
         assert.match(c.stdout, new RegExp(`^job ${long} cancelled$`, 'm'));
-        const end = await new Promise<number | null>((resolve) => obs.child.once('exit', (code) => resolve(code)));
-        assert.equal(end, 12, obs.out);
+        assert.equal(await exited, 12, obs.out);
         assert.match(obs.out, /\[builder\] job \d+ cancelled/);
       } finally {
         await obs.stop('SIGKILL');
@@ -134,7 +134,7 @@ describe('the builder CLI against a real master and slave', function () {
       const id = jobIdOf(await cli(['schedule', '--name', 'keeps', ...job, '--', 'sh', '-c', 'echo started; sleep 30']));
       const obs = new RunningBin('builder', ['observe', String(id), '--master', farm.masterAddress, '--identity', farm.adminDir], { NO_COLOR: '1' });
       try {
-        await obs.waitFor(/started/);
+        await obs.waitFor(/started/, 60_000);
         assert.deepEqual(await obs.stop('SIGINT'), { code: 130, signal: null });
         assert.match(obs.out, /stopped observing; job \d+ keeps running/);
         assert.equal((await farm.getJob(id)).job.state, 'running');
