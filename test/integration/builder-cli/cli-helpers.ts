@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { runBin, type RunResult } from '../../helpers/procs.js';
+import { spawn } from 'node:child_process';
+import { binPath, runBin, type RunResult } from '../../helpers/procs.js';
 
 /**
  * One clear line (plus an optional "Hint:" line) on stderr, no stack trace, the expected
@@ -26,4 +27,25 @@ export function jobIdOf(r: RunResult): number {
   assert.equal(r.code, 0, `exit ${String(r.code)}: ${r.stderr}`);
   assert.match(r.stdout, /^\d+\n$/, `stdout should be the job id alone: ${JSON.stringify(r.stdout)}`);
   return Number(r.stdout.trim());
+}
+
+/**
+ * Runs `builder ARGS` on a pseudo-terminal (util-linux `script`), as a person at a terminal
+ * would: stdout and stderr are both the terminal, merged into `out`.
+ */
+export function builderOnTty(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<{ code: number | null; out: string }> {
+  const q = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
+  const cmd = [process.execPath, binPath('builder'), ...args].map(q).join(' ');
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, TERM: 'xterm', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, out });
+    });
+  });
 }

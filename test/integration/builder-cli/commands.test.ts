@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ProcessFarm, waitFor } from '../../helpers/process-farm.js';
 import { RunningBin, runBin } from '../../helpers/procs.js';
-import { assertCleanError, builderCli, jobIdOf } from './cli-helpers.js';
+import { assertCleanError, builderCli, builderOnTty, jobIdOf } from './cli-helpers.js';
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
@@ -42,6 +42,20 @@ describe('the builder CLI against a real master and slave', function () {
       assert.equal(o.stdout, 'out\n');
       assert.match(o.stderr, /^err$/m);
       assert.match(o.stderr, new RegExp(`^\\[builder\\] job ${id} succeeded \\(exit 0\\)`, 'm'));
+    });
+
+    it('on a terminal, colours the job\'s stderr apart from its stdout', async function () {
+      const id = jobIdOf(await cli(['schedule', '--name', 'colours', ...job, '--', 'sh', '-c', 'echo plain; echo red >&2']));
+      const r = await builderOnTty(['observe', String(id), '--master', farm.masterAddress, '--identity', farm.adminDir], { BUILDER_CONFIG_DIR: join(tmp, 'no-config') });
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /^plain\r?$/m);
+      // The escape codes as text: red for the job's stderr, cyan for Builder's own lines.
+      const esc = '\x1b';
+      assert.ok(r.out.includes(`${esc}[31mred`), r.out);
+      assert.match(r.out.replaceAll(esc, 'ESC'), /ESC\[36m\[builder\] job \d+ succeeded/);
+      const plain = await builderOnTty(['observe', String(id), '--master', farm.masterAddress, '--identity', farm.adminDir], { BUILDER_CONFIG_DIR: join(tmp, 'no-config'), NO_COLOR: '1' });
+      assert.equal(plain.out.includes(esc), false, 'NO_COLOR is honoured');
+      assert.match(plain.out, /^red\r?$/m);
     });
 
     it('follows a running job live: state changes, then the outcome, with schedule --observe', async function () {
@@ -224,6 +238,13 @@ describe('the builder CLI against a real master and slave', function () {
       const rows = JSON.parse(forced.stdout) as Array<{ name: string; path: string; sha256: string }>;
       assert.deepEqual(rows.map((x) => x.name).sort(), ['copy.bin', 'sub/note.txt']);
       assert.equal(rows.find((x) => x.name === 'copy.bin')?.path, join(outDir, 'copy.bin'));
+    });
+
+    it('shows a progress bar on a terminal', async function () {
+      const r = await builderOnTty(['download', String(id), 'copy.bin', '--out', join(tmp, 'tty'), '--master', farm.masterAddress, '--identity', farm.adminDir], { BUILDER_CONFIG_DIR: join(tmp, 'no-config') });
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /copy\.bin \[[█░]+\] 100% \| 3145745\/3145745 bytes/);
+      assert.deepEqual(await readFile(join(tmp, 'tty', 'copy.bin')), data);
     });
 
     it('downloads one artifact by name, and names an unknown one in one line', async function () {
