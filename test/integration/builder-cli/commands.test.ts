@@ -22,7 +22,8 @@ describe('the builder CLI against a real master and slave', function () {
   const job = ['--channel', 'demo', '--arch', 'x86_64'];
 
   before(async function () {
-    farm = await ProcessFarm.start();
+    // A short grace: a slave cut off for longer loses its job to the queue (the requeue test).
+    farm = await ProcessFarm.start({ masterArgs: ['--slave-grace', '500ms'] });
     tmp = await mkdtemp(join(tmpdir(), 'builder-cli-'));
     await farm.addSlave({ name: 'w1', channels: ['demo'], arches: ['x86_64'], capacity: 4, args: ['--kill-grace', '300ms'] });
     aliceDir = join(tmp, 'alice');
@@ -155,6 +156,27 @@ describe('the builder CLI against a real master and slave', function () {
       } finally {
         await obs.stop('SIGKILL');
         await cli(['cancel', String(id)]);
+      }
+    });
+
+    it('follows a job into its next attempt when its slave is lost, and exits with the final outcome', async function () {
+      // A second slave behind a cuttable proxy, on its own channel.
+      const w2 = await farm.addSlave({ name: 'w2', channels: ['flaky'], arches: ['x86_64'], viaProxy: true, enroll: 'direct', args: ['--kill-grace', '300ms'] });
+      const mark = join(tmp, 'attempt-mark');
+      const script = `if [ -e ${mark} ]; then echo second; exit 0; fi; touch ${mark}; echo first; sleep 60`;
+      const id = jobIdOf(await cli(['schedule', '--name', 'requeued', '--channel', 'flaky', '--arch', 'x86_64', '--retries', '2', '--', 'sh', '-c', script]));
+      const obs = new RunningBin('builder', ['observe', String(id), '--master', farm.masterAddress, '--identity', farm.adminDir], { NO_COLOR: '1' });
+      const exited = new Promise<number | null>((resolve) => obs.child.once('exit', (code) => resolve(code)));
+      try {
+        await obs.waitFor(/^first$/m, 60_000);
+        await w2.proxy!.cut();
+        await waitFor('the job back in the queue', async () => (await farm.getJob(id)).job.attempt >= 2 || (await farm.getJob(id)).job.state === 'queued', 30_000, 100);
+        await w2.proxy!.restore();
+        assert.equal(await exited, 0, obs.out);
+        assert.match(obs.out, /^first\n[\s\S]*\[builder\] attempt 2\n[\s\S]*^second$/m);
+        assert.match(obs.out, /\[builder\] job \d+ succeeded/);
+      } finally {
+        await obs.stop('SIGKILL');
       }
     });
 
