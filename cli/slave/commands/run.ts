@@ -33,7 +33,6 @@ export default class Run extends BuilderCommand {
     'drain-timeout': Flags.string({ default: '5m', description: 'on SIGTERM: how long running jobs may go on before they are killed and given back' }),
     'deliver-timeout': Flags.string({ default: '60s', description: 'on SIGTERM: how long to wait for logs, artifacts and outcomes to reach the master' }),
     'kill-grace': Flags.string({ default: '10s', description: 'between SIGTERM and SIGKILL to a job process group (timeout, cancel)' }),
-    'default-timeout': Flags.string({ default: '6h', description: 'timeout of a job that has none' }),
     'keep-work-dirs': Flags.boolean({ default: false, description: 'keep each job work dir after the master has its outcome' }),
   };
 
@@ -54,7 +53,6 @@ export default class Run extends BuilderCommand {
       deliverTimeoutMs: parseDuration(flags['deliver-timeout'], '--deliver-timeout'),
       executor: {
         killGraceMs: parseDuration(flags['kill-grace'], '--kill-grace'),
-        defaultTimeoutMs: parseDuration(flags['default-timeout'], '--default-timeout'),
       },
       keepWorkDirs: flags['keep-work-dirs'],
       logger: log,
