@@ -460,18 +460,21 @@ export class JobService {
       notes.push(`${a.path}: not uploaded`);
       return false;
     });
-    const filing = await fileAttempt(
-      {
-        uploads: join(this.dir, 'uploads', String(job.id), String(p.attempt)),
-        packages: join(this.dir, 'packages', String(job.id)),
-        images: join(this.dir, 'images', checkName('image', job.name), String(job.id)),
-        incoming: this.options.incomingDir,
-      },
-      { jobId: job.id, attempt: p.attempt, channel: job.channel },
-      ok,
-    );
+    const filing =
+      ok.length === 0
+        ? { filed: [], batch: null, notes: [] }
+        : await fileAttempt(
+            {
+              uploads: join(this.dir, 'uploads', String(job.id), String(p.attempt)),
+              packages: join(this.dir, 'packages', String(job.id)),
+              images: join(this.dir, 'images', checkName('image', job.name), String(job.id)),
+              incoming: this.options.incomingDir,
+            },
+            { jobId: job.id, attempt: p.attempt, channel: job.channel },
+            ok,
+          );
     notes.push(...filing.notes);
-    const known = new Set((await this.store.listArtifacts(job.id)).filter((a) => a.attempt === p.attempt).map((a) => a.name));
+    const known = filing.filed.length === 0 ? new Set<string>() : new Set((await this.store.listArtifacts(job.id)).filter((a) => a.attempt === p.attempt).map((a) => a.name));
     for (const f of filing.filed) {
       if (known.has(f.path)) continue;
       await this.store.addArtifact({ jobId: job.id, attempt: p.attempt, name: f.path, size: f.size, sha256: f.sha256, kind: f.kind, path: f.storedAt });

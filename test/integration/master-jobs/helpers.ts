@@ -119,7 +119,7 @@ export function job(o: Partial<NewJob> = {}): NewJob {
 
 /** A farm with short timeouts for tests, a client identity and an admin identity connected. */
 export async function jobFarm(opts: Parameters<typeof startFarm>[0] = {}) {
-  const farm = await startFarm({ slaveGraceMs: 1_500, acceptTimeoutMs: 1_000, timeoutMarginMs: 300, cancelTimeoutMs: 2_000, ...opts });
+  const farm = await startFarm({ slaveGraceMs: 1_500, acceptTimeoutMs: 1_000, timeoutMarginMs: 300, cancelTimeoutMs: 2_000, ...opts }, { shareCa: true });
   const client = await farm.connect(await farm.identity('alice', 'client'));
   const admin = await farm.connect(await farm.identity('root', 'admin'));
   return { farm, client, admin };
