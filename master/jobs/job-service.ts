@@ -58,6 +58,7 @@ export class JobService {
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
   private readonly committed = new Map<string, Map<string, Committed>>();
   private readonly inflight = new Set<Promise<unknown>>();
+  private readonly logOrder = new Map<string, Promise<void>>();
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   private stopping = false;
@@ -613,11 +614,15 @@ export class JobService {
         this.log.info({ slave: ctx.remote.name, draining }, draining ? 'slave draining itself' : 'slave takes jobs again');
         return {};
       })
-      .handle('attempt.log', async (p, ctx) => {
-        await this.heldBy(ctx, p.jobId, p.attempt);
-        const r = await this.logs.append(p.jobId, p.attempt, p.records);
-        return { storedThrough: r.storedThrough };
-      })
+      .handle('attempt.log', (p, ctx) =>
+        // In arrival order per attempt, from before the first await: the store skips seqs at or
+        // below the highest stored, so two batches overtaking each other would lose the first.
+        this.inLogOrder(`${p.jobId}:${p.attempt}`, async () => {
+          await this.heldBy(ctx, p.jobId, p.attempt);
+          const r = await this.logs.append(p.jobId, p.attempt, p.records);
+          return { storedThrough: r.storedThrough };
+        }),
+      )
       .handle('artifact.begin', async (p, ctx) => {
         await this.heldBy(ctx, p.jobId, p.attempt);
         const c = (await this.loadCommitted(p.jobId, p.attempt)).get(p.path);
@@ -661,6 +666,19 @@ export class JobService {
         return { data: (await this.inputs.read(p.sha256, p.offset, p.length)) as Uint8Array<ArrayBuffer> };
       });
     registerClientHandlers(this, peer);
+  }
+
+  private inLogOrder<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.logOrder.get(key) ?? Promise.resolve()).then(fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.logOrder.set(key, tail);
+    void tail.then(() => {
+      if (this.logOrder.get(key) === tail) this.logOrder.delete(key);
+    });
+    return run;
   }
 
   private uploadKey(p: { jobId: number; attempt: number; path: string }, ctx: CallContext): string {

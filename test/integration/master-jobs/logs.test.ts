@@ -50,6 +50,15 @@ describe('master jobs: attempt logs', function () {
       assert.deepEqual(q.records.map((x) => x.seq), [4]);
     });
 
+    it('keeps every record when batches are sent without waiting for each other', async function () {
+      const sends = [];
+      for (let b = 0; b < 20; b++) sends.push(s.log(id, 1, [data(b * 2 + 1, `${b}a `), data(b * 2 + 2, `${b}b `, 'stderr')]));
+      const replies = await Promise.all(sends);
+      assert.deepEqual(replies.map((r) => r.storedThrough), replies.map((_r, b) => b * 2 + 2));
+      const r = await client.call('log.read', { jobId: id });
+      assert.deepEqual(r.records.map((x) => x.seq), Array.from({ length: 40 }, (_x, i) => i + 1));
+    });
+
     it('refuses a dropped marker that does not make sense, storing nothing of that batch', async function () {
       await rejectsWith(s.log(id, 1, [data(1, 'x'), { kind: 'dropped', seq: 2, fromSeq: 5, toSeq: 3, droppedBytes: 1 }]), 'BUILDER_ERR_INVALID_INPUT', /dropped range/);
       assert.deepEqual((await client.call('log.read', { jobId: id })).records, []);
