@@ -14,7 +14,7 @@ export const READY_PREFIX = 'LISTENING ';
 
 /** The stacks under test, in report order. */
 export const STACKS = ['builder', 'grpc', 'tls'] as const;
-/** Stacks that run only when asked for: `lean` is the prototype of a proposal for protocol/. */
+/** Stacks that run only when asked for: `lean` is the json-rpc-2.0-free prototype, kept as a yardstick. */
 export const EXTRA_STACKS = ['lean'] as const;
 export type Stack = (typeof STACKS)[number] | (typeof EXTRA_STACKS)[number];
 

@@ -1,6 +1,8 @@
 /**
- * PROTOTYPE for a proposal to protocol/ (Builder does not use this): the work of RpcPeer's hot
- * path without json-rpc-2.0, to measure what replacing it would buy. It keeps what matters for
+ * PROTOTYPE, kept as a yardstick (Builder does not use this): the work of RpcPeer's hot path
+ * without json-rpc-2.0, to measure what the library still costs. RpcPeer keeps json-rpc-2.0 (the
+ * design contract) and has since taken over idea 2 below and the overhead around the library;
+ * run `--stacks builder,lean,...` to compare them. It keeps what matters for
  * safety and the contract: the same frames (FrameDecoder, encodeFrameParts/decodeBody with the
  * plain-data check), the JSON-RPC 2.0 message shape, the catalogue's role check and zod parsing
  * of params and results. It changes two things:

@@ -5,9 +5,10 @@
  *   raw      4-byte length + bytes, echoed (the framing alone)
  *   msgpack  the same plus encodeFrameParts/decodeBody (msgpack and the plain-data check) of a
  *            JSON-RPC-shaped request and response, matched by hand
- *   rpcpeer  RpcPeer on both ends: json-rpc-2.0, zod params/result parsing, timers, catalogue
- *   lean     LeanPeer (lean-peer.ts), the PROTOTYPE of the proposal for protocol/: the same
- *            frames and checks as RpcPeer without json-rpc-2.0 and per-call timers
+ *   rpcpeer  RpcPeer on both ends: json-rpc-2.0, zod params/result parsing, catalogue, one
+ *            deadline timer for all pending calls
+ *   lean     LeanPeer (lean-peer.ts), the PROTOTYPE that does without json-rpc-2.0: the same
+ *            frames and checks as RpcPeer, its own id map and dispatch
  *
  *   npm run build && node dist/bench/protocol/overhead.js [--duration-ms 2000] [--runs 3] [--layers raw,msgpack,rpcpeer,lean]
  *     [--payload-bytes 16]
