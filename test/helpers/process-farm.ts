@@ -202,6 +202,8 @@ export interface ProcessFarmOptions {
   masterScript?: string;
   /** Extra environment for every process. Default none. */
   env?: NodeJS.ProcessEnv;
+  /** Node flags for master and slaves, before the script (e.g. `--cpu-prof`). Default none. */
+  nodeArgs?: string[];
   /**
    * BUILDER_LOG_LEVEL of master and slaves. Default `info`: the master's ports are read from its
    * "master listening" line. Above info, ports are picked before the start and readiness is an
@@ -266,20 +268,25 @@ export class FarmSlave {
   async start(): Promise<void> {
     if (this.process?.running) throw new Error(`slave ${this.name} already runs`);
     const s = this.spec;
-    const args = [binPath('slave'), 'run', '--dir', this.dir, '--master', this.masterAddress, '--channels', s.channels.join(','), '--arch', s.arches.join(','), '--capacity', String(s.capacity), ...s.args];
+    const args = [...this.farm.nodeArgs, binPath('slave'), 'run', '--dir', this.dir, '--master', this.masterAddress, '--channels', s.channels.join(','), '--arch', s.arches.join(','), '--capacity', String(s.capacity), ...s.args];
     this.process = new FarmProcess(`slave ${s.name}`, args, join(this.farm.root, `slave-${s.name}.${++this.starts}.log`), this.farm.env);
     if (s.waitSubscribed) {
       const proc = this.process;
-      await waitFor(
-        `slave ${s.name} connected`,
-        async () => {
-          if (!proc.running) throw new Error(`slave ${s.name} exited; output tail:\n${proc.tail()}`);
-          const st = await this.farm.call('slave.status', {});
-          return st.slaves.some((x) => x.name === s.name && x.connected);
-        },
-        this.farm.startTimeoutMs,
-        50,
-      );
+      let exited = false;
+      // The exit promise resolves (never rejects) so that a later exit is not an unhandled rejection.
+      const first = await Promise.race([
+        waitFor(
+          `slave ${s.name} connected`,
+          async () => !exited && (await this.farm.call('slave.status', {})).slaves.some((x) => x.name === s.name && x.connected),
+          this.farm.startTimeoutMs,
+          50,
+        ),
+        proc.exited.then(() => {
+          exited = true;
+          return 'exited' as const;
+        }),
+      ]);
+      if (first === 'exited') throw new Error(`slave ${s.name} exited during start-up; output tail:\n${proc.tail()}`);
     } else await this.process.waitForLine(/connected to master/, this.farm.startTimeoutMs);
   }
 
@@ -377,6 +384,7 @@ export class ProcessFarm {
   enrollPort = 0;
   readonly slaves = new Map<string, FarmSlave>();
   readonly env: NodeJS.ProcessEnv;
+  readonly nodeArgs: readonly string[];
   readonly startTimeoutMs: number;
   private peer: RpcPeer | undefined;
   private connecting: Promise<RpcPeer> | undefined;
@@ -393,6 +401,7 @@ export class ProcessFarm {
   ) {
     this.env = { BUILDER_LOG_LEVEL: opts.logLevel ?? 'info', ...opts.env };
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+    this.nodeArgs = opts.nodeArgs ?? [];
   }
 
   /** `master init-ca` in a fresh temp dir, then `master run` on OS-picked ports. */
@@ -431,21 +440,21 @@ export class ProcessFarm {
     if (this.mainPort === 0 && !this.logsInfo) [this.mainPort, this.enrollPort] = [await freePort(), await freePort()];
     const listen = `127.0.0.1:${this.mainPort}`;
     const enroll = `127.0.0.1:${this.enrollPort}`;
-    const entry = this.opts.masterScript ? [this.opts.masterScript] : [binPath('master'), 'run'];
+    const entry = [...this.nodeArgs, ...(this.opts.masterScript ? [this.opts.masterScript] : [binPath('master'), 'run'])];
     const args = [...entry, '--dir', this.masterDir, '--listen', listen, '--enroll-listen', enroll, ...(this.opts.masterArgs ?? [])];
     this.master = new FarmProcess('master', args, join(this.root, `master.${++this.masterStarts}.log`), this.env);
     if (!this.logsInfo) {
       const master = this.master;
-      await waitFor(
-        'the master to answer',
-        async () => {
-          if (!master.running) throw new Error(`the master exited; output tail:\n${master.tail()}`);
-          await this.client();
-          return true;
-        },
-        this.startTimeoutMs,
-        100,
-      );
+      let exited = false;
+      // The exit promise resolves (never rejects) so that a later exit is not an unhandled rejection.
+      const first = await Promise.race([
+        waitFor('the master to answer', async () => !exited && (await this.client()) !== undefined, this.startTimeoutMs, 100),
+        master.exited.then(() => {
+          exited = true;
+          return 'exited' as const;
+        }),
+      ]);
+      if (first === 'exited') throw new Error(`the master exited during start-up; output tail:\n${master.tail()}`);
       return;
     }
     const m = await this.master.waitForLine(/"listen":"127\.0\.0\.1:(\d+)","enroll":"127\.0\.0\.1:(\d+)"/, this.startTimeoutMs);
