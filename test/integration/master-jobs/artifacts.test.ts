@@ -126,6 +126,7 @@ describe('master jobs: artifacts', function () {
       assert.match(g.job.reason ?? '', /exit code 2; refused output: link-to-etc \(symlink\), \.\.\/escape \(escapes\); artifacts differing from the input of the same name: input\.txt/);
       const listing = JSON.parse(await readFile(join(farm.dir, 'incoming', `job-${id}-a1.listing.json`), 'utf8'));
       assert.deepEqual(listing.files.map((f: { name: string }) => f.name), ['out.rpm']);
+      await rejectsWith(admin.call('image.promote', { jobId: id, name: 'broken' }), 'BUILDER_ERR_BAD_STATE', /only a succeeded job/);
     });
   });
 
@@ -181,6 +182,23 @@ describe('master jobs: artifacts', function () {
       await rejectsWith(s.peer.call('artifact.begin', { jobId: id, attempt: 3, path: 'a', size: 1, sha256: sha('a') }), 'BUILDER_ERR_BAD_STATE');
       await rejectsWith(client.call('artifact.read', { id: 999, offset: 0, length: 10 }), 'BUILDER_ERR_NOT_FOUND');
       await rejectsWith(client.call('artifact.list', { jobId: 999 }), 'BUILDER_ERR_NOT_FOUND');
+    });
+  });
+
+  describe('when uploads hit the named limits', function () {
+    it('refuses an artifact over maxArtifactBytes and more than maxOpenUploads at once, and the slave carries on', async function () {
+      await farm.close();
+      ({ farm, client, admin } = await jobFarm({ maxArtifactBytes: 1000, maxOpenUploads: 2 }));
+      s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const id = await runJob();
+      await rejectsWith(s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: 'huge.img', size: 1001, sha256: sha('x') }), 'BUILDER_ERR_INVALID_INPUT', /over the limit of 1000/);
+      for (const p of ['a', 'b']) await s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: p, size: 1, sha256: sha(p) });
+      await rejectsWith(s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: 'c', size: 1, sha256: sha('c') }), 'BUILDER_ERR_TOO_MANY_IN_FLIGHT', /more than 2 artifact uploads/);
+      await s.peer.call('artifact.chunk', { jobId: id, attempt: 1, path: 'a', offset: 0, data: Buffer.from('a') });
+      await s.peer.call('artifact.finish', { jobId: id, attempt: 1, path: 'a' });
+      assert.deepEqual(await s.upload(id, 1, 'c', Buffer.from('c')), { size: 1, sha256: sha('c') });
     });
   });
 });
