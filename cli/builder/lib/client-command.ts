@@ -51,13 +51,21 @@ export abstract class ClientCommand extends BuilderCommand {
       session.peer.destroy();
       process.exit(130);
     };
+    // `builder observe 5 | head`: the reader went away; stop quietly, as a program killed by SIGPIPE would.
+    const onStdoutError = (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') return;
+      session.peer.destroy();
+      process.exit(141);
+    };
     process.once('SIGINT', onSigint);
+    process.stdout.on('error', onStdoutError);
     try {
       const color = process.stdout.isTTY === true && process.stderr.isTTY === true && process.env.NO_COLOR === undefined;
       const r = await observeJob({ peer: session.peer, jobId, attempt, stdout: process.stdout, stderr: process.stderr, color });
       return JOB_EXIT_CODES[r.job.state];
     } finally {
       process.removeListener('SIGINT', onSigint);
+      process.stdout.removeListener('error', onStdoutError);
     }
   }
 

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ProcessFarm, waitFor } from '../../helpers/process-farm.js';
-import { RunningBin, runBin } from '../../helpers/procs.js';
+import { RunningBin, binPath, runBin } from '../../helpers/procs.js';
 import { assertCleanError, builderCli, builderOnTty, jobIdOf } from './cli-helpers.js';
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -115,6 +116,16 @@ describe('the builder CLI against a real master and slave', function () {
       assert.match(live.stderr, /^to stderr$/m);
       const replay = await cli(['observe', String(id)]);
       assert.ok(replay.stdout === expected, 'replayed log differs');
+
+      // A reader that stops early (`builder observe N | head`): a quiet exit 141, as after SIGPIPE.
+      const child = spawn(process.execPath, [binPath('builder'), 'observe', String(id), '--master', farm.masterAddress, '--identity', farm.adminDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      // The reader is gone before the first line arrives, so the first write meets a closed pipe.
+      child.stdout.destroy();
+      const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+      assert.equal(code, 141, stderr);
+      assert.doesNotMatch(stderr, /Error/);
     });
   });
 
