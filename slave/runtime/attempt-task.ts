@@ -5,7 +5,7 @@ import { BuilderError, isBuilderError } from '../../protocol/errors.js';
 import { RpcCallError, type RpcPeer } from '../../protocol/rpc-peer.js';
 import { uploadArtifact, type UploadTarget } from '../../protocol/transfer/index.js';
 import type { AttemptHandle, Executor } from '../executor/index.js';
-import { LogSpool, SpoolSender, type SpoolRecord } from '../spool/index.js';
+import { LogSpool, SpoolSender, type LogChunk, type SpoolRecord } from '../spool/index.js';
 import { AttemptFiles, processStartTime, type StoredOutcome, type UploadEntry } from './attempt-files.js';
 import { fetchInputs, InputSpecError, type InputFile } from './fetch-inputs.js';
 import { buildOutcome, capRefused, type FetchState } from './outcome.js';
@@ -76,10 +76,16 @@ export class AttemptTask {
   readonly attempt: number;
   readonly slots: number;
   readonly files: AttemptFiles;
-  readonly spool: LogSpool;
   private readonly ctx: TaskContext;
   private readonly log: Logger;
-  private readonly sender: SpoolSender;
+  /** Set once the attempt's files are made (at once for a recovered attempt). */
+  private spool: LogSpool | undefined;
+  private sender: SpoolSender | undefined;
+  /** Resolves true once the files and the spool are ready, false if they could not be made. */
+  private ready: Promise<boolean> = Promise.resolve(false);
+  private prepareError: unknown;
+  /** The seq to start sending from once the spool is ready (an attach that came first). */
+  private pendingNextSeq: number | undefined;
   private readonly retry: RetryPolicy;
   private handle: AttemptHandle | undefined;
   private processEnded = false;
@@ -99,35 +105,64 @@ export class AttemptTask {
   private _phase: 'running' | 'delivering' | 'finishing' | 'done' = 'running';
   private _done: Promise<TaskEnd> | undefined;
 
-  private constructor(ctx: TaskContext, files: AttemptFiles, spool: LogSpool, slots: number) {
+  private constructor(ctx: TaskContext, files: AttemptFiles, slots: number) {
     this.ctx = ctx;
     this.files = files;
-    this.spool = spool;
     this.jobId = files.jobId;
     this.attempt = files.attempt;
     this.key = `${files.jobId}-${files.attempt}`;
     this.slots = slots;
     this.log = ctx.log.child({ job: files.jobId, attempt: files.attempt });
     this.retry = { delayMs: ctx.o.retryDelayMs, maxRetries: ctx.o.maxRetries };
+  }
+
+  private useSpool(spool: LogSpool): void {
+    this.spool = spool;
     this.sender = new SpoolSender(spool, (recs) => this.sendLog(recs), {
-      window: ctx.o.logWindow,
-      maxBatchBytes: ctx.o.logBatchBytes,
+      window: this.ctx.o.logWindow,
+      maxBatchBytes: this.ctx.o.logBatchBytes,
       onError: (e) => this.onSendError(e),
     });
   }
 
-  /** Makes the attempt's files and spool for a new assignment (before the executor starts it). */
-  static async prepare(ctx: TaskContext, a: { jobId: number; attempt: number; slots: number; name: string }): Promise<AttemptTask> {
+  /**
+   * A new assignment: starts it in the executor at once (synchronously: the slots are taken or
+   * refused here, and the master gets its answer without waiting for the disk), while the
+   * attempt's files and spool are made in the background. The job's process is not started
+   * before they are ready (the executor awaits the input fetch, which awaits them); if they
+   * cannot be made, the attempt fails as a setup failure. Throws what Executor.start throws.
+   */
+  static begin(ctx: TaskContext, executor: Executor, a: ParamsOf<'attempt.assign'>): AttemptTask {
     const files = new AttemptFiles(ctx.o.attemptsDir, a.jobId, a.attempt);
-    await files.create({ jobId: a.jobId, attempt: a.attempt, slots: a.slots, name: a.name, acceptedAt: Date.now() });
-    try {
-      const spool = await LogSpool.open(files.spoolDir, ctx.o.spool);
-      return new AttemptTask(ctx, files, spool, a.slots);
-    } catch (e) {
-      await files.remove().catch(() => undefined);
-      throw e;
-    }
+    const t = new AttemptTask(ctx, files, a.slots);
+    t.start(executor, a);
+    t.ready = t.prepare(a);
+    t._done = t.lifecycle();
+    return t;
   }
+
+  private async prepare(a: ParamsOf<'attempt.assign'>): Promise<boolean> {
+    try {
+      await this.files.create({ jobId: a.jobId, attempt: a.attempt, slots: a.slots, name: a.name, acceptedAt: Date.now() });
+      this.useSpool(await LogSpool.open(this.files.spoolDir, this.ctx.o.spool));
+    } catch (e) {
+      this.prepareError = e;
+      this.log.error({ err: describe(e) }, 'cannot make the attempt files');
+      return false;
+    }
+    if (this.pendingNextSeq !== undefined && this.live !== undefined && !this.dropped) this.sender?.start(this.pendingNextSeq);
+    this.pendingNextSeq = undefined;
+    if (this.dropped) void this.spool?.close().catch(() => undefined);
+    return true;
+  }
+
+  /** The sink the executor writes to: the spool, once it is open. */
+  private readonly sink = {
+    append: async (chunks: readonly LogChunk[]): Promise<void> => {
+      if (!(await this.ready) || this.spool === undefined) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the attempt has no log spool');
+      await this.spool.append(chunks);
+    },
+  };
 
   /**
    * Reopens an attempt a previous slave process left. Returns undefined when there is nothing to
@@ -145,7 +180,9 @@ export class AttemptTask {
       return undefined;
     }
     const spool = await LogSpool.open(files.spoolDir, ctx.o.spool);
-    const t = new AttemptTask(ctx, files, spool, rec.slots);
+    const t = new AttemptTask(ctx, files, rec.slots);
+    t.useSpool(spool);
+    t.ready = Promise.resolve(true);
     t.processEnded = true;
     t.outcome = outcome;
     t.uploads = await files.readUploads();
@@ -154,8 +191,7 @@ export class AttemptTask {
     return t;
   }
 
-  /** Starts the attempt in the executor (throws what Executor.start throws) and its delivery. */
-  start(executor: Executor, a: ParamsOf<'attempt.assign'>): void {
+  private start(executor: Executor, a: ParamsOf<'attempt.assign'>): void {
     this.timeoutMs = a.timeoutMs;
     this.jobChoosesProgram = a.command.kind === 'argv' || a.command.text.startsWith('#!');
     const inputs: InputFile[] = a.inputs;
@@ -170,13 +206,12 @@ export class AttemptTask {
         env: a.env,
         timeoutMs: a.timeoutMs,
         slots: a.slots,
-        firstSeq: this.spool.lastSeq + 1,
+        firstSeq: 1,
         fetchInputs: (dir, signal) => this.fetchInputs(inputs, dir, signal),
         onSpawn: (pid) => void this.recordPid(pid),
       },
-      this.spool,
+      this.sink,
     );
-    this._done = this.lifecycle();
   }
 
   /** Resolves when the task is over (see {@link TaskEnd}); never rejects. */
@@ -207,7 +242,8 @@ export class AttemptTask {
     if (this.dropped || peer.closed) return;
     this.live = peer;
     this.sendFailures = 0;
-    this.sender.start(nextSeq);
+    if (this.sender === undefined) this.pendingNextSeq = nextSeq;
+    else this.sender.start(nextSeq);
     this.wake();
   }
 
@@ -215,7 +251,7 @@ export class AttemptTask {
   detach(peer: RpcPeer): void {
     if (this.live !== peer) return;
     this.live = undefined;
-    this.sender.stop();
+    this.sender?.stop();
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
   }
@@ -260,12 +296,12 @@ export class AttemptTask {
 
   private stopTalking(): void {
     this.live = undefined;
-    this.sender.stop();
+    this.sender?.stop();
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     this.wake();
     // Closing the spool makes the sender's `done` reject, which ends the lifecycle's wait.
-    if (this.dropReason !== undefined || this.closed) void this.spool.close().catch(() => undefined);
+    if (this.dropReason !== undefined || this.closed) void this.spool?.close().catch(() => undefined);
   }
 
   private wake(): void {
@@ -294,6 +330,7 @@ export class AttemptTask {
 
   private async recordPid(pid: number): Promise<void> {
     try {
+      if (!(await this.ready)) return;
       await this.files.writePid(pid, await processStartTime(pid));
     } catch (e) {
       this.log.warn({ err: describe(e) }, 'cannot record the job pid');
@@ -301,6 +338,10 @@ export class AttemptTask {
   }
 
   private async fetchInputs(inputs: readonly InputFile[], dir: string, signal: AbortSignal): Promise<void> {
+    if (!(await this.ready)) {
+      this.fetch = 'setup-failed';
+      throw new BuilderError('BUILDER_ERR_UNAVAILABLE', `the slave cannot make the attempt's files: ${describe(this.prepareError)}`);
+    }
     try {
       await fetchInputs(inputs, dir, signal, () => this.waitLive(signal), { chunkBytes: this.ctx.o.inputChunkBytes, retry: this.retry });
       this.fetch = 'ok';
@@ -339,7 +380,7 @@ export class AttemptTask {
     const peer = this.live;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-      if (!this.dropped && peer !== undefined && this.live === peer && !peer.closed) this.sender.start(from);
+      if (!this.dropped && peer !== undefined && this.live === peer && !peer.closed) this.sender?.start(from);
     }, delay);
   }
 
@@ -358,8 +399,8 @@ export class AttemptTask {
     this._phase = 'done';
     if (end !== 'kept') await this.cleanup();
     else {
-      this.sender.stop();
-      await this.spool.close().catch(() => undefined);
+      this.sender?.stop();
+      await this.spool?.close().catch(() => undefined);
     }
     this.log.info({ end }, 'attempt done on the slave');
     return end;
@@ -379,7 +420,7 @@ export class AttemptTask {
       }
       this.outcome = outcome;
       try {
-        await this.files.writeOutcome(this.outcome);
+        if (await this.ready) await this.files.writeOutcome(this.outcome);
       } catch (e) {
         this.log.warn({ err: describe(e) }, 'cannot write the outcome file (a restart now would lose this attempt)');
       }
@@ -391,11 +432,16 @@ export class AttemptTask {
     const outcome = this.outcome;
     if (outcome === undefined) throw new BuilderError('BUILDER_ERR_INTERNAL', 'attempt has no outcome');
     this._phase = 'delivering';
-    await this.spool.end();
-    for (const a of outcome.artifacts) {
-      if (!this.uploads.has(a.path)) await this.uploadOne(a);
+    if (this.spool !== undefined && this.sender !== undefined) {
+      await this.spool.end();
+      for (const a of outcome.artifacts) {
+        if (!this.uploads.has(a.path)) await this.uploadOne(a);
+      }
+      await this.sender.done;
+    } else {
+      // No spool (its files could not be made): the log is just its end.
+      await callWithRetry(() => this.waitLive(), (p) => p.call('attempt.log', { jobId: this.jobId, attempt: this.attempt, records: [{ kind: 'end', seq: 1 }] }), this.retry);
     }
-    await this.sender.done;
     this.throwIfStopped();
     this._phase = 'finishing';
     return this.finish(outcome);
@@ -446,6 +492,7 @@ export class AttemptTask {
   private async recordUpload(e: UploadEntry): Promise<void> {
     this.uploads.set(e.path, e);
     try {
+      if (!(await this.ready)) return;
       await this.files.appendUpload(e);
     } catch (err) {
       this.log.warn({ err: describe(err) }, 'cannot record an upload (a restart would upload it again)');
@@ -494,9 +541,10 @@ export class AttemptTask {
   }
 
   private async cleanup(): Promise<void> {
-    this.sender.stop();
+    this.sender?.stop();
     try {
-      await this.spool.destroy();
+      await this.ready;
+      await this.spool?.destroy();
       await this.files.remove();
       if (!this.ctx.o.keepWorkDirs) await this.ctx.executor.removeWorkDir(this.jobId, this.attempt);
     } catch (e) {

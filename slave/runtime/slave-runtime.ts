@@ -42,7 +42,6 @@ export class SlaveRuntime {
   readonly executor: Executor;
   readonly agent: SlaveAgent;
   private readonly tasks = new Map<string, AttemptTask>();
-  private readonly preparing = new Set<string>();
   private readonly ending = new Set<Promise<TaskEnd>>();
   private slotRecord: SlotRecordFile | undefined;
   private peer: RpcPeer | undefined;
@@ -173,35 +172,16 @@ export class SlaveRuntime {
     );
   }
 
-  /** Serves attempt.assign: checks, prepares, starts, and answers at once (the job runs on). */
-  private async assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): Promise<ResultOf<'attempt.assign'>> {
+  /** Serves attempt.assign: checks, starts, and answers at once (files, inputs and the job follow). */
+  private assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): ResultOf<'attempt.assign'> {
     const key = `${p.jobId}-${p.attempt}`;
     const existing = this.tasks.get(key);
     // The master may resend an assignment whose reply it lost: the same attempt is accepted once.
     if (existing !== undefined && !existing.dropped && existing.phase !== 'done') return { accepted: true };
     if (existing !== undefined) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} has just ended here`);
-    if (this.preparing.has(key)) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} is being set up already`);
     this.checkAssign(p);
-    this.preparing.add(key);
-    let task: AttemptTask;
-    try {
-      task = await AttemptTask.prepare(this.taskContext(), { jobId: p.jobId, attempt: p.attempt, slots: p.slots, name: p.name });
-    } catch (e) {
-      this.preparing.delete(key);
-      this.log.error({ job: p.jobId, attempt: p.attempt, err: (e as Error).message }, 'cannot prepare an attempt');
-      throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the slave cannot prepare the attempt (its disk?)', { hint: 'see the slave log' });
-    }
-    try {
-      // Checked again: another assignment may have taken the slots while the files were made.
-      this.checkAssign(p);
-      task.start(this.executor, p);
-    } catch (e) {
-      this.preparing.delete(key);
-      await task.spool.destroy().catch(() => undefined);
-      await task.files.remove().catch(() => undefined);
-      throw e;
-    }
-    this.preparing.delete(key);
+    // Synchronous from here: the slots are taken (or refused) before another assignment is read.
+    const task = AttemptTask.begin(this.taskContext(), this.executor, p);
     this.track(task);
     task.attach(peer, 1);
     this.log.info({ job: p.jobId, attempt: p.attempt, name: p.name, slots: p.slots, inputs: p.inputs.length }, 'attempt accepted');

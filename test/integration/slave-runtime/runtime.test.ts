@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
@@ -149,6 +149,21 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       assert.equal(f.exitCode, null);
       assert.match(f.reason ?? '', /setup failed: input in\.txt: sha256/);
       assert.equal(existsSync(marker), false);
+    });
+
+    it('reports a slave that cannot make the attempt files as a setup failure, without running the job', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address));
+      // DIR/attempts is a file: every attempt dir fails with ENOTDIR, as a broken disk would.
+      await writeFile(join(dir, 'attempts'), 'not a directory');
+      const marker = join(root, `ran-${n}`);
+      assert.deepEqual(await master.assign({ jobId: 13, command: { kind: 'script', text: `touch ${marker}` } }), { accepted: true });
+      const a = await master.waitFinish(13);
+      assert.equal(a.finish!.state, 'failed');
+      assert.equal(a.finish!.setupFailure, true);
+      assert.match(a.finish!.reason ?? '', /cannot make the attempt's files: ENOTDIR/);
+      assert.deepEqual(a.records, [{ kind: 'end', seq: 1 }]);
+      assert.equal(existsSync(marker), false);
+      await until(() => rt!.attempts().length === 0, 'the attempt to be forgotten');
     });
 
     it('reports a job that names a missing program as a failure of the job, not of the slave', async function () {
