@@ -25,7 +25,7 @@ describe('when a cron schedule runs in a real master', function () {
   }
 
   it('fires on time, and once (not once per tick) after the master was down over several ticks', async function () {
-    farm = await ProcessFarm.start(secondsCronMaster());
+    farm = await ProcessFarm.start({ ...secondsCronMaster(), shareCa: true });
     const { schedule } = await farm.call('schedule.create', {
       cron: `*/${periodS} * * * * *`,
       template: { name: 'tick', channel: 'cron', arch: 'x86_64', command: { kind: 'script', text: 'true' } },

@@ -12,7 +12,7 @@ describe('when the master is killed with SIGKILL while jobs are queued and runni
 
   it('ends all 54 jobs after a restart, each exactly once, and does not rerun the 4 its slaves reported', async function () {
     // A long grace: the slaves come back well within it, so nothing may be requeued.
-    farm = await ProcessFarm.start({ masterArgs: masterTimings({ graceMs: 30_000 }) });
+    farm = await ProcessFarm.start({ shareCa: true, masterArgs: masterTimings({ graceMs: 30_000 }) });
     const s1 = await farm.addSlave({ name: 'crash-a', capacity: 2, enroll: 'direct' });
     const s2 = await farm.addSlave({ name: 'crash-b', capacity: 2, enroll: 'direct' });
     // Two of the running jobs end while the master is down, two after the slaves are back.

@@ -11,7 +11,7 @@ describe('when a slave goes away mid-job', function () {
   });
 
   it('reruns the job of a SIGKILLed slave on another slave, where it succeeds (attempts = 2)', async function () {
-    farm = await ProcessFarm.start({ masterArgs: masterTimings({ graceMs: 1500 }) });
+    farm = await ProcessFarm.start({ shareCa: true, masterArgs: masterTimings({ graceMs: 1500 }) });
     const doomed = await farm.addSlave({ name: 'doomed', enroll: 'direct' });
     const runs = new RunLog(farm, 'kill');
     // Attempt 1 would run for a long time; attempt 2 is quick.
@@ -48,7 +48,7 @@ describe('when a slave goes away mid-job', function () {
 
   it('keeps the job and its whole log, in order, when the connection drops for a few seconds', async function () {
     // The grace is far longer than the cut: the slave is expected back, the job must not move.
-    farm = await ProcessFarm.start({ masterArgs: masterTimings({ graceMs: 30_000 }) });
+    farm = await ProcessFarm.start({ shareCa: true, masterArgs: masterTimings({ graceMs: 30_000 }) });
     const slave = await farm.addSlave({ name: 'flaky', viaProxy: true, enroll: 'direct' });
     const proxy = slave.proxy!;
     const runs = new RunLog(farm, 'cut');
