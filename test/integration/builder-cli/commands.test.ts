@@ -256,6 +256,19 @@ describe('the builder CLI against a real master and slave', function () {
       assert.match(r.stderr, /uploaded data\.bin \(3145745 bytes, 3145745 already on the master\)/);
     });
 
+    it('resumes an input upload that stopped half-way', async function () {
+      const part = randomBytes(2 * 1024 * 1024);
+      const sum = sha256(part);
+      await writeFile(join(tmp, 'part.bin'), part);
+      // An earlier upload sent the first MiB, then stopped.
+      await farm.call('input.begin', { sha256: sum, size: part.length });
+      await farm.call('input.chunk', { sha256: sum, offset: 0, data: part.subarray(0, 1024 * 1024) });
+      const r = await cli(['schedule', '--name', 'resumed', ...job, '--input', join(tmp, 'part.bin'), '--observe', '--', 'sh', '-c', 'sha256sum "$BUILDER_INPUT/part.bin" | cut -d" " -f1']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /uploaded part\.bin \(2097152 bytes, 1048576 already on the master\)/);
+      assert.equal(r.stdout.split('\n')[1], sum);
+    });
+
     it('downloads every artifact into --out with checked sha256, in human and --json form', async function () {
       const r = await cli(['download', String(id), '--out', outDir]);
       assert.equal(r.code, 0, r.stderr);
