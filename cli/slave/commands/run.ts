@@ -20,7 +20,7 @@ function list(s: string | undefined): string[] {
 export default class Run extends BuilderCommand {
   static override summary = 'Run the slave: connect to the master, subscribe to channels, run jobs and deliver their logs and artifacts.';
   static override description =
-    'Stays connected (reconnecting with back-off), runs up to --capacity slots of jobs at once, and on SIGTERM or SIGINT drains: it takes nothing new, lets running jobs finish for up to --drain-timeout, kills and gives back the rest, delivers what it owes the master, and exits 0.';
+    'Stays connected (reconnecting with back-off), runs up to --capacity slots of jobs at once, and on SIGTERM or SIGINT drains: it takes nothing new, lets running jobs finish for up to --drain-timeout, kills the rest (reported cancelled, so the master runs them again), delivers what it owes the master, and exits 0.';
   static override examples = [
     '<%= config.bin %> run --dir /var/lib/builder-slave --master builder.example.org:7400 --channels main,updates --arch x86_64,noarch --capacity 4',
   ];
@@ -30,7 +30,7 @@ export default class Run extends BuilderCommand {
     channels: Flags.string({ required: true, description: 'comma-separated channels whose jobs this slave runs, e.g. main,updates' }),
     arch: Flags.string({ description: `comma-separated architectures this slave runs (default: this machine's, ${defaultArch()})` }),
     capacity: Flags.string({ default: '1', description: 'slots run at once (a job weighs its slots, default 1)' }),
-    'drain-timeout': Flags.string({ default: '5m', description: 'on SIGTERM: how long running jobs may go on before they are killed and given back' }),
+    'drain-timeout': Flags.string({ default: '5m', description: 'on SIGTERM: how long running jobs may go on before they are killed (the master runs them again)' }),
     'deliver-timeout': Flags.string({ default: '60s', description: 'on SIGTERM: how long to wait for logs, artifacts and outcomes to reach the master' }),
     'kill-grace': Flags.string({ default: '10s', description: 'between SIGTERM and SIGKILL to a job process group (timeout, cancel)' }),
     'keep-work-dirs': Flags.boolean({ default: false, description: 'keep each job work dir after the master has its outcome' }),
