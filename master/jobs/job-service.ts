@@ -453,7 +453,7 @@ export class JobService {
     const log = this.log.child({ job: job.id, attempt: p.attempt, slave: name });
 
     // 1. The artifacts, filed before the state changes (a repeat of this call files nothing twice).
-    const committed = await this.loadCommitted(job.id, p.attempt);
+    const committed = p.artifacts.length === 0 ? new Map<string, Committed>() : await this.loadCommitted(job.id, p.attempt);
     const notes: string[] = [];
     const ok = p.artifacts.filter((a) => {
       const c = committed.get(a.path);

@@ -200,8 +200,16 @@ export class AttemptLogStore {
 
   /** Opens (creating) the file and finds the last complete record; a torn tail is cut off. */
   private async load(jobId: number, attempt: number): Promise<OpenLog> {
-    await mkdir(join(this.dir, String(jobId)), { recursive: true });
-    const fh = await open(this.pathOf(jobId, attempt), constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+    const flags = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
+    let fh: FileHandle;
+    try {
+      fh = await open(this.pathOf(jobId, attempt), flags, 0o644);
+    } catch (e) {
+      // The job's directory is made with its first log (one call fewer per attempt after that).
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      await mkdir(join(this.dir, String(jobId)), { recursive: true });
+      fh = await open(this.pathOf(jobId, attempt), flags, 0o644);
+    }
     try {
       const st = await fh.stat();
       let off = 0;
