@@ -50,6 +50,22 @@ async function promotedOf(imagesDir: string, name: string): Promise<number | nul
   }
 }
 
+/**
+ * Whether an attempt's log can still grow. A running attempt's can. One the master cancelled or
+ * timed out is still being killed: its slave sends the tail and the end record, so followers
+ * wait for that, up to `slaveGraceMs + cancelTimeoutMs` after the job ended (a slave that never
+ * delivers cannot hold a follower forever). A requeued or abandoned attempt's slave drops its log.
+ */
+function attemptOver(svc: JobService, job: Job, attempt: number): boolean {
+  if (attempt === 0) return isFinalState(job.state);
+  if (job.attempt !== attempt) return true;
+  if (job.state === 'dispatched' || job.state === 'running') return false;
+  if ((job.state === 'cancelled' || job.state === 'timed_out') && job.slave !== null) {
+    return Date.now() - (job.endedAt ?? job.updatedAt) > svc.options.slaveGraceMs + svc.options.cancelTimeoutMs;
+  }
+  return true;
+}
+
 /** Registers the methods people call (the builder CLI): jobs, logs, inputs, schedules, slaves, artifacts, images. */
 export function registerClientHandlers(svc: JobService, peer: RpcPeer): void {
   const imagesDir = join(svc.dir, 'images');
@@ -86,9 +102,8 @@ export function registerClientHandlers(svc: JobService, peer: RpcPeer): void {
       for (;;) {
         const page = attempt === 0 ? { records: [], nextSeq: fromSeq, ended: false } : await svc.logs.read(job.id, attempt, fromSeq, maxBytes);
         job = await mustGetJob(svc, job.id);
-        const over = !(job.attempt === attempt && (job.state === 'dispatched' || job.state === 'running')) && (attempt > 0 || isFinalState(job.state));
-        // Complete: the end record is stored, or the attempt is over and nothing more is stored.
-        const ended = page.ended || (over && page.records.length === 0);
+        // Complete: the end record is stored, or the attempt is over and nothing more will come.
+        const ended = page.ended || (page.records.length === 0 && attemptOver(svc, job, attempt));
         const left = deadline - Date.now();
         if (page.records.length > 0 || ended || left <= 0) {
           return { attempt, records: page.records as ResultOf<'log.read'>['records'], nextSeq: page.nextSeq, ended, state: job.state };

@@ -107,14 +107,39 @@ describe('master jobs: attempt logs', function () {
       await rejectsWith(client.call('log.read', { jobId: id, attempt: 2 }), 'BUILDER_ERR_NOT_FOUND', /no attempt 2/);
     });
 
-    it('ends a follower whose attempt was cancelled without an end record', async function () {
+    it('after a cancel, waits for the tail and the end record the slave still sends', async function () {
       await s.log(id, 1, [data(1, 'x')]);
-      const p = client.call('log.read', { jobId: id, fromSeq: 2, waitMs: 5_000 });
+      const p = (async () => {
+        let from = 1;
+        let out = '';
+        for (;;) {
+          const r = await client.call('log.read', { jobId: id, fromSeq: from, waitMs: 5_000 });
+          out += text(r.records);
+          from = r.nextSeq;
+          if (r.ended) return { out, r };
+        }
+      })();
       await new Promise((res) => setTimeout(res, 100));
       await client.call('job.cancel', { id });
-      const r = await p;
-      assert.equal(r.ended, true);
+      await s.until(() => s.cancels.length > 0, 'attempt.cancel');
+      await new Promise((res) => setTimeout(res, 200));
+      await s.log(id, 1, [data(2, 'tail'), { kind: 'end', seq: 3 }]);
+      const { out, r } = await p;
+      assert.equal(out, 'xtail');
       assert.equal(r.state, 'cancelled');
+    });
+
+    it('ends a follower of a cancelled attempt whose slave never delivers, after grace + cancel timeout', async function () {
+      await s.log(id, 1, [data(1, 'x')]);
+      s.peer.destroy();
+      await client.call('job.cancel', { id });
+      const t0 = Date.now();
+      const first = await client.call('log.read', { jobId: id, fromSeq: 2, waitMs: 500 });
+      assert.equal(first.ended, false, 'the slave may still deliver');
+      let r = first;
+      while (!r.ended) r = await client.call('log.read', { jobId: id, fromSeq: 2, waitMs: 1_000 });
+      // jobFarm: slaveGraceMs 1.5 s + cancelTimeoutMs 2 s.
+      assert.ok(Date.now() - t0 >= 3_000 && Date.now() - t0 < 8_000, `ended after ${Date.now() - t0} ms`);
     });
   });
 });
