@@ -256,6 +256,15 @@ export class AttemptTask {
     this.retryTimer = undefined;
   }
 
+  /**
+   * Resolves once the job's process group is gone and its slots are free again (at once when it
+   * is not running). The executor releases the slots in its own reaction to the same result,
+   * registered first, so they are free when this resolves.
+   */
+  processGone(): Promise<void> {
+    return this.handle === undefined ? Promise.resolve() : this.handle.result.then(() => undefined);
+  }
+
   /** attempt.cancel with `cancelled` or `timed_out`: kill the group; the outcome is still reported. */
   cancel(reason: 'cancelled' | 'timed_out'): void {
     if (!this.running || this.handle === undefined) return;

@@ -204,12 +204,16 @@ export class SlaveRuntime {
     if (p.slots > free) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', `not enough free slots: ${free} free of ${o.capacity}, the job needs ${p.slots}`);
   }
 
-  /** Serves attempt.cancel. */
-  private cancel(p: ParamsOf<'attempt.cancel'>): ResultOf<'attempt.cancel'> {
+  /**
+   * Serves attempt.cancel: kills the group and answers once it is gone and its slots are free
+   * (the master frees the slots on this answer and may assign new work into them at once).
+   */
+  private async cancel(p: ParamsOf<'attempt.cancel'>): Promise<ResultOf<'attempt.cancel'>> {
     const t = this.tasks.get(`${p.jobId}-${p.attempt}`);
     if (t === undefined || t.dropped || t.phase === 'done') return { found: false };
     if (p.reason === 'abandoned') t.drop('abandoned by the master (attempt.cancel)');
     else t.cancel(p.reason);
+    await t.processGone();
     return { found: true };
   }
 
