@@ -132,10 +132,16 @@ export async function observeJob(o: ObserveOptions): Promise<ObserveResult> {
     }
     if (res.records.length > 0) idle = idleBase;
     if (final || FINAL_STATES.includes(info.job.state)) {
-      if (res.ended || res.attempt === 0 || fixedAttempt) break;
-      // Final but the log not closed yet (e.g. cancelled while the slave flushes): read what
-      // still comes, a few short rounds at most.
-      if (!wrote || ++graceRounds > 3) break;
+      if (res.ended || res.attempt === 0) break;
+      // Final but the log not complete: read on while records come (a long log pages in
+      // maxBytes at a time); once they stop (e.g. cancelled while the slave still flushes),
+      // wait a few short rounds at most.
+      if (wrote) {
+        graceRounds = 0;
+        continue;
+      }
+      if (++graceRounds > 3 || fixedAttempt) break;
+      await sleep(idleBase, undefined, { signal: o.signal }).catch(() => undefined);
       continue;
     }
     if (res.ended && attempt > 0) {
