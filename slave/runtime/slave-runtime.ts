@@ -1,3 +1,5 @@
+import { rename } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino, { type Logger } from 'pino';
 import type { ParamsOf, ResultOf } from '../../protocol/catalogue.js';
@@ -78,7 +80,17 @@ export class SlaveRuntime {
     // The identity first: a wrong --dir fails with one clear error before anything is created in it.
     await loadIdentity(o.dir);
     for (const d of await listAttemptDirs(o.attemptsDir)) {
-      const t = await AttemptTask.recover(this.taskContext(), d.jobId, d.attempt);
+      let t: AttemptTask | undefined;
+      try {
+        t = await AttemptTask.recover(this.taskContext(), d.jobId, d.attempt);
+      } catch (e) {
+        // An attempt dir the slave cannot read must not keep the slave from starting: it is set
+        // aside (a name the scan ignores) for someone to look at, and not reported.
+        const aside = join(o.attemptsDir, `${d.name}.unreadable-${Date.now()}`);
+        this.log.error({ job: d.jobId, attempt: d.attempt, err: (e as Error).message, movedTo: aside }, 'cannot recover an attempt; set aside');
+        await rename(join(o.attemptsDir, d.name), aside).catch(() => undefined);
+        continue;
+      }
       if (t === undefined) {
         this.log.warn({ job: d.jobId, attempt: d.attempt }, 'attempt was running when the slave stopped; dropped (the master requeues it)');
         continue;

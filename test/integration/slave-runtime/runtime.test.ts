@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
@@ -326,6 +326,22 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       await until(() => rt!.attempts().length === 0, 'the attempt to be forgotten');
       assert.equal(master.get(33).finish, undefined);
       assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+    });
+  });
+
+  describe('when it starts with attempts left on disk', function () {
+    it('sets aside an attempt dir it cannot read, and starts anyway', async function () {
+      const bad = join(dir, 'attempts', '77-1');
+      await mkdir(bad, { recursive: true });
+      await writeFile(join(bad, 'attempt.json'), JSON.stringify({ jobId: 77, attempt: 1, slots: 1, name: 'x', acceptedAt: 0 }));
+      await writeFile(join(bad, 'outcome.json'), JSON.stringify({ state: 'succeeded', exitCode: 0, signal: null, reason: null, setupFailure: false, refused: [], conflicts: [], artifacts: [], lastSeq: 0 }));
+      // The spool should be a directory.
+      await writeFile(join(bad, 'spool'), 'garbage');
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address));
+      assert.deepEqual(master.subscribes[0]!.running, []);
+      const left = await readdir(join(dir, 'attempts'));
+      assert.equal(left.length, 1);
+      assert.match(left[0]!, /^77-1\.unreadable-\d+$/);
     });
   });
 
