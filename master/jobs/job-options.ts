@@ -19,7 +19,7 @@ export interface JobServiceOptions {
    * timeoutMarginMs` after it started is marked timed_out and killed on its slave. Default 60 s.
    */
   timeoutMarginMs?: number;
-  /** How long the master waits for a slave to confirm `attempt.cancel` before freeing the slots anyway. Default 60 s. */
+  /** After `attempt.cancel`, how long the master waits for the slave's report of the killed attempt before freeing its slots anyway. Default 60 s. */
   cancelTimeoutMs?: number;
   /** The repo-builder's incoming directory. Default `DIR/incoming`. */
   incomingDir?: string;

@@ -59,6 +59,7 @@ export class JobService {
   private readonly committed = new Map<string, Map<string, Committed>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly logOrder = new Map<string, Promise<void>>();
+  private readonly killing = new Map<number, { timer: NodeJS.Timeout; release: () => void }>();
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   private stopping = false;
@@ -132,6 +133,8 @@ export class JobService {
     this.stopping = true;
     for (const t of this.graceTimers.values()) clearTimeout(t);
     this.graceTimers.clear();
+    for (const k of this.killing.values()) clearTimeout(k.timer);
+    this.killing.clear();
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     this.wakeTimer = undefined;
     await this.cron?.stop();
@@ -249,15 +252,46 @@ export class JobService {
   }
 
   /** Asks a slave to kill an attempt; resolves when it answered, failed or timed out. */
-  private async cancelOnSlave(slave: string, jobId: number, attempt: number, reason: 'cancelled' | 'timed_out' | 'abandoned'): Promise<void> {
+  /** Asks a slave to kill an attempt; resolves with its `found`, or undefined when it could not answer. */
+  private async cancelOnSlave(slave: string, jobId: number, attempt: number, reason: 'cancelled' | 'timed_out' | 'abandoned'): Promise<boolean | undefined> {
     const conn = this.slaves.get(slave);
-    if (conn === undefined) return;
+    if (conn === undefined) return undefined;
     try {
       const r = await conn.peer.call('attempt.cancel', { jobId, attempt, reason }, { timeoutMs: this.options.cancelTimeoutMs });
       this.log.info({ job: jobId, attempt, slave, reason, found: r.found }, 'attempt cancelled on the slave');
+      return r.found;
     } catch (e) {
       this.log.warn({ job: jobId, attempt, slave, reason, err: msgOf(e) }, 'slave did not confirm the cancel');
+      return undefined;
     }
+  }
+
+  /**
+   * Kills an attempt the master ended (cancel, master-side timeout) and frees its slots in the
+   * dispatcher only once the slave reports it (its attempt.finish comes after the process group
+   * is gone), or after `cancelTimeoutMs`, or at once when the slave does not have it or is gone:
+   * new work never lands in slots a dying process still uses.
+   */
+  private async killThenRelease(slave: string, jobId: number, attempt: number, reason: 'cancelled' | 'timed_out', release: () => void): Promise<void> {
+    const found = await this.cancelOnSlave(slave, jobId, attempt, reason);
+    if (found !== true || !this.slaves.has(slave) || this.stopping) {
+      release();
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.killing.delete(jobId);
+      release();
+    }, this.options.cancelTimeoutMs);
+    this.killing.set(jobId, { timer, release });
+  }
+
+  /** The slave reported an attempt the master had ended: free its slots now. */
+  private killReported(jobId: number): void {
+    const k = this.killing.get(jobId);
+    if (k === undefined) return;
+    clearTimeout(k.timer);
+    this.killing.delete(jobId);
+    k.release();
   }
 
   /** One timer, armed for the dispatcher's next deadline (accept, master-side timeout, quarantine end). */
@@ -302,8 +336,7 @@ export class JobService {
     if (!r.ok) return;
     this.log.warn({ job: job.id, attempt: job.attempt, slave: x.slave }, 'job timed out on the master');
     this.logs.wake(job.id);
-    await this.cancelOnSlave(x.slave, job.id, job.attempt, 'timed_out');
-    this.handle(this.sched.jobFinished(job.id).assignments);
+    await this.killThenRelease(x.slave, job.id, job.attempt, 'timed_out', () => this.handle(this.sched.jobFinished(job.id).assignments));
   }
 
   // ---- slaves ----
@@ -497,6 +530,7 @@ export class JobService {
     if (isFinalState(job.state)) {
       // Cancelled by a user or timed out by the master meanwhile, or a repeat of this report.
       log.info({ state: job.state }, 'attempt report for a job already ended; artifacts kept');
+      this.killReported(job.id);
       return {};
     }
     if (p.setupFailure) {
@@ -567,7 +601,7 @@ export class JobService {
       const slave = job.slave;
       this.track(
         'cancel',
-        this.cancelOnSlave(slave, id, job.attempt, 'cancelled').then(() => this.handle(this.sched.jobRemoved(id))),
+        this.killThenRelease(slave, id, job.attempt, 'cancelled', () => this.handle(this.sched.jobRemoved(id))),
       );
     } else {
       this.handle(this.sched.jobRemoved(id));

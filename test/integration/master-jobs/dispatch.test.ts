@@ -93,12 +93,14 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       const c = await client.call('job.cancel', { id: j.id });
       assert.equal(c.job.state, 'cancelled');
       await s.until(() => s.cancels.some((x) => x.jobId === j.id && x.reason === 'cancelled'), 'attempt.cancel');
-      // The slave reports its kill: accepted (nothing changes), the job stays cancelled.
+      // Its slot stays taken while the slave is still killing it...
+      const { job: k } = await client.call('job.submit', { job: job() });
+      await new Promise((res) => setTimeout(res, 300));
+      assert.equal(s.assigned.filter((a) => a.jobId === k.id).length, 0);
+      // ...until the slave reports the kill: accepted (nothing changes), the job stays cancelled.
       await s.finish(j.id, 1, { state: 'cancelled', exitCode: null, signal: 'SIGTERM' });
       assert.equal((await client.call('job.get', { id: j.id })).job.state, 'cancelled');
       await rejectsWith(client.call('job.cancel', { id: j.id }), 'BUILDER_ERR_BAD_STATE', /already cancelled/);
-      // Its slot is free again: the next job is assigned.
-      const { job: k } = await client.call('job.submit', { job: job() });
       await s.nextAssign(k.id);
     });
   });
