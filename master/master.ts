@@ -87,6 +87,7 @@ export class Master {
 
   /** Closes both listeners and every connection. */
   async stop(): Promise<void> {
+    this.jobService?.beginStop();
     await Promise.all([this.main?.close(), this.enroll?.close()]);
     await this.jobService?.stop();
     await this.registry?.close();

@@ -128,6 +128,15 @@ export class JobService {
     await this.cron.start();
   }
 
+  /**
+   * First step of a shutdown, before the connections close: from now on nothing is dispatched
+   * and a closing slave connection starts no grace period (its jobs stay as the store has them
+   * for the next start).
+   */
+  beginStop(): void {
+    this.stopping = true;
+  }
+
   /** Stops timers and the cron runner, waits for work in progress, closes files and the store. */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -199,6 +208,8 @@ export class JobService {
       // Not accepted: a setup failure of that slave (counts toward its quarantine), unless the
       // connection dropped (that is the network's doing; the job just goes elsewhere).
       const dropped = e instanceof RpcCallError && e.rpcCode === ErrorCodes.CONNECTION_CLOSED;
+      // Shutting down: leave it dispatched; the next start holds it for the slave's grace period.
+      if (dropped && this.stopping) return;
       await this.requeue(job.id, job.attempt, `slave ${a.slave} did not accept attempt ${job.attempt}: ${msgOf(e)}`, !dropped);
       return;
     }
