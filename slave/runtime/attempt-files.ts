@@ -1,6 +1,6 @@
-import { appendFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkAttemptKey } from '../spool/index.js';
+import { checkAttemptKey, listSpools } from '../spool/index.js';
 
 /** What the slave keeps about an accepted attempt (`attempt.json`). */
 export interface AttemptRecord {
@@ -130,20 +130,11 @@ export class AttemptFiles {
 
 /** The attempt dirs under `root` (`<jobId>-<attempt>` with an integer job id); other entries are ignored. */
 export async function listAttemptDirs(root: string): Promise<Array<{ jobId: number; attempt: number; name: string }>> {
-  let names: string[];
-  try {
-    names = await readdir(root);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
-  }
   const out: Array<{ jobId: number; attempt: number; name: string }> = [];
-  for (const n of names) {
-    const m = /^(\d{1,15})-(\d{1,4})$/.exec(n);
-    if (m?.[1] === undefined || m[2] === undefined) continue;
-    const jobId = Number(m[1]);
-    const attempt = Number(m[2]);
-    if (jobId >= 1 && attempt >= 1) out.push({ jobId, attempt, name: n });
+  for (const d of await listSpools(root)) {
+    // The master's job ids are integers; any other name is not an attempt of ours.
+    if (!/^\d{1,15}$/.test(d.jobId) || Number(d.jobId) < 1) continue;
+    out.push({ jobId: Number(d.jobId), attempt: d.attempt, name: `${d.jobId}-${d.attempt}` });
   }
   return out;
 }

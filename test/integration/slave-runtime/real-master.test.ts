@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { ParamsOf, ResultOf, RpcPeer } from '../../../protocol/index.js';
 import type { SlaveRuntime } from '../../../slave/index.js';
 import { startFarm, type TestFarm } from '../../helpers/farm.js';
-import { alive, fastRuntimeOptions, readSlotRecord, startRuntime, until } from './helpers/setup.js';
+import { alive, fastRuntimeOptions, killGroups, readSlotRecord, startRuntime, until } from './helpers/setup.js';
 
 type NewJob = ParamsOf<'job.submit'>['job'];
 type Job = ResultOf<'job.get'>['job'];
@@ -28,13 +28,7 @@ describe('slave runtime with the real master', function () {
     slaveDir = await farm.identity('worker-1', 'slave');
   });
   afterEach(async function () {
-    for (const g of groups.splice(0)) {
-      try {
-        process.kill(-g, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
+    killGroups(groups);
     if (rt !== undefined) {
       const r = rt;
       rt = undefined;

@@ -1,49 +1,32 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
 import type { SlaveRuntime } from '../../../slave/index.js';
-import { tempDir } from '../../helpers/farm.js';
-import { alive, fastRuntimeOptions, readSlotRecord, startRuntime, until } from './helpers/setup.js';
-import { makeTestPki, TestMaster, type TestPki } from './helpers/test-master.js';
+import { alive, fastRuntimeOptions, killGroups, readSlotRecord, slaveTestBed, startRuntime, until } from './helpers/setup.js';
+import type { TestMaster } from './helpers/test-master.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
 describe('slave runtime against a real RPC master (mutual TLS, real processes)', function () {
   this.timeout(60_000);
+  const bed = slaveTestBed('slave-rt-');
   let root: string;
-  let pki: TestPki;
   let dir: string;
   let master: TestMaster;
+  let n: number;
   let rt: SlaveRuntime | undefined;
   const pids: number[] = [];
 
-  before(async function () {
-    root = await tempDir('slave-rt-');
-    pki = await makeTestPki(root);
-  });
-  after(async function () {
-    await rm(root, { recursive: true, force: true });
-  });
-
-  let n = 0;
   beforeEach(async function () {
-    dir = join(root, `slave-${++n}`);
-    await pki.slaveIdentity(dir);
-    master = new TestMaster(pki.caDir, join(root, `master-${n}`));
+    ({ root, dir, master, n } = bed);
     await master.listen(0);
   });
   afterEach(async function () {
-    for (const p of pids.splice(0)) {
-      try {
-        process.kill(-p, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
+    killGroups(pids);
     if (rt !== undefined) {
       const r = rt;
       rt = undefined;

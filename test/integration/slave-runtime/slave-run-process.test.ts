@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
-import { tempDir } from '../../helpers/farm.js';
 import { RunningBin, runBin } from '../../helpers/procs.js';
-import { alive, readSlotRecord, until } from './helpers/setup.js';
-import { makeTestPki, TestMaster, type TestPki } from './helpers/test-master.js';
+import { alive, killGroups, readSlotRecord, slaveTestBed, until } from './helpers/setup.js';
+import type { TestMaster } from './helpers/test-master.js';
 
 /** One clear line (plus an optional hint line), no stack trace, non-zero exit. */
 function assertCleanError(r: { code: number | null; stderr: string }, re: RegExp): void {
@@ -30,36 +29,20 @@ function freePort(): Promise<number> {
 
 describe('slave run (a real child process)', function () {
   this.timeout(60_000);
+  const bed = slaveTestBed('slave-run-');
   let root: string;
-  let pki: TestPki;
   let dir: string;
   let master: TestMaster;
+  let n: number;
   const procs: RunningBin[] = [];
   const groups: number[] = [];
 
-  before(async function () {
-    root = await tempDir('slave-run-');
-    pki = await makeTestPki(root);
-  });
-  after(async function () {
-    await rm(root, { recursive: true, force: true });
-  });
-
-  let n = 0;
-  beforeEach(async function () {
-    dir = join(root, `slave-${++n}`);
-    await pki.slaveIdentity(dir);
-    master = new TestMaster(pki.caDir, join(root, `master-${n}`));
+  beforeEach(function () {
+    ({ root, dir, master, n } = bed);
   });
   afterEach(async function () {
     await Promise.all(procs.splice(0).map((p) => p.stop('SIGKILL')));
-    for (const g of groups.splice(0)) {
-      try {
-        process.kill(-g, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
+    killGroups(groups);
     await master.close();
   });
 

@@ -1,8 +1,10 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SlaveRuntime, type SlaveRuntimeOptions } from '../../../../slave/index.js';
 import type { SlotRecordLine } from '../../../../slave/index.js';
+import { tempDir } from '../../../helpers/farm.js';
+import { makeTestPki, TestMaster, type TestPki } from './test-master.js';
 
 /** Fast settings for tests: short grace periods and back-off. */
 export function fastRuntimeOptions(dir: string, master: string, over: Partial<SlaveRuntimeOptions> = {}): SlaveRuntimeOptions {
@@ -66,4 +68,51 @@ export async function alive(pid: number): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** SIGKILLs each process group in `groups` (gone ones are skipped) and empties the list. */
+export function killGroups(groups: number[]): void {
+  for (const g of groups.splice(0)) {
+    try {
+      process.kill(-g, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+}
+
+/** What {@link slaveTestBed} gives each test. */
+export interface SlaveTestBed {
+  /** The file's temp dir (removed after the last test). */
+  root: string;
+  pki: TestPki;
+  /** This test's slave data dir, with a fresh slave identity. */
+  dir: string;
+  /** This test's reference master (not listening yet). */
+  master: TestMaster;
+  /** This test's number in the file. */
+  n: number;
+}
+
+/**
+ * Registers the hooks every slave-runtime test file needs: a CA made once per file (RSA keys
+ * are slow), and per test a fresh slave dir with its own identity and a fresh test master.
+ * Call it inside `describe`, before the file's own hooks (they then run after these).
+ */
+export function slaveTestBed(prefix: string): SlaveTestBed {
+  const bed = { n: 0 } as SlaveTestBed;
+  before(async function () {
+    bed.root = await tempDir(prefix);
+    bed.pki = await makeTestPki(bed.root);
+  });
+  after(async function () {
+    await rm(bed.root, { recursive: true, force: true });
+  });
+  beforeEach(async function () {
+    bed.n++;
+    bed.dir = join(bed.root, `slave-${bed.n}`);
+    await bed.pki.slaveIdentity(bed.dir);
+    bed.master = new TestMaster(bed.pki.caDir, join(bed.root, `master-${bed.n}`));
+  });
+  return bed;
 }
