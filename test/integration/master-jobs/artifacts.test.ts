@@ -200,5 +200,22 @@ describe('master jobs: artifacts', function () {
       await s.peer.call('artifact.finish', { jobId: id, attempt: 1, path: 'a' });
       assert.deepEqual(await s.upload(id, 1, 'c', Buffer.from('c')), { size: 1, sha256: sha('c') });
     });
+
+    it('closes an upload idle for uploadIdleMs, keeping its bytes for a resume', async function () {
+      await farm.close();
+      ({ farm, client, admin } = await jobFarm({ uploadIdleMs: 1000 }));
+      s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe();
+      const id = await runJob();
+      const b = Buffer.alloc(1000, 5);
+      await s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: 'slow.bin', size: b.length, sha256: sha(b) });
+      await s.peer.call('artifact.chunk', { jobId: id, attempt: 1, path: 'slow.bin', offset: 0, data: b.subarray(0, 400) });
+      await new Promise((res) => setTimeout(res, 2_300));
+      await rejectsWith(s.peer.call('artifact.chunk', { jobId: id, attempt: 1, path: 'slow.bin', offset: 400, data: b.subarray(400) }), 'BUILDER_ERR_BAD_STATE', /artifact.begin first/);
+      const { offset } = await s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: 'slow.bin', size: b.length, sha256: sha(b) });
+      assert.equal(offset, 400);
+      assert.deepEqual(await s.upload(id, 1, 'slow.bin', b), { size: b.length, sha256: sha(b) });
+    });
   });
 });
