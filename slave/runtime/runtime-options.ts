@@ -50,6 +50,11 @@ export interface SlaveRuntimeOptions {
   retryDelayMs?: number;
   /** Retries of such a call before the slave gives up on it (a lost connection is always retried). Default 5. */
   maxRetries?: number;
+  /**
+   * How long attempt.assign may wait for slots held by attempts the master abandoned (their
+   * groups being killed) before it refuses. Keep it below the master's accept timeout. Default 10 s.
+   */
+  acceptWaitMs?: number;
   /** Keep each attempt's work dir after the master has its outcome (debugging). Default false. */
   keepWorkDirs?: boolean;
   /** The append-only record of slot use. Default `<dir>/slot-record.jsonl`; false for none. */
@@ -81,6 +86,7 @@ export interface CompiledSlaveRuntimeOptions {
   readonly inputChunkBytes: number;
   readonly retryDelayMs: number;
   readonly maxRetries: number;
+  readonly acceptWaitMs: number;
   readonly keepWorkDirs: boolean;
   readonly slotRecordFile: string | undefined;
   readonly attemptsDir: string;
@@ -102,6 +108,7 @@ export const RUNTIME_DEFAULTS = Object.freeze({
   inputChunkBytes: 1024 * 1024,
   retryDelayMs: 500,
   maxRetries: 5,
+  acceptWaitMs: 10_000,
 });
 
 function int(name: string, v: number | undefined, dflt: number, min: number, max = Number.MAX_SAFE_INTEGER, hint?: string): number {
@@ -143,6 +150,7 @@ export function compileSlaveRuntimeOptions(o: SlaveRuntimeOptions): CompiledSlav
     inputChunkBytes: int('inputChunkBytes', o.inputChunkBytes, RUNTIME_DEFAULTS.inputChunkBytes, 1, 4 * 1024 * 1024),
     retryDelayMs: int('retryDelayMs', o.retryDelayMs, RUNTIME_DEFAULTS.retryDelayMs, 0),
     maxRetries: int('maxRetries', o.maxRetries, RUNTIME_DEFAULTS.maxRetries, 0),
+    acceptWaitMs: int('acceptWaitMs', o.acceptWaitMs, RUNTIME_DEFAULTS.acceptWaitMs, 0),
     keepWorkDirs: o.keepWorkDirs ?? false,
     slotRecordFile: o.slotRecordFile === false ? undefined : resolve(o.slotRecordFile ?? join(dir, 'slot-record.jsonl')),
     attemptsDir: join(dir, 'attempts'),

@@ -184,13 +184,23 @@ export class SlaveRuntime {
     );
   }
 
-  /** Serves attempt.assign: checks, starts, and answers at once (files, inputs and the job follow). */
-  private assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): ResultOf<'attempt.assign'> {
+  /**
+   * Serves attempt.assign: checks, starts, and answers at once (files, inputs and the job follow).
+   * One exception: slots still held by attempts the master has abandoned (their process groups
+   * are being killed) are waited for, up to `acceptWaitMs`, since the master counts them free.
+   */
+  private async assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): Promise<ResultOf<'attempt.assign'>> {
     const key = `${p.jobId}-${p.attempt}`;
     const existing = this.tasks.get(key);
     // The master may resend an assignment whose reply it lost: the same attempt is accepted once.
     if (existing !== undefined && !existing.dropped && existing.phase !== 'done') return { accepted: true };
     if (existing !== undefined) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} has just ended here`);
+    const dying = [...this.tasks.values()].filter((t) => t.dropped && t.running);
+    const dyingSlots = dying.reduce((n, t) => n + t.slots, 0);
+    if (p.slots > this.executor.freeSlots && dyingSlots > 0 && p.slots <= this.executor.freeSlots + dyingSlots && !this.draining) {
+      this.log.info({ job: p.jobId, attempt: p.attempt, dying: dying.map((t) => t.key) }, 'waiting for abandoned attempts to die before accepting');
+      await Promise.race([Promise.all(dying.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]);
+    }
     this.checkAssign(p);
     // Synchronous from here: the slots are taken (or refused) before another assignment is read.
     const task = AttemptTask.begin(this.taskContext(), this.executor, p);

@@ -328,6 +328,26 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
     });
   });
 
+  describe('when the master abandons an attempt whose group takes a while to die', function () {
+    it('waits for its slots before accepting the next assignment into them, instead of refusing', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address, { capacity: 1 }));
+      await master.assign({ jobId: 50, command: { kind: 'script', text: `trap '' TERM; echo up; while true; do sleep 0.05; done` } });
+      await until(() => master.text(50).includes('up') && rt!.attempts()[0]?.pid !== undefined, 'the job to start');
+      const pid = rt.attempts()[0]!.pid!;
+      pids.push(pid);
+      master.abandonAll = true;
+      master.dropConnections();
+      await until(() => master.subscribes.length >= 2 && master.slave !== undefined, 'the resubscribe');
+      master.abandonAll = false;
+      // The master counts the abandoned attempt's slot free; the group ignores SIGTERM for the kill grace (500 ms).
+      assert.deepEqual(await master.assign({ jobId: 51, command: { kind: 'script', text: 'echo next' } }), { accepted: true });
+      assert.equal(await alive(pid), false);
+      await master.waitFinish(51);
+      const rec = await readSlotRecord(dir);
+      assert.ok(rec.maxUsed <= 1 && rec.maxReplayed <= 1, JSON.stringify(rec.lines));
+    });
+  });
+
   describe('when the master cancels', function () {
     it('kills the whole process group (a grandchild that ignores SIGTERM too) and reports cancelled', async function () {
       rt = await startRuntime(fastRuntimeOptions(dir, master.address));
