@@ -22,7 +22,7 @@ export interface SlaveRuntimeOptions {
   arches: readonly string[];
   /** Slots run at once. Default 1, at most 4096. */
   capacity?: number;
-  /** On SIGTERM: how long running attempts may go on before they are killed and given back. Default 5 min. */
+  /** On SIGTERM: how long running attempts may go on before they are killed (reported cancelled: the master requeues them). Default 5 min. */
   drainTimeoutMs?: number;
   /** On SIGTERM, after the drain: how long to wait for logs, artifacts and finishes to reach the master. Default 60 s. */
   deliverTimeoutMs?: number;
