@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
-import { Scheduler, schedJobOf, type Assignment, type Quarantine, type SchedJob } from '../scheduler/index.js';
+import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob } from '../store/index.js';
 import { fileAttempt } from './artifact-filing.js';
 import { registerClientHandlers } from './client-handlers.js';
@@ -60,6 +60,14 @@ export class JobService {
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly logOrder = new Map<string, Promise<void>>();
   private readonly killing = new Map<number, { timer: NodeJS.Timeout; release: () => void }>();
+  /**
+   * The store's row of each attempt this service dispatched, as its last own write returned it
+   * (dispatched, then running), so that attempt.log and attempt.finish check the holder without a
+   * read (a read queues behind every other one on the store's single reader connection, which
+   * is the longest wait of a job's slot time under load). An entry is dropped before and after
+   * every other transition of that job, so it is never newer than the store; a miss reads the store.
+   */
+  private readonly heldRows = new Map<number, Job>();
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   private stopping = false;
@@ -180,6 +188,10 @@ export class JobService {
       return;
     }
     const job = r.job;
+    this.heldRows.set(job.id, job);
+    // Open (create) the attempt's log file now, while the slave starts the job, so that storing
+    // its records later is one durable write, not a chain of mkdir/open/stat first.
+    this.track('open log', this.logs.prepare(job.id, job.attempt));
     this.logs.wake(job.id);
     this.log.info({ job: job.id, attempt: job.attempt, slave: a.slave }, 'job dispatched');
     const conn = this.slaves.get(a.slave);
@@ -215,6 +227,8 @@ export class JobService {
     }
     const s = await this.store.startJob(job.id, job.attempt);
     if (s.ok) {
+      // Only if nothing else moved the job since the dispatch (that dropped the entry).
+      if (this.heldRows.get(job.id) === job) this.heldRows.set(job.id, s.job);
       this.sched.jobStarted(job.id);
       this.rearm();
       this.logs.wake(job.id);
@@ -238,7 +252,9 @@ export class JobService {
    * attempt is left. False when the store says the attempt was no longer current.
    */
   private async requeue(jobId: number, attempt: number, reason: string, setupFailure: boolean): Promise<boolean> {
+    this.heldRows.delete(jobId);
     const r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure });
+    this.heldRows.delete(jobId);
     if (!r.ok) return false;
     const job = r.job;
     if (job.state === 'queued') this.log.warn({ job: jobId, attempt, reason, setupFailure }, 'job requeued');
@@ -254,6 +270,14 @@ export class JobService {
       this.uploads.abortPrefix(`${jobId}:${attempt}:`, false).then(() => rm(join(this.dir, 'uploads', String(jobId), String(attempt)), { recursive: true, force: true })),
     );
     return true;
+  }
+
+  /** dispatched -> running outside the dispatch path (a report that came first): drops the held row around it. */
+  private async startForget(jobId: number, attempt: number): ReturnType<MasterStore['startJob']> {
+    this.heldRows.delete(jobId);
+    const s = await this.store.startJob(jobId, attempt);
+    this.heldRows.delete(jobId);
+    return s;
   }
 
   private async persistQuarantine(q: Quarantine | undefined): Promise<void> {
@@ -341,9 +365,11 @@ export class JobService {
   private async masterTimeout(x: Assignment): Promise<void> {
     const job = await this.store.getJob(x.jobId);
     if (job === undefined || !ACTIVE.has(job.state)) return;
+    this.heldRows.delete(job.id);
     if (job.state === 'dispatched') await this.store.startJob(job.id, job.attempt);
     const reason = `no result from ${x.slave} ${this.options.timeoutMarginMs} ms after the job's timeout of ${job.timeoutMs} ms (master-side timeout)`;
     const r = await this.store.finishJob(job.id, job.attempt, { state: 'timed_out', reason });
+    this.heldRows.delete(job.id);
     if (!r.ok) return;
     this.log.warn({ job: job.id, attempt: job.attempt, slave: x.slave }, 'job timed out on the master');
     this.logs.wake(job.id);
@@ -404,7 +430,7 @@ export class JobService {
       if (job === undefined) why = `no job ${r.jobId}`;
       else if (job.attempt !== r.attempt || job.slave !== name) why = `attempt ${r.attempt} is not the current attempt of job ${job.id} on ${name}`;
       else if (!ACTIVE.has(job.state)) why = `job ${job.id} is ${job.state}`;
-      else if (job.state === 'dispatched' && !(await this.store.startJob(job.id, job.attempt)).ok) why = `job ${job.id} changed state`;
+      else if (job.state === 'dispatched' && !(await this.startForget(job.id, job.attempt)).ok) why = `job ${job.id} changed state`;
       if (why !== undefined || job === undefined) {
         abandon.push({ jobId: r.jobId, attempt: r.attempt, reason: why ?? 'unknown' });
         continue;
@@ -443,6 +469,11 @@ export class JobService {
 
   /** The job, if `attempt` of it is held by the calling slave; else NOT_FOUND / BAD_STATE. */
   private async heldBy(ctx: CallContext, jobId: number, attempt: number): Promise<Job> {
+    // Only a running row: it was set when the start's compare-and-set succeeded with the
+    // dispatched entry still in place, so no other transition was issued before it. (A dispatched
+    // entry may outlive, by a few microtasks, a cancel committed in the same group; not used.)
+    const held = this.heldRows.get(jobId);
+    if (held !== undefined && held.state === 'running' && held.attempt === attempt && held.slave === ctx.remote.name) return held;
     const job = await this.store.getJob(jobId);
     if (job === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${jobId}`);
     if (job.attempt !== attempt || job.slave !== ctx.remote.name || job.state === 'queued') {
@@ -554,23 +585,39 @@ export class JobService {
       return {};
     }
     if (job.state === 'dispatched') {
-      const s = await this.store.startJob(job.id, p.attempt);
+      const s = await this.startForget(job.id, p.attempt);
       // Not ok and now running with this attempt: the accept reply started it meanwhile.
       if (!s.ok && !(s.job?.state === 'running' && s.job.attempt === p.attempt)) {
         throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
       }
       this.sched.jobStarted(job.id);
     }
-    const r = await this.store.finishJob(job.id, p.attempt, { state: p.state, exitCode: p.exitCode, signal: p.signal, reason: reason ?? undefined });
+    // Still the row this service last wrote (running), with no other transition of the job issued
+    // since (each drops the entry first): this finish is the job's next write in the store.
+    const ownRunning = job.state === 'running' && this.heldRows.get(job.id) === job;
+    this.heldRows.delete(job.id);
+    const finishing = this.store.finishJob(job.id, p.attempt, { state: p.state, exitCode: p.exitCode, signal: p.signal, reason: reason ?? undefined });
+    let early: FinishResult | undefined;
+    if (ownRunning) {
+      // The slave reports after its process group is gone, so the slots are free now. Deciding
+      // here, in the same tick, puts the next job's queued -> dispatched write in the same group
+      // commit as this finish (or a later one, never an earlier one), instead of a commit after
+      // this one: one group commit less between two jobs of a slot. Both are still durable
+      // before anyone is told (the assignment is sent after its commit, the reply after ours).
+      early = this.sched.jobFinished(job.id);
+      this.handle(early.assignments);
+    }
+    const r = await finishing;
+    this.heldRows.delete(job.id);
     if (!r.ok) {
       if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) return {};
       throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
     }
     log.info({ state: p.state, exitCode: p.exitCode, signal: p.signal }, 'job finished');
     this.logs.wake(job.id);
-    const f = this.sched.jobFinished(job.id);
+    const f = early ?? this.sched.jobFinished(job.id);
     await this.persistQuarantine(f.quarantined);
-    this.handle(f.assignments);
+    if (early === undefined) this.handle(f.assignments);
     return {};
   }
 
@@ -600,7 +647,9 @@ export class JobService {
 
   /** Cancels a job; a dispatched or running one is killed on its slave before its slots free up. */
   async cancel(id: number, by: string): Promise<Job> {
+    this.heldRows.delete(id);
     const r = await this.store.cancelJob(id, `cancelled by ${by}`);
+    this.heldRows.delete(id);
     if (!r.ok) {
       if (r.job === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${id}`);
       throw new BuilderError('BUILDER_ERR_BAD_STATE', `job ${id} is already ${r.job.state}`);

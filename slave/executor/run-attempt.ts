@@ -211,11 +211,10 @@ class AttemptRun implements AttemptHandle {
       },
     );
     try {
-      // A fresh work dir: whatever an earlier run of this attempt left is removed first.
-      await rm(this.workDir, { recursive: true, force: true });
-      await mkdir(o.workRoot, { recursive: true, mode: 0o700 });
-      await mkdir(this.workDir, { mode: 0o700 });
-      for (const d of Object.values(dirs)) await mkdir(d, { mode: 0o700 });
+      // A fresh work dir: whatever an earlier run of this attempt left is removed first. The
+      // usual case (no such dir, the root exists) costs one mkdir; the four subdirs go at once.
+      await freshDir(this.workDir, o.workRoot);
+      await Promise.all(Object.values(dirs).map((d) => mkdir(d, { mode: 0o700 })));
       workDirMade = true;
       if (this.spec.fetchInputs !== undefined && !this.cancelled) {
         // A cancel does not wait for a fetch that ignores its AbortSignal.
@@ -411,4 +410,21 @@ class AttemptRun implements AttemptHandle {
       }
     });
   }
+}
+
+/**
+ * Makes `dir` (mode 0700) empty and new: when it exists (an earlier run of the same attempt) it is
+ * removed first, and when its parent `root` is missing, that is made (recursively) first.
+ */
+async function freshDir(dir: string, root: string): Promise<void> {
+  try {
+    await mkdir(dir, { mode: 0o700 });
+    return;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') await rm(dir, { recursive: true, force: true });
+    else if (code === 'ENOENT') await mkdir(root, { recursive: true, mode: 0o700 });
+    else throw e;
+  }
+  await mkdir(dir, { mode: 0o700 });
 }

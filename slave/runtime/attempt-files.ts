@@ -58,8 +58,15 @@ export class AttemptFiles {
 
   /** Makes a fresh attempt dir (removing what an older run of the same attempt left) and writes attempt.json. */
   async create(rec: AttemptRecord): Promise<void> {
-    await rm(this.dir, { recursive: true, force: true });
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // The usual case (no such dir, the root exists) costs one mkdir.
+    try {
+      await mkdir(this.dir, { mode: 0o700 });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EEXIST' && code !== 'ENOENT') throw e;
+      await rm(this.dir, { recursive: true, force: true });
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    }
     await writeJson(join(this.dir, 'attempt.json'), rec);
   }
 
