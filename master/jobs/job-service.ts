@@ -223,6 +223,11 @@ export class JobService {
       // Shutting down: leave it dispatched; the next start holds it for the slave's grace period.
       if (dropped && this.stopping) return;
       await this.requeue(job.id, job.attempt, `slave ${a.slave} did not accept attempt ${job.attempt}: ${msgOf(e)}`, !dropped);
+      // A slave that is only slow (frozen, overloaded) may still accept once it reads the
+      // assignment, and the RPC layer drops its late reply: tell it now to drop that attempt, so
+      // it cannot run the job beside the attempt that replaces it. The cancel queues behind the
+      // assignment on the same connection, so the slave sees it after it took the attempt.
+      if (!dropped) this.track('cancel late', this.cancelOnSlave(a.slave, job.id, job.attempt, 'abandoned'));
       return;
     }
     const s = await this.store.startJob(job.id, job.attempt);
@@ -286,7 +291,6 @@ export class JobService {
     await this.store.setSlaveQuarantine(q.slave, q.until);
   }
 
-  /** Asks a slave to kill an attempt; resolves when it answered, failed or timed out. */
   /** Asks a slave to kill an attempt; resolves with its `found`, or undefined when it could not answer. */
   private async cancelOnSlave(slave: string, jobId: number, attempt: number, reason: 'cancelled' | 'timed_out' | 'abandoned'): Promise<boolean | undefined> {
     const conn = this.slaves.get(slave);
