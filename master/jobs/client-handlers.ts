@@ -3,9 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { BuilderError, checkName, type ResultOf, type RpcPeer } from '../../protocol/index.js';
 import { readChunk } from '../../protocol/transfer/index.js';
-import { isFinalState, type Job, type NewJob } from '../store/index.js';
+import { isFinalState, type Job } from '../store/index.js';
 import type { JobService } from './job-service.js';
-import { artifactView, attemptView, jobView } from './views.js';
+import { artifactView, attemptView, jobView, specOf } from './views.js';
 
 /** Most images listed by one image.list call. */
 const MAX_IMAGES_LISTED = 1000;
@@ -25,20 +25,6 @@ async function mustGetJob(svc: JobService, id: number): Promise<Job> {
   return j;
 }
 
-function specOf(j: Job): NewJob {
-  return {
-    name: j.name,
-    channel: j.channel,
-    arch: j.arch,
-    slots: j.slots,
-    priority: j.priority,
-    command: j.command,
-    inputs: j.inputs,
-    env: j.env,
-    timeoutMs: j.timeoutMs,
-    maxAttempts: j.maxAttempts,
-  };
-}
 
 /** The promoted job id of an image name (`images/<name>/current` -> `<job id>`), or null. */
 async function promotedOf(imagesDir: string, name: string): Promise<number | null> {

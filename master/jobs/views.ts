@@ -1,14 +1,13 @@
 import type { ResultOf } from '../../protocol/index.js';
-import type { Artifact, Attempt, Job } from '../store/index.js';
+import type { Artifact, Attempt, Job, NewJob } from '../store/index.js';
 
 type JobView = ResultOf<'job.get'>['job'];
 type AttemptView = ResultOf<'job.get'>['attempts'][number];
 type ArtifactView = ResultOf<'artifact.list'>['artifacts'][number];
 
-/** A stored job as the wire shows it (exactly the catalogue's fields). */
-export function jobView(j: Job): JobView {
+/** What a job was submitted with, every default applied (a retry resubmits it). */
+export function specOf(j: Job): Required<NewJob> {
   return {
-    id: j.id,
     name: j.name,
     channel: j.channel,
     arch: j.arch,
@@ -19,6 +18,14 @@ export function jobView(j: Job): JobView {
     env: j.env,
     timeoutMs: j.timeoutMs,
     maxAttempts: j.maxAttempts,
+  };
+}
+
+/** A stored job as the wire shows it (exactly the catalogue's fields). */
+export function jobView(j: Job): JobView {
+  return {
+    id: j.id,
+    ...specOf(j),
     state: j.state,
     attempt: j.attempt,
     slave: j.slave,
