@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 /** The package root (two levels above dist/test/helpers). */
@@ -95,4 +96,19 @@ export class RunningBin {
       }
     });
   }
+}
+
+/**
+ * True if `pid` is a live process. A zombie counts as dead: it has exited and only waits to be
+ * reaped by its (new) parent, which in a container may never happen.
+ */
+export async function isAlive(pid: number): Promise<boolean> {
+  let stat: string;
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }

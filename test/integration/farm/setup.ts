@@ -6,6 +6,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor, type ProcessFarm } from '../../helpers/process-farm.js';
+import { isAlive } from '../../helpers/procs.js';
 
 /**
  * `master run` flags that shorten the waits of a failure (docs/master.md). `grace` is how long a
@@ -121,17 +122,7 @@ export function maxConcurrentSlots(rec: readonly SlotRecordLine[]): number {
   return max;
 }
 
-/** True if `pid` is a live process (a zombie counts as dead). */
-export async function isAlive(pid: number): Promise<boolean> {
-  let stat: string;
-  try {
-    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X';
-}
+export { isAlive };
 
 /** Waits for a file a job writes (e.g. a pid) and returns its trimmed content. */
 export async function waitForFile(path: string, timeoutMs = 20_000): Promise<string> {

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { LogChunk } from '../../../slave/spool/index.js';
 import type { LogSink } from '../../../slave/executor/index.js';
+import { isAlive } from '../../helpers/procs.js';
 
 /** A log sink that keeps every chunk in memory (small outputs only). */
 export class MemorySink implements LogSink {
@@ -24,20 +25,7 @@ export async function waitUntil(cond: () => boolean | Promise<boolean>): Promise
   while (!(await cond())) await new Promise((r) => setTimeout(r, 10));
 }
 
-/**
- * True if `pid` is a live process. A zombie counts as dead: it has exited and only waits to be
- * reaped by its (new) parent, which in a container may never happen.
- */
-export async function isAlive(pid: number): Promise<boolean> {
-  let stat: string;
-  try {
-    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  return state !== 'Z' && state !== 'X';
-}
+export { isAlive };
 
 /** Reads a pid a job script wrote to a file. */
 export async function readPid(path: string): Promise<number> {
