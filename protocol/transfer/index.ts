@@ -8,3 +8,5 @@ export { readChunk, uploadArtifact, DEFAULT_CHUNK_BYTES, DEFAULT_UPLOAD_WINDOW }
 export type { UploadOptions, UploadResult, UploadSource, UploadTarget } from './uploader.js';
 export { ArtifactReceiver, RECEIVER_DEFAULTS } from './receiver.js';
 export type { ArtifactReceiverOptions } from './receiver.js';
+export { downloadInto } from './downloader.js';
+export type { DownloadExpect, DownloadOptions } from './downloader.js';

@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { checkRelativePath } from '../../protocol/names.js';
 import type { RpcPeer } from '../../protocol/rpc-peer.js';
+import { downloadInto } from '../../protocol/transfer/index.js';
 import { callWithRetry, type RetryPolicy } from './retry.js';
 
 /** One input file of a job, as attempt.assign lists it. */
@@ -63,27 +63,12 @@ export async function fetchInputs(
     // 'wx': the dir is fresh, so an existing file here would be a bug; never follow or reuse.
     const fh = await open(path, 'wx', 0o644);
     try {
-      const hash = createHash('sha256');
-      let offset = 0;
-      while (offset < f.size) {
-        if (signal.aborted) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'input fetch cancelled');
-        const length = Math.min(o.chunkBytes, f.size - offset);
-        const at = offset;
-        const { data } = await callWithRetry(peer, (p) => p.call('input.read', { sha256: f.sha256, offset: at, length }), o.retry, signal);
-        if (data.length === 0 || data.length > length) {
-          throw new BuilderError('BUILDER_ERR_CHECKSUM', `input ${f.name}: the master sent ${data.length} bytes at offset ${at} (asked for ${length})`);
-        }
-        const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-        let written = 0;
-        while (written < buf.length) {
-          const { bytesWritten } = await fh.write(buf, written, buf.length - written, at + written);
-          written += bytesWritten;
-        }
-        hash.update(buf);
-        offset += buf.length;
-      }
-      const got = hash.digest('hex');
-      if (got !== f.sha256) throw new BuilderError('BUILDER_ERR_CHECKSUM', `input ${f.name}: sha256 ${got} does not match the job's ${f.sha256}`);
+      await downloadInto(
+        fh,
+        { what: `input ${f.name}`, size: f.size, sha256: f.sha256 },
+        async (offset, length) => (await callWithRetry(peer, (p) => p.call('input.read', { sha256: f.sha256, offset, length }), o.retry, signal)).data,
+        { chunkBytes: o.chunkBytes, signal },
+      );
     } finally {
       await fh.close();
     }

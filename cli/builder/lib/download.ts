@@ -1,11 +1,11 @@
 import { constants } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import type { ResultOf } from '../../../protocol/catalogue.js';
 import { BuilderError } from '../../../protocol/errors.js';
 import { checkRelativePath } from '../../../protocol/names.js';
 import type { RpcPeer } from '../../../protocol/rpc-peer.js';
+import { downloadInto } from '../../../protocol/transfer/index.js';
 
 export type ArtifactView = ResultOf<'artifact.list'>['artifacts'][number];
 
@@ -67,37 +67,13 @@ export async function downloadArtifact(peer: RpcPeer, a: ArtifactView, outDir: s
   const fh = await open(part, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
   let ok = false;
   try {
-    const hash = createHash('sha256');
-    const queue: Array<{ offset: number; length: number; p: Promise<ResultOf<'artifact.read'>> }> = [];
-    let next = 0;
-    let done = 0;
-    const issue = () => {
-      while (queue.length < window && next < a.size) {
-        const length = Math.min(chunkBytes, a.size - next);
-        const p = peer.call('artifact.read', { id: a.id, offset: next, length });
-        p.catch(() => undefined);
-        queue.push({ offset: next, length, p });
-        next += length;
-      }
-    };
-    issue();
-    while (queue.length > 0) {
-      const head = queue.shift()!;
-      const { data } = await head.p;
-      if (data.length !== head.length) {
-        throw new BuilderError('BUILDER_ERR_CHECKSUM', `artifact ${a.name}: the master sent ${data.length} bytes at offset ${head.offset}, expected ${head.length}`);
-      }
-      await fh.write(data, 0, data.length, head.offset);
-      hash.update(data);
-      done += data.length;
-      o.onProgress?.(done);
-      issue();
-    }
+    await downloadInto(
+      fh,
+      { what: `artifact ${a.name}`, size: a.size, sha256: a.sha256, mismatchHint: 'nothing was kept; try again' },
+      async (offset, length) => (await peer.call('artifact.read', { id: a.id, offset, length })).data,
+      { chunkBytes, window, ...(o.onProgress ? { onProgress: o.onProgress } : {}) },
+    );
     await fh.sync();
-    const got = hash.digest('hex');
-    if (got !== a.sha256) {
-      throw new BuilderError('BUILDER_ERR_CHECKSUM', `artifact ${a.name}: sha256 ${got} does not match the master's ${a.sha256}`, { hint: 'nothing was kept; try again' });
-    }
     ok = true;
   } finally {
     await fh.close();
