@@ -12,7 +12,7 @@ export type LogRecord =
 
 /** Options of the {@link AttemptLogStore}; all optional but `dir`. */
 export interface LogStoreOptions {
-  /** Root of the logs: `<dir>/<jobId>/<attempt>.log`. */
+  /** Root of the logs: `<dir>/<jobId div 1000>/<jobId>-<attempt>.log`. */
   dir: string;
   /** Attempt logs kept open at once (least recently used ones are closed). Default 256. */
   maxOpen?: number;
@@ -157,9 +157,17 @@ export class AttemptLogStore {
     if (!Number.isSafeInteger(this.maxOpen) || this.maxOpen < 1) throw new BuilderError('BUILDER_ERR_CONFIG', 'log store maxOpen must be a positive integer');
   }
 
-  /** Where an attempt's log lives. */
+  /**
+   * Where an attempt's log lives: `<dir>/<jobId div 1000>/<jobId>-<attempt>.log`. A thousand
+   * jobs share one directory, so a new attempt costs one new inode (its file), not two: on ext4,
+   * allocating inodes while many are being freed is the farm's largest kernel cost under load.
+   */
   pathOf(jobId: number, attempt: number): string {
-    return join(this.dir, String(jobId), `${attempt}.log`);
+    return join(this.shardOf(jobId), `${jobId}-${attempt}.log`);
+  }
+
+  private shardOf(jobId: number): string {
+    return join(this.dir, String(Math.floor(jobId / 1000)));
   }
 
   private key(jobId: number, attempt: number): string {
@@ -208,9 +216,9 @@ export class AttemptLogStore {
     try {
       fh = await open(this.pathOf(jobId, attempt), flags, 0o644);
     } catch (e) {
-      // The job's directory is made with its first log (one call fewer per attempt after that).
+      // The shard's directory is made with its first log (one call fewer per attempt after that).
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      await mkdir(join(this.dir, String(jobId)), { recursive: true });
+      await mkdir(this.shardOf(jobId), { recursive: true });
       fh = await open(this.pathOf(jobId, attempt), flags, 0o644);
     }
     try {

@@ -152,7 +152,10 @@ describe('the attempt log file', function () {
         const a = new AttemptLogStore({ dir });
         await a.append(1, 1, [data(1, 'hello'), data(2, 'world', 'stderr')]);
         await a.close();
-        const file = join(dir, '1', '1.log');
+        const file = a.pathOf(1, 1);
+        // 1,000 jobs per directory: one new inode per attempt.
+        assert.equal(file, join(dir, '0', '1-1.log'));
+        assert.equal(a.pathOf(12345, 2), join(dir, '12', '12345-2.log'));
         const good = (await stat(file)).size;
         // A header that promises 100 bytes, followed by 3.
         const torn = Buffer.alloc(19);
@@ -180,7 +183,7 @@ describe('the attempt log file', function () {
       try {
         const a = new AttemptLogStore({ dir, maxBytes: 64 });
         await a.append(2, 1, [data(1, 'x'.repeat(30)), data(2, 'y'.repeat(30)), data(3, 'z'.repeat(1000)), { kind: 'end', seq: 4 }]);
-        assert.ok((await stat(join(dir, '2', '1.log'))).size < 200);
+        assert.ok((await stat(a.pathOf(2, 1))).size < 200);
         const page = await a.read(2, 1, 1, 1 << 20);
         assert.deepEqual(
           page.records.map((r) => (r.kind === 'dropped' ? ['dropped', r.seq, r.droppedBytes] : [r.kind, r.seq])),
