@@ -1,4 +1,5 @@
-import forge from 'node-forge';
+import type forgeNs from 'node-forge';
+import { forge } from './forge.js';
 import { randomBytes, X509Certificate, createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { BuilderError } from '../protocol/errors.js';
@@ -43,9 +44,9 @@ function validity(v: Validity, defaultDays: number): { notBefore: Date; notAfter
 
 /** Creates a self-signed CA certificate for the given key pair. */
 export function createCaCertificate(opts: { privateKeyPem: string; publicKeyPem: string; commonName: string } & Validity): IssuedCertificate {
-  const key = forge.pki.privateKeyFromPem(opts.privateKeyPem);
-  const pub = forge.pki.publicKeyFromPem(opts.publicKeyPem);
-  const cert = forge.pki.createCertificate();
+  const key = forge().pki.privateKeyFromPem(opts.privateKeyPem);
+  const pub = forge().pki.publicKeyFromPem(opts.publicKeyPem);
+  const cert = forge().pki.createCertificate();
   const serial = newSerial();
   cert.serialNumber = serial.toLowerCase();
   cert.publicKey = pub;
@@ -63,8 +64,8 @@ export function createCaCertificate(opts: { privateKeyPem: string; publicKeyPem:
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
     { name: 'subjectKeyIdentifier' },
   ]);
-  cert.sign(key, forge.md.sha256.create());
-  return { certPem: forge.pki.certificateToPem(cert), serial, notBefore, notAfter };
+  cert.sign(key, forge().md.sha256.create());
+  return { certPem: forge().pki.certificateToPem(cert), serial, notBefore, notAfter };
 }
 
 export interface IssueOptions extends Validity {
@@ -80,16 +81,16 @@ export interface IssueOptions extends Validity {
 
 /** Issues a certificate signed by the CA: a server certificate when `hostnames` is given, a client one otherwise. */
 export function issueCertificate(opts: IssueOptions): IssuedCertificate {
-  const caCert = forge.pki.certificateFromPem(opts.caCertPem);
-  const caKey = forge.pki.privateKeyFromPem(opts.caKeyPem);
-  const cert = forge.pki.createCertificate();
+  const caCert = forge().pki.certificateFromPem(opts.caCertPem);
+  const caKey = forge().pki.privateKeyFromPem(opts.caKeyPem);
+  const cert = forge().pki.createCertificate();
   const serial = newSerial();
   cert.serialNumber = serial.toLowerCase();
-  cert.publicKey = forge.pki.publicKeyFromPem(opts.publicKeyPem);
+  cert.publicKey = forge().pki.publicKeyFromPem(opts.publicKeyPem);
   const { notBefore, notAfter } = validity(opts, opts.hostnames ? 825 : 90);
   cert.validity.notBefore = notBefore;
   cert.validity.notAfter = notAfter;
-  const subject: forge.pki.CertificateField[] = [{ name: 'commonName', value: opts.commonName }];
+  const subject: forgeNs.pki.CertificateField[] = [{ name: 'commonName', value: opts.commonName }];
   if (opts.role) subject.push({ shortName: 'OU', value: roleToOu(opts.role) });
   else subject.push({ shortName: 'OU', value: 'builder-master' });
   cert.setSubject(subject);
@@ -108,17 +109,17 @@ export function issueCertificate(opts: IssueOptions): IssuedCertificate {
     exts.push({ name: 'subjectAltName', altNames });
   }
   cert.setExtensions(exts as never[]);
-  cert.sign(caKey, forge.md.sha256.create());
-  return { certPem: forge.pki.certificateToPem(cert), serial, notBefore, notAfter };
+  cert.sign(caKey, forge().md.sha256.create());
+  return { certPem: forge().pki.certificateToPem(cert), serial, notBefore, notAfter };
 }
 
 /** Makes a CSR for a key pair. The subject is informative only: the CA ignores it. */
 export function createCsr(opts: { privateKeyPem: string; publicKeyPem: string; commonName: string }): string {
-  const csr = forge.pki.createCertificationRequest();
-  csr.publicKey = forge.pki.publicKeyFromPem(opts.publicKeyPem);
+  const csr = forge().pki.createCertificationRequest();
+  csr.publicKey = forge().pki.publicKeyFromPem(opts.publicKeyPem);
   csr.setSubject([{ name: 'commonName', value: opts.commonName }]);
-  csr.sign(forge.pki.privateKeyFromPem(opts.privateKeyPem), forge.md.sha256.create());
-  return forge.pki.certificationRequestToPem(csr);
+  csr.sign(forge().pki.privateKeyFromPem(opts.privateKeyPem), forge().md.sha256.create());
+  return forge().pki.certificationRequestToPem(csr);
 }
 
 /** Largest CSR PEM accepted, well above a 4096-bit RSA CSR. */
@@ -131,9 +132,9 @@ export const MAX_CSR_PEM_BYTES = 8192;
  */
 export function publicKeyFromCsr(csrPem: string): string {
   if (csrPem.length > MAX_CSR_PEM_BYTES) throw new BuilderError('BUILDER_ERR_CERT', 'CSR too large');
-  let csr: forge.pki.CertificateSigningRequest;
+  let csr: forgeNs.pki.CertificateSigningRequest;
   try {
-    csr = forge.pki.certificationRequestFromPem(csrPem, true);
+    csr = forge().pki.certificationRequestFromPem(csrPem, true);
   } catch {
     throw new BuilderError('BUILDER_ERR_CERT', 'CSR is not a valid PEM certification request (RSA keys only)');
   }
@@ -144,12 +145,12 @@ export function publicKeyFromCsr(csrPem: string): string {
     ok = false;
   }
   if (!ok) throw new BuilderError('BUILDER_ERR_CERT', 'CSR signature does not verify');
-  const pub = csr.publicKey as forge.pki.rsa.PublicKey | null;
+  const pub = csr.publicKey as forgeNs.pki.rsa.PublicKey | null;
   if (!pub || typeof pub.n?.bitLength !== 'function') throw new BuilderError('BUILDER_ERR_CERT', 'CSR must carry an RSA public key');
   if (pub.n.bitLength() < MIN_CSR_RSA_BITS) {
     throw new BuilderError('BUILDER_ERR_CERT', `CSR key too small: ${pub.n.bitLength()} bits, need ${MIN_CSR_RSA_BITS}`);
   }
-  return forge.pki.publicKeyToPem(pub);
+  return forge().pki.publicKeyToPem(pub);
 }
 
 /** SHA-256 fingerprint of a certificate's DER, as lower-case hex without separators. */

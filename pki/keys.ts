@@ -1,4 +1,4 @@
-import forge from 'node-forge';
+import { forge } from './forge.js';
 import { mkdir, writeFile, chmod, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -17,11 +17,11 @@ export interface KeyPairPem {
  */
 export function generateRsaKeyPair(bits = DEFAULT_RSA_BITS): Promise<KeyPairPem> {
   return new Promise((resolve, reject) => {
-    forge.pki.rsa.generateKeyPair({ bits, workers: -1 }, (err, kp) => {
+    forge().pki.rsa.generateKeyPair({ bits, workers: -1 }, (err, kp) => {
       if (err) return reject(err instanceof Error ? err : new Error(String(err)));
       resolve({
-        privateKeyPem: forge.pki.privateKeyToPem(kp.privateKey),
-        publicKeyPem: forge.pki.publicKeyToPem(kp.publicKey),
+        privateKeyPem: forge().pki.privateKeyToPem(kp.privateKey),
+        publicKeyPem: forge().pki.publicKeyToPem(kp.publicKey),
       });
     });
   });
