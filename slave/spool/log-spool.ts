@@ -43,7 +43,16 @@ interface Segment {
 }
 
 const SEGMENT_RE = /^seg-(\d{10})\.log$/;
-const ACK_FILE = 'ack';
+/**
+ * Every segment file starts with a 16-byte header: 8 bytes of magic, then the spool's
+ * acknowledged seq (u48 LE, 2 bytes zero) as it was when the header was last written. The header
+ * of the active segment is rewritten in place on each ack, so the acknowledgement needs no file
+ * of its own (a file per attempt is an inode allocated and freed per attempt, which is what a
+ * busy slave's file system spends its time on). A reopened spool takes the highest ack of its
+ * segments.
+ */
+const SEGMENT_MAGIC = Buffer.from('BSPOOL1\n', 'latin1');
+export const SEGMENT_HEADER_BYTES = 16;
 /** Default `maxBytes` of one {@link LogSpool.read}. */
 export const DEFAULT_READ_BYTES = 256 * 1024;
 
@@ -56,8 +65,10 @@ function segmentName(index: number): string {
  *
  * The executor appends batches of chunks (seq strictly increasing across stdout and stderr); the
  * sender reads from any seq onward and sends; the master's acknowledgement trims what it holds.
- * Data lives in segment files (`seg-NNNNNNNNNN.log`) plus an `ack` file, so a restarted slave
- * reopens the spool, drops a torn last record and continues after the last seq.
+ * Data lives in segment files (`seg-NNNNNNNNNN.log`, each with a small header that also holds the
+ * acknowledged seq), so a restarted slave reopens the spool, drops a torn last record and
+ * continues after the last seq. The spool may share its directory with other files (it only
+ * touches `seg-*` names), and {@link destroy} removes the directory.
  *
  * Limit: `maxBytes` of unacknowledged data on disk. Past it, the segments between the oldest
  * unacknowledged one and the one being written are replaced by one `dropped` marker (the start of
@@ -68,7 +79,6 @@ export class LogSpool {
   readonly options: CompiledLogSpoolOptions;
   private segments: Segment[] = [];
   private active: FileHandle | undefined;
-  private ackHandle: FileHandle | undefined;
   private _lastSeq = 0;
   private _ackedSeq = 0;
   private _ended = false;
@@ -140,67 +150,115 @@ export class LogSpool {
 
   private async load(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const names = (await readdir(this.dir)).flatMap((n) => {
+    const all = await readdir(this.dir);
+    const names = all.flatMap((n) => {
       const m = SEGMENT_RE.exec(n);
       return m?.[1] === undefined ? [] : [{ name: n, index: Number(m[1]) }];
     });
     names.sort((a, b) => a.index - b.index);
     // A marker being written when the previous process died: the segment it was to replace is intact.
-    for (const n of await readdir(this.dir)) if (n.endsWith('.log.tmp')) await rm(join(this.dir, n), { force: true });
-    this.ackHandle = await open(join(this.dir, ACK_FILE), 'a+');
-    const ackBuf = Buffer.alloc(8);
-    const { bytesRead } = await this.ackHandle.read(ackBuf, 0, 8, 0);
-    await this.ackHandle.close();
-    this.ackHandle = await open(join(this.dir, ACK_FILE), 'r+');
-    if (bytesRead === 8) this._ackedSeq = ackBuf.readUIntLE(0, 6);
-    this._lastSeq = this._ackedSeq;
-    let maxIndex = 0;
+    for (const n of all) if (n.endsWith('.log.tmp')) await rm(join(this.dir, n), { force: true });
+    const scanned: Segment[] = [];
     for (const { name, index } of names) {
-      maxIndex = Math.max(maxIndex, index);
-      const seg = await this.scanSegment(join(this.dir, name), index);
-      if (seg.lastSeq > this._lastSeq) this._lastSeq = seg.lastSeq;
-      if (seg.firstSeq === 0 || seg.lastSeq <= this._ackedSeq) {
+      const { seg, ack } = await this.scanSegment(join(this.dir, name), index);
+      if (ack > this._ackedSeq) this._ackedSeq = ack;
+      scanned.push(seg);
+    }
+    this._lastSeq = this._ackedSeq;
+    for (const seg of scanned) if (seg.lastSeq > this._lastSeq) this._lastSeq = seg.lastSeq;
+    const last = scanned[scanned.length - 1];
+    for (const seg of scanned) {
+      // The newest segment stays as the active one (also when it is fully acknowledged: its
+      // header is then what remembers the ack and thereby the last seq).
+      if (seg !== last && (seg.firstSeq === 0 || seg.lastSeq <= this._ackedSeq)) {
+        if (seg.marker !== undefined) this._droppedBytes -= seg.marker.droppedBytes;
         await unlink(seg.path);
         continue;
       }
       this.segments.push(seg);
     }
-    await this.startSegment(maxIndex + 1);
+    if (last === undefined || last.marker !== undefined) {
+      // A marker segment is never appended to (it is rewritten whole when merged).
+      await this.startSegment((last?.index ?? 0) + 1);
+      return;
+    }
+    this.active = await open(last.path, 'r+');
+    if (last.firstSeq !== 0 && last.lastSeq <= this._ackedSeq) await this.resetActive();
+    else await this.writeHeader();
   }
 
-  /** Reads a segment, cuts a torn or corrupt tail, and returns its summary. */
-  private async scanSegment(path: string, index: number): Promise<Segment> {
+  /** Reads a segment, cuts a torn or corrupt tail, and returns its summary and the ack its header holds. */
+  private async scanSegment(path: string, index: number): Promise<{ seg: Segment; ack: number }> {
     const buf = await readFile(path);
     const seg: Segment = { index, path, firstSeq: 0, lastSeq: 0, size: 0, dataBytes: 0, marker: undefined };
-    let off = 0;
-    for (;;) {
-      const r = decodeRecord(buf, off);
-      if (typeof r === 'string') break;
-      if (seg.firstSeq === 0) seg.firstSeq = r.seq;
-      seg.lastSeq = r.seq;
-      if (r.type === RecordType.stdout || r.type === RecordType.stderr) seg.dataBytes += r.payload.length;
-      else if (r.type === RecordType.end) this._ended = true;
-      else seg.marker = parseMarker(r);
-      off += r.length;
+    let ack = 0;
+    let off = SEGMENT_HEADER_BYTES;
+    if (buf.length < SEGMENT_HEADER_BYTES || !buf.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) {
+      // Not a segment of this format (or a header torn at creation): nothing in it can be trusted.
+      off = 0;
+    } else {
+      ack = buf.readUIntLE(8, 6);
+      for (;;) {
+        const r = decodeRecord(buf, off);
+        if (typeof r === 'string') break;
+        if (seg.firstSeq === 0) seg.firstSeq = r.seq;
+        seg.lastSeq = r.seq;
+        if (r.type === RecordType.stdout || r.type === RecordType.stderr) seg.dataBytes += r.payload.length;
+        else if (r.type === RecordType.end) this._ended = true;
+        else seg.marker = parseMarker(r);
+        off += r.length;
+      }
     }
     if (seg.marker !== undefined) this._droppedBytes += seg.marker.droppedBytes;
-    if (off < buf.length) {
+    if (off < buf.length || off === 0) {
       // The previous process died mid-write (or the disk lied): keep the valid prefix only.
       const fh = await open(path, 'r+');
       try {
+        if (off === 0) {
+          await fh.write(this.headerBytes(0), 0, SEGMENT_HEADER_BYTES, 0);
+          off = SEGMENT_HEADER_BYTES;
+        }
         await fh.truncate(off);
       } finally {
         await fh.close();
       }
     }
-    seg.size = off;
-    return seg;
+    seg.size = off - SEGMENT_HEADER_BYTES;
+    return { seg, ack };
+  }
+
+  private headerBytes(ack: number): Buffer {
+    const b = Buffer.alloc(SEGMENT_HEADER_BYTES);
+    SEGMENT_MAGIC.copy(b, 0);
+    b.writeUIntLE(ack, 8, 6);
+    return b;
+  }
+
+  /** Rewrites the active segment's header with the current ack (16 bytes at offset 0: one page, never torn in practice). */
+  private async writeHeader(ack = this._ackedSeq): Promise<void> {
+    await this.active?.write(this.headerBytes(ack), 0, SEGMENT_HEADER_BYTES, 0);
+  }
+
+  /**
+   * Empties the active segment in place (everything in it is acknowledged), keeping its file:
+   * a spool whose log is delivered as it goes uses one segment file for its whole life.
+   */
+  private async resetActive(ack = this._ackedSeq): Promise<void> {
+    const seg = this.activeSegment();
+    await this.writeHeader(ack);
+    await this.active?.truncate(SEGMENT_HEADER_BYTES);
+    seg.firstSeq = 0;
+    seg.lastSeq = 0;
+    seg.size = 0;
+    seg.dataBytes = 0;
+    if (this.hint?.segment === seg.index) this.hint = undefined;
   }
 
   private async startSegment(index: number): Promise<void> {
     const path = join(this.dir, segmentName(index));
     this.active = await open(path, 'w', 0o600);
     this.segments.push({ index, path, firstSeq: 0, lastSeq: 0, size: 0, dataBytes: 0, marker: undefined });
+    await this.writeHeader();
   }
 
   private activeSegment(): Segment {
@@ -267,7 +325,7 @@ export class LogSpool {
     const buf = bufs.length === 1 && bufs[0] !== undefined ? bufs[0] : Buffer.concat(bufs, total);
     let written = 0;
     while (written < buf.length) {
-      const { bytesWritten } = await this.active.write(buf, written, buf.length - written, seg.size + written);
+      const { bytesWritten } = await this.active.write(buf, written, buf.length - written, SEGMENT_HEADER_BYTES + seg.size + written);
       written += bytesWritten;
     }
     seg.size += buf.length;
@@ -323,7 +381,8 @@ export class LogSpool {
     const tmp = `${c.path}.tmp`;
     const fh = await open(tmp, 'w', 0o600);
     try {
-      await fh.write(rec, 0, rec.length, 0);
+      const whole = Buffer.concat([this.headerBytes(this._ackedSeq), rec]);
+      await fh.write(whole, 0, whole.length, 0);
     } finally {
       await fh.close();
     }
@@ -362,11 +421,11 @@ export class LogSpool {
             // Read about what is asked for; a first record larger than that is read whole in a second go.
             let want = Math.min(seg.size - offset, Math.max(maxBytes - bytes, 0) + RECORD_HEADER_BYTES);
             let buf = Buffer.allocUnsafe(want);
-            let { bytesRead } = await fh.read(buf, 0, want, offset);
+            let { bytesRead } = await fh.read(buf, 0, want, SEGMENT_HEADER_BYTES + offset);
             if (bytesRead >= RECORD_HEADER_BYTES && decodeRecord(buf.subarray(0, bytesRead), 0) === 'incomplete') {
               want = Math.min(seg.size - offset, buf.readUInt32LE(0) + RECORD_HEADER_BYTES);
               buf = Buffer.allocUnsafe(want);
-              ({ bytesRead } = await fh.read(buf, 0, want, offset));
+              ({ bytesRead } = await fh.read(buf, 0, want, SEGMENT_HEADER_BYTES + offset));
             }
             let off = 0;
             const view = buf.subarray(0, bytesRead);
@@ -405,10 +464,6 @@ export class LogSpool {
         throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log spool: ack ${seq} is above the last seq ${this._lastSeq}`);
       }
       if (seq <= this._ackedSeq) return;
-      const b = Buffer.alloc(8);
-      b.writeUIntLE(seq, 0, 6);
-      // 8 bytes at offset 0 of a small file: one page, so the write is never torn in practice.
-      await this.ackHandle?.write(b, 0, 8, 0);
       const active = this.activeSegment();
       const keep: Segment[] = [];
       for (const s of this.segments) {
@@ -420,13 +475,12 @@ export class LogSpool {
         }
       }
       this.segments = keep;
-      if (active.firstSeq !== 0 && active.lastSeq <= seq) {
-        await this.rotate();
-        await unlink(active.path);
-        this.segments = this.segments.filter((s) => s !== active);
-      }
+      // The ack goes to disk in the active segment's header; a segment acknowledged whole is
+      // emptied in place rather than replaced by a new file.
+      if (active.firstSeq !== 0 && active.lastSeq <= seq) await this.resetActive(seq);
+      else await this.writeHeader(seq);
       if (this.hint !== undefined && !this.segments.some((s) => s.index === this.hint?.segment)) this.hint = undefined;
-      // Last, so that `complete` never reports a spool whose acknowledged files are still there.
+      // Last, so that `complete` never reports a spool whose acknowledged data is still there.
       this._ackedSeq = seq;
     });
   }
@@ -454,9 +508,7 @@ export class LogSpool {
     if (this.closed) return;
     await this.exclusive(async () => {
       await this.active?.close();
-      await this.ackHandle?.close();
       this.active = undefined;
-      this.ackHandle = undefined;
     });
     this.closed = true;
     this.wake();
