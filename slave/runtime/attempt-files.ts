@@ -1,8 +1,10 @@
-import { appendFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdir, open, readFile, rm, type FileHandle } from 'node:fs/promises';
+import { BuilderError } from '../../protocol/errors.js';
 import { join } from 'node:path';
 import { checkAttemptKey, listSpools } from '../spool/index.js';
 
-/** What the slave keeps about an accepted attempt (`attempt.json`). */
+/** What the slave keeps about an accepted attempt (the journal's `accepted` line). */
 export interface AttemptRecord {
   readonly jobId: number;
   readonly attempt: number;
@@ -18,7 +20,7 @@ export interface RefusedItem {
   readonly detail?: string;
 }
 
-/** How an attempt ended on the slave (`outcome.json`), written once the process is gone. */
+/** How an attempt ended on the slave (the journal's `outcome` line), written once the process is gone. */
 export interface StoredOutcome {
   readonly state: 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
   readonly exitCode: number | null;
@@ -32,19 +34,48 @@ export interface StoredOutcome {
   readonly lastSeq: number;
 }
 
-/** One line of `uploads.jsonl`: an artifact committed on the master, or one the slave gave up on. */
+/** An `upload` line of the journal: an artifact committed on the master, or one the slave gave up on. */
 export type UploadEntry = { path: string; size: number; sha256: string } | { path: string; failed: string; detail: string };
 
+/** What the journal of an attempt holds, read back after a restart. */
+export interface AttemptJournal {
+  readonly record: AttemptRecord | undefined;
+  readonly pid: { pid: number; startTime: string | undefined } | undefined;
+  readonly outcome: StoredOutcome | undefined;
+  readonly uploads: Map<string, UploadEntry>;
+}
+
+/** One line of `attempt.jsonl`. */
+type JournalLine =
+  | ({ t: 'accepted' } & AttemptRecord)
+  | { t: 'pid'; pid: number; startTime: string | null }
+  | { t: 'outcome'; outcome: StoredOutcome }
+  | ({ t: 'upload' } & UploadEntry);
+
+const JOURNAL = 'attempt.jsonl';
+
 /**
- * The files of one attempt under `<dir>/attempts/<jobId>-<attempt>/`. They are what lets a slave
- * lose its master (or be restarted) without losing the attempt's outcome: `attempt.json` (written
- * on accept), `pid` (the leader's pid and start time, to kill leftovers after a crash), `spool/`
- * (the log), `outcome.json` (written once the process is gone) and `uploads.jsonl` (appended as
- * each artifact is committed).
+ * The files of one attempt under `<root>/<jobId>-<attempt>/`: what lets a slave lose its master
+ * (or be restarted) without losing the attempt's outcome. Two files: `attempt.jsonl`, an
+ * append-only journal (`accepted` on accept, `pid` once the job's leader runs, to kill leftovers
+ * after a crash, `outcome` once the process is gone, one `upload` per artifact committed), and the
+ * log spool's segment (`seg-*.log`, see LogSpool), in the same directory.
+ *
+ * Why a journal: each file made and removed per attempt is an inode allocated and freed, and on a
+ * busy slave (hundreds of short attempts a second) ext4's inode allocator became most of the
+ * machine's CPU. Plain appends to one open file replace the earlier attempt.json, pid,
+ * outcome.json and uploads.jsonl, and their tmp+rename writes (each rename-replace allocated an
+ * inode too). A crash mid-append leaves a torn last line, which is ignored when read back (and cut
+ * before appending again): a torn `outcome` means the attempt is treated as still running when
+ * the slave stopped (the master requeues it), as a missing outcome.json did before.
  */
 export class AttemptFiles {
   readonly dir: string;
+  /** The log spool lives in the attempt dir itself (no directory of its own). */
   readonly spoolDir: string;
+  readonly journalPath: string;
+  private fh: FileHandle | undefined;
+  private chain: Promise<void> = Promise.resolve();
 
   constructor(
     root: string,
@@ -53,10 +84,11 @@ export class AttemptFiles {
   ) {
     const k = checkAttemptKey(jobId, attempt);
     this.dir = join(root, `${k.jobId}-${k.attempt}`);
-    this.spoolDir = join(this.dir, 'spool');
+    this.spoolDir = this.dir;
+    this.journalPath = join(this.dir, JOURNAL);
   }
 
-  /** Makes a fresh attempt dir (removing what an older run of the same attempt left) and writes attempt.json. */
+  /** Makes a fresh attempt dir (removing what an older run of the same attempt left) and starts the journal. */
   async create(rec: AttemptRecord): Promise<void> {
     // The usual case (no such dir, the root exists) costs one mkdir.
     try {
@@ -67,22 +99,108 @@ export class AttemptFiles {
       await rm(this.dir, { recursive: true, force: true });
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
     }
-    await writeJson(join(this.dir, 'attempt.json'), rec);
+    this.fh = await open(this.journalPath, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_EXCL, 0o600);
+    await this.append({ t: 'accepted', ...rec });
   }
 
-  async readRecord(): Promise<AttemptRecord | undefined> {
-    const v = await readJson(join(this.dir, 'attempt.json'));
-    if (typeof v !== 'object' || v === null) return undefined;
-    const r = v as Partial<AttemptRecord>;
-    if (r.jobId !== this.jobId || r.attempt !== this.attempt || typeof r.slots !== 'number' || !Number.isSafeInteger(r.slots) || r.slots < 1) return undefined;
-    return { jobId: r.jobId, attempt: r.attempt, slots: r.slots, name: typeof r.name === 'string' ? r.name : '', acceptedAt: typeof r.acceptedAt === 'number' ? r.acceptedAt : 0 };
+  /**
+   * Reads the journal back (after a restart). Only whole lines count: a torn last line is
+   * ignored. Lines that are not JSON or not of a known shape are ignored too.
+   */
+  async load(): Promise<AttemptJournal> {
+    let text: string;
+    try {
+      text = await readFile(this.journalPath, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      // A dir from an older slave version (attempt.json, pid, ...): only its pid is of use, to kill leftovers.
+      return { record: undefined, pid: await this.readLegacyPid(), outcome: undefined, uploads: new Map() };
+    }
+    let record: AttemptRecord | undefined;
+    let pid: AttemptJournal['pid'];
+    let outcome: StoredOutcome | undefined;
+    const uploads = new Map<string, UploadEntry>();
+    const whole = text.slice(0, text.lastIndexOf('\n') + 1);
+    for (const line of whole.split('\n')) {
+      if (line === '') continue;
+      let v: Partial<JournalLine> & Record<string, unknown>;
+      try {
+        v = JSON.parse(line) as Partial<JournalLine> & Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      if (typeof v !== 'object' || v === null) continue;
+      switch (v.t) {
+        case 'accepted': {
+          const r = v as Partial<AttemptRecord>;
+          if (r.jobId !== this.jobId || r.attempt !== this.attempt || typeof r.slots !== 'number' || !Number.isSafeInteger(r.slots) || r.slots < 1) break;
+          record = { jobId: r.jobId, attempt: r.attempt, slots: r.slots, name: typeof r.name === 'string' ? r.name : '', acceptedAt: typeof r.acceptedAt === 'number' ? r.acceptedAt : 0 };
+          break;
+        }
+        case 'pid': {
+          const p = v.pid;
+          if (typeof p !== 'number' || !Number.isSafeInteger(p) || p <= 1) break;
+          pid = { pid: p, startTime: typeof v.startTime === 'string' ? v.startTime : undefined };
+          break;
+        }
+        case 'outcome': {
+          const o = v.outcome as Partial<StoredOutcome> | undefined;
+          if (typeof o !== 'object' || o === null || typeof o.state !== 'string' || !Array.isArray(o.artifacts) || !Array.isArray(o.refused) || !Array.isArray(o.conflicts)) break;
+          outcome = o as StoredOutcome;
+          break;
+        }
+        case 'upload': {
+          if (typeof v.path !== 'string') break;
+          const { t: _t, ...e } = v;
+          uploads.set(v.path, e as unknown as UploadEntry);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    return { record, pid, outcome, uploads };
+  }
+
+  /** Opens the journal of a recovered attempt for more appends, cutting a torn last line first. */
+  async reopen(): Promise<void> {
+    if (this.fh !== undefined) return;
+    const fh = await open(this.journalPath, 'r+');
+    try {
+      const { size } = await fh.stat();
+      const buf = Buffer.alloc(size);
+      await fh.read(buf, 0, size, 0);
+      const keep = buf.lastIndexOf(0x0a) + 1;
+      if (keep < size) await fh.truncate(keep);
+    } finally {
+      await fh.close();
+    }
+    this.fh = await open(this.journalPath, constants.O_WRONLY | constants.O_APPEND);
+  }
+
+  private append(line: JournalLine): Promise<void> {
+    const buf = Buffer.from(JSON.stringify(line) + '\n');
+    const run = this.chain.then(async () => {
+      const fh = this.fh;
+      if (fh === undefined) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'the attempt journal is not open');
+      // O_APPEND: each write lands at the end; a short write (a full disk) continues where it stopped.
+      let off = 0;
+      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
   }
 
   async writePid(pid: number, startTime: string | undefined): Promise<void> {
-    await writeFile(join(this.dir, 'pid'), `${pid} ${startTime ?? '-'}\n`, { mode: 0o600 });
+    await this.append({ t: 'pid', pid, startTime: startTime ?? null });
   }
 
+  /** The leader's pid and start time as recorded (journal, or the `pid` file of an older slave version). */
   async readPid(): Promise<{ pid: number; startTime: string | undefined } | undefined> {
+    return (await this.load()).pid;
+  }
+
+  private async readLegacyPid(): Promise<{ pid: number; startTime: string | undefined } | undefined> {
     try {
       const [p, t] = (await readFile(join(this.dir, 'pid'), 'utf8')).trim().split(' ');
       const pid = Number(p);
@@ -94,43 +212,23 @@ export class AttemptFiles {
   }
 
   async writeOutcome(o: StoredOutcome): Promise<void> {
-    await writeJson(join(this.dir, 'outcome.json'), o);
-  }
-
-  async readOutcome(): Promise<StoredOutcome | undefined> {
-    const v = await readJson(join(this.dir, 'outcome.json'));
-    if (typeof v !== 'object' || v === null) return undefined;
-    const o = v as Partial<StoredOutcome>;
-    if (typeof o.state !== 'string' || !Array.isArray(o.artifacts) || !Array.isArray(o.refused) || !Array.isArray(o.conflicts)) return undefined;
-    return v as StoredOutcome;
+    await this.append({ t: 'outcome', outcome: o });
   }
 
   async appendUpload(e: UploadEntry): Promise<void> {
-    await appendFile(join(this.dir, 'uploads.jsonl'), JSON.stringify(e) + '\n', { mode: 0o600 });
+    await this.append({ t: 'upload', ...e });
   }
 
-  /** The upload entries so far; a torn last line (a crash mid-append) is ignored, so that artifact is uploaded again. */
-  async readUploads(): Promise<Map<string, UploadEntry>> {
-    const out = new Map<string, UploadEntry>();
-    let text: string;
-    try {
-      text = await readFile(join(this.dir, 'uploads.jsonl'), 'utf8');
-    } catch {
-      return out;
-    }
-    for (const line of text.split('\n')) {
-      if (line === '') continue;
-      try {
-        const e = JSON.parse(line) as UploadEntry;
-        if (typeof e.path === 'string') out.set(e.path, e);
-      } catch {
-        // torn line
-      }
-    }
-    return out;
+  /** Closes the journal (the files stay). */
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await this.chain;
+    await fh?.close();
   }
 
   async remove(): Promise<void> {
+    await this.close().catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
   }
 }
@@ -144,21 +242,6 @@ export async function listAttemptDirs(root: string): Promise<Array<{ jobId: numb
     out.push({ jobId: Number(d.jobId), attempt: d.attempt, name: `${d.jobId}-${d.attempt}` });
   }
   return out;
-}
-
-async function writeJson(path: string, v: unknown): Promise<void> {
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, JSON.stringify(v), { mode: 0o600 });
-  // Atomic replace: a crash leaves the old file or the new one, never half of one.
-  await rename(tmp, path);
-}
-
-async function readJson(path: string): Promise<unknown> {
-  try {
-    return JSON.parse(await readFile(path, 'utf8')) as unknown;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Field 22 of /proc/<pid>/stat (start time in clock ticks), to tell a pid from a recycled one. */

@@ -171,21 +171,21 @@ export class AttemptTask {
    */
   static async recover(ctx: TaskContext, jobId: number, attempt: number): Promise<AttemptTask | undefined> {
     const files = new AttemptFiles(ctx.o.attemptsDir, jobId, attempt);
-    const rec = await files.readRecord();
-    const outcome = rec === undefined ? undefined : await files.readOutcome();
-    if (rec === undefined || outcome === undefined) {
-      await killLeftovers(files, ctx.log);
+    const j = await files.load();
+    if (j.record === undefined || j.outcome === undefined) {
+      await killLeftovers(files, j.pid, ctx.log);
       await files.remove();
       if (!ctx.o.keepWorkDirs) await ctx.executor.removeWorkDir(jobId, attempt).catch(() => undefined);
       return undefined;
     }
+    await files.reopen();
     const spool = await LogSpool.open(files.spoolDir, ctx.o.spool);
-    const t = new AttemptTask(ctx, files, rec.slots);
+    const t = new AttemptTask(ctx, files, j.record.slots);
     t.useSpool(spool);
     t.ready = Promise.resolve(true);
     t.processEnded = true;
-    t.outcome = outcome;
-    t.uploads = await files.readUploads();
+    t.outcome = j.outcome;
+    t.uploads = j.uploads;
     t._phase = 'delivering';
     t._done = t.lifecycle();
     return t;
@@ -410,6 +410,7 @@ export class AttemptTask {
     else {
       this.sender?.stop();
       await this.spool?.close().catch(() => undefined);
+      await this.files.close().catch(() => undefined);
     }
     this.log.info({ end }, 'attempt done on the slave');
     return end;
@@ -553,7 +554,8 @@ export class AttemptTask {
     this.sender?.stop();
     try {
       await this.ready;
-      await this.spool?.destroy();
+      // The spool's segment is in the attempt dir: closing it and removing the dir removes both.
+      await this.spool?.close();
       await this.files.remove();
       if (!this.ctx.o.keepWorkDirs) await this.ctx.executor.removeWorkDir(this.jobId, this.attempt);
     } catch (e) {
@@ -563,8 +565,7 @@ export class AttemptTask {
 }
 
 /** After a crash of the slave: SIGKILL the group of a job it had started, if that very process still runs. */
-async function killLeftovers(files: AttemptFiles, log: Logger): Promise<void> {
-  const p = await files.readPid();
+async function killLeftovers(files: AttemptFiles, p: { pid: number; startTime: string | undefined } | undefined, log: Logger): Promise<void> {
   if (p === undefined) return;
   const now = await processStartTime(p.pid);
   // Security: a recycled pid belongs to someone else; only the same start time is the same process.

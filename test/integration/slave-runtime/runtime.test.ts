@@ -316,10 +316,13 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
     it('sets aside an attempt dir it cannot read, and starts anyway', async function () {
       const bad = join(dir, 'attempts', '77-1');
       await mkdir(bad, { recursive: true });
-      await writeFile(join(bad, 'attempt.json'), JSON.stringify({ jobId: 77, attempt: 1, slots: 1, name: 'x', acceptedAt: 0 }));
-      await writeFile(join(bad, 'outcome.json'), JSON.stringify({ state: 'succeeded', exitCode: 0, signal: null, reason: null, setupFailure: false, refused: [], conflicts: [], artifacts: [], lastSeq: 0 }));
-      // The spool should be a directory.
-      await writeFile(join(bad, 'spool'), 'garbage');
+      const journal = [
+        { t: 'accepted', jobId: 77, attempt: 1, slots: 1, name: 'x', acceptedAt: 0 },
+        { t: 'outcome', outcome: { state: 'succeeded', exitCode: 0, signal: null, reason: null, setupFailure: false, refused: [], conflicts: [], artifacts: [], lastSeq: 0 } },
+      ];
+      await writeFile(join(bad, 'attempt.jsonl'), journal.map((l) => JSON.stringify(l) + '\n').join(''));
+      // The spool's segment should be a file.
+      await mkdir(join(bad, 'seg-0000000001.log'));
       rt = await startRuntime(fastRuntimeOptions(dir, master.address));
       assert.deepEqual(master.subscribes[0]!.running, []);
       const left = await readdir(join(dir, 'attempts'));

@@ -148,7 +148,9 @@ describe('slave run (a real child process)', function () {
       const pid = Number((await readFile(pidFile, 'utf8')).trim());
       groups.push(pid);
       await s.stop('SIGKILL');
-      await until(() => existsSync(join(dir, 'attempts', '6-1', 'pid')), 'the pid file');
+      // The pid is a line of the attempt's journal.
+      const journal = join(dir, 'attempts', '6-1', 'attempt.jsonl');
+      await until(async () => existsSync(journal) && (await readFile(journal, 'utf8')).includes(`"pid":${pid}`), 'the pid in the journal');
       assert.ok(await alive(pid), 'the orphaned job still runs');
       const subs = master.subscribes.length;
       const s2 = slave();
