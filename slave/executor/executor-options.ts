@@ -5,7 +5,10 @@ import type { SlotEvent } from './slot-pool.js';
 
 /** Options of the executor (one attempt or many through {@link Executor}). All but `dataDir` optional. */
 export interface ExecutorOptions {
-  /** The slave's data dir; attempts run in `<dataDir>/work/<jobId>-<attempt>/`. Required. */
+  /**
+   * The slave's data dir; attempts run in `<dataDir>/work/slots/<slot>/` (one work dir per slot,
+   * emptied after each attempt and checked before the next). Required.
+   */
   dataDir: string;
   /**
    * Where work dirs go. Default `<dataDir>/work`. With `runAs`, every directory above it must be
@@ -43,6 +46,21 @@ export interface ExecutorOptions {
   maxChunkBytes?: number;
   /** Largest script accepted. Default 1 MiB. */
   maxScriptBytes?: number;
+  /**
+   * A script without a `#!` line of at most this many bytes (and no NUL) runs as
+   * `<shell> -c <text>` instead of from a file written into the work dir (one file fewer per
+   * attempt). Longer scripts, and scripts with their own `#!` line, are written to
+   * `<workDir>/script`. Note that a command line is readable by every local user (ps,
+   * /proc/PID/cmdline) while the script file is not: set 0 to always use a file on a machine
+   * shared with users who must not read job scripts. At most 128 KiB (Linux's limit on one
+   * argument). Default 64 KiB.
+   */
+  maxInlineScriptBytes?: number;
+  /**
+   * Keep each attempt's whole work dir after it ends (debugging): it is moved to
+   * `<workRoot>/<jobId>-<attempt>/` instead of being emptied for the next attempt. Default false.
+   */
+  keepWorkDirs?: boolean;
   /** Total bytes of the job's env (keys and values). Default 128 KiB. */
   maxEnvBytes?: number;
   /** Start/end events kept in the slot pool's record (oldest dropped first). Default 10,000. */
@@ -73,6 +91,8 @@ export interface CompiledExecutorOptions {
   readonly flushIntervalMs: number;
   readonly maxChunkBytes: number;
   readonly maxScriptBytes: number;
+  readonly maxInlineScriptBytes: number;
+  readonly keepWorkDirs: boolean;
   readonly maxEnvBytes: number;
   readonly maxRecordEvents: number;
   readonly artifacts: Omit<CollectArtifactsOptions, 'inputs'>;
@@ -91,6 +111,7 @@ export const EXECUTOR_DEFAULTS = Object.freeze({
   flushIntervalMs: 100,
   maxChunkBytes: 256 * 1024,
   maxScriptBytes: 1024 * 1024,
+  maxInlineScriptBytes: 64 * 1024,
   maxEnvBytes: 128 * 1024,
   maxRecordEvents: 10_000,
 });
@@ -98,6 +119,15 @@ export const EXECUTOR_DEFAULTS = Object.freeze({
 function int(name: string, v: number | undefined, dflt: number, min: number): number {
   const x = v ?? dflt;
   if (!Number.isSafeInteger(x) || x < min) throw new BuilderError('BUILDER_ERR_CONFIG', `executor option ${name} must be an integer >= ${min}, got ${String(v)}`);
+  return x;
+}
+
+/** Linux refuses one argument longer than 32 pages (MAX_ARG_STRLEN) with E2BIG. */
+const MAX_ARG_BYTES = 128 * 1024;
+
+function inlineLimit(v: number | undefined): number {
+  const x = int('maxInlineScriptBytes', v, EXECUTOR_DEFAULTS.maxInlineScriptBytes, 0);
+  if (x >= MAX_ARG_BYTES) throw new BuilderError('BUILDER_ERR_CONFIG', `executor option maxInlineScriptBytes must be below ${MAX_ARG_BYTES} (one command-line argument), got ${x}`);
   return x;
 }
 
@@ -130,6 +160,8 @@ export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOpti
     flushIntervalMs: int('flushIntervalMs', o.flushIntervalMs, EXECUTOR_DEFAULTS.flushIntervalMs, 0),
     maxChunkBytes: int('maxChunkBytes', o.maxChunkBytes, EXECUTOR_DEFAULTS.maxChunkBytes, 1),
     maxScriptBytes: int('maxScriptBytes', o.maxScriptBytes, EXECUTOR_DEFAULTS.maxScriptBytes, 1),
+    maxInlineScriptBytes: inlineLimit(o.maxInlineScriptBytes),
+    keepWorkDirs: o.keepWorkDirs ?? false,
     maxEnvBytes: int('maxEnvBytes', o.maxEnvBytes, EXECUTOR_DEFAULTS.maxEnvBytes, 0),
     maxRecordEvents: int('maxRecordEvents', o.maxRecordEvents, EXECUTOR_DEFAULTS.maxRecordEvents, 1),
     artifacts: { ...(o.artifacts ?? {}) },

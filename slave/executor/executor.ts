@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { checkAttemptKey } from '../spool/index.js';
@@ -7,6 +7,7 @@ import { compileExecutorOptions, type CompiledExecutorOptions, type ExecutorOpti
 import type { LogSink } from './output-batcher.js';
 import { runAttempt, type AttemptHandle } from './run-attempt.js';
 import { SlotPool, type SlotRecord } from './slot-pool.js';
+import { prepareWorkDir, removeTree, slotsRoot, slotWorkDir } from './work-dir.js';
 
 /** One attempt the executor is running. */
 export interface RunningAttempt {
@@ -55,7 +56,7 @@ export class Executor {
     }
     let handle: AttemptHandle;
     try {
-      handle = runAttempt(spec, log, this.options);
+      handle = runAttempt(spec, log, this.options, lease.indices[0] ?? 0);
     } catch (e) {
       lease.release();
       throw e;
@@ -86,14 +87,36 @@ export class Executor {
   }
 
   /**
-   * Removes the work dir of a finished attempt (after its artifacts and log reached the master).
+   * Removes what a finished attempt kept of its work dir (`<workRoot>/<jobId>-<attempt>`: its
+   * output, or the whole dir with keepWorkDirs), after its artifacts and log reached the master.
    * Refuses while that attempt runs.
    */
   async removeWorkDir(jobId: string | number, attempt: number): Promise<void> {
     const k = checkAttemptKey(jobId, attempt);
     const running = this.attempts.get(k.jobId);
     if (running !== undefined && running.attempt === k.attempt) throw new BuilderError('BUILDER_ERR_BAD_STATE', `job ${k.jobId} attempt ${k.attempt} is still running`);
-    await rm(join(this.options.workRoot, `${k.jobId}-${k.attempt}`), { recursive: true, force: true });
+    await removeTree(join(this.options.workRoot, `${k.jobId}-${k.attempt}`));
+  }
+
+  /**
+   * At start-up (nothing runs yet, leftover processes already killed): empties the slot work
+   * dirs a previous process left, and removes those of slots above the capacity.
+   */
+  async resetWorkDirs(): Promise<void> {
+    if (this.attempts.size > 0) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'work dirs are reset only before any attempt runs');
+    const root = slotsRoot(this.options.workRoot);
+    let names: string[];
+    try {
+      names = await readdir(root);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    for (const n of names) {
+      const i = /^\d{1,6}$/.test(n) ? Number(n) : NaN;
+      if (i < this.options.capacity) await prepareWorkDir(this.options.workRoot, slotWorkDir(this.options.workRoot, i), { runAs: this.options.runAs });
+      else await removeTree(join(root, n));
+    }
   }
 
   /** The slot pool's own record of what ran concurrently. */

@@ -11,6 +11,7 @@ export type { AttemptSpec, CheckedAttemptSpec } from './attempt-spec.js';
 export { compileExecutorOptions, EXECUTOR_DEFAULTS } from './executor-options.js';
 export type { CompiledExecutorOptions, ExecutorOptions } from './executor-options.js';
 export { OutputBatcher } from './output-batcher.js';
+export { prepareWorkDir, removeTree, slotWorkDir, WORK_SUBDIRS } from './work-dir.js';
 export type { LogSink, OutputBatcherOptions } from './output-batcher.js';
 export { SlotPool } from './slot-pool.js';
 export type { SlotEvent, SlotLease, SlotRecord } from './slot-pool.js';

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, readdir, rename, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
@@ -8,6 +8,7 @@ import { LogSpool } from '../spool/index.js';
 import { checkAttemptSpec, type AttemptSpec, type CheckedAttemptSpec } from './attempt-spec.js';
 import type { CompiledExecutorOptions } from './executor-options.js';
 import { OutputBatcher, type LogSink } from './output-batcher.js';
+import { prepareWorkDir, removeTree, slotWorkDir } from './work-dir.js';
 
 /** How an attempt ended, in the master's terms. */
 export type AttemptOutcome = 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
@@ -28,7 +29,15 @@ export interface AttemptResult {
   /** The pipes stayed open (held outside the group) past `pipeCloseTimeoutMs`; the executor closed its ends. */
   readonly pipesForcedClosed: boolean;
   readonly pid: number | undefined;
+  /** Where the job ran (its slot's work dir: emptied again by the time the result is ready). */
   readonly workDir: string;
+  /**
+   * What is left of the work dir after the attempt, at `<workRoot>/<jobId>-<attempt>`: the
+   * output dir when the job left files in it (the artifacts' `absPath`s point there), or the
+   * whole work dir with `keepWorkDirs`; undefined when nothing was kept. Removed by
+   * Executor.removeWorkDir.
+   */
+  readonly keptDir: string | undefined;
   /** The last log seq written (firstSeq - 1 when the job printed nothing). */
   readonly lastSeq: number;
   readonly stdoutBytes: number;
@@ -97,8 +106,10 @@ export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: Compile
 }
 
 /**
- * Runs one attempt: a fresh work dir `<workRoot>/<jobId>-<attempt>/` (`input/`, `output/`,
- * `build/` = cwd, `tmp/`), inputs fetched, the process started as the leader of its own process
+ * Runs one attempt in slot `slot` (0-based; the Executor passes the first slot of the attempt's
+ * lease, so that no two running attempts share one; a caller that runs several attempts itself
+ * must do the same): the slot's work dir `<workRoot>/slots/<slot>/` (`input/`, `output/`,
+ * `build/` = cwd, `tmp/`) checked fresh and empty (see prepareWorkDir), inputs fetched, the process started as the leader of its own process
  * group with a clean environment, its output batched into `log`, a timeout and cancel that
  * SIGTERM then SIGKILL the whole group, and the artifacts collected after it ends (also after a
  * failure). Throws synchronously only for an invalid spec.
@@ -107,13 +118,14 @@ export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: Compile
  * are closed. Processes left in the group after the leader exits are SIGTERMed at once and
  * SIGKILLed after `killGraceMs`: a grandchild that ignores SIGTERM cannot keep the attempt alive.
  */
-export function runAttempt(specIn: AttemptSpec, log: LogSink, o: CompiledExecutorOptions): AttemptHandle {
+export function runAttempt(specIn: AttemptSpec, log: LogSink, o: CompiledExecutorOptions, slot = 0): AttemptHandle {
   const spec = checkAttemptSpec(specIn, o);
   // Every chunk must fit in one spool record, or the whole log would be refused at the first append.
   if (log instanceof LogSpool && log.options.maxRecordBytes < o.maxChunkBytes) {
     throw new BuilderError('BUILDER_ERR_CONFIG', `executor maxChunkBytes (${o.maxChunkBytes}) is above the spool's maxRecordBytes (${log.options.maxRecordBytes})`);
   }
-  return new AttemptRun(spec, log, o);
+  if (!Number.isSafeInteger(slot) || slot < 0) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `slot must be a non-negative integer, got ${String(slot)}`);
+  return new AttemptRun(spec, log, o, slot);
 }
 
 class AttemptRun implements AttemptHandle {
@@ -138,14 +150,17 @@ class AttemptRun implements AttemptHandle {
   private leftoversKilled = false;
   private pipesForcedClosed = false;
 
-  constructor(spec: CheckedAttemptSpec, log: LogSink, o: CompiledExecutorOptions) {
+  private readonly keptPath: string;
+
+  constructor(spec: CheckedAttemptSpec, log: LogSink, o: CompiledExecutorOptions, slot: number) {
     this.spec = spec;
     this.log = log;
     this.o = o;
     this.jobId = spec.jobId;
     this.attempt = spec.attempt;
     this.slots = spec.slots;
-    this.workDir = join(o.workRoot, `${spec.jobId}-${spec.attempt}`);
+    this.workDir = slotWorkDir(o.workRoot, slot);
+    this.keptPath = join(o.workRoot, `${spec.jobId}-${spec.attempt}`);
     this.result = this.run();
   }
 
@@ -210,11 +225,11 @@ class AttemptRun implements AttemptHandle {
         this.child?.stderr?.resume();
       },
     );
+    let scriptFile = false;
     try {
-      // A fresh work dir: whatever an earlier run of this attempt left is removed first. The
-      // usual case (no such dir, the root exists) costs one mkdir; the four subdirs go at once.
-      await freshDir(this.workDir, o.workRoot);
-      await Promise.all(Object.values(dirs).map((d) => mkdir(d, { mode: 0o700 })));
+      // The slot's work dir, reused from attempt to attempt: checked and emptied here (also after
+      // a crash of the slave or a job that damaged it); a no-op job costs no mkdir.
+      await prepareWorkDir(o.workRoot, this.workDir, { runAs: o.runAs });
       workDirMade = true;
       if (this.spec.fetchInputs !== undefined && !this.cancelled) {
         // A cancel does not wait for a fetch that ignores its AbortSignal.
@@ -224,21 +239,30 @@ class AttemptRun implements AttemptHandle {
       let cmd: string;
       let args: string[];
       if (this.spec.command.kind === 'script') {
-        const scriptPath = join(this.workDir, 'script');
-        await writeFile(scriptPath, this.spec.command.text, { mode: 0o700 });
-        if (this.spec.command.text.startsWith('#!')) {
-          cmd = scriptPath;
-          args = [];
-        } else {
+        const text = this.spec.command.text;
+        if (!text.startsWith('#!') && !text.includes('\0') && Buffer.byteLength(text) <= o.maxInlineScriptBytes) {
+          // No file: one inode fewer per attempt (see maxInlineScriptBytes for what this shows to `ps`).
           cmd = o.shell;
-          args = [scriptPath];
+          args = ['-c', text];
+        } else {
+          const scriptPath = join(this.workDir, 'script');
+          await writeFile(scriptPath, text, { mode: 0o700 });
+          scriptFile = true;
+          if (text.startsWith('#!')) {
+            cmd = scriptPath;
+            args = [];
+          } else {
+            cmd = o.shell;
+            args = [scriptPath];
+          }
         }
       } else {
         const [first, ...rest] = this.spec.command.argv;
         cmd = first ?? '';
         args = rest;
       }
-      if (o.runAs !== undefined) await this.handOver(dirs, o.runAs);
+      // The script stays the slave's (0555): the job reads it and cannot change it.
+      if (o.runAs !== undefined && scriptFile) await chmod(join(this.workDir, 'script'), 0o555);
       if (!this.cancelled) {
         runStart = o.now();
         const r = await this.spawnAndWait(cmd, args, attemptEnv(this.spec, this.workDir, o), dirs.build, batcher);
@@ -258,11 +282,24 @@ class AttemptRun implements AttemptHandle {
     const collectStart = o.now();
     let artifacts: ArtifactScan | undefined;
     let artifactsError: { code: string; message: string } | undefined;
+    let keptDir: string | undefined;
     if (workDirMade) {
+      let outputDir = dirs.output;
       try {
-        artifacts = await collectArtifacts(dirs.output, { ...o.artifacts, inputs, ownerUid: o.runAs?.uid });
+        // The work dir goes back to the slot now; what the attempt still needs (its artifacts,
+        // uploaded after the slots are free) moves out first, by a rename (no copy, no inode).
+        const kept = await this.keep(dirs.output);
+        if (kept !== undefined) {
+          keptDir = kept;
+          outputDir = o.keepWorkDirs ? join(kept, 'output') : kept;
+        }
+        artifacts = await collectArtifacts(outputDir, { ...o.artifacts, inputs, ownerUid: o.runAs?.uid });
       } catch (e) {
         artifactsError = errInfo(e);
+      }
+      if (!o.keepWorkDirs) {
+        // Emptied before the slot is free, so that the disk space is back; the next attempt checks it again anyway.
+        await prepareWorkDir(o.workRoot, this.workDir, { runAs: o.runAs }).catch(() => undefined);
       }
     }
     const endedAt = o.now();
@@ -285,6 +322,7 @@ class AttemptRun implements AttemptHandle {
       pipesForcedClosed: this.pipesForcedClosed,
       pid: this._pid,
       workDir: this.workDir,
+      keptDir,
       lastSeq: batcher.lastSeq,
       stdoutBytes: batcher.bytes.stdout,
       stderrBytes: batcher.bytes.stderr,
@@ -308,15 +346,26 @@ class AttemptRun implements AttemptHandle {
   }
 
   /**
-   * Gives the work dir to the job's user. `input/` and the script stay the slave's (0755/0555):
-   * the job reads its inputs and script but cannot change them.
+   * Moves what must outlive the slot to `<workRoot>/<jobId>-<attempt>`: the whole work dir with
+   * `keepWorkDirs`, else the output dir when it holds anything (a real directory only: a symlink
+   * the job left in its place is not moved, and collection refuses it). Returns the new path.
    */
-  private async handOver(dirs: { input: string; output: string; build: string; tmp: string }, runAs: { uid: number; gid: number }): Promise<void> {
-    await chmod(this.o.workRoot, 0o711);
-    await chown(this.workDir, runAs.uid, runAs.gid);
-    for (const d of [dirs.output, dirs.build, dirs.tmp]) await chown(d, runAs.uid, runAs.gid);
-    await chmod(dirs.input, 0o755);
-    if (this.spec.command.kind === 'script') await chmod(join(this.workDir, 'script'), 0o555);
+  private async keep(output: string): Promise<string | undefined> {
+    if (this.o.keepWorkDirs) {
+      await removeTree(this.keptPath);
+      await rename(this.workDir, this.keptPath);
+      return this.keptPath;
+    }
+    let st;
+    try {
+      st = await lstat(output);
+    } catch {
+      return undefined;
+    }
+    if (!st.isDirectory() || (await readdir(output)).length === 0) return undefined;
+    await removeTree(this.keptPath);
+    await rename(output, this.keptPath);
+    return this.keptPath;
   }
 
   private clearTimers(): void {
@@ -410,21 +459,4 @@ class AttemptRun implements AttemptHandle {
       }
     });
   }
-}
-
-/**
- * Makes `dir` (mode 0700) empty and new: when it exists (an earlier run of the same attempt) it is
- * removed first, and when its parent `root` is missing, that is made (recursively) first.
- */
-async function freshDir(dir: string, root: string): Promise<void> {
-  try {
-    await mkdir(dir, { mode: 0o700 });
-    return;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') await rm(dir, { recursive: true, force: true });
-    else if (code === 'ENOENT') await mkdir(root, { recursive: true, mode: 0o700 });
-    else throw e;
-  }
-  await mkdir(dir, { mode: 0o700 });
 }

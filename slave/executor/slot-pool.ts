@@ -26,6 +26,11 @@ export interface SlotRecord {
 export interface SlotLease {
   readonly key: string;
   readonly slots: number;
+  /**
+   * The slot numbers held (0-based, `slots` of them, lowest first). No two leases held at once
+   * share one, so the first names a work dir no other running attempt uses.
+   */
+  readonly indices: readonly number[];
   release(): void;
 }
 
@@ -40,6 +45,8 @@ export class SlotPool {
   private readonly now: () => number;
   private readonly maxRecordEvents: number;
   private readonly leases = new Map<string, number>();
+  /** Slot numbers not held, lowest first when taken. */
+  private readonly freeIndices = new Set<number>();
   private _used = 0;
   private _draining = false;
   private maxSlots = 0;
@@ -56,6 +63,7 @@ export class SlotPool {
     this.now = options.now ?? Date.now;
     this.maxRecordEvents = options.maxRecordEvents ?? 10_000;
     this.onEvent = options.onEvent;
+    for (let i = 0; i < capacity; i++) this.freeIndices.add(i);
   }
 
   get used(): number {
@@ -87,6 +95,9 @@ export class SlotPool {
     if (this.leases.has(key)) throw new BuilderError('BUILDER_ERR_CONFLICT', `${key} is already running`);
     if (this._draining || this._used + slots > this.capacity) return undefined;
     this.leases.set(key, slots);
+    // The lowest free numbers, so that a slave at low load keeps reusing the same few work dirs.
+    const indices = [...this.freeIndices].sort((a, b) => a - b).slice(0, slots);
+    for (const i of indices) this.freeIndices.delete(i);
     this._used += slots;
     this.maxSlots = Math.max(this.maxSlots, this._used);
     this.maxAttempts = Math.max(this.maxAttempts, this.leases.size);
@@ -95,10 +106,12 @@ export class SlotPool {
     return {
       key,
       slots,
+      indices,
       release: () => {
         if (released) return;
         released = true;
         this.leases.delete(key);
+        for (const i of indices) this.freeIndices.add(i);
         this._used -= slots;
         this.recordEvent({ key, slots, event: 'end', at: this.now(), usedAfter: this._used });
         if (this._used === 0) {

@@ -60,6 +60,7 @@ export class SlaveRuntime {
       ...o.executor,
       dataDir: o.dir,
       capacity: o.capacity,
+      keepWorkDirs: o.keepWorkDirs,
       onSlotEvent: (e) => this.slotRecord?.onSlotEvent(e),
     });
     this.agent = new SlaveAgent({
@@ -98,6 +99,8 @@ export class SlaveRuntime {
       this.log.info({ job: d.jobId, attempt: d.attempt }, 'recovered a finished attempt to deliver');
       this.track(t);
     }
+    // After the recovery (which killed the leftover process groups): the slot work dirs are emptied.
+    await this.executor.resetWorkDirs();
     if (o.slotRecordFile !== undefined) this.slotRecord = new SlotRecordFile(o.slotRecordFile, o.capacity);
     await this.agent.start();
   }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,7 +47,8 @@ describe('slave/executor runAttempt (real processes)', function () {
         const r = await h.result;
         assert.equal(r.outcome, 'succeeded');
         const out = sink.text('stdout');
-        const wd = join(root, 'work', 'job42-3');
+        // The work dir is the slot's (slot 0 when runAttempt is called without one).
+        const wd = join(root, 'work', 'slots', '0');
         assert.equal(r.workDir, wd);
         for (const line of [
           `cwd=${wd}/build`,
@@ -96,7 +98,7 @@ describe('slave/executor runAttempt (real processes)', function () {
     });
 
     it('keeps stdout and stderr apart and their interleaving in seq order', async () => {
-      const wd = join(root, 'work', 'j1-1');
+      const wd = join(root, 'work', 'slots', '0');
       // Each step waits until the slave has seen the previous one, so the order is deterministic.
       const script = [
         'w() { while [ ! -e "$BUILDER_WORKDIR/go$1" ]; do sleep 0.01; done; }',
@@ -126,7 +128,8 @@ describe('slave/executor runAttempt (real processes)', function () {
       if (process.getuid?.() !== 0) this.skip();
       const { chmod } = await import('node:fs/promises');
       await chmod(root, 0o711);
-      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300 });
+      // maxInlineScriptBytes 0: the script is a file, which the job must not be able to change.
+      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300, maxInlineScriptBytes: 0 });
       const sink = new MemorySink();
       const h = runAttempt(
         {
@@ -198,7 +201,7 @@ describe('slave/executor runAttempt (real processes)', function () {
 
   describe('when a job must be stopped', () => {
     it('on timeout SIGTERMs then SIGKILLs the whole group, including a grandchild that ignores SIGTERM', async () => {
-      const wd = join(root, 'work', 'j1-1');
+      const wd = join(root, 'work', 'slots', '0');
       const script = [
         `sh -c 'trap "" TERM; echo $$ > "$BUILDER_WORKDIR/gc.pid"; while :; do sleep 1; done' &`,
         'while [ ! -s "$BUILDER_WORKDIR/gc.pid" ]; do sleep 0.01; done',
@@ -217,11 +220,13 @@ describe('slave/executor runAttempt (real processes)', function () {
     });
 
     it('ends when the leader exits even if a grandchild that ignores SIGTERM still holds the pipes, and kills it', async () => {
-      const wd = join(root, 'work', 'j1-1');
-      const script = [`sh -c 'trap "" TERM; echo $$ > "$BUILDER_WORKDIR/gc.pid"; while :; do sleep 1; done' &`, 'while [ ! -s "$BUILDER_WORKDIR/gc.pid" ]; do sleep 0.01; done', 'exit 3'].join('\n');
+      const wd = join(root, 'work', 'slots', '0');
+      // The pid goes to the output: the work dir is emptied by the time the result is ready, the output kept.
+      const script = [`sh -c 'trap "" TERM; echo $$ > "$BUILDER_OUTPUT/gc.pid"; while :; do sleep 1; done' &`, 'while [ ! -s "$BUILDER_OUTPUT/gc.pid" ]; do sleep 0.01; done', 'exit 3'].join('\n');
       const { h } = start({ script });
       const r = await h.result;
-      const gc = await readPid(join(wd, 'gc.pid'));
+      assert.equal(r.workDir, wd);
+      const gc = await readPid(join(r.keptDir!, 'gc.pid'));
       reaper.addPid(gc);
       assert.equal(r.exitCode, 3);
       assert.equal(r.outcome, 'failed');
@@ -230,10 +235,11 @@ describe('slave/executor runAttempt (real processes)', function () {
     });
 
     it('does not wait forever for a process that left the group (setsid) and still holds the pipes', async () => {
-      const wd = join(root, 'work', 'j1-1');
-      const { h } = start({ script: 'setsid sh -c \'echo $$ > "$BUILDER_WORKDIR/escaped.pid"; exec sleep 1000\' &\nwhile [ ! -s "$BUILDER_WORKDIR/escaped.pid" ]; do sleep 0.01; done\necho bye' });
+      const wd = join(root, 'work', 'slots', '0');
+      const { h } = start({ script: 'setsid sh -c \'echo $$ > "$BUILDER_OUTPUT/escaped.pid"; exec sleep 1000\' &\nwhile [ ! -s "$BUILDER_OUTPUT/escaped.pid" ]; do sleep 0.01; done\necho bye' });
       const r = await h.result;
-      const escaped = await readPid(join(wd, 'escaped.pid'));
+      assert.equal(r.workDir, wd);
+      const escaped = await readPid(join(r.keptDir!, 'escaped.pid'));
       reaper.addPid(escaped);
       assert.equal(r.exitCode, 0);
       assert.equal(r.pipesForcedClosed, true, 'the executor closed its ends after pipeCloseTimeoutMs');
@@ -336,7 +342,9 @@ describe('slave/executor runAttempt (real processes)', function () {
       assert.equal(sink.text('stdout'), 'original source');
       assert.equal(r.artifacts?.conflicts.length, 1);
       assert.equal(r.artifacts?.conflicts[0]?.path, 'src.tar');
-      assert.equal(await readFile(join(r.workDir, 'input', 'src.tar'), 'utf8'), 'original source');
+      // The artifact moved out of the slot with its output dir; the input was not changed by the job.
+      assert.equal(await readFile(join(r.keptDir!, 'src.tar'), 'utf8'), 'changed\n');
+      assert.equal(r.artifacts?.conflicts[0]?.inputSha256, createHash('sha256').update('original source').digest('hex'));
     });
 
     it('fails the attempt without running it when the fetch fails', async () => {

@@ -21,6 +21,7 @@ function result(over: Partial<AttemptResult> = {}): AttemptResult {
     pipesForcedClosed: false,
     pid: 1234,
     workDir: '/w',
+    keptDir: undefined,
     lastSeq: 3,
     stdoutBytes: 10,
     stderrBytes: 0,
