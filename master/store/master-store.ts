@@ -168,7 +168,7 @@ export class MasterStore {
   /** Validates and stores a new job in state `queued`. */
   async createJob(spec: NewJob): Promise<Job> {
     const checked = checkNewJob(spec, this.options);
-    return this.writeGroup({ kind: 'create', jobId: null, item: { j: checked, now: this.now() }, run: insertJobs });
+    return this.writeGroup({ kind: 'create', jobId: null, item: { j: checked, now: this.now() }, run: insertJobs, oneStatement: true });
   }
 
   async getJob(id: number): Promise<Job | undefined> {
@@ -234,6 +234,8 @@ export class MasterStore {
       kind,
       jobId,
       item: { id: jobId, params },
+      // One UPDATE ... RETURNING (its triggers run inside it); the SELECT after it only reads.
+      oneStatement: true,
       run: async (c, items) => {
         const row = `(${new Array(vcols.length + 1).fill('?').join(', ')})`;
         const rows = await c.all<JobRow>(

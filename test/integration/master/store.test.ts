@@ -80,6 +80,19 @@ describe('master/store (real SQLite)', () => {
       assert.ok(commits >= 1 && commits <= 10, `300 concurrent writes took ${commits} commits`);
     });
 
+    it('commits a lone write (autocommit, one statement) before announcing it, and a refused lone transition changes nothing', async () => {
+      const file = join(dir, 'master.db');
+      const j = await store!.createJob(spec());
+      assert.equal((await rawAll<{ id: number }>(file, 'SELECT id FROM jobs WHERE id = ?', [j.id])).length, 1);
+      const d = await store!.dispatchJob(j.id, 'slave-a');
+      assert.ok(d.ok);
+      const seen = await rawAll<{ state: string; n: number }>(file, 'SELECT state, (SELECT count(*) FROM attempts WHERE job_id = ?) AS n FROM jobs WHERE id = ?', [j.id, j.id]);
+      assert.deepEqual(seen, [{ state: 'dispatched', n: 1 }], 'the row and its trigger-made attempt are on disk when dispatchJob resolves');
+      const stale = await store!.startJob(j.id, 5);
+      assert.equal(stale.ok, false);
+      assert.deepEqual(await rawAll(file, 'SELECT state FROM jobs WHERE id = ?', [j.id]), [{ state: 'dispatched' }]);
+    });
+
     it('lets pending writes commit on close, then refuses new ones', async () => {
       const pending = Array.from({ length: 50 }, (_, i) => store!.createJob(spec({ name: `late-${i}` })));
       await store!.close();

@@ -90,6 +90,42 @@ describe('master/store WriteQueue', () => {
     });
   });
 
+  describe('when a batch holds one single-statement write', () => {
+    const lone = (kind: string, jobId: number, fail = false) =>
+      q.enqueueGroup({
+        kind,
+        jobId,
+        item: jobId,
+        oneStatement: true,
+        run: async (c, items) => {
+          if (fail) throw new Error('constraint');
+          await c.run(`${kind} ${items.join(',')}`);
+          return items;
+        },
+      });
+
+    it('runs it in autocommit mode (no BEGIN/COMMIT round trips) and counts the commit', async () => {
+      assert.equal(await lone('start', 7), 7);
+      assert.deepEqual(conn.log, ['start 7']);
+      assert.equal(q.commits, 1);
+    });
+
+    it('rejects only that write when it fails, and issues no ROLLBACK', async () => {
+      await assert.rejects(lone('start', 7, true), /constraint/);
+      assert.deepEqual(conn.log, []);
+      assert.equal(await lone('start', 8), 8);
+      assert.deepEqual(conn.log, ['start 8']);
+    });
+
+    it('still wraps two of them, or one beside a plain write, in BEGIN/COMMIT', async () => {
+      await Promise.all([lone('start', 1), lone('finish', 2)]);
+      assert.deepEqual(conn.log, ['BEGIN IMMEDIATE', 'start 1', 'finish 2', 'COMMIT']);
+      conn.log.length = 0;
+      await Promise.all([lone('start', 3), q.enqueue(async (c) => c.run('write x'))]);
+      assert.deepEqual(conn.log, ['BEGIN IMMEDIATE', 'start 3', 'write x', 'COMMIT']);
+    });
+  });
+
   describe('when one write of a batch fails', () => {
     it('rolls the batch back and re-runs it with a savepoint per write, failing only that one', async () => {
       const ok1 = q.enqueue(async (c) => c.run('write ok1'));
