@@ -46,6 +46,8 @@ const { values } = parseArgs({
     skip: { type: 'string', default: '' },
     out: { type: 'string', default: 'bench/jobs/results.json' },
     'in-flight': { type: 'string', default: '256' },
+    /** Seconds of idleness before the "settled" RSS figures (V8 shrinks its heap after ~10 s idle). */
+    settle: { type: 'string', default: '20' },
   },
 });
 const N = Number(values.jobs);
@@ -55,6 +57,7 @@ const LATENCY = Number(values.latency);
 const QUEUED = Number(values.queued);
 const SIM = Number(values['sim-slaves']);
 const IN_FLIGHT = Number(values['in-flight']);
+const SETTLE_MS = Number(values.settle) * 1000;
 const skip = new Set(values.skip.split(',').filter(Boolean));
 const here = fileURLToPath(new URL('.', import.meta.url));
 /** What to end if the run is interrupted. */
@@ -185,6 +188,14 @@ async function builder(): Promise<void> {
     const slaveRss = [...farm.slaves.values()].map((s) => rssMiB(s.pid));
     out.slaveRssIdleMiB = { max: Math.max(...slaveRss), min: Math.min(...slaveRss) };
     log(`builder: idle RSS master ${String(out.masterRssIdleMiB)} MiB, slaves ${JSON.stringify(out.slaveRssIdleMiB)}`);
+    // The same processes after SETTLE_MS more of idleness: what an idle farm holds once V8's
+    // memory reducer has shrunk the heaps grown while starting (both figures are reported).
+    await sleep(SETTLE_MS);
+    out.settleS = SETTLE_MS / 1000;
+    out.masterRssSettledMiB = rssMiB(farm.master.pid);
+    const slaveSettled = [...farm.slaves.values()].map((s) => rssMiB(s.pid));
+    out.slaveRssSettledMiB = { max: Math.max(...slaveSettled), min: Math.min(...slaveSettled) };
+    log(`builder: idle RSS settled (${String(out.settleS)} s more) master ${String(out.masterRssSettledMiB)} MiB, slaves ${JSON.stringify(out.slaveRssSettledMiB)}`);
 
     // Warm-up, then latency one job at a time.
     await builderLatency(farm, 20);
@@ -277,7 +288,18 @@ async function simSlaves(): Promise<void> {
     const st = await farm.call('slave.status', {});
     const connected = st.slaves.filter((s) => s.connected).length;
     await sleep(5000);
-    results.simSlaves = { connections: r.connected, failed: r.failed, connectedPerMaster: connected, masterRssIdleMiB: idle, masterRssMiB: rssMiB(farm.master.pid), simProcessRssMiB: rssMiB(child.pid!) };
+    const withSlaves = rssMiB(farm.master.pid);
+    await sleep(SETTLE_MS);
+    results.simSlaves = {
+      connections: r.connected,
+      failed: r.failed,
+      connectedPerMaster: connected,
+      masterRssIdleMiB: idle,
+      masterRssMiB: withSlaves,
+      settleS: SETTLE_MS / 1000,
+      masterRssSettledMiB: rssMiB(farm.master.pid),
+      simProcessRssMiB: rssMiB(child.pid!),
+    };
     log(`sim: ${JSON.stringify(results.simSlaves)}`);
   });
 }
