@@ -1,4 +1,5 @@
-import sqlite3 from 'sqlite3';
+import { createRequire } from 'node:module';
+import type sqlite3 from 'sqlite3';
 import { randomBytes } from 'node:crypto';
 import { BuilderError } from '../protocol/errors.js';
 import { sha256Hex } from './certificates.js';
@@ -71,7 +72,9 @@ export class PkiRegistry {
 
   static async open(path: string): Promise<PkiRegistry> {
     const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-      const d = new sqlite3.Database(path, (err) => (err ? reject(err) : resolve(d)));
+      // Loaded on first use: a slave reaches this module through pki/index.js but never opens a registry.
+      const { Database } = createRequire(import.meta.url)('sqlite3') as typeof sqlite3;
+      const d = new Database(path, (err) => (err ? reject(err) : resolve(d)));
     });
     const reg = new PkiRegistry(db);
     await reg.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;');
