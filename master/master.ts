@@ -5,6 +5,7 @@ import pino, { type Logger } from 'pino';
 import {
   BuilderError,
   RateLimiter,
+  RpcMethods,
   RpcServer,
   checkName,
   enrollmentTlsServerOptions,
@@ -48,8 +49,13 @@ export class Master {
     this.caFingerprint = certFingerprint(this.ca.certPem);
     const [serverCert, serverKey] = await Promise.all([readFile(this.ca.paths.serverCert, 'utf8'), readFile(this.ca.paths.serverKey, 'utf8')]);
     this.registry = await PkiRegistry.open(this.ca.paths.registry);
-    this.jobService = await JobService.open(o.dir, this.opts, this.log);
+    const jobService = await JobService.open(o.dir, this.opts, this.log);
+    this.jobService = jobService;
 
+    // Every method, built once and shared by every connection (issue 3: a connection costs no
+    // closure per method).
+    const methods = this.mainMethods();
+    jobService.registerMethods(methods);
     this.main = new RpcServer({
       ...o.rpc,
       host: o.listen.host,
@@ -57,7 +63,12 @@ export class Master {
       maxConnections: o.maxConnections,
       tls: mutualTlsServerOptions({ key: serverKey, cert: serverCert, ca: this.ca.certPem }, o.handshakeTimeoutMs),
       authenticate: (s) => this.authenticate(s),
+      methods,
       onPeer: (p) => this.onPeer(p),
+      onPeerClose: (p, err) => {
+        this.onPeerClose(p, err);
+        jobService.onPeerClosed(p);
+      },
       logger: this.log,
     });
     const limiter = new RateLimiter({ burst: o.enrollBurst, perSecond: o.enrollPerMinute / 60 });
@@ -77,7 +88,7 @@ export class Master {
         if (!limiter.take(ip)) return { reject: `enrollment rate limit for ${ip}` };
         return { role: 'anonymous', name: `enroll@${ip}`, address: ip };
       },
-      onPeer: (p) => this.onEnrollPeer(p),
+      methods: this.enrollMethods(),
       logger: this.log,
     });
     const [main, enroll] = [await this.main.listen(), await this.enroll.listen()];
@@ -124,18 +135,23 @@ export class Master {
   }
 
   private onPeer(peer: RpcPeer): void {
-    const name = peer.remote.name;
+    const { name, role } = peer.remote;
     let set = this.byName.get(name);
     if (!set) this.byName.set(name, (set = new Set()));
     set.add(peer);
-    const log = this.log.child({ conn: name, role: peer.remote.role });
-    log.info('peer connected');
-    peer.on('close', (err) => {
-      set.delete(peer);
-      if (set.size === 0) this.byName.delete(name);
-      log.info({ reason: err?.message }, 'peer disconnected');
-    });
-    peer
+    this.log.info({ conn: name, role }, 'peer connected');
+  }
+
+  private onPeerClose(peer: RpcPeer, err: Error | undefined): void {
+    const { name, role } = peer.remote;
+    const set = this.byName.get(name);
+    if (set?.delete(peer) === true && set.size === 0) this.byName.delete(name);
+    this.log.info({ conn: name, role, reason: err?.message }, 'peer disconnected');
+  }
+
+  /** The methods of the main listener that are not the job machinery's. */
+  private mainMethods(): RpcMethods {
+    return new RpcMethods({ logger: this.log })
       .handle('session.hello', (_p, ctx) => ({
         name: ctx.remote.name,
         role: ctx.remote.role,
@@ -165,7 +181,6 @@ export class Master {
         if (revoked === 0) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no live certificate for slave ${slave}`);
         return { revoked };
       });
-    this.jobService?.attach(peer);
   }
 
   /** Revokes a slave's certificates and drops its connections at once. */
@@ -176,9 +191,9 @@ export class Master {
     return n;
   }
 
-  private onEnrollPeer(peer: RpcPeer): void {
-    // One enrollment per connection, then the peer is expected to leave.
-    peer.handle('enroll.request', async ({ token, name, csr }) => {
+  /** The enrollment listener's one method (one enrollment per connection, then the peer is expected to leave). */
+  private enrollMethods(): RpcMethods {
+    return new RpcMethods({ logger: this.log }).handle('enroll.request', async ({ token, name, csr }) => {
       checkName('slave', name);
       const publicKeyPem = publicKeyFromCsr(csr);
       if (await this.registry.hasLiveCertificate(name)) {

@@ -4,6 +4,7 @@ export * from './frame-codec.js';
 export * from './plain-data.js';
 export * from './catalogue.js';
 export * from './rpc-peer.js';
+export * from './rpc-methods.js';
 export * from './rpc-server.js';
 export * from './rpc-client.js';
 export * from './rate-limiter.js';

@@ -2,13 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
   JSONRPCClient,
-  JSONRPCErrorException,
-  JSONRPCServer,
-  JSONRPCServerAndClient,
   createJSONRPCErrorResponse,
-  createJSONRPCSuccessResponse,
   type JSONRPCError,
-  type JSONRPCErrorResponse,
   type JSONRPCID,
   type JSONRPCRequest,
   type JSONRPCResponse,
@@ -17,6 +12,7 @@ import type { Logger } from 'pino';
 import { catalogue, type MethodName, type ParamsOf, type PeerRole, type ResultOf } from './catalogue.js';
 import { BuilderError, ErrorCodes, isBuilderError } from './errors.js';
 import { decodeBody, encodeFrameChunks, FrameDecoder, DEFAULT_MAX_FRAME_BYTES, type EncodedFrame } from './frame-codec.js';
+import { RpcMethods } from './rpc-methods.js';
 
 /** Options for one RPC connection. Every limit is named, with a safe default. */
 export interface RpcPeerOptions {
@@ -36,6 +32,23 @@ export interface RpcPeerOptions {
   maxProtocolErrors?: number;
   /** Frames smaller than this are written as one buffer; larger ones as header + body. Default 64 KiB. */
   coalesceBelowBytes?: number;
+}
+
+/** What a connection is built with besides its limits. */
+export interface RpcPeerSetup {
+  logger?: Logger;
+  /**
+   * The methods this end serves, shared with every other connection of the same kind (built
+   * once: see RpcMethods). Default: only peer.heartbeat, plus what `handle` adds to this peer.
+   */
+  methods?: RpcMethods;
+  /** The limits compiled once for many connections (overrides the RpcPeerOptions fields). */
+  compiled?: CompiledRpcPeerOptions;
+  /**
+   * Called once when the connection closes, before the 'close' event: one function for all the
+   * connections of a listener costs nothing per connection, unlike a listener each.
+   */
+  onClose?: (peer: RpcPeer, err: Error | undefined) => void;
 }
 
 export interface CompiledRpcPeerOptions {
@@ -78,7 +91,7 @@ export interface RemoteIdentity {
   address?: string;
 }
 
-/** Passed to every handler. */
+/** Passed to every handler: which connection the call came on, and who is at its other end. */
 export interface CallContext {
   peer: RpcPeer;
   remote: RemoteIdentity;
@@ -124,17 +137,89 @@ interface BatchState {
   readonly replies: JSONRPCResponse[];
 }
 
+const unused = (): Promise<void> => RESOLVED;
+
 /**
- * json-rpc-2.0's client with `send` going straight to the frame writer. The library's own `send`
- * wraps each call in an ES5 async state machine that adds nothing here but a few promise turns.
+ * json-rpc-2.0's client with `send` going straight to the peer's frame writer. The library's own
+ * `send` wraps each call in an ES5 async state machine that adds nothing here but a few promise
+ * turns; and calling the peer's method needs no closure per connection.
  */
 class WireClient extends JSONRPCClient<void> {
-  constructor(private readonly sendRequest: (request: JSONRPCRequest) => Promise<void>) {
-    super(sendRequest);
+  constructor(private readonly peer: RpcPeer) {
+    super(unused);
   }
 
   override send(payload: JSONRPCRequest): Promise<void> {
-    return this.sendRequest(payload);
+    return this.peer[SEND_REQUEST](payload);
+  }
+}
+
+/** The methods every connection serves when it is given no table: peer.heartbeat only. */
+const HEARTBEAT_ONLY = new RpcMethods();
+
+/** Where a stream's RpcPeer is kept, so that one set of stream listeners serves every peer. */
+const PEER = Symbol('builder.rpcPeer');
+/** RpcPeer's request writer, for WireClient only. */
+const SEND_REQUEST = Symbol('builder.rpcPeer.sendRequest');
+
+type PeerStream = Duplex & { [PEER]?: RpcPeer };
+
+function peerOf(stream: Duplex): RpcPeer | undefined {
+  return (stream as PeerStream)[PEER];
+}
+
+function onStreamData(this: Duplex, chunk: Buffer): void {
+  peerOf(this)?.[ON_DATA](chunk);
+}
+function onStreamDrain(this: Duplex): void {
+  peerOf(this)?.[ON_DRAIN]();
+}
+function onStreamError(this: Duplex, err: Error): void {
+  peerOf(this)?.[FINISH](err);
+}
+function onStreamClose(this: Duplex): void {
+  peerOf(this)?.[FINISH](undefined);
+}
+function onStreamEnd(this: Duplex): void {
+  peerOf(this)?.[ON_END]();
+}
+const ON_DATA = Symbol('onData');
+const ON_DRAIN = Symbol('onDrain');
+const ON_END = Symbol('onEnd');
+const FINISH = Symbol('finish');
+const TICK = Symbol('tick');
+
+/**
+ * One interval per tick period for every live peer of the process, instead of one per peer: a
+ * master with 1,000 slaves runs one timer, not 1,000.
+ */
+class Ticker {
+  private static readonly byPeriod = new Map<number, Ticker>();
+  private readonly peers = new Set<RpcPeer>();
+  private readonly timer: NodeJS.Timeout;
+
+  private constructor(private readonly periodMs: number) {
+    this.timer = setInterval(() => this.tick(), periodMs);
+    this.timer.unref();
+  }
+
+  static join(peer: RpcPeer, periodMs: number): void {
+    let t = Ticker.byPeriod.get(periodMs);
+    if (t === undefined) Ticker.byPeriod.set(periodMs, (t = new Ticker(periodMs)));
+    t.peers.add(peer);
+  }
+
+  static leave(peer: RpcPeer, periodMs: number): void {
+    const t = Ticker.byPeriod.get(periodMs);
+    if (t === undefined || !t.peers.delete(peer) || t.peers.size > 0) return;
+    clearInterval(t.timer);
+    Ticker.byPeriod.delete(periodMs);
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    // A peer closed by its tick leaves the set during the loop: Set iteration allows that.
+    for (const p of this.peers) p[TICK](now);
   }
 }
 
@@ -149,11 +234,17 @@ class WireClient extends JSONRPCClient<void> {
 export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   readonly options: CompiledRpcPeerOptions;
   readonly remote: RemoteIdentity;
+  /** Where this connection logs (handler failures too). */
+  readonly logger: Logger | undefined;
   private readonly stream: Duplex;
-  private readonly log: Logger | undefined;
   private readonly decoder: FrameDecoder;
-  private readonly sac: JSONRPCServerAndClient<CallContext, void>;
-  private readonly served = new Set<string>();
+  private readonly client: WireClient;
+  /** The shared table this end serves (or the heartbeat-only one). */
+  private readonly methods: RpcMethods;
+  /** Methods added to this connection alone by `handle`; they take precedence. */
+  private own: RpcMethods | undefined;
+  private readonly onClose: ((peer: RpcPeer, err: Error | undefined) => void) | undefined;
+  private readonly tickMs: number;
   private readonly ctx: CallContext;
   // Receiving.
   private inFlight = 0;
@@ -172,41 +263,33 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   private sentSinceTick = false;
   private drainWaiters: Array<() => void> = [];
   private nextId = 0;
-  /** Deadline (epoch ms) of each call awaiting its answer. */
-  private readonly deadlines = new Map<number, number>();
+  /** Deadline (epoch ms) of each call awaiting its answer; made at the first call. */
+  private deadlines: Map<number, number> | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private deadlineTimerAt = Infinity;
-  private timer: NodeJS.Timeout | undefined;
   private closedWith: { err: Error | undefined } | undefined;
 
-  constructor(stream: Duplex, remote: RemoteIdentity, opts: RpcPeerOptions & { logger?: Logger } = {}) {
+  constructor(stream: Duplex, remote: RemoteIdentity, opts: RpcPeerOptions & RpcPeerSetup = {}) {
     super();
-    this.options = compileRpcPeerOptions(opts);
+    this.options = opts.compiled ?? compileRpcPeerOptions(opts);
     this.stream = stream;
     this.remote = remote;
-    this.log = opts.logger;
+    this.logger = opts.logger;
+    this.methods = opts.methods ?? HEARTBEAT_ONLY;
+    this.onClose = opts.onClose;
     this.decoder = new FrameDecoder({ maxFrameBytes: this.options.maxFrameBytes });
     this.ctx = { peer: this, remote };
-    const server = new JSONRPCServer<CallContext>({ errorListener: () => undefined });
-    server.mapErrorToJSONRPCErrorResponse = (id, error) => this.mapError(id, error);
-    const client = new WireClient((request) => this.sendRequest(request));
-    this.sac = new JSONRPCServerAndClient(server, client, { errorListener: () => undefined });
-    // The heartbeat is answered by reading it: receiving anything proves liveness.
-    this.handle('peer.heartbeat', () => null);
+    this.client = new WireClient(this);
 
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('drain', () => this.flushDrainWaiters());
-    stream.on('error', (err) => this.finish(err));
-    stream.on('close', () => this.finish(undefined));
-    stream.on('end', () => {
-      // The remote half-closed: nothing more will arrive, but it still reads. Answer what it sent
-      // (pump ends our side once the last reply is written).
-      this.remoteEnded = true;
-      if (this.decoder.pendingBytes > 0) this.log?.debug({ peer: this.remote.name, bytes: this.decoder.pendingBytes }, 'peer ended inside a frame');
-      this.pump();
-    });
-    this.timer = setInterval(() => this.tick(), Math.min(this.options.heartbeatIntervalMs, 1000));
-    this.timer.unref();
+    // The same five listener functions for every peer: each finds its peer on the stream.
+    (stream as PeerStream)[PEER] = this;
+    stream.on('data', onStreamData);
+    stream.on('drain', onStreamDrain);
+    stream.on('error', onStreamError);
+    stream.on('close', onStreamClose);
+    stream.on('end', onStreamEnd);
+    this.tickMs = Math.min(this.options.heartbeatIntervalMs, 1000);
+    Ticker.join(this, this.tickMs);
   }
 
   /** True once the connection is closed. */
@@ -214,29 +297,13 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     return this.closedWith !== undefined;
   }
 
-  /** Serves a catalogue method on this end. Params are validated and the caller's role checked first. */
+  /**
+   * Serves a catalogue method on this connection alone (over the shared table, if any). Params
+   * are validated and the caller's role checked first. A listener with many connections builds
+   * one RpcMethods instead and passes it as `methods`.
+   */
   handle<M extends MethodName>(method: M, handler: Handler<M>): this {
-    const d = catalogue[method];
-    this.served.add(method);
-    this.sac.addMethodAdvanced(method, (request, ctx) => {
-      // Security: the role comes from the verified certificate, never from the message.
-      if (!d.roles.includes(ctx.remote.role)) {
-        throw new JSONRPCErrorException(`role ${ctx.remote.role} may not call ${method}`, ErrorCodes.FORBIDDEN, {
-          code: 'BUILDER_ERR_FORBIDDEN',
-        });
-      }
-      const parsed = d.params.safeParse(request.params ?? {});
-      if (!parsed.success) {
-        const first = parsed.error.issues[0];
-        const where = first && first.path.length > 0 ? first.path.join('.') + ': ' : '';
-        throw new JSONRPCErrorException(`invalid params: ${where}${first?.message ?? 'schema mismatch'}`, ErrorCodes.INVALID_PARAMS);
-      }
-      const id = request.id;
-      const out = handler(parsed.data as ParamsOf<M>, ctx);
-      // A handler that answers at once costs no extra promise turn.
-      if (isThenable(out)) return out.then((result) => (id === undefined ? null : createJSONRPCSuccessResponse(id, result)));
-      return Promise.resolve(id === undefined ? null : createJSONRPCSuccessResponse(id, out));
-    });
+    (this.own ??= new RpcMethods()).handle(method, handler);
     return this;
   }
 
@@ -246,9 +313,9 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     const id = ++this.nextId;
     this.setDeadline(id, Date.now() + (opts.timeoutMs ?? this.options.requestTimeoutMs));
     // The library returns a real Promise here; its type says only PromiseLike.
-    const answer = this.sac.requestAdvanced({ jsonrpc: '2.0', id, method, params }, undefined) as Promise<JSONRPCResponse>;
+    const answer = this.client.requestAdvanced({ jsonrpc: '2.0', id, method, params }, undefined) as Promise<JSONRPCResponse>;
     return answer.then((response) => {
-      this.deadlines.delete(id);
+      this.deadlines?.delete(id);
       if (response.error) throw this.toCallError(response.error);
       const parsed = catalogue[method].result.safeParse(response.result);
       if (!parsed.success) throw new RpcCallError(`peer sent an invalid result for ${method}`, ErrorCodes.INVALID_REQUEST);
@@ -286,25 +353,44 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
 
   /** Whether this end serves `method`. */
   serves(method: string): boolean {
-    return this.served.has(method);
+    return this.own?.serves(method) === true || this.methods.serves(method);
   }
 
-  private finish(err: Error | undefined): void {
+  /** @internal The stream closed or failed. */
+  [FINISH](err: Error | undefined): void {
     if (this.closedWith) return;
     this.closedWith = { err };
-    if (this.timer) clearInterval(this.timer);
+    Ticker.leave(this, this.tickMs);
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    for (const id of this.deadlines.keys()) this.failCall(id, ErrorCodes.CONNECTION_CLOSED, 'connection closed');
-    this.sac.rejectAllPendingRequests('connection closed');
+    if (this.deadlines) for (const id of this.deadlines.keys()) this.failCall(id, ErrorCodes.CONNECTION_CLOSED, 'connection closed');
+    this.client.rejectAllPendingRequests('connection closed');
     this.backlog = [];
     this.backlogHead = 0;
     this.batch = undefined;
     this.flushDrainWaiters();
+    this.onClose?.(this, err);
     this.emit('close', err);
   }
 
-  private tick(): void {
-    const now = Date.now();
+  private finish(err: Error | undefined): void {
+    this[FINISH](err);
+  }
+
+  /** @internal The remote half-closed: nothing more will arrive, but it still reads. */
+  [ON_END](): void {
+    // Answer what it sent (pump ends our side once the last reply is written).
+    this.remoteEnded = true;
+    if (this.decoder.pendingBytes > 0) this.logger?.debug({ peer: this.remote.name, bytes: this.decoder.pendingBytes }, 'peer ended inside a frame');
+    this.pump();
+  }
+
+  /** @internal The stream can take more writes. */
+  [ON_DRAIN](): void {
+    this.flushDrainWaiters();
+  }
+
+  /** @internal Called by the shared ticker, with its clock reading. */
+  [TICK](now: number): void {
     // Reads and writes only raise a flag; the clock is read here, once per tick.
     if (this.receivedSinceTick) {
       this.receivedSinceTick = false;
@@ -317,7 +403,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     // While reading is paused at maxInFlight, silence is ours, not the peer's: its heartbeats wait
     // unread in the socket. The clock restarts when reading resumes (see pump).
     if (!this.paused && now - this.lastReceived > this.options.deadAfterMs) {
-      this.log?.warn({ peer: this.remote.name }, 'peer missed its heartbeats; closing');
+      this.logger?.warn({ peer: this.remote.name }, 'peer missed its heartbeats; closing');
       this.destroy(new BuilderError('BUILDER_ERR_HEARTBEAT', `no message from ${this.remote.name} for ${now - this.lastReceived} ms`));
       return;
     }
@@ -329,7 +415,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   // ---- calls: deadlines ----
 
   private setDeadline(id: number, at: number): void {
-    this.deadlines.set(id, at);
+    (this.deadlines ??= new Map()).set(id, at);
     // One timer for every pending call, due at the earliest deadline; calls made with the same
     // timeout have ever later deadlines, so it is rarely re-armed.
     if (at < this.deadlineTimerAt) this.armDeadlineTimer(at);
@@ -346,7 +432,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     this.deadlineTimerAt = Infinity;
     const now = Date.now();
     let next = Infinity;
-    for (const [id, at] of this.deadlines) {
+    for (const [id, at] of this.deadlines ?? []) {
       if (at <= now) this.failCall(id, ErrorCodes.TIMEOUT, 'request timed out');
       else if (at < next) next = at;
     }
@@ -355,8 +441,8 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
 
   /** Settles a pending call with an error of ours, through the library's matching. */
   private failCall(id: number, code: number, message: string, data?: unknown): void {
-    this.deadlines.delete(id);
-    this.sac.client.receive(createJSONRPCErrorResponse(id, code, message, data));
+    this.deadlines?.delete(id);
+    this.client.receive(createJSONRPCErrorResponse(id, code, message, data));
   }
 
   // ---- writing ----
@@ -365,8 +451,8 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     return !this.stream.destroyed && !this.stream.writableEnded;
   }
 
-  /** The library's client sends every request of `call` through here. */
-  private sendRequest(request: JSONRPCRequest): Promise<void> {
+  /** @internal The library's client sends every request of `call` through here. */
+  [SEND_REQUEST](request: JSONRPCRequest): Promise<void> {
     const id = request.id as number;
     if (this.closedWith || !this.writable()) {
       this.failCall(id, ErrorCodes.CONNECTION_CLOSED, 'connection closed');
@@ -393,14 +479,14 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     } catch (e) {
       let err = encodeFailure(e);
       if (err.rpcCode !== ErrorCodes.FRAME_TOO_LARGE) {
-        this.log?.error({ peer: this.remote.name, err: e }, 'reply cannot be encoded');
+        this.logger?.error({ peer: this.remote.name, err: e }, 'reply cannot be encoded');
         err = new RpcCallError('internal error', ErrorCodes.INTERNAL_ERROR);
       }
       const replace = (r: JSONRPCResponse): JSONRPCResponse => (r.error ? r : createJSONRPCErrorResponse(r.id, err.rpcCode, err.message, err.data));
       try {
         frame = encodeFrameChunks(Array.isArray(response) ? response.map(replace) : replace(response), this.options.maxFrameBytes);
       } catch {
-        this.log?.error({ peer: this.remote.name }, 'error reply cannot be encoded either; dropped');
+        this.logger?.error({ peer: this.remote.name }, 'error reply cannot be encoded either; dropped');
         return;
       }
     }
@@ -430,14 +516,15 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
 
   // ---- reading ----
 
-  private onData(chunk: Buffer): void {
+  /** @internal Bytes from the stream. */
+  [ON_DATA](chunk: Buffer): void {
     this.receivedSinceTick = true;
     let bodies: Buffer[];
     try {
       bodies = this.decoder.push(chunk);
     } catch (e) {
       // An oversized frame: nothing of it is buffered; the connection cannot resync, so it ends.
-      this.log?.warn({ peer: this.remote.name, err: (e as Error).message }, 'closing connection: bad frame');
+      this.logger?.warn({ peer: this.remote.name, err: (e as Error).message }, 'closing connection: bad frame');
       this.destroy(e as Error);
       return;
     }
@@ -504,7 +591,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
       return;
     }
     if (typeof (msg as RawMessage).method === 'string') this.dispatch(msg as JSONRPCRequest, undefined);
-    else this.sac.client.receive(msg as JSONRPCResponse);
+    else this.client.receive(msg as JSONRPCResponse);
   }
 
   private onBatch(msgs: unknown[]): void {
@@ -518,7 +605,7 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     }
     const requests = msgs.filter((m) => typeof (m as RawMessage).method === 'string').length;
     if (requests === 0) {
-      this.sac.client.receive(msgs as JSONRPCResponse[]);
+      this.client.receive(msgs as JSONRPCResponse[]);
       return;
     }
     if (requests !== msgs.length) {
@@ -535,14 +622,15 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     this.dispatch(request, b);
   }
 
-  /** Hands one request (or notification) to json-rpc-2.0's server, which runs its handler. */
+  /** Hands one request (or notification) to its method table's server, which runs its handler. */
   private dispatch(request: JSONRPCRequest, batch: BatchState | undefined): void {
     this.inFlight++;
     if (batch) batch.outstanding++;
-    void this.sac.server.receive(request, this.ctx).then(
+    const table = this.own !== undefined && this.own.serves(request.method) ? this.own : this.methods;
+    void table.receive(request, this.ctx).then(
       (response) => this.onServed(response, batch),
       (e: unknown) => {
-        this.log?.error({ peer: this.remote.name, err: e }, 'dispatch failed');
+        this.logger?.error({ peer: this.remote.name, err: e }, 'dispatch failed');
         this.onServed(request.id === undefined ? null : createJSONRPCErrorResponse(request.id, ErrorCodes.INTERNAL_ERROR, 'internal error'), batch);
       },
     );
@@ -572,22 +660,12 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
 
   private protocolError(id: JSONRPCID, code: number, message: string): void {
     this.protocolErrors++;
-    this.log?.debug({ peer: this.remote.name, code, message }, 'protocol error from peer');
+    this.logger?.debug({ peer: this.remote.name, code, message }, 'protocol error from peer');
     this.reply(createJSONRPCErrorResponse(id, code, message));
     if (this.protocolErrors >= this.options.maxProtocolErrors) {
-      this.log?.warn({ peer: this.remote.name }, 'too many malformed messages; closing');
+      this.logger?.warn({ peer: this.remote.name }, 'too many malformed messages; closing');
       setImmediate(() => this.destroy(new BuilderError('BUILDER_ERR_FRAME_DECODE', 'too many malformed messages')));
     }
-  }
-
-  /** Error replies carry only stable codes and safe messages: never internal text. */
-  private mapError(id: JSONRPCID, error: unknown): JSONRPCErrorResponse {
-    if (error instanceof JSONRPCErrorException) return createJSONRPCErrorResponse(id, error.code, error.message, error.data);
-    if (isBuilderError(error) && error.expose) {
-      return createJSONRPCErrorResponse(id, error.wireCode, error.message, { code: error.code, hint: error.hint });
-    }
-    this.log?.error({ peer: this.remote.name, err: error }, 'handler failed');
-    return createJSONRPCErrorResponse(id, ErrorCodes.INTERNAL_ERROR, 'internal error');
   }
 
   /** The error of a response (the remote's, or one this end made: timeout, closed, too large). */
@@ -600,10 +678,6 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     }
     return new RpcCallError(message, code, error.data);
   }
-}
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
 }
 
 /** The call error for a value that cannot be sent: too large for a frame, or not encodable. */

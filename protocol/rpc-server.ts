@@ -1,7 +1,8 @@
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { RpcPeer, type RemoteIdentity, type RpcPeerOptions } from './rpc-peer.js';
+import type { RpcMethods } from './rpc-methods.js';
+import { RpcPeer, compileRpcPeerOptions, type CompiledRpcPeerOptions, type RemoteIdentity, type RpcPeerOptions } from './rpc-peer.js';
 
 export interface RpcServerOptions extends RpcPeerOptions {
   host: string;
@@ -15,8 +16,15 @@ export interface RpcServerOptions extends RpcPeerOptions {
    * Returns the identity, or a reason to drop the connection.
    */
   authenticate: (socket: tls.TLSSocket) => Promise<RemoteIdentity | { reject: string }>;
-  /** Called for every authenticated connection: register handlers here. */
-  onPeer: (peer: RpcPeer) => void;
+  /**
+   * The methods every connection serves, built once for all of them. Default: only
+   * peer.heartbeat, plus what `onPeer` registers on each connection with `peer.handle`.
+   */
+  methods?: RpcMethods;
+  /** Called for every authenticated connection. */
+  onPeer?: (peer: RpcPeer) => void;
+  /** Called once for every connection that closes (after it left `peers`), before its 'close' event. */
+  onPeerClose?: (peer: RpcPeer, err: Error | undefined) => void;
   logger?: Logger;
 }
 
@@ -25,8 +33,11 @@ export class RpcServer {
   readonly peers = new Set<RpcPeer>();
   private readonly server: tls.Server;
   private readonly sockets = new Set<tls.TLSSocket>();
+  /** The connections' limits, compiled once for all of them. */
+  private readonly peerOptions: CompiledRpcPeerOptions;
 
   constructor(private readonly opts: RpcServerOptions) {
+    this.peerOptions = compileRpcPeerOptions(opts);
     // Half-open: a peer that half-closes after its last request still gets the replies (RpcPeer
     // ends our side once they are written).
     this.server = tls.createServer({ ...opts.tls, allowHalfOpen: true }, (socket) => this.onSecure(socket));
@@ -55,8 +66,8 @@ export class RpcServer {
 
   private onSecure(socket: tls.TLSSocket): void {
     this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
-    socket.on('error', () => undefined);
+    socket.on('close', this.socketClosed);
+    socket.on('error', ignore);
     socket.setNoDelay(true);
     this.opts
       .authenticate(socket)
@@ -67,16 +78,32 @@ export class RpcServer {
           socket.destroy();
           return;
         }
-        const peer = new RpcPeer(socket, id, { ...this.opts, logger: this.opts.logger });
+        const peer = new RpcPeer(socket, id, {
+          compiled: this.peerOptions,
+          methods: this.opts.methods,
+          logger: this.opts.logger,
+          onClose: this.peerClosed,
+        });
         this.peers.add(peer);
-        peer.on('close', () => this.peers.delete(peer));
-        this.opts.onPeer(peer);
+        this.opts.onPeer?.(peer);
       })
       .catch((err: unknown) => {
         this.opts.logger?.error({ err }, 'authentication failed');
         socket.destroy();
       });
   }
+
+  /** One function for every socket of this listener (`this` is the socket). */
+  private readonly socketClosed = ((sockets: Set<tls.TLSSocket>) =>
+    function (this: tls.TLSSocket): void {
+      sockets.delete(this);
+    })(this.sockets);
+
+  /** One function for every connection of this listener. */
+  private readonly peerClosed = (peer: RpcPeer, err: Error | undefined): void => {
+    this.peers.delete(peer);
+    this.opts.onPeerClose?.(peer, err);
+  };
 
   /** Stops listening and closes every connection. */
   async close(): Promise<void> {
@@ -86,3 +113,5 @@ export class RpcServer {
     await closed;
   }
 }
+
+const ignore = (): undefined => undefined;

@@ -1,7 +1,7 @@
 import { lstat, readdir, readlink, rename, symlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { BuilderError, checkName, type ResultOf, type RpcPeer } from '../../protocol/index.js';
+import { BuilderError, checkName, type ResultOf, type RpcMethods } from '../../protocol/index.js';
 import { readChunk } from '../../protocol/transfer/index.js';
 import { isFinalState, type Job } from '../store/index.js';
 import type { JobService } from './job-service.js';
@@ -52,10 +52,13 @@ function attemptOver(svc: JobService, job: Job, attempt: number): boolean {
   return true;
 }
 
-/** Registers the methods people call (the builder CLI): jobs, logs, inputs, schedules, slaves, artifacts, images. */
-export function registerClientHandlers(svc: JobService, peer: RpcPeer): void {
+/**
+ * Registers the methods people call (the builder CLI): jobs, logs, inputs, schedules, slaves,
+ * artifacts, images. Once, in the table shared by every connection: who calls comes from ctx.
+ */
+export function registerClientHandlers(svc: JobService, methods: RpcMethods): void {
   const imagesDir = join(svc.dir, 'images');
-  peer
+  methods
     .handle('input.begin', async ({ sha256, size }) => ({ offset: await svc.inputs.begin(sha256, size) }))
     .handle('input.chunk', async ({ sha256, offset, data }) => {
       await svc.inputs.chunk(sha256, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength));

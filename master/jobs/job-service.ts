@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open as openFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcPeer } from '../../protocol/index.js';
+import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob } from '../store/index.js';
@@ -403,7 +403,8 @@ export class JobService {
     }
   }
 
-  private onPeerClosed(peer: RpcPeer): void {
+  /** A connection of the main listener closed: if it was a subscribed slave's, its jobs wait for it to come back. */
+  onPeerClosed(peer: RpcPeer): void {
     const name = peer.remote.name;
     if (this.slaves.get(name)?.peer !== peer || this.stopping) return;
     this.slaves.delete(name);
@@ -698,10 +699,12 @@ export class JobService {
 
   // ---- wiring ----
 
-  /** Registers every job method on an authenticated connection. */
-  attach(peer: RpcPeer): void {
-    peer.on('close', () => this.onPeerClosed(peer));
-    peer
+  /**
+   * Registers every job method in the main listener's table, shared by all its connections;
+   * the listener calls `onPeerClosed` for each connection that ends.
+   */
+  registerMethods(methods: RpcMethods): void {
+    methods
       .handle('slave.subscribe', (p, ctx) => this.subscribe(p, ctx))
       .handle('slave.draining', async ({ draining }, ctx) => {
         const conn = this.slaves.get(ctx.remote.name);
@@ -763,7 +766,7 @@ export class JobService {
         }
         return { data: (await this.inputs.read(p.sha256, p.offset, p.length)) as Uint8Array<ArrayBuffer> };
       });
-    registerClientHandlers(this, peer);
+    registerClientHandlers(this, methods);
   }
 
   private inLogOrder<T>(key: string, fn: () => Promise<T>): Promise<T> {
