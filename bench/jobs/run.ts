@@ -390,7 +390,29 @@ async function bullmq(): Promise<void> {
   });
 }
 
+/**
+ * The same machine's ceiling for one process per job, measured in this run: SLAVES Node
+ * processes each start and reap N / SLAVES `true` processes, CAPACITY at once (see
+ * spawn-ceiling.ts). No farm can run no-op jobs faster than this on this machine.
+ */
+async function spawnCeiling(): Promise<void> {
+  const per = Math.ceil(N / SLAVES);
+  log(`ceiling: ${SLAVES} node processes x ${per} spawns of true, ${CAPACITY} at once each`);
+  const kids = Array.from({ length: SLAVES }, () => fork(join(here, 'spawn-ceiling.js'), [String(per), String(CAPACITY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  await guarded(async () => void (await Promise.all(kids.map((k) => stopChild(k)))), async () => {
+    await Promise.all(kids.map((k) => waitMessage<{ ready?: boolean }>(k, (m) => m.ready === true, 30_000, 'spawn-ceiling worker')));
+    const done = kids.map((k) => waitMessage<{ done?: boolean; ms: number }>(k, (m) => m.done === true, 600_000, 'spawn-ceiling run'));
+    const t0 = performance.now();
+    for (const k of kids) k.send({ go: true });
+    await Promise.all(done);
+    const ms = performance.now() - t0;
+    results.spawnCeiling = { processes: SLAVES, spawnsEach: per, concurrentEach: CAPACITY, totalMs: Math.round(ms), spawnsPerS: Math.round(((per * SLAVES) / ms) * 1000) };
+    log(`ceiling: ${JSON.stringify(results.spawnCeiling)}`);
+  });
+}
+
 async function main(): Promise<void> {
+  if (!skip.has('ceiling')) await spawnCeiling();
   if (!skip.has('builder')) await builder();
   if (!skip.has('sim')) await simSlaves();
   if (!skip.has('bullmq')) await bullmq();
