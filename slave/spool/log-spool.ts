@@ -45,7 +45,8 @@ interface Segment {
 const SEGMENT_RE = /^seg-(\d{10})\.log$/;
 /**
  * Every segment file starts with a 16-byte header: 8 bytes of magic, then the spool's
- * acknowledged seq (u48 LE, 2 bytes zero) as it was when the header was last written. The header
+ * acknowledged seq (u48 LE) as it was when the header was last written, a flags byte (1: the log
+ * had ended and was acknowledged through its end) and a zero byte. The header
  * of the active segment is rewritten in place on each ack, so the acknowledgement needs no file
  * of its own (a file per attempt is an inode allocated and freed per attempt, which is what a
  * busy slave's file system spends its time on). A reopened spool takes the highest ack of its
@@ -53,6 +54,8 @@ const SEGMENT_RE = /^seg-(\d{10})\.log$/;
  */
 const SEGMENT_MAGIC = Buffer.from('BSPOOL1\n', 'latin1');
 export const SEGMENT_HEADER_BYTES = 16;
+/** Byte 14 of the segment header: the log had ended and was acknowledged through its end. */
+const HEADER_FLAG_ENDED = 1;
 /** Default `maxBytes` of one {@link LogSpool.read}. */
 export const DEFAULT_READ_BYTES = 256 * 1024;
 
@@ -198,6 +201,7 @@ export class LogSpool {
       off = 0;
     } else {
       ack = buf.readUIntLE(8, 6);
+      if ((buf.readUInt8(14) & HEADER_FLAG_ENDED) !== 0) this._ended = true;
       for (;;) {
         const r = decodeRecord(buf, off);
         if (typeof r === 'string') break;
@@ -215,7 +219,7 @@ export class LogSpool {
       const fh = await open(path, 'r+');
       try {
         if (off === 0) {
-          await fh.write(this.headerBytes(0), 0, SEGMENT_HEADER_BYTES, 0);
+          await fh.write(this.headerBytes(0, false), 0, SEGMENT_HEADER_BYTES, 0);
           off = SEGMENT_HEADER_BYTES;
         }
         await fh.truncate(off);
@@ -227,10 +231,12 @@ export class LogSpool {
     return { seg, ack };
   }
 
-  private headerBytes(ack: number): Buffer {
+  private headerBytes(ack: number, ended = this._ended && ack >= this._lastSeq): Buffer {
     const b = Buffer.alloc(SEGMENT_HEADER_BYTES);
     SEGMENT_MAGIC.copy(b, 0);
     b.writeUIntLE(ack, 8, 6);
+    // The end of the log, once acknowledged, may be gone from the records: the header keeps it.
+    b.writeUInt8(ended ? HEADER_FLAG_ENDED : 0, 14);
     return b;
   }
 

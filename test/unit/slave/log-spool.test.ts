@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
@@ -133,6 +133,58 @@ describe('slave/spool LogSpool', () => {
       assert.equal(text(await readAll(r)), '1:stdout:whole');
       await r.append([chunk(2, 'stderr', 'new')]);
       assert.equal(text(await readAll(r)), '1:stdout:whole 2:stderr:new');
+    });
+  });
+
+  describe('when a short log is written, ended and acknowledged as it goes (the usual attempt)', () => {
+    it('uses one segment file for its whole life, and no other file', async () => {
+      const dir = join(root, 'short-1');
+      const s = await mk(dir);
+      await s.append([chunk(1, 'stdout', 'a')]);
+      await s.ack(1);
+      await s.append([chunk(2, 'stderr', 'b')]);
+      await s.ack(2);
+      await s.ack(await s.end());
+      assert.equal(s.complete, true);
+      assert.equal(s.bytes, 0);
+      assert.deepEqual(await readdir(dir), ['seg-0000000001.log']);
+    });
+
+    it('remembers the acknowledgement (and so the last seq and the end) in that file across a reopen', async () => {
+      const dir = join(root, 'short-2');
+      const s = await mk(dir);
+      await s.append([chunk(1, 'stdout', 'a'), chunk(2, 'stdout', 'b')]);
+      const end = await s.end();
+      await s.ack(end);
+      await s.close();
+      const r = await mk(dir);
+      assert.equal(r.ackedSeq, 3);
+      assert.equal(r.lastSeq, 3);
+      assert.equal(r.complete, true);
+      assert.deepEqual(await readAll(r), []);
+      assert.deepEqual(await readdir(dir), ['seg-0000000001.log']);
+    });
+
+    it('keeps other files of its directory (it shares the attempt dir with the journal)', async () => {
+      const dir = join(root, 'shared-1');
+      await mkdir(dir);
+      await writeFile(join(dir, 'attempt.jsonl'), '{}\n');
+      const s = await mk(dir);
+      await s.append([chunk(1, 'stdout', 'a')]);
+      await s.ack(1);
+      await s.close();
+      assert.deepEqual((await readdir(dir)).sort(), ['attempt.jsonl', 'seg-0000000001.log']);
+    });
+
+    it('treats a segment without its header (another format) as empty instead of misreading it', async () => {
+      const dir = join(root, 'old-1');
+      await mkdir(dir);
+      await writeFile(join(dir, 'seg-0000000001.log'), Buffer.from('sixteen bytes...and more garbage'));
+      const s = await mk(dir);
+      assert.equal(s.lastSeq, 0);
+      assert.deepEqual(await readAll(s), []);
+      await s.append([chunk(1, 'stdout', 'new')]);
+      assert.equal(text(await readAll(s)), '1:stdout:new');
     });
   });
 
