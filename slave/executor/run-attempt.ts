@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, lstat, readdir, rename, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, rename } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
@@ -225,7 +226,6 @@ class AttemptRun implements AttemptHandle {
         this.child?.stderr?.resume();
       },
     );
-    let scriptFile = false;
     try {
       // The slot's work dir, reused from attempt to attempt: checked and emptied here (also after
       // a crash of the slave or a job that damaged it); a no-op job costs no mkdir.
@@ -246,8 +246,7 @@ class AttemptRun implements AttemptHandle {
           args = ['-c', text];
         } else {
           const scriptPath = join(this.workDir, 'script');
-          await writeFile(scriptPath, text, { mode: 0o700 });
-          scriptFile = true;
+          await writeScript(scriptPath, text, o.runAs !== undefined);
           if (text.startsWith('#!')) {
             cmd = scriptPath;
             args = [];
@@ -261,8 +260,6 @@ class AttemptRun implements AttemptHandle {
         cmd = first ?? '';
         args = rest;
       }
-      // The script stays the slave's (0555): the job reads it and cannot change it.
-      if (o.runAs !== undefined && scriptFile) await chmod(join(this.workDir, 'script'), 0o555);
       if (!this.cancelled) {
         runStart = o.now();
         const r = await this.spawnAndWait(cmd, args, attemptEnv(this.spec, this.workDir, o), dirs.build, batcher);
@@ -458,5 +455,21 @@ class AttemptRun implements AttemptHandle {
         if (this.cancelled) this.terminate();
       }
     });
+  }
+}
+
+/**
+ * Writes the job's script as a new file. Security: with runAs the job's user owns the work dir
+ * between attempts, so a process of an earlier job could plant a symlink named `script`:
+ * O_EXCL|O_NOFOLLOW refuses to write through it, and the mode is set on the descriptor, not the
+ * path. With runAs the script stays the slave's (0555): the job reads it and cannot change it.
+ */
+async function writeScript(path: string, text: string, readOnly: boolean): Promise<void> {
+  const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o700);
+  try {
+    await fh.writeFile(text);
+    if (readOnly) await fh.chmod(0o555);
+  } finally {
+    await fh.close();
   }
 }

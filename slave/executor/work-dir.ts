@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, lstatSync, readdirSync, type Stats } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -159,6 +159,41 @@ async function ensureDir(parent: FileHandle, name: string, want: Want): Promise<
   }
 }
 
+/** The mode and owner of the work dir (and build/, output/, tmp/), and of input/. */
+function wants(owner: WorkDirOwner): { job: Want; input: Want } {
+  const uid = process.getuid?.() ?? 0;
+  const r = owner.runAs;
+  if (r === undefined) return { job: { mode: 0o700, uid, gid: undefined }, input: { mode: 0o700, uid, gid: undefined } };
+  return { job: { mode: 0o700, uid: r.uid, gid: r.gid }, input: { mode: 0o755, uid, gid: process.getgid?.() ?? 0 } };
+}
+
+function matches(st: Stats, want: Want): boolean {
+  return st.isDirectory() && (st.mode & 0o7777) === want.mode && st.uid === want.uid && (want.gid === undefined || st.gid === want.gid);
+}
+
+/**
+ * The usual case, checked without leaving the event loop (about ten system calls on cached
+ * metadata, where the thread pool's round trips would cost more than the calls): the work dir
+ * and its four subdirs are as wanted and empty. It only reads; anything else goes to the full
+ * (asynchronous, descriptor-based) path.
+ */
+function isFresh(dir: string, owner: WorkDirOwner): boolean {
+  const w = wants(owner);
+  try {
+    if (!matches(lstatSync(dir), w.job)) return false;
+    const names = readdirSync(dir);
+    if (names.length !== WORK_SUBDIRS.length) return false;
+    for (const name of WORK_SUBDIRS) {
+      const p = join(dir, name);
+      if (!matches(lstatSync(p), name === 'input' ? w.input : w.job)) return false;
+      if (readdirSync(p).length !== 0) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Who owns what in a work dir. */
 export interface WorkDirOwner {
   /** The job's user and group (runAs), or undefined when jobs run as the slave's own user. */
@@ -173,10 +208,11 @@ export interface WorkDirOwner {
  * a directory of another owner, files the last job left) is removed, and what is missing made.
  *
  * Modes and owners: `dir`, `build/`, `output/`, `tmp/` 0700 of the job's user; `input/` the
- * slave's, 0700, or 0755 with runAs (the job reads its inputs and cannot change them).
+ * slave's, 0700, or 0755 with runAs (the job reads its inputs and cannot change them). With
+ * runAs, `workRoot` and its `slots/` are made 0711 (traversable) when anything had to be fixed.
  */
 export async function prepareWorkDir(workRoot: string, dir: string, owner: WorkDirOwner): Promise<void> {
-  const uid = process.getuid?.() ?? 0;
+  if (isFresh(dir, owner)) return;
   const parentPath = dirname(dir);
   let parent: FileHandle;
   try {
@@ -192,14 +228,12 @@ export async function prepareWorkDir(workRoot: string, dir: string, owner: WorkD
       await chmod(workRoot, 0o711);
       await parent.chmod(0o711);
     }
-    const r = owner.runAs;
-    const jobWant: Want = r === undefined ? { mode: 0o700, uid, gid: undefined } : { mode: 0o700, uid: r.uid, gid: r.gid };
+    const { job: jobWant, input: inputWant } = wants(owner);
     const top = await ensureDir(parent, basename(dir), jobWant);
     try {
       await emptyOpenDir(top, new Set(WORK_SUBDIRS));
       for (const name of WORK_SUBDIRS) {
-        const want = name === 'input' ? { mode: r === undefined ? 0o700 : 0o755, uid, gid: r === undefined ? undefined : (process.getgid?.() ?? 0) } : jobWant;
-        const sub = await ensureDir(top, name, want);
+        const sub = await ensureDir(top, name, name === 'input' ? inputWant : jobWant);
         try {
           await emptyOpenDir(sub);
         } finally {

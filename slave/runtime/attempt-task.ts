@@ -432,7 +432,7 @@ export class AttemptTask {
       try {
         if (await this.ready) await this.files.writeOutcome(this.outcome);
       } catch (e) {
-        this.log.warn({ err: describe(e) }, 'cannot write the outcome file (a restart now would lose this attempt)');
+        this.log.warn({ err: describe(e) }, 'cannot append the outcome to the attempt journal (a restart now would lose this attempt)');
       }
       this.log.info(
         { state: this.outcome.state, exitCode: r.exitCode, signal: r.signal, setupFailure: this.outcome.setupFailure, artifacts: this.outcome.artifacts.length, refused: this.outcome.refused.length, lastSeq: r.lastSeq },

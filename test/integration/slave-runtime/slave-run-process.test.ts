@@ -143,7 +143,7 @@ describe('slave run (a real child process)', function () {
       const s = slave();
       await s.waitFor(/"msg":"subscribed"/);
       const pidFile = join(root, `pid-${n}`);
-      await master.assign({ jobId: 6, command: { kind: 'script', text: `echo $$ > ${pidFile}; echo go; sleep 60` } });
+      await master.assign({ jobId: 6, command: { kind: 'script', text: `echo left > leftover; echo $$ > ${pidFile}; echo go; sleep 60` } });
       await until(() => existsSync(pidFile) && master.text(6).includes('go'), 'the job to start');
       const pid = Number((await readFile(pidFile, 'utf8')).trim());
       groups.push(pid);
@@ -158,6 +158,8 @@ describe('slave run (a real child process)', function () {
       assert.deepEqual(master.subscribes[master.subscribes.length - 1]!.running, []);
       await until(async () => !(await alive(pid)), 'the leftover job to be killed');
       assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+      // The slot's work dir the killed job left is emptied before the slave takes work again.
+      assert.deepEqual(await readdir(join(dir, 'work', 'slots', '0', 'build')), []);
       assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
     });
   });

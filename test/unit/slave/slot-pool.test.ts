@@ -32,7 +32,13 @@ describe('slave/executor SlotPool', () => {
                 const lease = pool.tryAcquire(`k${n++}`, w);
                 const fits = !pool.draining && held.reduce((s, l) => s + l.slots, 0) + w <= capacity;
                 assert.equal(lease !== undefined, fits, 'acquire succeeds exactly when it fits and the pool is not draining');
-                if (lease) held.push(lease);
+                if (lease) {
+                  // Its slot numbers are in range and held by no other lease (they name work dirs).
+                  assert.equal(lease.indices.length, w);
+                  const others = new Set(held.flatMap((l) => l.indices));
+                  for (const i of lease.indices) assert.ok(i >= 0 && i < capacity && !others.has(i), `slot ${i} given twice or out of range`);
+                  held.push(lease);
+                }
               } else if (o.op === 'release' && held.length > 0) {
                 held.splice(o.pick % held.length, 1)[0]!.release();
               } else if (o.op === 'drain') {
