@@ -243,12 +243,19 @@ describe('RpcMethods: one method table shared by many connections', function () 
       const a = connect(methods, { role: 'slave', name: 'a' }, opts, opts);
       const b = connect(methods, { role: 'slave', name: 'b' }, opts, opts);
       const c = connect(methods, { role: 'slave', name: 'c' }, opts, opts);
+      // A fourth connection whose far end only counts the heartbeats it gets (same tick period).
+      const [x, y] = duplexPair();
+      const counted = new RpcPeer(x, { role: 'slave', name: 'd' }, { heartbeatIntervalMs: 25, deadAfterMs: 10_000, methods });
+      const raw = new RawEnd(y);
+      opened.push(counted, x, y);
       let closes = 0;
-      for (const p of [b.server, b.caller, c.server, c.caller]) p.on('close', () => closes++);
+      for (const p of [b.server, b.caller, c.server, c.caller, counted]) p.on('close', () => closes++);
       a.server.destroy();
       a.caller.destroy();
+      const before = raw.heartbeats;
       await new Promise((r) => setTimeout(r, 3 * opts.deadAfterMs));
       assert.equal(closes, 0);
+      assert.ok(raw.heartbeats >= before + 5, `only ${raw.heartbeats - before} heartbeats after a neighbour closed`);
       assert.deepEqual(await b.caller.call('peer.echo', { seq: 1 }), { seq: 1 });
       assert.deepEqual(await c.caller.call('peer.echo', { seq: 2 }), { seq: 2 });
     });
