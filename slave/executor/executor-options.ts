@@ -53,7 +53,8 @@ export interface ExecutorOptions {
    * `<workDir>/script`. Note that a command line is readable by every local user (ps,
    * /proc/PID/cmdline) while the script file is not: set 0 to always use a file on a machine
    * shared with users who must not read job scripts. At most 128 KiB (Linux's limit on one
-   * argument). Default 64 KiB.
+   * argument). Default 0: scripts stay private by default; a slave whose command lines are
+   * private anyway (/proc mounted with hidepid=2) can set e.g. 65536.
    */
   maxInlineScriptBytes?: number;
   /**
@@ -111,7 +112,7 @@ export const EXECUTOR_DEFAULTS = Object.freeze({
   flushIntervalMs: 100,
   maxChunkBytes: 256 * 1024,
   maxScriptBytes: 1024 * 1024,
-  maxInlineScriptBytes: 64 * 1024,
+  maxInlineScriptBytes: 0,
   maxEnvBytes: 128 * 1024,
   maxRecordEvents: 10_000,
 });

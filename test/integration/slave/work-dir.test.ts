@@ -66,7 +66,8 @@ describe('slave/executor per-slot work dirs (real processes)', function () {
       assert.equal(r2.workDir, r1.workDir, 'the slot reuses its work dir');
       assert.equal(r2.workDir, slotWorkDir(join(root, 'work'), 0));
       const [entries, ...modes] = sink.text('stdout').split('\n');
-      assert.equal(entries, './build ./input ./output ./tmp ', 'nothing but the four empty dirs');
+      // Scripts are files by default (maxInlineScriptBytes 0): this attempt's own script is the only file.
+      assert.equal(entries, './build ./input ./output ./script ./tmp ', 'nothing but the four empty dirs and this attempt\'s script');
       assert.deepEqual(modes.filter((l) => l !== ''), ['build 700 directory', 'input 700 directory', 'output 700 directory', 'tmp 700 directory']);
       assert.equal(await readFile(join(outside, 'canary'), 'utf8'), 'must survive');
       // And it is emptied again once the attempt is over.
@@ -147,7 +148,7 @@ describe('slave/executor per-slot work dirs (real processes)', function () {
       const r2 = await second.result;
       assert.equal(r2.outcome, 'succeeded', sink.text());
       const [entries, ...modes] = sink.text('stdout').split('\n');
-      assert.equal(entries, './build ./input ./output ./tmp ');
+      assert.equal(entries, './build ./input ./output ./script ./tmp ');
       assert.deepEqual(modes.filter((l) => l !== ''), ['build 700 directory', 'input 755 directory', 'output 700 directory', 'tmp 700 directory']);
       const wd = r2.workDir;
       for (const d of ['', 'build', 'output', 'tmp']) assert.equal((await stat(join(wd, d))).uid, 65534, `${d || 'the work dir'} is the job user's`);
