@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { checkAttemptKey } from '../spool/index.js';
@@ -7,7 +7,7 @@ import { compileExecutorOptions, type CompiledExecutorOptions, type ExecutorOpti
 import type { LogSink } from './output-batcher.js';
 import { runAttempt, type AttemptHandle } from './run-attempt.js';
 import { SlotPool, type SlotRecord } from './slot-pool.js';
-import { prepareWorkDir, removeTree, slotsRoot, slotWorkDir } from './work-dir.js';
+import { removeTree, slotsRoot } from './work-dir.js';
 
 /** One attempt the executor is running. */
 export interface RunningAttempt {
@@ -99,24 +99,35 @@ export class Executor {
   }
 
   /**
-   * At start-up (nothing runs yet, leftover processes already killed): empties the slot work
-   * dirs a previous process left, and removes those of slots above the capacity.
+   * At start-up (nothing runs yet, leftover processes already killed): every slot work dir a
+   * previous process left is set aside (renamed to `<workRoot>/.trash-<slot>-<time>`; no kept
+   * `<jobId>-<attempt>` dir starts with a dot) and made anew by its next attempt, so that a process of an earlier job that outlived the slave (and
+   * still has a directory of it as its cwd) cannot see or change the next job's files; then
+   * every `.trash-*` is removed. Returns what could not be moved or removed (the slave goes on:
+   * a trash it could not remove takes disk space, nothing else).
    */
-  async resetWorkDirs(): Promise<void> {
+  async resetWorkDirs(): Promise<Array<{ path: string; message: string }>> {
     if (this.attempts.size > 0) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'work dirs are reset only before any attempt runs');
-    const root = slotsRoot(this.options.workRoot);
-    let names: string[];
-    try {
-      names = await readdir(root);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw e;
+    const workRoot = this.options.workRoot;
+    const problems: Array<{ path: string; message: string }> = [];
+    const stamp = Date.now();
+    for (const n of await namesIn(slotsRoot(workRoot))) {
+      const path = join(slotsRoot(workRoot), n);
+      try {
+        await rename(path, join(workRoot, `.trash-${n}-${stamp}`));
+      } catch (e) {
+        problems.push({ path, message: (e as Error).message });
+      }
     }
-    for (const n of names) {
-      const i = /^\d{1,6}$/.test(n) ? Number(n) : NaN;
-      if (i < this.options.capacity) await prepareWorkDir(this.options.workRoot, slotWorkDir(this.options.workRoot, i), { runAs: this.options.runAs });
-      else await removeTree(join(root, n));
+    for (const n of await namesIn(workRoot)) {
+      if (!n.startsWith('.trash-')) continue;
+      try {
+        await removeTree(join(workRoot, n));
+      } catch (e) {
+        problems.push({ path: join(workRoot, n), message: (e as Error).message });
+      }
     }
+    return problems;
   }
 
   /** The slot pool's own record of what ran concurrently. */
@@ -148,5 +159,15 @@ export class Executor {
     for (const h of left) h.cancel();
     await Promise.all(left.map((h) => h.result));
     return { drained: false, cancelled: left.map((h) => h.jobId) };
+  }
+}
+
+/** The entries of a directory; none when it does not exist. */
+async function namesIn(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
   }
 }

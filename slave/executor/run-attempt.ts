@@ -9,7 +9,7 @@ import { LogSpool } from '../spool/index.js';
 import { checkAttemptSpec, type AttemptSpec, type CheckedAttemptSpec } from './attempt-spec.js';
 import type { CompiledExecutorOptions } from './executor-options.js';
 import { OutputBatcher, type LogSink } from './output-batcher.js';
-import { prepareWorkDir, removeTree, slotWorkDir } from './work-dir.js';
+import { removeTree, resetWorkDir, slotWorkDir } from './work-dir.js';
 
 /** How an attempt ended, in the master's terms. */
 export type AttemptOutcome = 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
@@ -87,7 +87,7 @@ export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: Compile
   // Security: nothing of the slave's own environment leaks into the job (no credentials, no agent sockets).
   const base: Record<string, string> = {
     PATH: o.path,
-    HOME: workDir,
+    HOME: join(workDir, 'home'),
     LANG: 'C.UTF-8',
     TMPDIR: join(workDir, 'tmp'),
     ...(user === '' ? {} : { USER: user, LOGNAME: user }),
@@ -229,7 +229,7 @@ class AttemptRun implements AttemptHandle {
     try {
       // The slot's work dir, reused from attempt to attempt: checked and emptied here (also after
       // a crash of the slave or a job that damaged it); a no-op job costs no mkdir.
-      await prepareWorkDir(o.workRoot, this.workDir, { runAs: o.runAs });
+      await resetWorkDir(o.workRoot, this.workDir, { runAs: o.runAs });
       workDirMade = true;
       if (this.spec.fetchInputs !== undefined && !this.cancelled) {
         // A cancel does not wait for a fetch that ignores its AbortSignal.
@@ -296,7 +296,7 @@ class AttemptRun implements AttemptHandle {
       }
       if (!o.keepWorkDirs) {
         // Emptied before the slot is free, so that the disk space is back; the next attempt checks it again anyway.
-        await prepareWorkDir(o.workRoot, this.workDir, { runAs: o.runAs }).catch(() => undefined);
+        await resetWorkDir(o.workRoot, this.workDir, { runAs: o.runAs }).catch(() => undefined);
       }
     }
     const endedAt = o.now();

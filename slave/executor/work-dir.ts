@@ -1,9 +1,9 @@
 import { constants, lstatSync, readdirSync, type Stats } from 'node:fs';
-import { chmod, lstat, mkdir, open, readdir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-/** The four directories of a work dir, as the job sees them (BUILDER_INPUT, BUILDER_OUTPUT, cwd, TMPDIR). */
-export const WORK_SUBDIRS = ['build', 'input', 'output', 'tmp'] as const;
+/** The directories of a work dir, as the job sees them (cwd, HOME, BUILDER_INPUT, BUILDER_OUTPUT, TMPDIR). */
+export const WORK_SUBDIRS = ['build', 'home', 'input', 'output', 'tmp'] as const;
 
 /** `<workRoot>/slots`: the parent of the per-slot work dirs (a name no `<jobId>-<attempt>` can take). */
 export function slotsRoot(workRoot: string): string {
@@ -159,12 +159,21 @@ async function ensureDir(parent: FileHandle, name: string, want: Want): Promise<
   }
 }
 
-/** The mode and owner of the work dir (and build/, output/, tmp/), and of input/. */
-function wants(owner: WorkDirOwner): { job: Want; input: Want } {
+/**
+ * The mode and owner of the work dir itself (`top`), of build/, home/, output/ and tmp/ (`job`),
+ * and of input/. Security: with runAs the work dir stays the slave's (0711): the job's user, or
+ * a process of an earlier job that outlived its group, can then not rename `input/` and put a
+ * symlink in its place between the check and the input fetch (which writes as the slave).
+ */
+function wants(owner: WorkDirOwner): { top: Want; job: Want; input: Want } {
   const uid = process.getuid?.() ?? 0;
   const r = owner.runAs;
-  if (r === undefined) return { job: { mode: 0o700, uid, gid: undefined }, input: { mode: 0o700, uid, gid: undefined } };
-  return { job: { mode: 0o700, uid: r.uid, gid: r.gid }, input: { mode: 0o755, uid, gid: process.getgid?.() ?? 0 } };
+  if (r === undefined) {
+    const own = { mode: 0o700, uid, gid: undefined };
+    return { top: own, job: own, input: own };
+  }
+  const gid = process.getgid?.() ?? 0;
+  return { top: { mode: 0o711, uid, gid }, job: { mode: 0o700, uid: r.uid, gid: r.gid }, input: { mode: 0o755, uid, gid } };
 }
 
 function matches(st: Stats, want: Want): boolean {
@@ -180,7 +189,7 @@ function matches(st: Stats, want: Want): boolean {
 function isFresh(dir: string, owner: WorkDirOwner): boolean {
   const w = wants(owner);
   try {
-    if (!matches(lstatSync(dir), w.job)) return false;
+    if (!matches(lstatSync(dir), w.top)) return false;
     const names = readdirSync(dir);
     if (names.length !== WORK_SUBDIRS.length) return false;
     for (const name of WORK_SUBDIRS) {
@@ -207,9 +216,10 @@ export interface WorkDirOwner {
  * no-op job costs no mkdir at all); what is wrong (a symlink in place of `build/`, a `chmod 000`,
  * a directory of another owner, files the last job left) is removed, and what is missing made.
  *
- * Modes and owners: `dir`, `build/`, `output/`, `tmp/` 0700 of the job's user; `input/` the
- * slave's, 0700, or 0755 with runAs (the job reads its inputs and cannot change them). With
- * runAs, `workRoot` and its `slots/` are made 0711 (traversable) when anything had to be fixed.
+ * Modes and owners: without runAs everything is the slave's own, 0700. With runAs: `dir` the
+ * slave's, 0711 (see {@link wants}); `build/`, `home/`, `output/`, `tmp/` 0700 of the job's user;
+ * `input/` the slave's, 0755 (the job reads its inputs and cannot change them); `workRoot` and
+ * its `slots/` are made 0711 (traversable) when anything had to be fixed.
  */
 export async function prepareWorkDir(workRoot: string, dir: string, owner: WorkDirOwner): Promise<void> {
   if (isFresh(dir, owner)) return;
@@ -228,8 +238,8 @@ export async function prepareWorkDir(workRoot: string, dir: string, owner: WorkD
       await chmod(workRoot, 0o711);
       await parent.chmod(0o711);
     }
-    const { job: jobWant, input: inputWant } = wants(owner);
-    const top = await ensureDir(parent, basename(dir), jobWant);
+    const { top: topWant, job: jobWant, input: inputWant } = wants(owner);
+    const top = await ensureDir(parent, basename(dir), topWant);
     try {
       await emptyOpenDir(top, new Set(WORK_SUBDIRS));
       for (const name of WORK_SUBDIRS) {
@@ -246,4 +256,28 @@ export async function prepareWorkDir(workRoot: string, dir: string, owner: WorkD
   } finally {
     await parent.close();
   }
+}
+
+/**
+ * {@link prepareWorkDir}, and when that fails (a tree the job made too deep to walk within the
+ * descriptor limit, a file system error) the slot's dir is moved aside to
+ * `<workRoot>/.trash-<slot>-<time>` (one rename, whatever is inside) and made anew, so that one
+ * hostile job cannot leave its slot unusable. The trash is then removed in the background, on a
+ * best-effort basis; `onTrashError` hears of a removal that failed.
+ */
+export async function resetWorkDir(workRoot: string, dir: string, owner: WorkDirOwner, onTrashError?: (path: string, e: unknown) => void): Promise<void> {
+  try {
+    await prepareWorkDir(workRoot, dir, owner);
+    return;
+  } catch {
+    // Below: set the damaged tree aside.
+  }
+  const trash = join(workRoot, `.trash-${basename(dir)}-${Date.now()}`);
+  try {
+    await rename(dir, trash);
+  } catch (e) {
+    if (errno(e) !== 'ENOENT') throw e;
+  }
+  await prepareWorkDir(workRoot, dir, owner);
+  void removeTree(trash).catch((e: unknown) => onTrashError?.(trash, e));
 }

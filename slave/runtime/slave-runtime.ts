@@ -99,8 +99,8 @@ export class SlaveRuntime {
       this.log.info({ job: d.jobId, attempt: d.attempt }, 'recovered a finished attempt to deliver');
       this.track(t);
     }
-    // After the recovery (which killed the leftover process groups): the slot work dirs are emptied.
-    await this.executor.resetWorkDirs();
+    // After the recovery (which killed the leftover process groups): the slot work dirs are set aside and removed.
+    for (const p of await this.executor.resetWorkDirs()) this.log.warn({ path: p.path, err: p.message }, 'could not remove a work dir left by the previous run; it only takes disk space');
     if (o.slotRecordFile !== undefined) this.slotRecord = new SlotRecordFile(o.slotRecordFile, o.capacity);
     await this.agent.start();
   }

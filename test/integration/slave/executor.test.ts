@@ -120,7 +120,7 @@ describe('slave/executor Executor (real processes)', function () {
       assert.equal((await h.result).outcome, 'cancelled');
       assert.equal(ex.freeSlots, 1);
       // The slot's work dir stays, emptied for the next attempt; nothing of the attempt is kept.
-      assert.deepEqual((await readdir(h.workDir)).sort(), ['build', 'input', 'output', 'tmp']);
+      assert.deepEqual((await readdir(h.workDir)).sort(), ['build', 'home', 'input', 'output', 'tmp']);
       assert.equal((await h.result).keptDir, undefined);
       await ex.removeWorkDir('c1', 1);
     });

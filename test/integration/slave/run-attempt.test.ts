@@ -60,7 +60,7 @@ describe('slave/executor runAttempt (real processes)', function () {
           `BUILDER_WORKDIR=${wd}`,
           `BUILDER_INPUT=${wd}/input`,
           `BUILDER_OUTPUT=${wd}/output`,
-          `HOME=${wd}`,
+          `HOME=${join(wd, 'home')}`,
           `TMPDIR=${wd}/tmp`,
           'LANG=C.UTF-8',
           'FOO=bar baz',

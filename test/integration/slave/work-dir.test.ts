@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
 import { compileExecutorOptions, Executor, prepareWorkDir, runAttempt, slotWorkDir, WORK_SUBDIRS, type AttemptHandle, type AttemptSpec } from '../../../slave/executor/index.js';
 import { MemorySink, ProcessReaper } from './helpers.js';
 
-/** What a job sees of its work dir: every entry under it (find), and the mode of each of the four dirs. */
-const LOOK = 'cd "$BUILDER_WORKDIR" && find . -mindepth 1 | sort | tr "\\n" " "; echo; stat -c "%n %a %F" build input output tmp';
+/** What a job sees of its work dir: every entry under it (find), and the mode of each of its dirs. */
+const LOOK = 'cd "$BUILDER_WORKDIR" && find . -mindepth 1 | sort | tr "\\n" " "; echo; stat -c "%n %a %F" build home input output tmp';
 
 /** A job that leaves a mess: files everywhere, a dir it cannot read, a subdir swapped for a symlink, a chmod on the work dir's subdirs. */
 function messyScript(outside: string): string {
@@ -67,8 +68,8 @@ describe('slave/executor per-slot work dirs (real processes)', function () {
       assert.equal(r2.workDir, slotWorkDir(join(root, 'work'), 0));
       const [entries, ...modes] = sink.text('stdout').split('\n');
       // Scripts are files by default (maxInlineScriptBytes 0): this attempt's own script is the only file.
-      assert.equal(entries, './build ./input ./output ./script ./tmp ', 'nothing but the four empty dirs and this attempt\'s script');
-      assert.deepEqual(modes.filter((l) => l !== ''), ['build 700 directory', 'input 700 directory', 'output 700 directory', 'tmp 700 directory']);
+      assert.equal(entries, './build ./home ./input ./output ./script ./tmp ', 'nothing but the five empty dirs and this attempt\'s script');
+      assert.deepEqual(modes.filter((l) => l !== ''), ['build 700 directory', 'home 700 directory', 'input 700 directory', 'output 700 directory', 'tmp 700 directory']);
       assert.equal(await readFile(join(outside, 'canary'), 'utf8'), 'must survive');
       // And it is emptied again once the attempt is over.
       for (const d of WORK_SUBDIRS) assert.deepEqual(await readdir(join(r2.workDir, d)), []);
@@ -112,7 +113,7 @@ describe('slave/executor per-slot work dirs (real processes)', function () {
       await writeFile(join(dir, 'output', 'old'), 'x');
       await writeFile(join(dir, 'script'), 'x');
       await prepareWorkDir(work, dir, { runAs: undefined });
-      assert.deepEqual((await readdir(dir)).sort(), ['build', 'input', 'output', 'tmp']);
+      assert.deepEqual((await readdir(dir)).sort(), ['build', 'home', 'input', 'output', 'tmp']);
       for (const d of WORK_SUBDIRS) {
         const st = await lstat(join(dir, d));
         assert.ok(st.isDirectory());
@@ -121,16 +122,55 @@ describe('slave/executor per-slot work dirs (real processes)', function () {
       }
     });
 
-    it('empties leftovers at start-up and removes the dirs of slots above the capacity', async () => {
+    it('sets every slot dir aside at start-up (a leftover process keeps only the old inodes) and removes it', async () => {
       const work = join(root, 'work');
       for (const i of [0, 5]) {
         await prepareWorkDir(work, slotWorkDir(work, i), { runAs: undefined });
         await writeFile(join(slotWorkDir(work, i), 'build', 'left'), 'x');
       }
+      // A process of the dead slave's job that still sits in build/ (its cwd): modelled by a descriptor.
+      const held = await open(join(slotWorkDir(work, 0), 'build'), 'r');
+      // A trash an earlier start could not finish removing.
+      await mkdir(join(work, '.trash-3-1'), { recursive: true });
       const ex = new Executor({ dataDir: root, capacity: 2 });
-      await ex.resetWorkDirs();
-      assert.deepEqual(await readdir(join(work, 'slots')), ['0']);
-      assert.deepEqual(await readdir(join(slotWorkDir(work, 0), 'build')), []);
+      assert.deepEqual(await ex.resetWorkDirs(), []);
+      assert.deepEqual(await readdir(join(work, 'slots')), []);
+      assert.deepEqual((await readdir(work)).filter((n) => n.startsWith('.trash-')), [], 'the dirs set aside are removed');
+      try {
+        const sink = new MemorySink();
+        const h = ex.start(spec('after', 'sleep 0.3; ls -A'), sink);
+        handles.push(h);
+        // The leftover process writes into its old cwd while the next job runs in the slot.
+        await new Promise((r) => setTimeout(r, 100));
+        await assert.rejects(writeFile(join('/proc/self/fd', String(held.fd), 'planted'), 'x'), /ENOENT/, 'the old build/ is gone, not emptied and reused');
+        assert.equal((await h.result).outcome, 'succeeded');
+        assert.equal(sink.text('stdout'), '', 'the next job sees nothing of the old one');
+      } finally {
+        await held.close();
+      }
+    });
+
+    it('sets a slot dir it cannot empty aside and makes a new one, so the slot stays usable', async () => {
+      // A tree deeper than the descriptors the slave may open (ulimit -n 64 in a child process):
+      // emptying it fails with EMFILE; the slot must still come back fresh.
+      const work = join(root, 'work');
+      const dir = slotWorkDir(work, 0);
+      await prepareWorkDir(work, dir, { runAs: undefined });
+      await mkdir(join(dir, 'build', ...Array.from({ length: 120 }, () => 'd')), { recursive: true });
+      const mod = new URL('../../../slave/executor/work-dir.js', import.meta.url).href;
+      const code = `import { resetWorkDir, prepareWorkDir } from ${JSON.stringify(mod)};
+        import { readdirSync } from 'node:fs';
+        let emptied = true;
+        try { await prepareWorkDir(${JSON.stringify(work)}, ${JSON.stringify(dir)}, { runAs: undefined }); } catch (e) { emptied = e.code; }
+        const trashErrors = [];
+        await resetWorkDir(${JSON.stringify(work)}, ${JSON.stringify(dir)}, { runAs: undefined }, (p, e) => trashErrors.push(e.code));
+        await new Promise((r) => setTimeout(r, 200));
+        console.log(JSON.stringify({ emptied, entries: readdirSync(${JSON.stringify(dir)}).sort(), build: readdirSync(${JSON.stringify(join(dir, 'build'))}) }));`;
+      const out = execFileSync('sh', ['-c', 'ulimit -n 64 && exec "$0" --input-type=module -e "$1"', process.execPath, code], { encoding: 'utf8', timeout: 20_000 });
+      const r = JSON.parse(out) as { emptied: true | string; entries: string[]; build: string[] };
+      assert.equal(r.emptied, 'EMFILE', 'the plain emptying fails on that tree');
+      assert.deepEqual(r.entries, ['build', 'home', 'input', 'output', 'tmp']);
+      assert.deepEqual(r.build, []);
     });
   });
 
@@ -143,15 +183,21 @@ describe('slave/executor per-slot work dirs (real processes)', function () {
       handles.push(first);
       await first.result;
       const sink = new MemorySink();
-      const second = runAttempt(spec('rb', LOOK), sink, o);
+      // The job's user may enter its work dir (0711) but not list it, nor rename what is in it: a
+      // leftover process of an earlier job cannot swap input/ for a symlink before the slave
+      // fetches the next job's inputs into it.
+      const look = 'cd "$BUILDER_WORKDIR" && stat -c "%n %a %F" build home input output tmp; find build home input output tmp -mindepth 1 | wc -l; ls . >/dev/null 2>&1 && echo LISTED || echo NOT-LISTED; mv input x 2>/dev/null && echo RENAMED || echo REFUSED';
+      const second = runAttempt(spec('rb', look), sink, o);
       handles.push(second);
       const r2 = await second.result;
       assert.equal(r2.outcome, 'succeeded', sink.text());
-      const [entries, ...modes] = sink.text('stdout').split('\n');
-      assert.equal(entries, './build ./input ./output ./script ./tmp ');
-      assert.deepEqual(modes.filter((l) => l !== ''), ['build 700 directory', 'input 755 directory', 'output 700 directory', 'tmp 700 directory']);
+      assert.deepEqual(sink.text('stdout').split('\n').filter((l) => l !== ''), [
+        'build 700 directory', 'home 700 directory', 'input 755 directory', 'output 700 directory', 'tmp 700 directory', '0', 'NOT-LISTED', 'REFUSED',
+      ]);
       const wd = r2.workDir;
-      for (const d of ['', 'build', 'output', 'tmp']) assert.equal((await stat(join(wd, d))).uid, 65534, `${d || 'the work dir'} is the job user's`);
+      const top = await stat(wd);
+      assert.deepEqual([top.uid, top.mode & 0o7777], [0, 0o711], 'the work dir stays the slave\'s');
+      for (const d of ['build', 'home', 'output', 'tmp']) assert.equal((await stat(join(wd, d))).uid, 65534, `${d} is the job user's`);
       assert.equal((await stat(join(wd, 'input'))).uid, 0, 'input/ stays the slave\'s');
       assert.equal(await readFile(join(outside, 'canary'), 'utf8'), 'must survive');
     });
@@ -164,12 +210,12 @@ describe('slave/executor per-slot work dirs (real processes)', function () {
       const h1 = runAttempt(spec('s1', 'ls -A "$BUILDER_WORKDIR"; echo "argc=$#"'), short, o);
       handles.push(h1);
       assert.equal((await h1.result).outcome, 'succeeded');
-      assert.equal(short.text('stdout'), 'build\ninput\noutput\ntmp\nargc=0\n');
+      assert.equal(short.text('stdout'), 'build\nhome\ninput\noutput\ntmp\nargc=0\n');
       const long = new MemorySink();
       const h2 = runAttempt(spec('s2', `ls -A "$BUILDER_WORKDIR"\n#${'x'.repeat(300)}`), long, o);
       handles.push(h2);
       assert.equal((await h2.result).outcome, 'succeeded');
-      assert.equal(long.text('stdout'), 'build\ninput\noutput\nscript\ntmp\n');
+      assert.equal(long.text('stdout'), 'build\nhome\ninput\noutput\nscript\ntmp\n');
       const shebang = new MemorySink();
       const h3 = runAttempt(spec('s3', '#!/bin/sh\necho "$0"'), shebang, o);
       handles.push(h3);
