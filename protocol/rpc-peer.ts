@@ -368,7 +368,12 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     this.backlogHead = 0;
     this.batch = undefined;
     this.flushDrainWaiters();
-    this.onClose?.(this, err);
+    try {
+      this.onClose?.(this, err);
+    } catch (e) {
+      // A failing hook must not keep 'close' from the listeners (close() waits for it).
+      this.logger?.error({ peer: this.remote.name, err: e instanceof Error ? e.message : String(e) }, 'peer close hook failed');
+    }
     this.emit('close', err);
   }
 
