@@ -75,6 +75,8 @@ export class AttemptFiles {
   readonly spoolDir: string;
   readonly journalPath: string;
   private fh: FileHandle | undefined;
+  /** Bytes of whole lines in the journal: where a failed append is cut back to. */
+  private size = 0;
   private chain: Promise<void> = Promise.resolve();
 
   constructor(
@@ -100,6 +102,7 @@ export class AttemptFiles {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
     }
     this.fh = await open(this.journalPath, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_EXCL, 0o600);
+    this.size = 0;
     await this.append({ t: 'accepted', ...rec });
   }
 
@@ -172,6 +175,7 @@ export class AttemptFiles {
       await fh.read(buf, 0, size, 0);
       const keep = buf.lastIndexOf(0x0a) + 1;
       if (keep < size) await fh.truncate(keep);
+      this.size = keep;
     } finally {
       await fh.close();
     }
@@ -185,7 +189,15 @@ export class AttemptFiles {
       if (fh === undefined) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'the attempt journal is not open');
       // O_APPEND: each write lands at the end; a short write (a full disk) continues where it stopped.
       let off = 0;
-      while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+      try {
+        while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+      } catch (e) {
+        // A failed append (a full disk) leaves no partial line for the next one to be glued onto:
+        // cut back to the last whole line (ftruncate needs no free space).
+        if (off > 0) await fh.truncate(this.size).catch(() => undefined);
+        throw e;
+      }
+      this.size += buf.length;
     });
     this.chain = run.catch(() => undefined);
     return run;

@@ -158,8 +158,9 @@ describe('slave run (a real child process)', function () {
       assert.deepEqual(master.subscribes[master.subscribes.length - 1]!.running, []);
       await until(async () => !(await alive(pid)), 'the leftover job to be killed');
       assert.deepEqual(await readdir(join(dir, 'attempts')), []);
-      // The slot's work dir the killed job left is emptied before the slave takes work again.
-      assert.deepEqual(await readdir(join(dir, 'work', 'slots', '0', 'build')), []);
+      // The slot work dirs the killed job left are set aside and removed before the slave takes work again.
+      assert.deepEqual(await readdir(join(dir, 'work', 'slots')), []);
+      assert.deepEqual((await readdir(join(dir, 'work'))).filter((x) => x.startsWith('.trash-')), []);
       assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
     });
   });

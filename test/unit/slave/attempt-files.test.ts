@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { appendFile, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AttemptFiles, type StoredOutcome } from '../../../slave/runtime/attempt-files.js';
@@ -60,6 +61,44 @@ describe('slave/runtime AttemptFiles (the attempt journal)', () => {
       const j = await new AttemptFiles(root, 8, 1).load();
       assert.equal(j.outcome, undefined);
       assert.deepEqual(j.pid, { pid: 999999, startTime: undefined });
+    });
+  });
+
+  describe('when the disk fills up in the middle of an append', () => {
+    it('cuts the partial line back, so the next append after space came back is read', async function () {
+      // A real full file system: a 64 KiB tmpfs (needs root and mount; skipped where not allowed).
+      const mnt = join(root, 'small');
+      await mkdir(mnt);
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mnt], { stdio: 'ignore' });
+      } catch {
+        this.skip();
+      }
+      try {
+        const f = new AttemptFiles(mnt, 7, 1);
+        await f.create({ jobId: 7, attempt: 1, slots: 1, name: 'full', acceptedAt: 1 });
+        // Fill the file system, then free one page: the next big line is written in part, then fails.
+        const filler = await open(join(mnt, 'filler'), 'w');
+        const page = Buffer.alloc(4096, 1);
+        try {
+          for (;;) await filler.write(page);
+        } catch (e) {
+          assert.equal((e as NodeJS.ErrnoException).code, 'ENOSPC');
+        }
+        const { size } = await filler.stat();
+        await filler.truncate(size - 4096);
+        await assert.rejects(f.appendUpload({ path: 'x'.repeat(3 * 4096), size: 1, sha256: 'ab'.repeat(32) }), /ENOSPC/);
+        await filler.close();
+        await rm(join(mnt, 'filler'));
+        await f.appendUpload({ path: 'after.deb', size: 3, sha256: 'cd'.repeat(32) });
+        await f.close();
+        const text = await readFile(join(f.dir, 'attempt.jsonl'), 'utf8');
+        assert.equal(text.split('\n').length, 3, `two whole lines and nothing glued:\n${text.slice(0, 300)}`);
+        const j = await new AttemptFiles(mnt, 7, 1).load();
+        assert.deepEqual([...j.uploads.keys()], ['after.deb']);
+      } finally {
+        execFileSync('umount', [mnt], { stdio: 'ignore' });
+      }
     });
   });
 
