@@ -456,6 +456,13 @@ export class JobService {
         this.handle(this.sched.jobRemoved(id));
       }
     }
+    if (ctx.peer.closed) {
+      // The connection closed during the awaits above, before it was registered (onPeerClosed
+      // found nothing to do). Registering it now would give the scheduler a ghost slave that
+      // every assignment fails on: its jobs wait for the grace period as for any lost slave.
+      this.startGrace(name);
+      return { keep, abandon };
+    }
     this.slaves.set(name, { peer: ctx.peer, since: Date.now(), selfDraining: p.draining });
     this.log.info({ slave: name, channels: p.channels, arches: p.arches, capacity: p.capacity, keep: keep.map((k) => k.jobId), abandon: abandon.map((a) => a.jobId) }, 'slave subscribed');
     for (const a of abandon) this.log.warn({ slave: name, job: a.jobId, attempt: a.attempt, reason: a.reason }, 'slave told to abandon an attempt');

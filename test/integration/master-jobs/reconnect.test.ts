@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { loadIdentity } from '../../../pki/index.js';
+import { connectRpc, mutualTlsClientOptions } from '../../../protocol/index.js';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
 import { TestSlave, job, jobFarm, text, waitJob } from './helpers.js';
@@ -28,6 +31,48 @@ describe('master jobs: slaves that leave and come back', function () {
     s.peer.destroy();
     await closed;
   }
+
+  describe("when a slave's connection closes while the master is still handling its subscribe", function () {
+    it('does not keep it as a connected slave: a job for its channel waits instead of failing on it', async function () {
+      // The slave reaches the master through a TCP hop that can reset the master's side of the
+      // connection: an abrupt close (as when the slave's host dies), not an orderly half-close
+      // (after which the master still answers what it was asked).
+      const [host, port] = [farm.mainAddress.slice(0, farm.mainAddress.lastIndexOf(':')), Number(farm.mainAddress.slice(farm.mainAddress.lastIndexOf(':') + 1))];
+      const upstreams: Socket[] = [];
+      const hop = createServer((c) => {
+        const u = connect(port, host);
+        upstreams.push(u);
+        c.pipe(u).pipe(c);
+        c.on('error', () => u.destroy());
+        u.on('error', () => c.destroy());
+      });
+      await new Promise<void>((r) => hop.listen(0, '127.0.0.1', () => r()));
+      try {
+        const id = await loadIdentity(await farm.enroll('ghost'));
+        const peer = await connectRpc({ tls: mutualTlsClientOptions(id, '127.0.0.1', (hop.address() as AddressInfo).port), remote: { role: 'master', name: 'master' } });
+        // Fifty unknown attempts make the master read the store fifty times before it registers the slave.
+        const running = Array.from({ length: 50 }, (_, i) => ({ jobId: 100_000 + i, attempt: 1, slots: 1 }));
+        const sub = peer.call('slave.subscribe', { channels: ['stable'], arches: ['x86_64'], capacity: 2, draining: false, running }).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 5));
+        for (const u of upstreams) u.resetAndDestroy();
+        peer.destroy();
+        await sub;
+        await new Promise((r) => setTimeout(r, 300));
+        const { job: j } = await client.call('job.submit', { job: job() });
+        await new Promise((r) => setTimeout(r, 500));
+        const g = await client.call('job.get', { id: j.id });
+        assert.equal(g.job.state, 'queued', `job ${j.id}: ${g.job.state} after ${g.job.attempt} attempts (${String(g.job.reason)})`);
+        assert.equal(g.job.attempt, 0, 'never assigned to the closed connection');
+        // A real slave that comes later gets it.
+        const w = await TestSlave.enroll(farm, 'w2');
+        await w.connect();
+        await w.subscribe();
+        await w.nextAssign(j.id);
+      } finally {
+        await new Promise<void>((r) => hop.close(() => r()));
+      }
+    });
+  });
 
   describe('when a slave reconnects within the grace period and reports its attempt', function () {
     it('keeps the job, answers the next log seq to send, and the job finishes without a rerun', async function () {
