@@ -1,4 +1,4 @@
-import { readdir, rename } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { checkAttemptKey } from '../spool/index.js';
@@ -7,7 +7,7 @@ import { compileExecutorOptions, type CompiledExecutorOptions, type ExecutorOpti
 import type { LogSink } from './output-batcher.js';
 import { runAttempt, type AttemptHandle } from './run-attempt.js';
 import { SlotPool, type SlotRecord } from './slot-pool.js';
-import { removeTree, slotsRoot } from './work-dir.js';
+import { removeTree, setAside, slotsRoot, TRASH_PREFIX } from './work-dir.js';
 
 /** One attempt the executor is running. */
 export interface RunningAttempt {
@@ -100,9 +100,9 @@ export class Executor {
 
   /**
    * At start-up (nothing runs yet, leftover processes already killed): every slot work dir a
-   * previous process left is set aside (renamed to `<workRoot>/.trash-<slot>-<time>`; no kept
-   * `<jobId>-<attempt>` dir starts with a dot) and made anew by its next attempt, so that a process of an earlier job that outlived the slave (and
-   * still has a directory of it as its cwd) cannot see or change the next job's files; then
+   * previous process left is set aside ({@link setAside}) and made anew by its next attempt, so
+   * that a process of an earlier job that outlived the slave (and still has a directory of it
+   * as its cwd) cannot see or change the next job's files; then
    * every `.trash-*` is removed. Returns what could not be moved or removed (the slave goes on:
    * a trash it could not remove takes disk space, nothing else).
    */
@@ -114,13 +114,13 @@ export class Executor {
     for (const n of await namesIn(slotsRoot(workRoot))) {
       const path = join(slotsRoot(workRoot), n);
       try {
-        await rename(path, join(workRoot, `.trash-${n}-${stamp}`));
+        await setAside(workRoot, path, stamp);
       } catch (e) {
         problems.push({ path, message: (e as Error).message });
       }
     }
     for (const n of await namesIn(workRoot)) {
-      if (!n.startsWith('.trash-')) continue;
+      if (!n.startsWith(TRASH_PREFIX)) continue;
       try {
         await removeTree(join(workRoot, n));
       } catch (e) {

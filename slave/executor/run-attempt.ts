@@ -109,8 +109,9 @@ export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: Compile
 /**
  * Runs one attempt in slot `slot` (0-based; the Executor passes the first slot of the attempt's
  * lease, so that no two running attempts share one; a caller that runs several attempts itself
- * must do the same): the slot's work dir `<workRoot>/slots/<slot>/` (`input/`, `output/`,
- * `build/` = cwd, `tmp/`) checked fresh and empty (see prepareWorkDir), inputs fetched, the process started as the leader of its own process
+ * must do the same): the slot's work dir `<workRoot>/slots/<slot>/` (`build/` = cwd, `home/`,
+ * `input/`, `output/`, `tmp/`) checked fresh and empty (see prepareWorkDir), inputs fetched, the
+ * process started as the leader of its own process
  * group with a clean environment, its output batched into `log`, a timeout and cancel that
  * SIGTERM then SIGKILL the whole group, and the artifacts collected after it ends (also after a
  * failure). Throws synchronously only for an invalid spec.
@@ -459,10 +460,9 @@ class AttemptRun implements AttemptHandle {
 }
 
 /**
- * Writes the job's script as a new file. Security: with runAs the job's user owns the work dir
- * between attempts, so a process of an earlier job could plant a symlink named `script`:
- * O_EXCL|O_NOFOLLOW refuses to write through it, and the mode is set on the descriptor, not the
- * path. With runAs the script stays the slave's (0555): the job reads it and cannot change it.
+ * Writes the job's script as a new file. Security, in depth: the work dir is the slave's, but
+ * should anything have planted a symlink named `script` there, O_EXCL|O_NOFOLLOW refuses to write
+ * through it, and the mode is set on the descriptor, not the path. With runAs the script stays the slave's (0555): the job reads it and cannot change it.
  */
 async function writeScript(path: string, text: string, readOnly: boolean): Promise<void> {
   const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o700);

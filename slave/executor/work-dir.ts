@@ -272,12 +272,21 @@ export async function resetWorkDir(workRoot: string, dir: string, owner: WorkDir
   } catch {
     // Below: set the damaged tree aside.
   }
-  const trash = join(workRoot, `.trash-${basename(dir)}-${Date.now()}`);
+  const trash = await setAside(workRoot, dir);
+  await prepareWorkDir(workRoot, dir, owner);
+  void removeTree(trash).catch((e: unknown) => onTrashError?.(trash, e));
+}
+
+/** What names a set-aside tree in `workRoot` (no kept `<jobId>-<attempt>` dir starts with a dot). */
+export const TRASH_PREFIX = '.trash-';
+
+/** Renames `dir` to `<workRoot>/.trash-<name>-<ms>` (nothing when it is missing) and returns that path. */
+export async function setAside(workRoot: string, dir: string, stamp = Date.now()): Promise<string> {
+  const trash = join(workRoot, `${TRASH_PREFIX}${basename(dir)}-${stamp}`);
   try {
     await rename(dir, trash);
   } catch (e) {
     if (errno(e) !== 'ENOENT') throw e;
   }
-  await prepareWorkDir(workRoot, dir, owner);
-  void removeTree(trash).catch((e: unknown) => onTrashError?.(trash, e));
+  return trash;
 }
