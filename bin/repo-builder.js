@@ -1,4 +1,7 @@
 #!/usr/bin/env node
-import { runBin } from '../dist/cli/run.js';
+// Before anything else loads: see dist/cli/optimizer.js. The command lets it go once it is up.
+import { holdOptimizer } from '../dist/cli/optimizer.js';
 
+holdOptimizer();
+const { runBin } = await import('../dist/cli/run.js');
 await runBin('repo-builder');

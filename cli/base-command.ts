@@ -3,12 +3,24 @@ import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import { ErrorCodes, isBuilderError } from '../protocol/errors.js';
 import { RpcCallError } from '../protocol/rpc-peer.js';
+import { releaseOptimizer } from './optimizer.js';
 
 /**
  * Base for every Builder command: errors become one clear line with a hint and a non-zero exit,
  * never a stack trace.
  */
 export abstract class BuilderCommand extends Command {
+  /**
+   * True for the daemons (`master run`, `slave run`): they let V8's optimizer go only once they
+   * are up (cli/optimizer.ts). Every other command lets it go before its `run`.
+   */
+  static releasesOptimizerItself = false;
+
+  override async init(): Promise<void> {
+    await super.init();
+    if (!(this.constructor as typeof BuilderCommand).releasesOptimizerItself) releaseOptimizer();
+  }
+
   protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
     // oclif's own errors (bad flags, exit) already print cleanly.
     if (err.oclif) return super.catch(err);

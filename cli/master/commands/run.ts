@@ -1,9 +1,11 @@
 import { Flags } from '@oclif/core';
 import { Master } from '../../../master/index.js';
 import { BuilderCommand } from '../../base-command.js';
+import { releaseOptimizer } from '../../optimizer.js';
 import { parseDuration } from '../../duration.js';
 
 export default class Run extends BuilderCommand {
+  static override releasesOptimizerItself = true;
   static override summary = 'Run the master: the mutual-TLS listener for slaves and the CLI, the enrollment listener, and the job dispatcher.';
   static override examples = [
     '<%= config.bin %> run --dir /var/lib/builder',
@@ -36,6 +38,7 @@ export default class Run extends BuilderCommand {
       logger: log,
     });
     await master.start();
+    releaseOptimizer();
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         log.info({ signal: sig }, 'stopping');

@@ -3,6 +3,7 @@ import { Flags } from '@oclif/core';
 import { BuilderError } from '../../../protocol/errors.js';
 import { SlaveRuntime } from '../../../slave/index.js';
 import { BuilderCommand, parseDuration } from '../../base-command.js';
+import { releaseOptimizer } from '../../optimizer.js';
 
 /** The machine's architecture in distribution terms (Debian's amd64 is x86_64 here, as rpm says). */
 function defaultArch(): string {
@@ -18,6 +19,7 @@ function list(s: string | undefined): string[] {
 }
 
 export default class Run extends BuilderCommand {
+  static override releasesOptimizerItself = true;
   static override summary = 'Run the slave: connect to the master, subscribe to channels, run jobs and deliver their logs and artifacts.';
   static override description =
     'Stays connected (reconnecting with back-off), runs up to --capacity slots of jobs at once, and on SIGTERM or SIGINT drains: it takes nothing new, lets running jobs finish for up to --drain-timeout, kills the rest (reported cancelled, so the master runs them again), delivers what it owes the master, and exits 0.';
@@ -73,6 +75,7 @@ export default class Run extends BuilderCommand {
       process.on('SIGTERM', () => stop('SIGTERM'));
     });
     await runtime.start();
+    releaseOptimizer();
     await stopped;
   }
 }
