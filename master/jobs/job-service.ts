@@ -187,7 +187,15 @@ export class JobService {
       this.handle(this.sched.jobRemoved(a.jobId));
       return;
     }
-    const job = r.job;
+    await this.sendAssignment(r.job);
+  }
+
+  /**
+   * Sends a committed assignment (the job's row says dispatched to `job.slave`) and records the
+   * slave's answer: running, or back to the queue.
+   */
+  private async sendAssignment(job: Job): Promise<void> {
+    const a = { jobId: job.id, slave: job.slave! };
     this.heldRows.set(job.id, job);
     // Open (create) the attempt's log file now, while the slave starts the job, so that storing
     // its records later is one durable write, not a chain of mkdir/open/stat first.
@@ -648,10 +656,39 @@ export class JobService {
     }
   }
 
-  /** Stores a new job and hands it to the dispatcher. */
+  /**
+   * Stores a new job and hands it to the dispatcher. When a slot is free for it right now, the
+   * job is stored already dispatched (one commit instead of create then dispatch) and the
+   * assignment is sent as soon as that commit returns; the reply is the stored row (dispatched).
+   * The slots are taken in the dispatcher before the write, outside it (a write must have no
+   * side effects: the write queue may run it again), and given back if the write fails; the job
+   * is then stored queued, as when no slot is free.
+   */
   async submit(spec: NewJob, by: string): Promise<Job> {
     await this.checkInputs(spec);
-    const job = await this.store.createJob(spec);
+    const checked = this.store.checkJob(spec);
+    const place = this.stopping ? undefined : this.sched.takeForNew(checked);
+    if (place !== undefined) this.handle(place.assignments);
+    const hold = place?.hold;
+    if (hold !== undefined) {
+      let job: Job | undefined;
+      try {
+        job = await this.store.createJob(checked, hold.slave);
+      } catch (e) {
+        this.handle(this.sched.holdReleased(hold));
+        this.log.warn({ slave: hold.slave, err: msgOf(e) }, 'could not store a new job as dispatched; storing it queued');
+      }
+      if (job !== undefined) {
+        this.sched.holdStored(hold, schedJobOf(job));
+        this.rearm();
+        this.log.info({ job: job.id, name: job.name, channel: job.channel, arch: job.arch, slave: hold.slave, by }, 'job queued and dispatched');
+        // Shutting down meanwhile: as in dispatch(), nothing more is sent; the next start holds
+        // the job for the slave's grace period, and requeues it if the slave does not report it.
+        if (!this.stopping) this.track('dispatch', this.sendAssignment(job));
+        return job;
+      }
+    }
+    const job = await this.store.createJob(checked);
     this.log.info({ job: job.id, name: job.name, channel: job.channel, arch: job.arch, by }, 'job queued');
     this.handle(this.sched.jobQueued(schedJobOf(job)));
     return job;

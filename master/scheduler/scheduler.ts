@@ -37,6 +37,26 @@ export interface Assignment {
   slots: number;
 }
 
+/**
+ * Slots taken for a job that is not stored yet ({@link Scheduler.takeForNew}): the caller stores
+ * the job already dispatched to `slave`, then calls {@link Scheduler.holdStored} with its id, or
+ * {@link Scheduler.holdReleased} when the write failed.
+ */
+export interface SlotHold {
+  readonly slave: string;
+  readonly slots: number;
+  /** The dispatcher's provisional (negative) id of the job until it is stored. */
+  readonly key: number;
+}
+
+/** The result of {@link Scheduler.takeForNew}. */
+export interface NewJobPlacement {
+  /** Set when the job can start now: the slave the dispatcher gives it, its slots already counted. */
+  hold?: SlotHold;
+  /** Other assignments made by the same decision (rare); persist and send them as usual. */
+  assignments: Assignment[];
+}
+
 export interface Quarantine {
   slave: string;
   until: number;
@@ -80,7 +100,8 @@ export interface SlaveView {
 export type JobPhase = 'queued' | 'assigned' | 'running';
 
 interface QJob extends HeapItem {
-  readonly id: number;
+  /** The job's id; negative (provisional) while it is a {@link SlotHold}. */
+  id: number;
   readonly channel: string;
   readonly arch: string;
   readonly slots: number;
@@ -135,6 +156,12 @@ function before(a: QJob, b: QJob): boolean {
   return a.id < b.id;
 }
 
+/**
+ * Age order of a job not stored yet: after every stored job (ids are far below 2^52), so a new job
+ * never overtakes a queued one of the same priority.
+ */
+const NEW_SEQ_BASE = 2 ** 52;
+
 const classKey = (channel: string, arch: string): string => `${channel}\u0000${arch}`;
 
 function positiveInt(what: string, v: unknown): number {
@@ -160,6 +187,7 @@ export class Scheduler {
   private readonly timed = new Set<QJob>();
   private readonly avoidNotes = new Map<number, string>();
   private queued = 0;
+  private holdSeq = 0;
 
   constructor(opts: SchedulerOptions = {}) {
     this.options = compileSchedulerOptions(opts);
@@ -189,6 +217,60 @@ export class Scheduler {
   /** Several jobs entered the queue (restart recovery): one dispatch for the lot. */
   jobsQueued(js: readonly SchedJob[]): Assignment[] {
     for (const j of js) this.enqueue(j);
+    return this.dispatch();
+  }
+
+  /**
+   * A job about to be stored: decides, exactly as {@link jobQueued} would once it is stored,
+   * whether it can start now. If so its slots are taken on that slave (a {@link SlotHold}) and the
+   * caller stores it already dispatched (one commit instead of two), then calls
+   * {@link holdStored}, or {@link holdReleased} if the write failed. If not, nothing is kept: the
+   * caller stores it queued and calls jobQueued. A hold is not visible to {@link jobsOf} nor to
+   * the accept deadline until it is stored, so no other path can act on a job that does not
+   * exist yet.
+   */
+  takeForNew(j: Omit<SchedJob, 'id' | 'seq' | 'avoid'>): NewJobPlacement {
+    const n = ++this.holdSeq;
+    const key = -n;
+    this.enqueue({ ...j, id: key, seq: NEW_SEQ_BASE + n });
+    const made = this.dispatch();
+    const assignments = made.filter((a) => a.jobId !== key);
+    const q = this.jobs.get(key)!;
+    if (q.phase === 'queued') {
+      // It would wait: forget it (the caller queues it under its id once stored).
+      this.release(q);
+      assignments.push(...this.dispatch());
+      return { assignments };
+    }
+    this.assigned.delete(q);
+    q.acceptBy = Infinity;
+    return { hold: { slave: q.slave!.name, slots: q.slots, key }, assignments };
+  }
+
+  /**
+   * The job of `hold` is stored, dispatched to the hold's slave, under `id`: from now on it is
+   * an assignment like any other (accept deadline from now). If the hold is gone (it cannot be
+   * released by anything but {@link holdReleased}), the job is held anew so its slots count.
+   */
+  holdStored(hold: SlotHold, j: SchedJob): void {
+    if (j.id < 0 || this.jobs.has(j.id)) throw new BuilderError('BUILDER_ERR_CONFLICT', `job ${j.id} is already known to the dispatcher`);
+    const q = this.jobs.get(hold.key);
+    if (q === undefined) {
+      this.jobHeld(j, hold.slave, 'assigned');
+      return;
+    }
+    this.jobs.delete(hold.key);
+    q.id = j.id;
+    this.jobs.set(q.id, q);
+    q.acceptBy = this.now() + this.options.acceptTimeoutMs;
+    this.assigned.add(q);
+  }
+
+  /** The write of a held job failed: its slots go back. Returns the assignments made with them. */
+  holdReleased(hold: SlotHold): Assignment[] {
+    const q = this.jobs.get(hold.key);
+    if (q === undefined) return [];
+    this.release(q);
     return this.dispatch();
   }
 
@@ -300,10 +382,10 @@ export class Scheduler {
     return this.dispatch();
   }
 
-  /** Jobs (assigned or running) held by a slave. */
+  /** Jobs (assigned or running) held by a slave; not the slots held for jobs not stored yet. */
   jobsOf(name: string): number[] {
     const s = this.slaves.get(name);
-    return s === undefined ? [] : [...s.jobs].map((j) => j.id);
+    return s === undefined ? [] : [...s.jobs].filter((j) => j.id >= 0).map((j) => j.id);
   }
 
   slave(name: string): SlaveView | undefined {
@@ -321,7 +403,7 @@ export class Scheduler {
       quarantinedUntil: s.quarantinedUntil > this.now() ? s.quarantinedUntil : null,
       setupFailures: s.setupFailures,
       reservedFor: s.reservedFor?.id ?? null,
-      jobs: [...s.jobs].map((j) => j.id),
+      jobs: [...s.jobs].filter((j) => j.id >= 0).map((j) => j.id),
     };
   }
 

@@ -165,10 +165,23 @@ export class MasterStore {
 
   // ---- jobs ----
 
-  /** Validates and stores a new job in state `queued`. */
-  async createJob(spec: NewJob): Promise<Job> {
+  /** Validates a job submission and applies the defaults (what {@link createJob} stores). */
+  checkJob(spec: NewJob): CheckedJob {
+    return checkNewJob(spec, this.options);
+  }
+
+  /**
+   * Validates and stores a new job in state `queued`; or, with `dispatchTo`, already dispatched
+   * to that slave (attempt 1). The second form is ONE statement, so one commit where
+   * createJob + dispatchJob take two: the row is inserted as dispatched and triggers write what
+   * the two would (the event log shows it created queued, then queued -> dispatched, at the same
+   * time; the attempt row). For a job that can start at once, it takes a commit off the path
+   * from submission to start. Either the job exists dispatched or it does not exist.
+   */
+  async createJob(spec: NewJob, dispatchTo?: string): Promise<Job> {
     const checked = checkNewJob(spec, this.options);
-    return this.writeGroup({ kind: 'create', jobId: null, item: { j: checked, now: this.now() }, run: insertJobs, oneStatement: true });
+    if (dispatchTo !== undefined) checkName('slave', dispatchTo);
+    return this.writeGroup({ kind: 'create', jobId: null, item: { j: checked, now: this.now(), slave: dispatchTo ?? null }, run: insertJobs, oneStatement: true });
   }
 
   async getJob(id: number): Promise<Job | undefined> {
@@ -524,18 +537,28 @@ async function loadJob(c: SqliteConn, id: number): Promise<Job | undefined> {
   return r && toJob(r);
 }
 
-const INSERT_COLS = 'name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, reason, schedule_id, created_at, updated_at';
+const INSERT_COLS = 'name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, slave, reason, schedule_id, created_at, updated_at, dispatched_at';
 
-/** Inserts new jobs with one multi-row INSERT (a group write); ids come back in insertion order. */
-async function insertJobs(c: SqliteConn, items: Array<{ j: CheckedJob; now: number }>): Promise<Job[]> {
+/**
+ * Inserts new jobs with one multi-row INSERT (a group write); ids come back in insertion order.
+ * An item with a slave is inserted dispatched to it (attempt 1; migration 2's trigger writes its
+ * events and attempt row).
+ */
+async function insertJobs(c: SqliteConn, items: Array<{ j: CheckedJob; now: number; slave: string | null }>): Promise<Job[]> {
   const params: SqlValue[] = [];
-  for (const { j, now } of items) {
-    params.push(j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts, 'queued', 0, null, null, now, now);
+  for (const { j, now, slave } of items) {
+    const d = slave !== null;
+    params.push(j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts);
+    params.push(d ? 'dispatched' : 'queued', d ? 1 : 0, slave, null, null, now, now, d ? now : null);
   }
-  const rows = await c.all<{ id: number }>(`INSERT INTO jobs (${INSERT_COLS}) VALUES ${items.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} RETURNING id`, params, items.length === 1);
+  const row = `(${new Array(18).fill('?').join(', ')})`;
+  const rows = await c.all<{ id: number }>(`INSERT INTO jobs (${INSERT_COLS}) VALUES ${items.map(() => row).join(', ')} RETURNING id`, params, items.length === 1);
   // SQLite assigns AUTOINCREMENT ids in the order of the VALUES rows; RETURNING's order is not promised, so sort.
   const ids = rows.map((r) => r.id).sort((a, b) => a - b);
-  return items.map(({ j, now }, n) => jobOf(ids[n]!, j, null, now, null));
+  return items.map(({ j, now, slave }, n) => {
+    const job = jobOf(ids[n]!, j, null, now, null);
+    return slave === null ? job : { ...job, state: 'dispatched', attempt: 1, slave, dispatchedAt: now };
+  });
 }
 
 function jobOf(id: number, j: CheckedJob, scheduleId: string | null, now: number, reason: string | null): Job {

@@ -121,4 +121,23 @@ export const MIGRATIONS: readonly string[] = [
     UNIQUE (job_id, attempt, name)
   );
   `,
+  // 2: a job can be created already dispatched (one statement, one commit, for a job that can
+  // start at once). The insert triggers write what creating it queued and then dispatching it
+  // would have written: the same events and attempt row. Only those two states can be inserted.
+  `
+  DROP TRIGGER jobs_event_insert;
+  CREATE TRIGGER jobs_event_insert AFTER INSERT ON jobs WHEN NEW.state = 'queued' BEGIN
+    INSERT INTO events (job_id, attempt, from_state, to_state, at, reason)
+    VALUES (NEW.id, NEW.attempt, NULL, NEW.state, NEW.updated_at, NEW.reason);
+  END;
+  CREATE TRIGGER jobs_insert_dispatched AFTER INSERT ON jobs WHEN NEW.state = 'dispatched' BEGIN
+    INSERT INTO events (job_id, attempt, from_state, to_state, at, reason) VALUES (NEW.id, 0, NULL, 'queued', NEW.created_at, NULL);
+    INSERT INTO events (job_id, attempt, from_state, to_state, at, reason) VALUES (NEW.id, NEW.attempt, 'queued', 'dispatched', NEW.updated_at, NEW.reason);
+    INSERT INTO attempts (job_id, attempt, slave, state, dispatched_at) VALUES (NEW.id, NEW.attempt, NEW.slave, 'dispatched', NEW.updated_at);
+  END;
+  CREATE TRIGGER jobs_insert_state BEFORE INSERT ON jobs
+    WHEN NEW.state NOT IN ('queued', 'dispatched') OR (NEW.state = 'dispatched' AND (NEW.slave IS NULL OR NEW.attempt <> 1)) BEGIN
+    SELECT RAISE(ABORT, 'a job is created queued, or dispatched to a slave as attempt 1');
+  END;
+  `,
 ];

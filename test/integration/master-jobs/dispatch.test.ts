@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
+import sqlite3 from 'sqlite3';
 import { TestSlave, job, jobFarm, rejectsWith, waitJob } from './helpers.js';
+
+/** Runs one statement on the master's database through a connection of its own, as another process would. */
+function sqlRun(file: string, sql: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const db = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => {
+      if (err) return reject(err);
+      db.run(sql, (e) => db.close(() => (e ? reject(e) : resolve())));
+    });
+  });
+}
 
 describe('master jobs: dispatch, accept, cancel, timeouts', function () {
   this.timeout(30_000);
@@ -21,7 +32,9 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       await s.connect();
       assert.deepEqual(await s.subscribe(), { keep: [], abandon: [] });
       const { job: j } = await client.call('job.submit', { job: job({ env: { A: 'b' }, timeoutMs: 60_000 }) });
-      assert.equal(j.state, 'queued');
+      // A slot was free: the job was stored already dispatched to it.
+      assert.equal(j.state, 'dispatched');
+      assert.equal(j.slave, 'w1');
       const a = await s.nextAssign(j.id);
       assert.deepEqual({ attempt: a.attempt, name: a.name, channel: a.channel, arch: a.arch, env: a.env, timeoutMs: a.timeoutMs }, {
         attempt: 1,
@@ -52,6 +65,83 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       const g = await client.call('job.get', { id: j.id });
       assert.equal(g.job.state, 'queued');
       assert.match(g.waiting ?? '', /no slave subscribed to channel stable with arch x86_64/);
+    });
+  });
+
+  describe('when a job is submitted while a matching slot is free', function () {
+    it('stores it already dispatched in one commit, then sends the assignment', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 1 });
+      const store = farm.master.jobs.store;
+      const before = store.commits;
+      const { job: j } = await client.call('job.submit', { job: job() });
+      // The reply comes after that one commit: the row is dispatched, attempt 1, on w1.
+      assert.deepEqual([j.state, j.attempt, j.slave, j.dispatchedAt], ['dispatched', 1, 'w1', j.createdAt]);
+      await s.nextAssign(j.id);
+      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      // Create + dispatch in one commit, then the start: two commits, where it took three.
+      assert.equal(store.commits - before, 2);
+      const ev = await store.listEvents({ jobId: j.id });
+      assert.deepEqual(ev.map((e) => `${e.from ?? '-'}>${e.to}#${e.attempt}`), ['->queued#0', 'queued>dispatched#1', 'dispatched>running#1']);
+      // The slot is taken: the next job waits, and is dispatched (the usual way) once the first ends.
+      const { job: k } = await client.call('job.submit', { job: job() });
+      assert.equal(k.state, 'queued');
+      await s.finish(j.id, 1);
+      await s.nextAssign(k.id);
+      await waitJob(client, k.id, (x) => x.state === 'running', 'running');
+      assert.equal(farm.master.jobs.sched.slave('w1')!.used, 1);
+    });
+
+    it('when that write fails, gives the slot back and stores the job queued; when storing fails at all, the client gets the error and the slot stays free', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 1 });
+      const file = farm.master.jobs.store.options.file;
+      // Real SQLite failures, from triggers added by another connection as another process could.
+      await sqlRun(file, `CREATE TRIGGER test_no_direct BEFORE INSERT ON jobs WHEN NEW.state = 'dispatched' AND NEW.name = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+      await sqlRun(file, `CREATE TRIGGER test_refuse BEFORE INSERT ON jobs WHEN NEW.name = 'refused' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+      const { job: d } = await client.call('job.submit', { job: job({ name: 'doomed' }) });
+      assert.deepEqual([d.state, d.attempt, d.slave], ['queued', 0, null]);
+      // The capacity-1 slave gets it: the slot taken for the failed write was given back.
+      const a = await s.nextAssign(d.id);
+      assert.equal(a.attempt, 1);
+      await waitJob(client, d.id, (x) => x.state === 'running', 'running');
+      await s.finish(d.id, 1);
+      assert.equal((await client.call('job.get', { id: d.id })).job.state, 'succeeded');
+
+      // An internal error, without the SQL text.
+      await assert.rejects(client.call('job.submit', { job: job({ name: 'refused' }) }), (e: unknown) => e instanceof Error && /internal error/.test(e.message) && !/injected|INSERT/.test(e.message));
+      assert.deepEqual((await client.call('job.list', {})).jobs.map((x) => x.name), ['doomed']);
+      assert.equal(farm.master.jobs.sched.slave('w1')!.used, 0);
+      const { job: ok } = await client.call('job.submit', { job: job({ name: 'after' }) });
+      assert.equal(ok.state, 'dispatched');
+      await s.nextAssign(ok.id);
+    });
+
+    it('after a restart between that commit and the slave’s answer, runs the job once, as attempt 2', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 1 });
+      s.mode = 'ignore';
+      const { job: j } = await client.call('job.submit', { job: job() });
+      assert.equal(j.state, 'dispatched');
+      // The store has it dispatched to w1, which never answers; the master goes down.
+      await farm.restart();
+      assert.equal((await farm.master.jobs.store.getJob(j.id))?.state, 'dispatched');
+      s.mode = 'accept';
+      await s.connect();
+      // w1 comes back without it: the attempt is over, and the job runs again (on w1, the only slave).
+      await s.subscribe({ capacity: 1 });
+      const a = await s.nextAssign(j.id);
+      assert.equal(a.attempt, 2);
+      const c2 = await farm.connect(await farm.identity('bob', 'client'));
+      await waitJob(c2, j.id, (x) => x.state === 'running', 'running');
+      await s.finish(j.id, 2);
+      const g = await c2.call('job.get', { id: j.id });
+      assert.equal(g.job.state, 'succeeded');
+      assert.deepEqual(g.attempts.map((x) => `${x.attempt} ${x.state}`), ['1 requeued', '2 succeeded']);
+      assert.equal(s.assigned.filter((x) => x.jobId === j.id).length, 1, 'only attempt 2 was accepted');
     });
   });
 

@@ -20,6 +20,16 @@ function rawAll<T>(file: string, sql: string, params: unknown[] = []): Promise<T
   });
 }
 
+/** An independent read-write connection: one statement, as another process would run it. */
+function rawRun(file: string, sql: string, params: unknown[] = []): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const db = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => {
+      if (err) return reject(err);
+      db.run(sql, params, (e) => db.close(() => (e ? reject(e) : resolve())));
+    });
+  });
+}
+
 describe('master/store (real SQLite)', () => {
   let dir: string;
   let store: MasterStore | undefined;
@@ -163,6 +173,41 @@ describe('master/store (real SQLite)', () => {
       assert.deepEqual(ev.map((e) => `${e.from ?? '-'}>${e.to}@${e.at - 1_700_000_000_000}`), ['->queued@0', 'queued>dispatched@10', 'dispatched>running@20', 'running>failed@30']);
       const [a] = await store!.listAttempts(j.id);
       assert.deepEqual([a?.attempt, a?.slave, a?.state, a?.exitCode, a?.startedAt !== null, a?.endedAt !== null], [1, 'w1', 'failed', 2, true, true]);
+    });
+
+    it('creates a job already dispatched in one commit, with the same events and attempt row as create then dispatch', async () => {
+      const before = store!.commits;
+      const j = await store!.createJob(spec({ slots: 2, maxAttempts: 2 }), 'w1');
+      assert.equal(store!.commits - before, 1);
+      assert.deepEqual([j.state, j.attempt, j.slave, j.dispatchedAt, j.createdAt], ['dispatched', 1, 'w1', clock, clock]);
+      assert.deepEqual(await store!.getJob(j.id), j);
+      const ev = await store!.listEvents({ jobId: j.id });
+      assert.deepEqual(ev.map((e) => `${e.from ?? '-'}>${e.to}#${e.attempt}@${e.at - 1_700_000_000_000}`), ['->queued#0@0', 'queued>dispatched#1@0']);
+      const [a] = await store!.listAttempts(j.id);
+      assert.deepEqual([a?.attempt, a?.slave, a?.state, a?.dispatchedAt], [1, 'w1', 'dispatched', clock]);
+      // From here it is an ordinary dispatched job: start, then a lost slave sends it back for attempt 2.
+      clock += 10;
+      assert.ok((await store!.startJob(j.id, 1)).ok);
+      const rq = await store!.requeueJob(j.id, 1, { reason: 'slave lost' });
+      assert.ok(rq.ok && rq.job.state === 'queued' && rq.job.attempt === 1);
+      assert.ok((await store!.dispatchJob(j.id, 'w2')).ok);
+      assert.deepEqual((await store!.listAttempts(j.id)).map((x) => `${x.attempt} ${x.slave} ${x.state}`), ['1 w1 requeued', '2 w2 dispatched']);
+      // Merged with plain creations in one statement, each row keeps its own state.
+      const [q1, d1, q2] = await Promise.all([store!.createJob(spec({ name: 'q1' })), store!.createJob(spec({ name: 'd1' }), 'w3'), store!.createJob(spec({ name: 'q2' }))]);
+      assert.deepEqual([q1.state, d1.state, q2.state], ['queued', 'dispatched', 'queued']);
+      assert.deepEqual([(await store!.getJob(q1.id))?.state, (await store!.getJob(d1.id))?.slave, (await store!.listAttempts(q2.id)).length], ['queued', 'w3', 0]);
+      await assert.rejects(store!.createJob(spec(), '../w1'), (e: unknown) => isBuilderError(e) && e.code === 'BUILDER_ERR_INVALID_NAME');
+    });
+
+    it('refuses to insert a job in any state but queued, or dispatched as attempt 1 of a slave', async () => {
+      for (const [state, attempt, slave] of [['running', 1, 'w1'], ['succeeded', 0, null], ['dispatched', 2, 'w1'], ['dispatched', 1, null]] as const) {
+        await assert.rejects(
+          rawRun(join(dir, 'master.db'), `INSERT INTO jobs (name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, slave, created_at, updated_at)
+             VALUES ('x', 'stable', 'any', 1, 0, '{}', '[]', '{}', 0, 3, ?, ?, ?, 1, 1)`, [state, attempt, slave]),
+          /a job is created queued, or dispatched/,
+          `${state} ${attempt} ${String(slave)}`,
+        );
+      }
     });
 
     it('refuses stale reports: an old attempt, a finished or cancelled job, a job never started', async () => {
@@ -324,6 +369,10 @@ describe('master/store durability', () => {
         for (const j of await store.listJobs({ limit: 1000 })) {
           const ev = await store.listEvents({ jobId: j.id });
           assert.equal(ev[ev.length - 1]?.to, j.state);
+          assert.equal(ev[0]?.to, 'queued', `job ${j.id} has no creation event`);
+          // A job past the queue has its attempt row, whichever way it was dispatched.
+          const at = await store.listAttempts(j.id);
+          assert.equal(at.length, j.state === 'queued' ? 0 : 1, `job ${j.id} (${j.state}) has ${at.length} attempt rows`);
         }
       } finally {
         await store.close();

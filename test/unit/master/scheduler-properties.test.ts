@@ -164,6 +164,74 @@ describe('master/scheduler properties', () => {
     });
   });
 
+  describe('when new jobs are placed before they are stored (takeForNew, then holdStored)', () => {
+    it('decides exactly as jobQueued after the store: same slave, same other assignments, same state after', () => {
+      const key = (as: readonly Assignment[]) => as.map((a) => `${a.jobId}>${a.slave}/${a.slots}`).sort();
+      fc.assert(
+        fc.property(fc.array(slaveArb, { minLength: 1, maxLength: 5 }), fc.array(cmdArb, { minLength: 30, maxLength: 150 }), (slaveDefs, cmds) => {
+          // a: the old path (store queued, then jobQueued); b: the new one (hold, store dispatched, holdStored).
+          const a = new Scheduler({ now: () => 0 });
+          const b = new Scheduler({ now: () => 0 });
+          const name = (i: number) => `s${i % slaveDefs.length}`;
+          const specs = slaveDefs.map((d, i): SlaveSpec => ({ name: `s${i}`, ...d }));
+          const same = (x: readonly Assignment[], y: readonly Assignment[], what: string) => assert.deepEqual(key(y), key(x), what);
+          for (const spec of specs) same(a.slaveConnected(spec), b.slaveConnected(spec), `connect ${spec.name}`);
+          const running: number[] = [];
+          const track = (as: readonly Assignment[]) => running.push(...as.map((x) => x.jobId));
+          let nextId = 1;
+          for (const c of cmds) {
+            let ra: Assignment[];
+            let rb: Assignment[];
+            switch (c.t) {
+              case 'job': {
+                const job: SchedJob = { id: nextId++, ...c.job };
+                ra = a.jobQueued(job);
+                const p = b.takeForNew(c.job);
+                if (p.hold !== undefined) {
+                  b.holdStored(p.hold, job);
+                  rb = [...p.assignments, { jobId: job.id, slave: p.hold.slave, slots: p.hold.slots }];
+                } else rb = [...p.assignments, ...b.jobQueued(job)];
+                break;
+              }
+              case 'finish': {
+                if (running.length === 0) continue;
+                const id = running.splice(c.pick % running.length, 1)[0]!;
+                ra = a.jobFinished(id).assignments;
+                rb = b.jobFinished(id).assignments;
+                break;
+              }
+              case 'disconnect':
+                ra = a.slaveDisconnected(name(c.slave));
+                rb = b.slaveDisconnected(name(c.slave));
+                break;
+              case 'connect':
+                ra = a.slaveConnected(specs[c.slave % specs.length]!);
+                rb = b.slaveConnected(specs[c.slave % specs.length]!);
+                break;
+              case 'drain':
+                ra = a.slaveUpdated(name(c.slave), { drained: c.drained });
+                rb = b.slaveUpdated(name(c.slave), { drained: c.drained });
+                break;
+              case 'capacity':
+                ra = a.slaveUpdated(name(c.slave), { capacity: c.capacity });
+                rb = b.slaveUpdated(name(c.slave), { capacity: c.capacity });
+                break;
+            }
+            same(ra, rb, JSON.stringify(c));
+            track(ra);
+            assert.equal(b.queuedCount, a.queuedCount);
+            for (const spec of specs) {
+              const va = a.slave(spec.name)!;
+              const vb = b.slave(spec.name)!;
+              assert.deepEqual([vb.used, [...vb.jobs].sort(), vb.reservedFor], [va.used, [...va.jobs].sort(), va.reservedFor], `slave ${spec.name} after ${JSON.stringify(c)}`);
+            }
+          }
+        }),
+        { numRuns: 300 },
+      );
+    });
+  });
+
   describe('when slaves fail jobs in setup at random', () => {
     it('quarantines after N in a row, sends nothing to a quarantined slave, and a failed job avoids its slave when another can take it', () => {
       const N = 3;

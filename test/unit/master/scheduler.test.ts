@@ -230,6 +230,77 @@ describe('master/scheduler Scheduler', () => {
     });
   });
 
+  describe('when a new job is placed before it is stored (takeForNew)', () => {
+    const spec = (p: Partial<SchedJob> = {}) => ({ channel: 'stable', arch: 'x86_64', slots: 1, priority: 0, ...p });
+
+    it('holds its slots on the slave jobQueued would pick, invisible to jobsOf and the accept deadline until stored', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 3 });
+      const p = s.takeForNew(spec({ slots: 2, timeoutMs: 1_000 }));
+      assert.deepEqual(p.assignments, []);
+      assert.equal(p.hold?.slave, 'w');
+      assert.equal(p.hold?.slots, 2);
+      assert.equal(s.slave('w')!.used, 2);
+      assert.deepEqual(s.jobsOf('w'), []);
+      assert.deepEqual(s.slave('w')!.jobs, []);
+      assert.equal(s.nextWakeAt(), undefined);
+      // A write that takes longer than the accept timeout does not lose the slots meanwhile.
+      clock.t += 60_000;
+      assert.deepEqual(s.tick().expired, []);
+      const j = job({ slots: 2, timeoutMs: 1_000 });
+      s.holdStored(p.hold, j);
+      assert.deepEqual(s.jobsOf('w'), [j.id]);
+      assert.equal(s.phaseOf(j.id), 'assigned');
+      assert.equal(s.nextWakeAt(), clock.t + 5_000);
+      assert.throws(() => s.holdStored(p.hold!, j), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFLICT'));
+      // From here it is an ordinary assignment: started, timed out master-side, finished.
+      s.jobStarted(j.id);
+      clock.t += 1_000 + s.options.timeoutGraceMs;
+      assert.deepEqual(s.tick().timedOut.map((a) => a.jobId), [j.id]);
+      s.jobFinished(j.id);
+      assert.equal(s.slave('w')!.used, 0);
+    });
+
+    it('gives the slots back when the write fails, and they go to a job waiting for them', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 2 });
+      const p = s.takeForNew(spec());
+      assert.ok(p.hold);
+      const big = job({ slots: 2 });
+      assert.deepEqual(s.jobQueued(big), []);
+      assert.deepEqual(s.holdReleased(p.hold), [{ jobId: big.id, slave: 'w', slots: 2 }]);
+      assert.equal(s.slave('w')!.used, 2);
+      assert.deepEqual(s.holdReleased(p.hold), [], 'a second release changes nothing');
+    });
+
+    it('holds nothing when the job would wait, and never lets it overtake an older job kept for a slave', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 2 });
+      const running = job();
+      assert.equal(s.jobQueued(running).length, 1);
+      const big = job({ slots: 2 });
+      assert.deepEqual(s.jobQueued(big), []);
+      // One slot is free, but w is kept for the older 2-slot job: a new 1-slot job waits, as jobQueued would decide.
+      const p = s.takeForNew(spec());
+      assert.deepEqual(p, { assignments: [] });
+      assert.equal(s.queuedCount, 1);
+      assert.equal(s.slave('w')!.used, 1);
+      assert.equal(s.slave('w')!.reservedFor, big.id);
+      // A higher priority goes ahead of it, as with jobQueued.
+      assert.equal(s.takeForNew(spec({ priority: 5 })).hold?.slave, 'w');
+      // No matching slave: nothing held.
+      assert.deepEqual(s.takeForNew(spec({ channel: 'testing' })), { assignments: [] });
+      assert.equal(s.queuedCount, 1);
+    });
+
+    it('counts the slots again if the hold was lost before the job was stored', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const p = s.takeForNew(spec());
+      s.holdReleased(p.hold!);
+      const j = job();
+      s.holdStored(p.hold!, j);
+      assert.equal(s.phaseOf(j.id), 'assigned');
+      assert.equal(s.slave('w')!.used, 1);
+    });
+  });
+
   describe('when the master restarts', () => {
     it('counts the slots of jobs held by a slave before it reconnects, and refuses duplicates', () => {
       s.jobHeld(job({ slots: 3 }), 'w');
