@@ -26,8 +26,10 @@ export interface AttemptSpec {
   /**
    * Fetches the job's input files into `inputDir` (BUILDER_INPUT) before the process starts
    * (the agent plugs the master's download in here). A rejection fails the attempt before it runs.
+   * Resolving with 0 says that no file was fetched: the executor then does not index `inputDir`
+   * (for input conflicts) at all.
    */
-  readonly fetchInputs?: (inputDir: string, signal: AbortSignal) => Promise<void>;
+  readonly fetchInputs?: (inputDir: string, signal: AbortSignal) => Promise<number | void>;
   /** Called once with the leader's pid right after the spawn (the agent records it to clean up after a crash). */
   readonly onSpawn?: (pid: number) => void;
 }

@@ -1,3 +1,4 @@
+import { lstatSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
@@ -95,7 +96,10 @@ export class Executor {
     const k = checkAttemptKey(jobId, attempt);
     const running = this.attempts.get(k.jobId);
     if (running !== undefined && running.attempt === k.attempt) throw new BuilderError('BUILDER_ERR_BAD_STATE', `job ${k.jobId} attempt ${k.attempt} is still running`);
-    await removeTree(join(this.options.workRoot, `${k.jobId}-${k.attempt}`));
+    const path = join(this.options.workRoot, `${k.jobId}-${k.attempt}`);
+    // The usual case (a job that left no output) kept nothing: one synchronous lstat says so.
+    if (!existsNoFollow(path)) return;
+    await removeTree(path);
   }
 
   /**
@@ -159,6 +163,16 @@ export class Executor {
     for (const h of left) h.cancel();
     await Promise.all(left.map((h) => h.result));
     return { drained: false, cancelled: left.map((h) => h.jobId) };
+  }
+}
+
+/** True unless `path` is missing (an lstat: a symlink counts as there). */
+function existsNoFollow(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ENOENT';
   }
 }
 

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants } from 'node:fs';
-import { lstat, open, readdir, rename } from 'node:fs/promises';
+import { constants, lstatSync, readdirSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
@@ -76,14 +76,23 @@ function errInfo(e: unknown): { code: string; message: string } {
   return { code: typeof code === 'string' ? code : 'BUILDER_ERR_INTERNAL', message: e instanceof Error ? e.message : String(e) };
 }
 
+let slaveUser: string | undefined;
+
+/** The slave's user name, looked up once (getpwuid reads the user database on each call). */
+function slaveUserName(): string {
+  if (slaveUser === undefined) {
+    try {
+      slaveUser = userInfo().username;
+    } catch {
+      slaveUser = '';
+    }
+  }
+  return slaveUser;
+}
+
 /** The clean base environment plus the job's env plus the BUILDER_* variables (which win). */
 export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: CompiledExecutorOptions): Record<string, string> {
-  let user: string;
-  try {
-    user = userInfo().username;
-  } catch {
-    user = '';
-  }
+  const user = slaveUserName();
   // Security: nothing of the slave's own environment leaks into the job (no credentials, no agent sockets).
   const base: Record<string, string> = {
     PATH: o.path,
@@ -234,8 +243,9 @@ class AttemptRun implements AttemptHandle {
       workDirMade = true;
       if (this.spec.fetchInputs !== undefined && !this.cancelled) {
         // A cancel does not wait for a fetch that ignores its AbortSignal.
-        await Promise.race([this.spec.fetchInputs(dirs.input, this.abort.signal), this.aborted()]);
-        inputs = await indexFiles(dirs.input, o.artifacts);
+        const fetched = await Promise.race([this.spec.fetchInputs(dirs.input, this.abort.signal), this.aborted()]);
+        // Nothing fetched: no input can conflict with an artifact (what else is in input/ is not an input).
+        inputs = fetched === 0 ? new Map() : await indexFiles(dirs.input, o.artifacts);
       }
       let cmd: string;
       let args: string[];
@@ -287,11 +297,16 @@ class AttemptRun implements AttemptHandle {
         // The work dir goes back to the slot now; what the attempt still needs (its artifacts,
         // uploaded after the slots are free) moves out first, by a rename (no copy, no inode).
         const kept = await this.keep(dirs.output);
-        if (kept !== undefined) {
-          keptDir = kept;
-          outputDir = o.keepWorkDirs ? join(kept, 'output') : kept;
+        if (kept === 'empty') {
+          // A real, empty directory (the usual case of a job that leaves nothing): nothing to collect.
+          artifacts = { artifacts: [], refused: [], conflicts: [] };
+        } else {
+          if (kept !== undefined) {
+            keptDir = kept.path;
+            outputDir = o.keepWorkDirs ? join(kept.path, 'output') : kept.path;
+          }
+          artifacts = await collectArtifacts(outputDir, { ...o.artifacts, inputs, ownerUid: o.runAs?.uid });
         }
-        artifacts = await collectArtifacts(outputDir, { ...o.artifacts, inputs, ownerUid: o.runAs?.uid });
       } catch (e) {
         artifactsError = errInfo(e);
       }
@@ -346,24 +361,28 @@ class AttemptRun implements AttemptHandle {
   /**
    * Moves what must outlive the slot to `<workRoot>/<jobId>-<attempt>`: the whole work dir with
    * `keepWorkDirs`, else the output dir when it holds anything (a real directory only: a symlink
-   * the job left in its place is not moved, and collection refuses it). Returns the new path.
+   * the job left in its place is not moved, and collection refuses it). Returns the new path,
+   * `'empty'` when the output dir is a real, empty directory (nothing moved, nothing to collect),
+   * or undefined when nothing was moved otherwise. The look at the output dir is synchronous (two
+   * system calls on cached metadata, cheaper than the thread pool's round trips).
    */
-  private async keep(output: string): Promise<string | undefined> {
+  private async keep(output: string): Promise<{ path: string } | 'empty' | undefined> {
     if (this.o.keepWorkDirs) {
       await removeTree(this.keptPath);
       await rename(this.workDir, this.keptPath);
-      return this.keptPath;
+      return { path: this.keptPath };
     }
     let st;
     try {
-      st = await lstat(output);
+      st = lstatSync(output);
     } catch {
       return undefined;
     }
-    if (!st.isDirectory() || (await readdir(output)).length === 0) return undefined;
+    if (!st.isDirectory()) return undefined;
+    if (readdirSync(output).length === 0) return 'empty';
     await removeTree(this.keptPath);
     await rename(output, this.keptPath);
-    return this.keptPath;
+    return { path: this.keptPath };
   }
 
   private clearTimers(): void {

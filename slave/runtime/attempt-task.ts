@@ -6,7 +6,7 @@ import { RpcCallError, type RpcPeer } from '../../protocol/rpc-peer.js';
 import { uploadArtifact, type UploadTarget } from '../../protocol/transfer/index.js';
 import type { AttemptHandle, Executor } from '../executor/index.js';
 import { LogSpool, SpoolSender, type LogChunk, type SpoolRecord } from '../spool/index.js';
-import { AttemptFiles, processStartTime, type StoredOutcome, type UploadEntry } from './attempt-files.js';
+import { AttemptFiles, processStartTime, processStartTimeSync, type AttemptDirPool, type StoredOutcome, type UploadEntry } from './attempt-files.js';
 import { fetchInputs, InputSpecError, type InputFile } from './fetch-inputs.js';
 import { buildOutcome, capRefused, type FetchState } from './outcome.js';
 import { callWithRetry, isConnectionLoss, isRetryable, isStale, rpcCode, type RetryPolicy } from './retry.js';
@@ -27,6 +27,8 @@ export interface TaskContext {
   readonly o: CompiledSlaveRuntimeOptions;
   readonly executor: Executor;
   readonly log: Logger;
+  /** Where finished attempts' dirs are kept for reuse (none: each attempt makes and removes its own). */
+  readonly dirPool?: AttemptDirPool;
 }
 
 type LogRecordWire = ParamsOf<'attempt.log'>['records'][number];
@@ -133,7 +135,7 @@ export class AttemptTask {
    * cannot be made, the attempt fails as a setup failure. Throws what Executor.start throws.
    */
   static begin(ctx: TaskContext, executor: Executor, a: ParamsOf<'attempt.assign'>): AttemptTask {
-    const files = new AttemptFiles(ctx.o.attemptsDir, a.jobId, a.attempt);
+    const files = new AttemptFiles(ctx.o.attemptsDir, a.jobId, a.attempt, ctx.dirPool);
     const t = new AttemptTask(ctx, files, a.slots);
     t.start(executor, a);
     t.ready = t.prepare(a);
@@ -144,7 +146,8 @@ export class AttemptTask {
   private async prepare(a: ParamsOf<'attempt.assign'>): Promise<boolean> {
     try {
       await this.files.create({ jobId: a.jobId, attempt: a.attempt, slots: a.slots, name: a.name, acceptedAt: Date.now() });
-      this.useSpool(await LogSpool.open(this.files.spoolDir, this.ctx.o.spool));
+      // The dir is new (or recycled and emptied) and holds no spool to keep.
+      this.useSpool(await LogSpool.create(this.files.spoolDir, this.ctx.o.spool));
     } catch (e) {
       this.prepareError = e;
       this.log.error({ err: describe(e) }, 'cannot make the attempt files');
@@ -170,7 +173,7 @@ export class AttemptTask {
    * files removed, and the master's lost-slave rule requeues it).
    */
   static async recover(ctx: TaskContext, jobId: number, attempt: number): Promise<AttemptTask | undefined> {
-    const files = new AttemptFiles(ctx.o.attemptsDir, jobId, attempt);
+    const files = new AttemptFiles(ctx.o.attemptsDir, jobId, attempt, ctx.dirPool);
     const j = await files.load();
     if (j.record === undefined || j.outcome === undefined) {
       await killLeftovers(files, j.pid, ctx.log);
@@ -340,13 +343,14 @@ export class AttemptTask {
   private async recordPid(pid: number): Promise<void> {
     try {
       if (!(await this.ready)) return;
-      await this.files.writePid(pid, await processStartTime(pid));
+      await this.files.writePid(pid, processStartTimeSync(pid));
     } catch (e) {
       this.log.warn({ err: describe(e) }, 'cannot record the job pid');
     }
   }
 
-  private async fetchInputs(inputs: readonly InputFile[], dir: string, signal: AbortSignal): Promise<void> {
+  /** Fetches the inputs (after the attempt's files are made); resolves with how many there were. */
+  private async fetchInputs(inputs: readonly InputFile[], dir: string, signal: AbortSignal): Promise<number> {
     if (!(await this.ready)) {
       this.fetch = 'setup-failed';
       throw new BuilderError('BUILDER_ERR_UNAVAILABLE', `the slave cannot make the attempt's files: ${describe(this.prepareError)}`);
@@ -354,6 +358,7 @@ export class AttemptTask {
     try {
       await fetchInputs(inputs, dir, signal, () => this.waitLive(signal), { chunkBytes: this.ctx.o.inputChunkBytes, retry: this.retry });
       this.fetch = 'ok';
+      return inputs.length;
     } catch (e) {
       this.fetch = e instanceof InputSpecError ? 'job-failed' : 'setup-failed';
       if (e instanceof Stopped) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'attempt stopped during the input fetch');

@@ -8,7 +8,7 @@ import type { RpcPeer } from '../../protocol/rpc-peer.js';
 import { loadIdentity } from '../../pki/index.js';
 import { SlaveAgent } from '../agent.js';
 import { Executor } from '../executor/index.js';
-import { listAttemptDirs } from './attempt-files.js';
+import { AttemptDirPool, listAttemptDirs } from './attempt-files.js';
 import { AttemptTask, type TaskEnd } from './attempt-task.js';
 import { compileSlaveRuntimeOptions, type CompiledSlaveRuntimeOptions, type SlaveRuntimeOptions } from './runtime-options.js';
 import { SlotRecordFile } from './slot-record-file.js';
@@ -44,6 +44,7 @@ export class SlaveRuntime {
   readonly executor: Executor;
   readonly agent: SlaveAgent;
   private readonly tasks = new Map<string, AttemptTask>();
+  private readonly dirPool: AttemptDirPool;
   private readonly ending = new Set<Promise<TaskEnd>>();
   private slotRecord: SlotRecordFile | undefined;
   private peer: RpcPeer | undefined;
@@ -56,6 +57,8 @@ export class SlaveRuntime {
     this.options = compileSlaveRuntimeOptions(opts);
     this.log = opts.logger ?? pino({ level: 'silent' });
     const o = this.options;
+    // Enough recycled attempt dirs for every slot's attempt and one finishing behind each.
+    this.dirPool = new AttemptDirPool(o.attemptsDir, Math.min(2 * o.capacity + 2, 256));
     this.executor = new Executor({
       ...o.executor,
       dataDir: o.dir,
@@ -80,6 +83,7 @@ export class SlaveRuntime {
     const o = this.options;
     // The identity first: a wrong --dir fails with one clear error before anything is created in it.
     await loadIdentity(o.dir);
+    await this.dirPool.clear();
     for (const d of await listAttemptDirs(o.attemptsDir)) {
       let t: AttemptTask | undefined;
       try {
@@ -122,7 +126,7 @@ export class SlaveRuntime {
   }
 
   private taskContext() {
-    return { o: this.options, executor: this.executor, log: this.log };
+    return { o: this.options, executor: this.executor, log: this.log, dirPool: this.dirPool };
   }
 
   private track(t: AttemptTask): void {
@@ -290,6 +294,8 @@ export class SlaveRuntime {
     if (kept.length > 0) this.log.warn({ kept }, 'stopping with attempts not delivered; they are kept on disk for the next start');
     await Promise.all([...this.tasks.values()].map((t) => t.close()));
     await this.agent.stop();
+    // The recycled attempt dirs are of use only to this process.
+    await this.dirPool.clear().catch(() => undefined);
     this.slotRecord?.close();
     this.slotRecord = undefined;
     this.log.info({ drained: r.drained, killed: killed.length, kept: kept.length }, 'slave stopped');

@@ -293,7 +293,10 @@ export class FarmSlave {
   async start(): Promise<void> {
     if (this.process?.running) throw new Error(`slave ${this.name} already runs`);
     const s = this.spec;
-    const args = [...this.farm.nodeArgs, binPath('slave'), 'run', '--dir', this.dir, '--master', this.masterAddress, '--channels', s.channels.join(','), '--arch', s.arches.join(','), '--capacity', String(s.capacity), ...s.args];
+    // BUILDER_FARM_SLAVE_NODE_ARGS: extra node flags for the slaves only (e.g. `--cpu-prof
+    // --cpu-prof-dir=/tmp/p`, which NODE_OPTIONS refuses), to profile a slave during a bench run.
+    const extra = (process.env.BUILDER_FARM_SLAVE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+    const args = [...this.farm.nodeArgs, ...extra, binPath('slave'), 'run', '--dir', this.dir, '--master', this.masterAddress, '--channels', s.channels.join(','), '--arch', s.arches.join(','), '--capacity', String(s.capacity), ...s.args];
     this.process = new FarmProcess(`slave ${s.name}`, args, join(this.farm.root, `slave-${s.name}.${++this.starts}.log`), this.farm.env);
     if (s.waitSubscribed) {
       const proc = this.process;

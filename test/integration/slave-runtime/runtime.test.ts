@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
 import type { SlaveRuntime } from '../../../slave/index.js';
-import { alive, fastRuntimeOptions, killGroups, readSlotRecord, slaveTestBed, startRuntime, until } from './helpers/setup.js';
+import { alive, attemptDirs, fastRuntimeOptions, killGroups, readSlotRecord, slaveTestBed, startRuntime, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -89,7 +89,7 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       assert.deepEqual(f.conflicts, []);
       // The slave forgets the attempt once the master has it.
       await until(() => rt!.attempts().length === 0, 'the attempt to be forgotten');
-      assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+      assert.deepEqual(await attemptDirs(dir), []);
       assert.equal(existsSync(join(dir, 'work', '7-1')), false);
       const rec = await readSlotRecord(dir);
       assert.deepEqual(
@@ -308,7 +308,7 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       await until(async () => !(await alive(pid)), 'the job to be killed');
       await until(() => rt!.attempts().length === 0, 'the attempt to be forgotten');
       assert.equal(master.get(33).finish, undefined);
-      assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+      assert.deepEqual(await attemptDirs(dir), []);
     });
   });
 
@@ -325,7 +325,7 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       await mkdir(join(bad, 'seg-0000000001.log'));
       rt = await startRuntime(fastRuntimeOptions(dir, master.address));
       assert.deepEqual(master.subscribes[0]!.running, []);
-      const left = await readdir(join(dir, 'attempts'));
+      const left = await attemptDirs(dir);
       assert.equal(left.length, 1);
       assert.match(left[0]!, /^77-1\.unreadable-\d+$/);
     });

@@ -5,7 +5,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
 import { RunningBin, runBin } from '../../helpers/procs.js';
-import { alive, killGroups, readSlotRecord, slaveTestBed, until } from './helpers/setup.js';
+import { alive, attemptDirs, killGroups, readSlotRecord, slaveTestBed, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
 
 /** One clear line (plus an optional hint line), no stack trace, non-zero exit. */
@@ -79,7 +79,7 @@ describe('slave run (a real child process)', function () {
         ['open', 'start', 'end', 'close'],
       );
       assert.ok(rec.maxUsed <= 2);
-      assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+      assert.deepEqual(await attemptDirs(dir), []);
     });
 
     it('kills a job still running at the drain deadline (its whole group), reports it cancelled so the master requeues it, and exits 0', async function () {
@@ -126,7 +126,7 @@ describe('slave run (a real child process)', function () {
       await s.waitFor(/"msg":"attempt ended"/);
       assert.deepEqual(await s.stop('SIGTERM'), { code: 0, signal: null });
       assert.match(s.out, /kept on disk for the next start/);
-      assert.deepEqual(await readdir(join(dir, 'attempts')), ['5-1']);
+      assert.deepEqual(await attemptDirs(dir), ['5-1']);
       await master.listen();
       const s2 = slave();
       const a = await master.waitFinish(5);
@@ -134,7 +134,7 @@ describe('slave run (a real child process)', function () {
       assert.equal(a.finish!.state, 'succeeded');
       assert.equal(master.text(5), 'before\nafter\n');
       assert.deepEqual(a.finish!.artifacts.map((x) => x.path), ['o.txt']);
-      await until(async () => (await readdir(join(dir, 'attempts'))).length === 0, 'the attempt files to go');
+      await until(async () => (await attemptDirs(dir)).length === 0, 'the attempt files to go');
       assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
     });
 
@@ -157,7 +157,7 @@ describe('slave run (a real child process)', function () {
       await until(() => master.subscribes.length > subs, 'the new subscribe');
       assert.deepEqual(master.subscribes[master.subscribes.length - 1]!.running, []);
       await until(async () => !(await alive(pid)), 'the leftover job to be killed');
-      assert.deepEqual(await readdir(join(dir, 'attempts')), []);
+      assert.deepEqual(await attemptDirs(dir), []);
       // The slot work dirs the killed job left are set aside and removed before the slave takes work again.
       assert.deepEqual(await readdir(join(dir, 'work', 'slots')), []);
       assert.deepEqual((await readdir(join(dir, 'work'))).filter((x) => x.startsWith('.trash-')), []);

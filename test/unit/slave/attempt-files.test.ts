@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { appendFile, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AttemptFiles, type StoredOutcome } from '../../../slave/runtime/attempt-files.js';
+import { AttemptDirPool, AttemptFiles, listAttemptDirs, type StoredOutcome } from '../../../slave/runtime/attempt-files.js';
+import { LogSpool } from '../../../slave/spool/index.js';
 
 const outcome: StoredOutcome = { state: 'succeeded', exitCode: 0, signal: null, reason: null, setupFailure: false, refused: [], conflicts: [], artifacts: [{ path: 'a.deb', absPath: '/w/a.deb', size: 3, sha256: 'ab'.repeat(32) }], lastSeq: 4 };
 
@@ -29,6 +30,93 @@ describe('slave/runtime AttemptFiles (the attempt journal)', () => {
       assert.deepEqual(j.pid, { pid: 4242, startTime: '987' });
       assert.deepEqual(j.outcome, outcome);
       assert.deepEqual([...j.uploads.values()], [{ path: 'a.deb', size: 3, sha256: 'ab'.repeat(32) }]);
+    });
+  });
+
+  describe('when attempt dirs are recycled through a pool', () => {
+    it('keeps a finished attempt dir emptied, and the next attempt reuses it (same inodes) with only its own lines and log', async () => {
+      const pool = new AttemptDirPool(root, 2);
+      const a = new AttemptFiles(root, 1, 1, pool);
+      await a.create({ jobId: 1, attempt: 1, slots: 1, name: 'first', acceptedAt: 1 });
+      await a.writePid(4242, '987');
+      await a.writeOutcome(outcome);
+      const spoolA = await LogSpool.create(a.spoolDir);
+      await spoolA.append([{ seq: 1, stream: 'stdout', data: Buffer.from('old output') }]);
+      await spoolA.end();
+      await spoolA.close();
+      const journalIno = (await stat(a.journalPath)).ino;
+      const segIno = (await stat(join(a.dir, 'seg-0000000001.log'))).ino;
+      await a.remove();
+      // Emptied and renamed to a name the recovery scan ignores.
+      const names = await readdir(root);
+      assert.deepEqual(names, ['.recycled.1']);
+      assert.deepEqual(await listAttemptDirs(root), []);
+      for (const f of await readdir(join(root, '.recycled.1'))) assert.equal((await stat(join(root, '.recycled.1', f))).size, 0, f);
+      assert.equal(pool.size, 1);
+
+      const b = new AttemptFiles(root, 2, 1, pool);
+      await b.create({ jobId: 2, attempt: 1, slots: 2, name: 'second', acceptedAt: 2 });
+      const spoolB = await LogSpool.create(b.spoolDir);
+      await spoolB.append([{ seq: 1, stream: 'stderr', data: Buffer.from('new') }]);
+      await spoolB.close();
+      await b.close();
+      assert.equal(pool.size, 0);
+      assert.deepEqual(await readdir(root), ['2-1']);
+      assert.equal((await stat(b.journalPath)).ino, journalIno, 'the journal inode is reused');
+      assert.equal((await stat(join(b.dir, 'seg-0000000001.log'))).ino, segIno, 'the segment inode is reused');
+      const j = await new AttemptFiles(root, 2, 1).load();
+      assert.deepEqual(j.record, { jobId: 2, attempt: 1, slots: 2, name: 'second', acceptedAt: 2 });
+      assert.equal(j.pid, undefined, 'nothing of the first attempt is left');
+      assert.equal(j.outcome, undefined);
+      const reopened = await LogSpool.open(b.spoolDir);
+      const recs = await reopened.read(1);
+      await reopened.close();
+      assert.deepEqual(recs.map((r) => (r.kind === 'data' ? `${r.seq}:${r.stream}:${r.data.toString()}` : r.kind)), ['1:stderr:new']);
+      assert.equal(reopened.ended, false);
+    });
+
+    it('removes anything else a recycled dir holds before reusing it, and removes dirs once the pool is full', async () => {
+      const pool = new AttemptDirPool(root, 1);
+      const a = new AttemptFiles(root, 1, 1, pool);
+      await a.create({ jobId: 1, attempt: 1, slots: 1, name: 'a', acceptedAt: 1 });
+      const b = new AttemptFiles(root, 2, 1, pool);
+      await b.create({ jobId: 2, attempt: 1, slots: 1, name: 'b', acceptedAt: 1 });
+      // A second segment (a log over 4 MiB) and a stray file: not kept for the next attempt.
+      await writeFile(join(a.dir, 'seg-0000000002.log'), 'x'.repeat(100));
+      await a.remove();
+      await b.remove();
+      assert.deepEqual((await readdir(root)).sort(), ['.recycled.1'], 'the pool holds one dir; the other was removed');
+      assert.deepEqual(await readdir(join(root, '.recycled.1')), ['attempt.jsonl']);
+      await writeFile(join(root, '.recycled.1', 'stray'), 'x');
+      const c = new AttemptFiles(root, 3, 1, pool);
+      await c.create({ jobId: 3, attempt: 1, slots: 1, name: 'c', acceptedAt: 1 });
+      await c.close();
+      assert.deepEqual(await readdir(c.dir), ['attempt.jsonl']);
+    });
+
+    it('does not reuse a recycled dir over an older run of the same attempt that still has files, and starts fresh instead', async () => {
+      const pool = new AttemptDirPool(root, 2);
+      const a = new AttemptFiles(root, 1, 1, pool);
+      await a.create({ jobId: 1, attempt: 1, slots: 1, name: 'a', acceptedAt: 1 });
+      await a.remove();
+      await mkdir(join(root, '5-1'));
+      await writeFile(join(root, '5-1', 'attempt.jsonl'), JSON.stringify({ t: 'pid', pid: 77, startTime: null }) + '\n');
+      const b = new AttemptFiles(root, 5, 1, pool);
+      await b.create({ jobId: 5, attempt: 1, slots: 1, name: 'b', acceptedAt: 9 });
+      await b.close();
+      const j = await new AttemptFiles(root, 5, 1).load();
+      assert.equal(j.pid, undefined);
+      assert.equal(j.record?.acceptedAt, 9);
+      assert.equal(pool.size, 1, 'the recycled dir stays in the pool');
+    });
+
+    it('clears the recycled dirs a previous process left (at start-up)', async () => {
+      await mkdir(join(root, '.recycled.4'));
+      await writeFile(join(root, '.recycled.4', 'attempt.jsonl'), 'x');
+      await mkdir(join(root, '3-1'));
+      const pool = new AttemptDirPool(root, 4);
+      assert.equal(await pool.clear(), 1);
+      assert.deepEqual(await readdir(root), ['3-1']);
     });
   });
 

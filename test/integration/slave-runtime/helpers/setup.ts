@@ -1,4 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SlaveRuntime, type SlaveRuntimeOptions } from '../../../../slave/index.js';
@@ -32,6 +32,24 @@ export async function startRuntime(opts: SlaveRuntimeOptions): Promise<SlaveRunt
 }
 
 /** Polls `cond` every 10 ms until it holds, or fails after `timeoutMs`. */
+/**
+ * The attempt dirs under `<dir>/attempts`, without the recycled ones (emptied dirs kept for the
+ * next attempt); throws if a recycled dir still holds anything of an attempt (a file that is not
+ * empty, or a name other than the journal and the first spool segment).
+ */
+export async function attemptDirs(dir: string): Promise<string[]> {
+  const root = join(dir, 'attempts');
+  const names = await readdir(root);
+  for (const n of names.filter((x) => x.startsWith('.recycled.'))) {
+    for (const f of await readdir(join(root, n))) {
+      if (f !== 'attempt.jsonl' && f !== 'seg-0000000001.log') throw new Error(`recycled dir ${n} holds ${f}`);
+      const { size } = await stat(join(root, n, f));
+      if (size !== 0) throw new Error(`recycled dir ${n}: ${f} holds ${size} bytes`);
+    }
+  }
+  return names.filter((x) => !x.startsWith('.recycled.'));
+}
+
 export async function until(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await cond())) {
