@@ -235,6 +235,11 @@ async function builder(): Promise<void> {
     };
     out.masterRssAfterThroughputMiB = rssMiB(farm.master.pid);
     log(`builder: throughput ${JSON.stringify(out.throughput)}`);
+    // Idle again after the load: what the daemons hold once their hot paths are optimized.
+    await sleep(SETTLE_MS);
+    const slaveAfter = [...farm.slaves.values()].map((s) => rssMiB(s.pid));
+    out.rssSettledAfterLoadMiB = { master: rssMiB(farm.master.pid), slaves: { max: Math.max(...slaveAfter), min: Math.min(...slaveAfter) } };
+    log(`builder: idle RSS ${String(out.settleS)} s after the load ${JSON.stringify(out.rssSettledAfterLoadMiB)}`);
 
     if (!skip.has('queued')) {
       const tq = Date.now();

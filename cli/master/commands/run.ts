@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { Master } from '../../../master/index.js';
 import { BuilderCommand } from '../../base-command.js';
+import { startIdleGc } from '../../idle-gc.js';
 import { releaseOptimizer } from '../../optimizer.js';
 import { parseDuration } from '../../duration.js';
 
@@ -39,6 +40,7 @@ export default class Run extends BuilderCommand {
     });
     await master.start();
     releaseOptimizer();
+    const idleGc = startIdleGc({ onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected') });
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         log.info({ signal: sig }, 'stopping');
@@ -47,5 +49,6 @@ export default class Run extends BuilderCommand {
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
+    idleGc.stop();
   }
 }

@@ -3,6 +3,7 @@ import { Flags } from '@oclif/core';
 import { BuilderError } from '../../../protocol/errors.js';
 import { SlaveRuntime } from '../../../slave/index.js';
 import { BuilderCommand, parseDuration } from '../../base-command.js';
+import { startIdleGc } from '../../idle-gc.js';
 import { releaseOptimizer } from '../../optimizer.js';
 
 /** The machine's architecture in distribution terms (Debian's amd64 is x86_64 here, as rpm says). */
@@ -76,6 +77,8 @@ export default class Run extends BuilderCommand {
     });
     await runtime.start();
     releaseOptimizer();
+    const idleGc = startIdleGc({ onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected') });
     await stopped;
+    idleGc.stop();
   }
 }

@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { getHeapStatistics } from 'node:v8';
+import { startIdleGc } from '../../../cli/idle-gc.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Grows the V8 heap by about `mib` MiB of objects that are garbage once this returns. */
+function makeGarbage(mib: number): number {
+  const keep: Array<Array<{ i: number; s: string }>> = [];
+  for (let m = 0; m < mib; m++) keep.push(Array.from({ length: 16_000 }, (_, i) => ({ i, s: `x${i}` })));
+  return keep.length;
+}
+
+describe('idle gc (cli/idle-gc)', function () {
+  this.timeout(20_000);
+
+  it('collects once in the first idle interval after the heap grew, and shrinks it', async () => {
+    const collected: Array<[number, number]> = [];
+    const g = startIdleGc({ intervalMs: 100, idleBelow: 0.5, minGrowthBytes: 16 * 1024 * 1024, onCollect: (b, a) => collected.push([b, a]) });
+    try {
+      makeGarbage(60);
+      const grown = getHeapStatistics().total_heap_size;
+      await sleep(600);
+      assert.equal(g.collections, 1);
+      assert.ok(collected[0]![1] < collected[0]![0], `heap ${collected[0]![0]} -> ${collected[0]![1]} bytes`);
+      assert.ok(getHeapStatistics().total_heap_size < grown);
+      // Still idle, no new growth: no second collection.
+      await sleep(400);
+      assert.equal(g.collections, 1);
+    } finally {
+      g.stop();
+    }
+  });
+
+  it('never collects while the event loop is busy, even when the heap grew', async () => {
+    const g = startIdleGc({ intervalMs: 100, idleBelow: 0.5, minGrowthBytes: 1024 * 1024 });
+    try {
+      const until = Date.now() + 800;
+      // Busy: each turn of the loop does 20 ms of work and allocates.
+      while (Date.now() < until) {
+        makeGarbage(4);
+        const t = Date.now() + 20;
+        while (Date.now() < t);
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal(g.collections, 0);
+    } finally {
+      g.stop();
+    }
+  });
+});
