@@ -12,7 +12,7 @@ import { releaseOptimizer } from './optimizer.js';
 export abstract class BuilderCommand extends Command {
   /**
    * True for the daemons (`master run`, `slave run`): they let V8's optimizer go only once they
-   * are up (cli/optimizer.ts). Every other command lets it go before its `run`.
+   * are busy (cli/idle-tuning.ts). Every other command lets it go before its `run`.
    */
   static releasesOptimizerItself = false;
 

@@ -1,8 +1,7 @@
 import { Flags } from '@oclif/core';
 import { Master } from '../../../master/index.js';
 import { BuilderCommand } from '../../base-command.js';
-import { startIdleGc } from '../../idle-gc.js';
-import { releaseOptimizer } from '../../optimizer.js';
+import { startIdleTuning } from '../../idle-tuning.js';
 import { parseDuration } from '../../duration.js';
 
 export default class Run extends BuilderCommand {
@@ -39,8 +38,10 @@ export default class Run extends BuilderCommand {
       logger: log,
     });
     await master.start();
-    releaseOptimizer();
-    const idleGc = startIdleGc({ onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected') });
+    const idle = startIdleTuning({
+      onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected'),
+      onBusy: (elu) => log.debug({ elu }, 'busy: optimizing compiler on'),
+    });
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         log.info({ signal: sig }, 'stopping');
@@ -49,6 +50,6 @@ export default class Run extends BuilderCommand {
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
-    idleGc.stop();
+    idle.stop();
   }
 }

@@ -3,8 +3,7 @@ import { Flags } from '@oclif/core';
 import { BuilderError } from '../../../protocol/errors.js';
 import { SlaveRuntime } from '../../../slave/index.js';
 import { BuilderCommand, parseDuration } from '../../base-command.js';
-import { startIdleGc } from '../../idle-gc.js';
-import { releaseOptimizer } from '../../optimizer.js';
+import { startIdleTuning } from '../../idle-tuning.js';
 
 /** The machine's architecture in distribution terms (Debian's amd64 is x86_64 here, as rpm says). */
 function defaultArch(): string {
@@ -76,9 +75,11 @@ export default class Run extends BuilderCommand {
       process.on('SIGTERM', () => stop('SIGTERM'));
     });
     await runtime.start();
-    releaseOptimizer();
-    const idleGc = startIdleGc({ onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected') });
+    const idle = startIdleTuning({
+      onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected'),
+      onBusy: (elu) => log.debug({ elu }, 'busy: optimizing compiler on'),
+    });
     await stopped;
-    idleGc.stop();
+    idle.stop();
   }
 }

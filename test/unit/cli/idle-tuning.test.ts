@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { getHeapStatistics } from 'node:v8';
-import { startIdleGc } from '../../../cli/idle-gc.js';
+import { holdOptimizer, releaseOptimizer } from '../../../cli/optimizer.js';
+import { startIdleTuning } from '../../../cli/idle-tuning.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -11,12 +12,12 @@ function makeGarbage(mib: number): number {
   return keep.length;
 }
 
-describe('idle gc (cli/idle-gc)', function () {
+describe('idle tuning (cli/idle-tuning)', function () {
   this.timeout(20_000);
 
   it('collects once in the first idle interval after the heap grew, and shrinks it', async () => {
     const collected: Array<[number, number]> = [];
-    const g = startIdleGc({ intervalMs: 100, idleBelow: 0.5, minGrowthBytes: 16 * 1024 * 1024, onCollect: (b, a) => collected.push([b, a]) });
+    const g = startIdleTuning({ intervalMs: 100, idleBelow: 0.5, minGrowthBytes: 16 * 1024 * 1024, onCollect: (b, a) => collected.push([b, a]) });
     try {
       makeGarbage(60);
       const grown = getHeapStatistics().total_heap_size;
@@ -33,7 +34,7 @@ describe('idle gc (cli/idle-gc)', function () {
   });
 
   it('never collects while the event loop is busy, even when the heap grew', async () => {
-    const g = startIdleGc({ intervalMs: 100, idleBelow: 0.5, minGrowthBytes: 1024 * 1024 });
+    const g = startIdleTuning({ intervalMs: 100, idleBelow: 0.5, minGrowthBytes: 1024 * 1024 });
     try {
       const until = Date.now() + 800;
       // Busy: each turn of the loop does 20 ms of work and allocates.
@@ -46,6 +47,28 @@ describe('idle gc (cli/idle-gc)', function () {
       assert.equal(g.collections, 0);
     } finally {
       g.stop();
+    }
+  });
+
+  it('lets the optimizer go in the first busy interval, not while idle', async () => {
+    holdOptimizer();
+    const busy: number[] = [];
+    const g = startIdleTuning({ intervalMs: 100, busyAbove: 0.5, onBusy: (elu) => busy.push(elu) });
+    try {
+      await sleep(350);
+      assert.equal(g.optimizing, false);
+      const until = Date.now() + 400;
+      while (Date.now() < until) {
+        const t = Date.now() + 20;
+        while (Date.now() < t);
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal(g.optimizing, true);
+      assert.equal(busy.length, 1);
+      assert.ok(busy[0]! >= 0.5, `elu ${busy[0]}`);
+    } finally {
+      g.stop();
+      releaseOptimizer();
     }
   });
 });
