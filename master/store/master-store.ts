@@ -19,6 +19,7 @@ import {
   type ScheduleRow,
   type SlaveRow,
 } from './rows.js';
+import { Checkpointer } from './checkpointer.js';
 import { SqliteConn, type SqlValue } from './sqlite-conn.js';
 import { compileStoreOptions, type CompiledStoreOptions, type StoreOptions } from './store-options.js';
 import type { Artifact, ArtifactKind, Attempt, Job, JobEvent, JobState, NewJob, Schedule, SlaveRecord, TransitionResult } from './types.js';
@@ -105,7 +106,26 @@ export class MasterStore {
     private readonly writer: SqliteConn,
     private readonly reader: SqliteConn,
     private readonly queue: WriteQueue,
-  ) {}
+    private readonly ckptConn: SqliteConn | undefined,
+  ) {
+    if (ckptConn !== undefined) {
+      const policy = { everyCommits: options.checkpointEveryCommits, maxDelayMs: options.checkpointMaxDelayMs, idleMs: options.checkpointIdleMs, maxWalFrames: options.maxWalFrames };
+      const sql = 'PRAGMA wal_checkpoint(PASSIVE)';
+      type Row = { busy: number; log: number; checkpointed: number };
+      this.checkpointer = new Checkpointer(
+        () => ckptConn.get<Row>(sql),
+        () => queue.enqueueAlone((c) => c.get<Row>(sql)),
+        policy,
+        // A failed checkpoint loses nothing (the WAL keeps the pages); the next one retries.
+        () => undefined,
+      );
+      const cp = this.checkpointer;
+      queue.onCommit = () => cp.committed();
+    }
+  }
+
+  /** The background checkpointer (undefined with `checkpoint: 'commit'`). */
+  readonly checkpointer: Checkpointer | undefined;
 
   /** Opens (creating if needed) `<dir>/master.db`, applies pending migrations, opens the reader. */
   static async open(opts: StoreOptions): Promise<MasterStore> {
@@ -113,6 +133,7 @@ export class MasterStore {
     await mkdir(dirname(o.file), { recursive: true });
     const writer = await SqliteConn.open(o.file, sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE);
     let reader: SqliteConn | undefined;
+    let ckpt: SqliteConn | undefined;
     try {
       await writer.exec(`PRAGMA busy_timeout = ${o.busyTimeoutMs}`);
       const mode = await writer.get<{ journal_mode: string }>('PRAGMA journal_mode = WAL');
@@ -121,12 +142,19 @@ export class MasterStore {
       await migrate(writer);
       reader = await SqliteConn.open(o.file, sqlite3.OPEN_READONLY);
       await reader.exec(`PRAGMA busy_timeout = ${o.busyTimeoutMs}`);
+      if (o.checkpoint === 'background') {
+        // No COMMIT of the writer runs a checkpoint; the checkpointer's own connection does.
+        await writer.exec('PRAGMA wal_autocheckpoint = 0');
+        ckpt = await SqliteConn.open(o.file, sqlite3.OPEN_READWRITE);
+        await ckpt.exec(`PRAGMA busy_timeout = ${o.busyTimeoutMs}; PRAGMA synchronous = ${o.synchronous}; PRAGMA wal_autocheckpoint = 0;`);
+      }
     } catch (e) {
+      if (ckpt) await ckpt.close().catch(() => undefined);
       if (reader) await reader.close().catch(() => undefined);
       await writer.close().catch(() => undefined);
       throw e;
     }
-    return new MasterStore(o, writer, reader, new WriteQueue(writer, o.maxBatch));
+    return new MasterStore(o, writer, reader, new WriteQueue(writer, o.maxBatch), ckpt);
   }
 
   /** The schema version of the open database. */
@@ -145,7 +173,10 @@ export class MasterStore {
     if (this.closed) return;
     this.closed = true;
     await this.queue.idle();
+    await this.checkpointer?.close();
+    await this.ckptConn?.close();
     await this.reader.close();
+    // Last: closing the last connection checkpoints what is left and removes the WAL.
     await this.writer.close();
   }
 

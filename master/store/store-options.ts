@@ -20,6 +20,28 @@ export interface StoreOptions {
    *   transactions before a power loss may roll back (the database stays consistent).
    */
   synchronous?: 'FULL' | 'NORMAL';
+  /**
+   * Who copies the WAL back into the database file. Default `background`.
+   * - `background`: a connection of its own runs a PASSIVE checkpoint after
+   *   `checkpointEveryCommits` commits or `checkpointMaxDelayMs` after the first commit not yet
+   *   copied, once no commit came for `checkpointIdleMs` (at the latest twice
+   *   `checkpointMaxDelayMs` after that commit): no COMMIT waits for a checkpoint.
+   * - `commit`: SQLite's own (wal_autocheckpoint = 1000 pages): the COMMIT that crosses 1,000
+   *   pages runs it before it returns.
+   */
+  checkpoint?: 'background' | 'commit';
+  /** Commits after which a background checkpoint is due. Default 100 (on an idle farm about the 1,000 WAL pages SQLite would wait for). */
+  checkpointEveryCommits?: number;
+  /** Longest time a committed write waits to be copied back, also under a steady stream of writes (bounds the WAL). Default 1,000 ms. */
+  checkpointMaxDelayMs?: number;
+  /** Quiet time of the writer before a due background checkpoint runs. Default 5 ms. */
+  checkpointIdleMs?: number;
+  /**
+   * WAL size (in pages) past which the next checkpoint runs on the writer's queue, between two
+   * write batches, so that the WAL is rewound (only under writes back to back). Default 4,000
+   * (16 MiB with 4 KiB pages).
+   */
+  maxWalFrames?: number;
   /** How long a connection waits for a lock held by another connection. Default 5,000 ms. */
   busyTimeoutMs?: number;
   /** Most writes committed in one transaction. Default 1,000. */
@@ -47,6 +69,11 @@ export interface StoreOptions {
 export interface CompiledStoreOptions {
   file: string;
   synchronous: 'FULL' | 'NORMAL';
+  checkpoint: 'background' | 'commit';
+  checkpointEveryCommits: number;
+  checkpointMaxDelayMs: number;
+  checkpointIdleMs: number;
+  maxWalFrames: number;
   busyTimeoutMs: number;
   maxBatch: number;
   defaultMaxAttempts: number;
@@ -75,9 +102,16 @@ export function compileStoreOptions(o: StoreOptions): CompiledStoreOptions {
   }
   const synchronous = o.synchronous ?? 'FULL';
   if (synchronous !== 'FULL' && synchronous !== 'NORMAL') throw new BuilderError('BUILDER_ERR_CONFIG', 'store option synchronous must be FULL or NORMAL');
+  const checkpoint = o.checkpoint ?? 'background';
+  if (checkpoint !== 'background' && checkpoint !== 'commit') throw new BuilderError('BUILDER_ERR_CONFIG', 'store option checkpoint must be background or commit');
   const c: CompiledStoreOptions = {
     file: join(isAbsolute(o.dir) ? o.dir : resolve(o.dir), fileName),
     synchronous,
+    checkpoint,
+    checkpointEveryCommits: posInt('checkpointEveryCommits', o.checkpointEveryCommits, 100),
+    checkpointMaxDelayMs: posInt('checkpointMaxDelayMs', o.checkpointMaxDelayMs, 1000),
+    checkpointIdleMs: posInt('checkpointIdleMs', o.checkpointIdleMs, 5, 0),
+    maxWalFrames: posInt('maxWalFrames', o.maxWalFrames, 4000),
     busyTimeoutMs: posInt('busyTimeoutMs', o.busyTimeoutMs, 5000, 0),
     maxBatch: posInt('maxBatch', o.maxBatch, 1000),
     defaultMaxAttempts: posInt('defaultMaxAttempts', o.defaultMaxAttempts, 3),

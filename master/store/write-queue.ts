@@ -26,6 +26,8 @@ export interface GroupWrite<I, R> {
 
 interface Entry {
   op?: WriteOp<unknown>;
+  /** Runs alone, outside any transaction (a checkpoint). */
+  alone?: WriteOp<unknown>;
   group?: GroupWrite<unknown, unknown>;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
@@ -58,6 +60,8 @@ export class WriteQueue {
   private idleWaiters: Array<() => void> = [];
   /** Number of COMMITs done; a measure of batching (writes / commits). */
   commits = 0;
+  /** Called after each COMMIT (the store's background checkpointer counts them). */
+  onCommit: (() => void) | undefined;
 
   constructor(
     private readonly conn: SqliteConn,
@@ -74,7 +78,15 @@ export class WriteQueue {
     return this.push({ group: g as GroupWrite<unknown, unknown> });
   }
 
-  private push<T>(e: Pick<Entry, 'op' | 'group'>): Promise<T> {
+  /**
+   * Queues a statement that must run outside a transaction (a WAL checkpoint): it runs in a
+   * batch of its own, between the writes queued before it and those after it.
+   */
+  enqueueAlone<T>(op: WriteOp<T>): Promise<T> {
+    return this.push({ alone: op });
+  }
+
+  private push<T>(e: Pick<Entry, 'op' | 'group' | 'alone'>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ ...e, resolve: resolve as (v: unknown) => void, reject });
       if (!this.running) {
@@ -85,6 +97,11 @@ export class WriteQueue {
     });
   }
 
+  private committed(): void {
+    this.commits++;
+    this.onCommit?.();
+  }
+
   /** Resolves once every write enqueued so far has settled. */
   idle(): Promise<void> {
     if (!this.running) return Promise.resolve();
@@ -93,7 +110,15 @@ export class WriteQueue {
 
   private async drain(): Promise<void> {
     while (this.pending.length > 0) {
-      const batch = this.pending.splice(0, this.maxBatch);
+      const alone = this.pending[0]!.alone;
+      if (alone !== undefined) {
+        const e = this.pending.shift()!;
+        await alone(this.conn).then(e.resolve, e.reject);
+        continue;
+      }
+      let n = 0;
+      while (n < this.pending.length && n < this.maxBatch && this.pending[n]!.alone === undefined) n++;
+      const batch = this.pending.splice(0, n);
       const outcomes = await this.runBatch(batch);
       batch.forEach((e, i) => {
         const o = outcomes[i]!;
@@ -162,7 +187,7 @@ export class WriteQueue {
       // Its own transaction: it commits whole or not at all.
       try {
         const value = await this.runOne(batch[0]!);
-        this.commits++;
+        this.committed();
         return [{ ok: true, value }];
       } catch (error) {
         return [{ ok: false, error }];
@@ -184,7 +209,7 @@ export class WriteQueue {
         i = k;
       }
       await this.conn.run('COMMIT');
-      this.commits++;
+      this.committed();
       return values.map((value) => ({ ok: true, value }));
     } catch (error) {
       await this.rollback();
@@ -206,7 +231,7 @@ export class WriteQueue {
         }
       }
       await this.conn.run('COMMIT');
-      this.commits++;
+      this.committed();
       return outcomes;
     } catch (error) {
       await this.rollback();

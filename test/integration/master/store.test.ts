@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,6 +67,56 @@ describe('master/store (real SQLite)', () => {
         });
       });
       await assert.rejects(MasterStore.open({ dir }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFIG') && /newer/.test(e.message));
+    });
+  });
+
+  describe('when the WAL is copied back in the background', () => {
+    const walBytes = async () => (await stat(join(dir, 'master.db-wal'))).size;
+    const until = async (what: string, pred: () => boolean) => {
+      for (let i = 0; !pred(); i++) {
+        if (i > 500) assert.fail(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+
+    it('checkpoints after N commits once the writer is idle, keeps the WAL bounded, and loses nothing', async () => {
+      await store!.close();
+      store = await MasterStore.open({ dir, checkpointEveryCommits: 20, checkpointIdleMs: 2, checkpointMaxDelayMs: 60_000, maxWalFrames: 150 });
+      const cp = store.checkpointer!;
+      const ids: number[] = [];
+      for (let i = 0; i < 19; i++) ids.push((await store.createJob(spec({ name: `a${i}` }))).id);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(cp.runs, 0, 'not due before 20 commits (and 60 s)');
+      ids.push((await store.createJob(spec({ name: 'a19' }))).id);
+      await until('a checkpoint', () => cp.runs === 1);
+      assert.ok(cp.last !== undefined && cp.last.log > 0 && cp.last.checkpointed === cp.last.log, JSON.stringify(cp.last));
+      // 800 commits back to back, never idle: the background checkpoints (every 40 commits at
+      // the latest) always end a commit behind, so the WAL is never rewound by them alone; past
+      // 150 frames one runs between two writes, and the WAL stays small (it would pass 15 MiB).
+      for (let i = 0; i < 800; i++) ids.push((await store.createJob(spec({ name: `b${i}` }))).id);
+      await until('more checkpoints', () => cp.runs >= 15);
+      assert.ok(cp.writerRuns > 0);
+      const wal = await walBytes();
+      assert.ok(wal < 4 << 20, `WAL of ${wal} bytes`);
+      // And it does not grow with the number of writes: 800 more leave it about the same.
+      for (let i = 0; i < 800; i++) await store.createJob(spec({ name: `c${i}` }));
+      assert.ok((await walBytes()) < wal * 1.5, `WAL of ${await walBytes()} bytes after ${wal}`);
+      await store.close();
+      store = await MasterStore.open({ dir, checkpoint: 'commit' });
+      assert.equal(store.checkpointer, undefined);
+      assert.equal((await store.listJobs({ limit: 1000 })).length, 1000);
+      assert.equal((await store.getJob(ids.at(-1)!))?.name, 'b799');
+      assert.equal((await store.listJobs({ limit: 1 }))[0]?.name, 'c799');
+    });
+
+    it('checkpoints under a steady stream of commits at the latest after twice the longest delay', async () => {
+      await store!.close();
+      store = await MasterStore.open({ dir, checkpointEveryCommits: 1_000_000, checkpointIdleMs: 1_000_000, checkpointMaxDelayMs: 50 });
+      const cp = store.checkpointer!;
+      const t0 = Date.now();
+      while (cp.runs === 0 && Date.now() - t0 < 5_000) await store.createJob(spec());
+      assert.equal(cp.runs, 1);
+      assert.ok(Date.now() - t0 < 1_000);
     });
   });
 
