@@ -80,6 +80,11 @@ export class AttemptDirPool {
     return this.free.length;
   }
 
+  /** True when {@link keep} would take one more dir. */
+  get hasRoom(): boolean {
+    return this.free.length < this.max;
+  }
+
   /**
    * At start-up: removes the recycled dirs a previous process left (they hold nothing of use;
    * their number is not known to be within `max`). Returns how many were removed.
@@ -370,27 +375,38 @@ export class AttemptFiles {
   async remove(): Promise<void> {
     const fd = this.fd;
     this.fd = undefined;
-    if (this.pool !== undefined && this.emptyForReuse(fd) && this.pool.keep(this.dir)) return;
     if (fd !== undefined) {
+      // Emptied through the descriptor (when the dir is to be kept), then closed, exactly once.
+      let truncated = false;
+      try {
+        if (this.pool?.hasRoom === true) {
+          ftruncateSync(fd, 0);
+          truncated = true;
+        }
+      } catch {
+        // removed below instead
+      }
       try {
         closeSync(fd);
       } catch {
-        // removed below anyway
+        // nothing more to do with it
       }
+      if (truncated && this.emptyForReuse(true) && this.pool?.keep(this.dir) === true) return;
+    } else if (this.pool?.hasRoom === true && this.emptyForReuse(false) && this.pool.keep(this.dir)) {
+      return;
     }
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  /** Empties the dir for a pool (closing `fd`, the journal's descriptor); false if it could not be. */
-  private emptyForReuse(fd: number | undefined): boolean {
+  /**
+   * Empties the dir for a pool: the journal (unless `journalDone`) and the first segment
+   * truncated, anything else removed. False if it could not be.
+   */
+  private emptyForReuse(journalDone: boolean): boolean {
     try {
-      if (fd !== undefined) {
-        ftruncateSync(fd, 0);
-        closeSync(fd);
-      }
       for (const n of readdirSync(this.dir)) {
+        if (n === JOURNAL && journalDone) continue;
         const p = join(this.dir, n);
-        if (n === JOURNAL && fd !== undefined) continue;
         if (n === JOURNAL || n === FIRST_SEGMENT_NAME) truncateSync(p, 0);
         else rmSync(p, { recursive: true, force: true });
       }
