@@ -290,10 +290,16 @@ export const catalogue = {
     direction: 'to-master',
     roles: ['slave'],
     summary:
-      'How an attempt ended, sent after its whole log is stored and its artifacts are uploaded. A stale attempt gets BUILDER_ERR_BAD_STATE and the slave drops it.',
+      'How an attempt ended, sent after its whole log is stored and its artifacts are uploaded. A stale attempt gets BUILDER_ERR_BAD_STATE and the slave drops it. With `logEnd`, it also carries the log’s end record, stored first (every record before it must be stored already).',
     params: z.strictObject({
       jobId,
       attempt,
+      /**
+       * The seq of the log's end record, when the slave sends it here instead of in an
+       * attempt.log of its own (one round trip less per attempt). Optional: absent, the end came
+       * through attempt.log.
+       */
+      logEnd: z.number().int().min(1).optional(),
       state: z.enum(['succeeded', 'failed', 'timed_out', 'cancelled']),
       exitCode: z.number().int().nullable(),
       signal: z.string().max(16).nullable(),

@@ -546,6 +546,17 @@ export class JobService {
     const name = ctx.remote.name;
     const job = await this.heldBy(ctx, p.jobId, p.attempt);
     const log = this.log.child({ job: job.id, attempt: p.attempt, slave: name });
+    if (p.logEnd !== undefined) {
+      // The log's end record, carried here instead of in an attempt.log of its own: stored as
+      // attempt.log would store it (in order with the attempt's other batches), before the outcome.
+      const end = p.logEnd;
+      await this.inLogOrder(`${p.jobId}:${p.attempt}`, async () => {
+        const have = await this.logs.storedThrough(p.jobId, p.attempt);
+        // Records missing before the end: refused (the slave then sends its log through attempt.log).
+        if (have < end - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `the log of attempt ${p.attempt} of job ${job.id} is stored through seq ${have} only, below its end ${end}`);
+        await this.logs.append(p.jobId, p.attempt, [{ kind: 'end', seq: end }]);
+      });
+    }
 
     // 1. The artifacts, filed before the state changes (a repeat of this call files nothing twice).
     const committed = p.artifacts.length === 0 ? new Map<string, Committed>() : await this.loadCommitted(job.id, p.attempt);

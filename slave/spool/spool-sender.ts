@@ -17,6 +17,12 @@ export interface SpoolSenderOptions {
   window?: number;
   /** Called when a send fails; the sender has stopped and waits for {@link SpoolSender.start}. */
   onError?: (err: unknown) => void;
+  /**
+   * Never send the log's `end` record: `done` then resolves once the log has ended and every
+   * record before its end is acknowledged, and the caller delivers the end itself (the slave
+   * puts it in attempt.finish) and acknowledges it with `spool.ack`. Default false.
+   */
+  holdEnd?: boolean;
 }
 
 /**
@@ -31,6 +37,7 @@ export class SpoolSender {
   private readonly maxBatchBytes: number;
   private readonly window: number;
   private readonly onError: ((err: unknown) => void) | undefined;
+  private readonly holdEnd: boolean;
   private generation = 0;
   private _running = false;
   private resolveDone!: () => void;
@@ -47,12 +54,22 @@ export class SpoolSender {
       throw new BuilderError('BUILDER_ERR_CONFIG', 'spool sender: maxBatchBytes and window must be positive integers');
     }
     this.onError = options.onError;
+    this.holdEnd = options.holdEnd ?? false;
     this.done = new Promise<void>((res, rej) => {
       this.resolveDone = res;
       this.rejectDone = rej;
     });
     // A caller that never awaits `done` must not get an unhandled rejection.
     this.done.catch(() => undefined);
+  }
+
+  /**
+   * True when what the sender delivers is all acknowledged: the whole log, or with `holdEnd`
+   * everything before its end record.
+   */
+  private get finished(): boolean {
+    const spool = this.spool;
+    return spool.complete || (this.holdEnd && spool.ended && spool.ackedSeq >= spool.lastSeq - 1);
   }
 
   /** True between start() and stop() (or a failed send, or the end). */
@@ -94,7 +111,7 @@ export class SpoolSender {
     const inflight: Array<Promise<void>> = [];
     let tail: Promise<void> = Promise.resolve();
     while (gen === this.generation) {
-      if (spool.complete) {
+      if (this.finished) {
         this._running = false;
         this.resolveDone();
         return;
@@ -106,11 +123,13 @@ export class SpoolSender {
       }
       const recs = await spool.read(next, this.maxBatchBytes);
       if (gen !== this.generation) return;
+      // The end record is the last one of a log: held back, it is left to the caller.
+      if (this.holdEnd && recs[recs.length - 1]?.kind === 'end') recs.pop();
       const last = recs[recs.length - 1];
       if (last === undefined) {
         if (inflight.length > 0) await inflight.shift();
         else if (!spool.ended) await spool.waitFor(next - 1);
-        else if (!spool.complete) throw new BuilderError('BUILDER_ERR_INTERNAL', 'log spool: nothing left to read but not acknowledged');
+        else if (!this.finished) throw new BuilderError('BUILDER_ERR_INTERNAL', 'log spool: nothing left to read but not acknowledged');
         continue;
       }
       next = last.seq + 1;

@@ -36,6 +36,43 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
     await master.close();
   });
 
+  describe('when an attempt ends', function () {
+    it('sends the log end inside attempt.finish: a silent job makes no attempt.log call, a chatty one sends its output first', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address));
+      await master.assign({ jobId: 40, command: { kind: 'argv', argv: ['true'] } });
+      const quiet = await master.waitFinish(40);
+      assert.equal(quiet.logCalls, 0);
+      assert.equal(quiet.finishCalls, 1);
+      assert.equal(quiet.finish!.logEnd, 1);
+      assert.deepEqual(quiet.records, [{ kind: 'end', seq: 1 }]);
+      assert.equal(quiet.finish!.state, 'succeeded');
+
+      await master.assign({ jobId: 41, command: { kind: 'script', text: 'echo out; echo err >&2' } });
+      const chatty = await master.waitFinish(41);
+      assert.ok(chatty.logCalls >= 1);
+      const last = chatty.records[chatty.records.length - 1]!;
+      assert.equal(last.kind, 'end');
+      assert.equal(chatty.finish!.logEnd, last.seq);
+      assert.equal(master.text(41), 'out\n');
+      assert.equal(master.text(41, 'stderr'), 'err\n');
+      await until(() => rt!.attempts().length === 0, 'the attempts to be forgotten');
+      assert.deepEqual(await attemptDirs(dir), []);
+    });
+
+    it('sends the log end through attempt.log and then finishes when the master refuses logEnd (an older master)', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address));
+      master.refuseLogEnd = true;
+      await master.assign({ jobId: 42, command: { kind: 'script', text: 'echo one; echo two' } });
+      const a = await master.waitFinish(42);
+      assert.equal(a.finishCalls, 2, 'refused once with logEnd, then taken without');
+      assert.equal(a.finish!.logEnd, undefined);
+      assert.equal(a.finish!.state, 'succeeded');
+      assert.equal(a.records[a.records.length - 1]?.kind, 'end');
+      assert.equal(master.text(42), 'one\ntwo\n');
+      assert.equal(a.duplicates, 0);
+    });
+  });
+
   describe('when the master assigns an attempt', function () {
     it('fetches inputs, streams both streams in order, uploads artifacts (also refusing a symlink), and reports the finish after the log end', async function () {
       rt = await startRuntime(fastRuntimeOptions(dir, master.address));

@@ -259,6 +259,31 @@ describe('slave/spool LogSpool', () => {
       assert.equal(s.complete, true);
       assert.ok(s.bytes === 0, `acknowledged data should be gone, ${s.bytes} bytes left`);
     });
+
+    it('with holdEnd, never sends the end record and is done once everything before it is acknowledged (also for a log that is only its end)', async () => {
+      for (const lines of [3, 0]) {
+        const s = await mk(join(root, `h-${lines}`));
+        const sent: string[] = [];
+        const sender = new SpoolSender(
+          s,
+          async (recs) => {
+            await new Promise((r) => setImmediate(r));
+            for (const r of recs) sent.push(r.kind === 'data' ? r.data.toString() : r.kind);
+          },
+          { holdEnd: true },
+        );
+        sender.start();
+        for (let i = 1; i <= lines; i++) await s.append([chunk(i, 'stdout', `l${i}`)]);
+        const end = await s.end();
+        await sender.done;
+        assert.deepEqual(sent, Array.from({ length: lines }, (_, i) => `l${i + 1}`));
+        assert.equal(end, lines + 1);
+        assert.equal(s.ackedSeq, lines, 'acknowledged through the record before the end');
+        assert.equal(s.complete, false, 'the end is left to the caller');
+        await s.ack(end);
+        assert.equal(s.complete, true);
+      }
+    });
   });
 
   it('spoolDirFor refuses a job id that would escape the spool root', () => {

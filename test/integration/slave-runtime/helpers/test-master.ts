@@ -28,6 +28,8 @@ export interface MasterAttempt {
   duplicates: number;
   finish: ParamsOf<'attempt.finish'> | undefined;
   finishCalls: number;
+  /** attempt.log calls received. */
+  logCalls: number;
   /** Committed artifacts: path -> sha256 of what the receiver stored. */
   artifacts: Map<string, { size: number; sha256: string; absPath: string }>;
   receivers: Map<string, ArtifactReceiver>;
@@ -82,6 +84,8 @@ export class TestMaster extends EventEmitter<TestMasterEvents> {
   logDelayMs = 0;
   /** When set, attempt.log answers storedThrough one below what it stored, once. */
   shortStoreOnce = false;
+  /** When set, attempt.finish with `logEnd` is refused (BUILDER_ERR_INVALID_INPUT), as a master that does not take it would. */
+  refuseLogEnd = false;
   /** When set, the first attempt.finish cuts the connection instead of answering. */
   dropOnFinishOnce = false;
   /** When true, subscribe keeps nothing (as if the master had requeued everything). */
@@ -171,6 +175,7 @@ export class TestMaster extends EventEmitter<TestMasterEvents> {
       duplicates: 0,
       finish: undefined,
       finishCalls: 0,
+      logCalls: 0,
       artifacts: new Map(),
       receivers: new Map(),
       chunkCalls: 0,
@@ -243,6 +248,7 @@ export class TestMaster extends EventEmitter<TestMasterEvents> {
       })
       .handle('attempt.log', async (p) => {
         const a = this.held(p.jobId, p.attempt);
+        a.logCalls++;
         if (this.logDelayMs > 0) await sleep(this.logDelayMs);
         for (const r of p.records) {
           if (r.seq <= a.storedThrough) {
@@ -300,6 +306,15 @@ export class TestMaster extends EventEmitter<TestMasterEvents> {
           this.dropOnFinishOnce = false;
           ctx.peer.destroy();
           throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'gone');
+        }
+        if (p.logEnd !== undefined) {
+          // As the real master: the end is stored first, and only right after the records before it.
+          if (this.refuseLogEnd) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'logEnd is not taken here');
+          if (a.storedThrough < p.logEnd - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `stored through ${a.storedThrough} only`);
+          if (a.storedThrough < p.logEnd) {
+            a.records.push({ kind: 'end', seq: p.logEnd });
+            a.storedThrough = p.logEnd;
+          }
         }
         const end = a.records[a.records.length - 1];
         if (end?.kind !== 'end') throw new BuilderError('BUILDER_ERR_BAD_STATE', 'the log has not ended');
