@@ -80,6 +80,26 @@ function rssMiB(pid: number): number {
   return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : NaN;
 }
 
+/** CPU time of a process in ms: its own (user, system) and that of its reaped children (the jobs' processes). USER_HZ is 100 on Linux. */
+function cpuMs(pid: number): { user: number; system: number; children: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at field 3 (state).
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const tick = 10;
+  return { user: f[11]! * tick, system: f[12]! * tick, children: (f[13]! + f[14]!) * tick };
+}
+
+function cpuOf(pids: number[]): { user: number; system: number; children: number } {
+  const t = { user: 0, system: 0, children: 0 };
+  for (const pid of pids) {
+    const c = cpuMs(pid);
+    t.user += c.user;
+    t.system += c.system;
+    t.children += c.children;
+  }
+  return t;
+}
+
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
@@ -203,6 +223,8 @@ async function builder(): Promise<void> {
     log(`builder: idle latency ${JSON.stringify(out.latencyIdleMs)}`);
 
     // Throughput.
+    const slavePids = [...farm.slaves.values()].map((sl) => sl.pid);
+    const cpu0 = { master: cpuMs(farm.master.pid), slaves: cpuOf(slavePids) };
     const ids: number[] = new Array<number>(N);
     const t0 = Date.now();
     await pool(N, IN_FLIGHT, async (i) => {
@@ -232,6 +254,19 @@ async function builder(): Promise<void> {
       totalMs,
       jobsPerS: Math.round((N / totalMs) * 1000),
       queuedToRunningMs: summary(jobs.map((j) => (j.startedAt ?? NaN) - j.createdAt)),
+      // CPU per job over the whole run (submits and the client's polling included for the master).
+      cpuMsPerJob: (() => {
+        const m = cpuMs(farm.master.pid);
+        const sl = cpuOf(slavePids);
+        const r2 = (x: number) => Math.round((x / N) * 100) / 100;
+        return {
+          master: r2(m.user + m.system - cpu0.master.user - cpu0.master.system),
+          slaves: r2(sl.user + sl.system - cpu0.slaves.user - cpu0.slaves.system),
+          slavesUser: r2(sl.user - cpu0.slaves.user),
+          slavesSystem: r2(sl.system - cpu0.slaves.system),
+          jobProcesses: r2(sl.children - cpu0.slaves.children),
+        };
+      })(),
     };
     out.masterRssAfterThroughputMiB = rssMiB(farm.master.pid);
     log(`builder: throughput ${JSON.stringify(out.throughput)}`);

@@ -28,6 +28,20 @@ describe('idle tuning (cli/idle-tuning)', function () {
       // Still idle, no new growth: no second collection.
       await sleep(400);
       assert.equal(g.collections, 1);
+      // Grown again: collected again.
+      makeGarbage(60);
+      await sleep(600);
+      assert.equal(g.collections, 2);
+    } finally {
+      g.stop();
+    }
+  });
+
+  it('collects once in the first idle interval after the start, growth or not', async () => {
+    const g = startIdleTuning({ intervalMs: 100, idleBelow: 0.5, minGrowthBytes: 1024 * 1024 });
+    try {
+      await sleep(350);
+      assert.equal(g.collections, 1);
     } finally {
       g.stop();
     }
