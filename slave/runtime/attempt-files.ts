@@ -2,7 +2,7 @@ import { closeSync, constants, ftruncateSync, mkdirSync, openSync, readdirSync, 
 import { open, readFile, rm } from 'node:fs/promises';
 import { BuilderError } from '../../protocol/errors.js';
 import { join } from 'node:path';
-import { checkAttemptKey, FIRST_SEGMENT_NAME, listSpools } from '../spool/index.js';
+import { checkAttemptKey, FIRST_SEGMENT_NAME, listSpools, openEmpty } from '../spool/index.js';
 
 /** What the slave keeps about an accepted attempt (the journal's `accepted` line). */
 export interface AttemptRecord {
@@ -197,8 +197,8 @@ export class AttemptFiles {
         mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       }
     }
-    // O_TRUNC: a recycled dir's journal is reused (its inode), emptied. O_NOFOLLOW: in depth; the dir is the slave's own.
-    this.fd = openSync(this.journalPath, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    // A recycled dir's journal is reused (its inode), empty (see openEmpty: not O_TRUNC). O_NOFOLLOW: in depth; the dir is the slave's own.
+    this.fd = openEmpty(this.journalPath, constants.O_WRONLY | constants.O_APPEND);
     this.size = 0;
     await this.append({ t: 'accepted', ...rec });
   }

@@ -1,4 +1,4 @@
-import { closeSync, constants, fsync, ftruncateSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsync, ftruncateSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -289,7 +289,7 @@ export class LogSpool {
   private startSegment(index: number): void {
     const path = join(this.dir, segmentName(index));
     // Read-write: the sender reads the active segment through the same descriptor.
-    this.active = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    this.active = openEmpty(path, constants.O_RDWR);
     this.segments.push({ index, path, firstSeq: 0, lastSeq: 0, size: 0, dataBytes: 0, marker: undefined });
     this.writeHeader();
   }
@@ -551,6 +551,23 @@ export class LogSpool {
     await this.close();
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Opens `path` (created 0600 if missing) empty, without following a symlink. Not O_TRUNC:
+ * truncating a file to size 0 makes ext4 (auto_da_alloc) write its data back when it is next
+ * closed, and the truncation of a reused file then waits for that write-back; a recycled file is
+ * already empty, so it is truncated only when it is not.
+ */
+export function openEmpty(path: string, flags: number): number {
+  const fd = openSync(path, flags | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  try {
+    if (fstatSync(fd).size > 0) ftruncateSync(fd, 0);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  return fd;
 }
 
 /** Writes all of `buf` at `position` (a short write continues where it stopped). */

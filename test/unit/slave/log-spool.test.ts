@@ -223,6 +223,23 @@ describe('slave/spool LogSpool', () => {
     });
   });
 
+  describe('when a new spool is created over a first segment that is still there', () => {
+    it('empties it (same file) and reads back only its own records', async () => {
+      const dir = join(root, 'r-1');
+      const old = await mk(dir);
+      await old.append([chunk(1, 'stdout', 'stale one'), chunk(2, 'stdout', 'stale two')]);
+      await old.close();
+      const ino = (await stat(join(dir, 'seg-0000000001.log'))).ino;
+      const s = await LogSpool.create(dir);
+      open_.push(s);
+      await s.append([chunk(1, 'stderr', 'fresh')]);
+      assert.equal((await stat(join(dir, 'seg-0000000001.log'))).ino, ino);
+      assert.equal(text(await readAll(s)), '1:stderr:fresh');
+      await s.close();
+      assert.equal(text(await readAll(await mk(dir))), '1:stderr:fresh');
+    });
+  });
+
   describe('when a SpoolSender pumps the spool to a receiver', () => {
     it('delivers everything in order, survives a failed send by restarting at the receiver\'s seq, and finishes at the end record', async () => {
       const s = await mk(undefined, { maxBytes: 1024 * 1024, segmentBytes: 8 * 1024, maxRecordBytes: 1024 });
