@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Before anything else loads: see dist/cli/optimizer.js. The command lets it go once it is up.
-import { holdOptimizer } from '../dist/cli/optimizer.js';
+// Before anything else loads: see dist/protocol/v8-optimizer.js. The daemon lets it go once it is busy.
+import { holdOptimizer } from '../dist/protocol/v8-optimizer.js';
 
 holdOptimizer();
 const { runBin } = await import('../dist/cli/run.js');

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import { ErrorCodes, isBuilderError } from '../protocol/errors.js';
 import { RpcCallError } from '../protocol/rpc-peer.js';
-import { releaseOptimizer } from './optimizer.js';
+import { releaseOptimizer } from '../protocol/v8-optimizer.js';
 
 /**
  * Base for every Builder command: errors become one clear line with a hint and a non-zero exit,

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { releaseOptimizer } from './optimizer.js';
+import { releaseOptimizer } from '../protocol/v8-optimizer.js';
 
 /** Options of a daemon's idle tuning; all optional. */
 export interface IdleTuningOptions {
@@ -9,7 +9,7 @@ export interface IdleTuningOptions {
   intervalMs?: number;
   /** An interval whose ELU is below this counts as idle. Default 0.02. */
   idleBelow?: number;
-  /** The first interval whose ELU reaches this lets V8's optimizer go (cli/optimizer.ts). Default 0.05. */
+  /** The first interval whose ELU reaches this lets V8's optimizer go (protocol/v8-optimizer.ts). Default 0.05. */
   busyAbove?: number;
   /** Collect only if the V8 heap holds at least this much more than after the last collection. Default 8 MiB. */
   minGrowthBytes?: number;
@@ -17,6 +17,22 @@ export interface IdleTuningOptions {
   onCollect?: (before: number, after: number) => void;
   /** Called once, when the optimizer is let go, with the ELU of that interval. */
   onBusy?: (elu: number) => void;
+  /**
+   * The event loop's utilization since the previous call (0..1). Default: node's
+   * `performance.eventLoopUtilization`. Tests feed their own.
+   */
+  elu?: () => number;
+}
+
+/** ELU since the previous call, from node's performance API. */
+function nodeElu(): () => number {
+  let last = performance.eventLoopUtilization();
+  return () => {
+    const now = performance.eventLoopUtilization();
+    const u = performance.eventLoopUtilization(now, last).utilization;
+    last = now;
+    return u;
+  };
 }
 
 export interface IdleTuning {
@@ -47,7 +63,7 @@ function fullGc(): () => void {
  * idle, which is most of its life. It samples the event loop's utilization (ELU) every
  * `intervalMs`, and:
  *
- * - Optimizer. The bin starts with V8's optimizing compiler held (cli/optimizer.ts). The first
+ * - Optimizer. The bin starts with V8's optimizing compiler held (protocol/v8-optimizer.ts). The first
  *   interval with ELU of `busyAbove` or more lets it go, for good. An idle or lightly loaded
  *   daemon (heartbeats, a slave running a long build) runs on V8's interpreter and baseline
  *   compiler, which is plenty for it; optimizing its few warm functions paged in ~3.5 MiB of the
@@ -72,12 +88,10 @@ export function startIdleTuning(o: IdleTuningOptions = {}): IdleTuning {
   // the TLS handshake, the first subscribe): a slave 3 s after it started held 68 MiB, 59 once
   // collected, and nothing made V8 collect it on its own while it idled.
   let baseline = 0;
-  let last = performance.eventLoopUtilization();
+  const sample = o.elu ?? nodeElu();
   const state = { collections: 0, optimizing: false };
   const timer = setInterval(() => {
-    const now = performance.eventLoopUtilization();
-    const elu = performance.eventLoopUtilization(now, last).utilization;
-    last = now;
+    const elu = sample();
     if (!state.optimizing && elu >= busyAbove) {
       state.optimizing = true;
       releaseOptimizer();

@@ -88,6 +88,22 @@ describe('pki', function () {
       assert.throws(() => publicKeyFromCsr(csr), (e) => isBuilderError(e, 'BUILDER_ERR_CERT') && /too small/.test(e.message));
     });
 
+    it('refuses a huge public exponent at once, before checking the signature (no CPU burnt on it)', function () {
+      // A CSR signed by a real key but carrying a 2048-bit modulus with a 4,000-bit odd exponent:
+      // verifying it would be a modular exponentiation with that exponent.
+      const priv = forge.pki.privateKeyFromPem(peerKeys.privateKeyPem);
+      const pub = forge.pki.publicKeyFromPem(peerKeys.publicKeyPem);
+      const hugeE = new forge.jsbn.BigInteger('1'.repeat(4000), 2);
+      const csr = forge.pki.createCertificationRequest();
+      csr.publicKey = forge.pki.setRsaPublicKey(pub.n, hugeE);
+      csr.setSubject([{ name: 'commonName', value: 'x' }]);
+      csr.sign(priv, forge.md.sha256.create());
+      const pem = forge.pki.certificationRequestToPem(csr);
+      // The exponent is refused by name: had the signature been checked first, it would have
+      // failed as "does not verify" (with the key's real exponent, after the long exponentiation).
+      assert.throws(() => publicKeyFromCsr(pem), (e) => isBuilderError(e, 'BUILDER_ERR_CERT') && /exponent/.test(e.message));
+    });
+
     it('refuses garbage and oversized input', function () {
       assert.throws(() => publicKeyFromCsr('not a csr'), (e) => isBuilderError(e, 'BUILDER_ERR_CERT'));
       assert.throws(() => publicKeyFromCsr('x'.repeat(100_000)), (e) => isBuilderError(e, 'BUILDER_ERR_CERT') && /too large/.test(e.message));

@@ -1,8 +1,9 @@
 import { setFlagsFromString } from 'node:v8';
 
 /**
- * V8's optimizing compiler (TurboFan) is held off while a command starts and let go once the
- * command is up; a daemon lets it go once it is busy (cli/idle-tuning.ts). Start-up code
+ * V8's optimizing compiler (TurboFan) is held off while `master run` or `slave run` starts, and
+ * let go once the daemon is busy (cli/idle-tuning.ts) or loads node-forge (pki/forge.ts: RSA in
+ * JavaScript is 20x slower without it). Start-up code
  * (oclif's config and command loading, building the protocol's schemas, opening the store)
  * runs once; optimizing it buys nothing, yet the optimized code and the compiler's scratch
  * memory (freed into glibc arenas of V8's worker threads, which keep it) stayed in the idle
