@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants, lstatSync, readdirSync } from 'node:fs';
+import { constants, lstatSync, opendirSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -363,8 +363,9 @@ class AttemptRun implements AttemptHandle {
    * `keepWorkDirs`, else the output dir when it holds anything (a real directory only: a symlink
    * the job left in its place is not moved, and collection refuses it). Returns the new path,
    * `'empty'` when the output dir is a real, empty directory (nothing moved, nothing to collect),
-   * or undefined when nothing was moved otherwise. The look at the output dir is synchronous (two
-   * system calls on cached metadata, cheaper than the thread pool's round trips).
+   * or undefined when nothing was moved otherwise. The look at the output dir is synchronous (a
+   * few system calls on cached metadata, cheaper than the thread pool's round trips): it reads one
+   * entry, never the whole (job-controlled, possibly huge) listing.
    */
   private async keep(output: string): Promise<{ path: string } | 'empty' | undefined> {
     if (this.o.keepWorkDirs) {
@@ -379,7 +380,7 @@ class AttemptRun implements AttemptHandle {
       return undefined;
     }
     if (!st.isDirectory()) return undefined;
-    if (readdirSync(output).length === 0) return 'empty';
+    if (isEmptyDir(output)) return 'empty';
     await removeTree(this.keptPath);
     await rename(output, this.keptPath);
     return { path: this.keptPath };
@@ -490,5 +491,15 @@ async function writeScript(path: string, text: string, readOnly: boolean): Promi
     if (readOnly) await fh.chmod(0o555);
   } finally {
     await fh.close();
+  }
+}
+
+/** Whether a directory has no entry, from its first one only (opendir reads in small batches). */
+function isEmptyDir(path: string): boolean {
+  const dir = opendirSync(path);
+  try {
+    return dir.readSync() === null;
+  } finally {
+    dir.closeSync();
   }
 }

@@ -184,7 +184,14 @@ export class AttemptTask {
       return undefined;
     }
     await files.reopen();
-    const spool = await LogSpool.open(files.spoolDir, ctx.o.spool);
+    let spool: LogSpool;
+    try {
+      spool = await LogSpool.open(files.spoolDir, ctx.o.spool);
+    } catch (e) {
+      // The journal's descriptor is raw: nothing else would close it.
+      await files.close().catch(() => undefined);
+      throw e;
+    }
     const t = new AttemptTask(ctx, files, j.record.slots);
     t.useSpool(spool);
     t.ready = Promise.resolve(true);
@@ -583,7 +590,8 @@ export class AttemptTask {
     try {
       await this.ready;
       // The spool's segment is in the attempt dir: closing it and removing the dir removes both.
-      await this.spool?.close();
+      // A failed spool close still lets the journal close and the dir go.
+      await this.spool?.close().catch((e: unknown) => this.log.warn({ err: describe(e) }, 'cannot close the attempt log spool'));
       await this.files.remove();
       if (!this.ctx.o.keepWorkDirs) await this.ctx.executor.removeWorkDir(this.jobId, this.attempt);
     } catch (e) {

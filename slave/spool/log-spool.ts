@@ -100,6 +100,8 @@ export class LogSpool {
   private _ackedSeq = 0;
   private _ended = false;
   private closed = false;
+  /** The first {@link close}'s promise, returned to every later caller. */
+  private closing: Promise<void> | undefined;
   private _droppedBytes = 0;
   /** Highest seq handed out by read() since open: a marker never claims records below it. */
   private readThrough = 0;
@@ -115,7 +117,12 @@ export class LogSpool {
   /** Opens the spool in `dir`, creating it, or reopening what a previous process left there. */
   static async open(dir: string, options: LogSpoolOptions = {}): Promise<LogSpool> {
     const spool = new LogSpool(dir, compileLogSpoolOptions(options));
-    await spool.load();
+    try {
+      await spool.load();
+    } catch (e) {
+      spool.dropActive();
+      throw e;
+    }
     return spool;
   }
 
@@ -127,8 +134,29 @@ export class LogSpool {
    */
   static async create(dir: string, options: LogSpoolOptions = {}): Promise<LogSpool> {
     const spool = new LogSpool(dir, compileLogSpoolOptions(options));
-    spool.startSegment(1);
+    try {
+      spool.startSegment(1);
+    } catch (e) {
+      spool.dropActive();
+      throw e;
+    }
     return spool;
+  }
+
+  /**
+   * Closes the active descriptor of a spool that failed to open (a raw fd is not closed by the
+   * garbage collector): the caller never gets the spool, so nothing else could close it.
+   */
+  private dropActive(): void {
+    const fd = this.active;
+    this.active = undefined;
+    this.closed = true;
+    if (fd === undefined) return;
+    try {
+      closeSync(fd);
+    } catch {
+      // the error that made the open fail is the one to report
+    }
   }
 
   /** Highest seq appended so far (0 when none). After a reopen, appending continues above it. */
@@ -535,15 +563,20 @@ export class LogSpool {
   }
 
   /** Closes the files; the data stays on disk for a later {@link LogSpool.open}. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    await this.exclusive(async () => {
+  close(): Promise<void> {
+    // Every caller gets the first close's promise: a second close while the first one waits for
+    // the queue is not a use of a closed spool.
+    this.closing ??= this.exclusive(async () => {
       const fd = this.active;
       this.active = undefined;
-      if (fd !== undefined) closeSync(fd);
+      try {
+        if (fd !== undefined) closeSync(fd);
+      } finally {
+        this.closed = true;
+        this.wake();
+      }
     });
-    this.closed = true;
-    this.wake();
+    return this.closing;
   }
 
   /** Closes the spool and removes its directory (once the master has the whole log). */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync, readlinkSync } from 'node:fs';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
@@ -365,6 +365,16 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       const left = await attemptDirs(dir);
       assert.equal(left.length, 1);
       assert.match(left[0]!, /^77-1\.unreadable-\d+$/);
+      // The journal was reopened before the spool failed: its descriptor (a raw fd, which no
+      // garbage collector closes) is closed again.
+      const held = (await readdir('/proc/self/fd')).flatMap((f) => {
+        try {
+          return [readlinkSync(join('/proc/self/fd', f))];
+        } catch {
+          return [];
+        }
+      });
+      assert.deepEqual(held.filter((t) => t.startsWith(bad)), []);
     });
   });
 

@@ -297,6 +297,18 @@ describe('slave/executor runAttempt (real processes)', function () {
       assert.deepEqual(r.artifacts?.refused.map((x) => [x.path, x.reason]), [['pw', 'symlink']]);
     });
 
+    it('collects an output dir holding a single file, and reports an empty one as nothing kept and nothing collected', async () => {
+      const one = await start({ script: 'echo pkg > "$BUILDER_OUTPUT/only_1.0_all.deb"' }).h.result;
+      assert.equal(one.outcome, 'succeeded');
+      assert.ok(one.keptDir !== undefined, 'a one-file output dir is kept');
+      assert.deepEqual(one.artifacts?.artifacts.map((a) => a.path), ['only_1.0_all.deb']);
+      assert.equal(await readFile(join(one.keptDir, 'only_1.0_all.deb'), 'utf8'), 'pkg\n');
+      const empty = await start({ attempt: 2, script: 'true' }).h.result;
+      assert.equal(empty.outcome, 'succeeded');
+      assert.equal(empty.keptDir, undefined);
+      assert.deepEqual(empty.artifacts, { artifacts: [], refused: [], conflicts: [] });
+    });
+
     it('refuses an output dir the job replaced with a symlink to / instead of walking the machine', async () => {
       const { h } = start({ script: 'rm -rf "$BUILDER_OUTPUT" && ln -s / "$BUILDER_OUTPUT"' });
       const r = await h.result;

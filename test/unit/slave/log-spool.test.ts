@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -300,6 +301,58 @@ describe('slave/spool LogSpool', () => {
         await s.ack(end);
         assert.equal(s.complete, true);
       }
+    });
+  });
+
+  describe('when it is closed twice at once', () => {
+    it('resolves both calls (the second gets the first one\'s close), and the spool is closed after either', async () => {
+      const s = await mk();
+      await s.append([chunk(1, 'stdout', 'a')]);
+      const first = s.close();
+      const second = s.close();
+      await Promise.all([first, second]);
+      assert.equal(s.isClosed, true);
+      await s.close();
+      await assert.rejects(s.append([chunk(2, 'stdout', 'b')]), (e) => isBuilderError(e, 'BUILDER_ERR_BAD_STATE'));
+    });
+  });
+
+  describe('when the segment header cannot be written (a file size limit of 0: every write fails with EFBIG)', () => {
+    // A child process under `ulimit -f 0` (Node ignores SIGXFSZ, so the write fails instead of
+    // killing it) opens the spool and lists its own descriptors that still point into the dir.
+    const spoolModule = new URL('../../../slave/spool/index.js', import.meta.url).href;
+    function underNoWrites(how: 'create' | 'open', dir: string): Promise<{ code: string; leaked: string[] }> {
+      const script = `
+        import { readdirSync, readlinkSync } from 'node:fs';
+        import { LogSpool } from ${JSON.stringify(spoolModule)};
+        const dir = ${JSON.stringify(dir)};
+        let code = 'none';
+        try { await LogSpool.${how}(dir); } catch (e) { code = e.code; }
+        const leaked = readdirSync('/proc/self/fd').flatMap((f) => {
+          try { const t = readlinkSync('/proc/self/fd/' + f); return t.startsWith(dir + '/') ? [t] : []; } catch { return []; }
+        });
+        process.stdout.write(JSON.stringify({ code, leaked }));`;
+      return new Promise((resolve, reject) => {
+        execFile('sh', ['-c', 'ulimit -f 0 && exec "$0" --input-type=module -e "$1"', process.execPath, script], { timeout: 20_000 }, (err, stdout, stderr) => {
+          if (err !== null) reject(new Error(`${err.message}\n${stderr}`));
+          else resolve(JSON.parse(stdout) as { code: string; leaked: string[] });
+        });
+      });
+    }
+
+    it('create fails with the write error and leaves no descriptor open', async () => {
+      const dir = join(root, 'c-1');
+      await mkdir(dir);
+      assert.deepEqual(await underNoWrites('create', dir), { code: 'EFBIG', leaked: [] });
+    });
+
+    it('open of an existing spool fails with the write error and leaves no descriptor open', async () => {
+      const dir = join(root, 'o-1');
+      const s = await mk(dir);
+      await s.append([chunk(1, 'stdout', 'kept')]);
+      await s.close();
+      assert.deepEqual(await underNoWrites('open', dir), { code: 'EFBIG', leaked: [] });
+      assert.equal(text(await readAll(await mk(dir))), '1:stdout:kept');
     });
   });
 
