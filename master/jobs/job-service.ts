@@ -554,7 +554,16 @@ export class JobService {
         const have = await this.logs.storedThrough(p.jobId, p.attempt);
         // Records missing before the end: refused (the slave then sends its log through attempt.log).
         if (have < end - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `the log of attempt ${p.attempt} of job ${job.id} is stored through seq ${have} only, below its end ${end}`);
-        await this.logs.append(p.jobId, p.attempt, [{ kind: 'end', seq: end }]);
+        // The end comes right after the last stored record (stored now), or is the end already
+        // stored (a repeated call). Anything else (records stored at or above the end, or an end
+        // at another seq) would leave a log that never ends, or ends elsewhere: refused.
+        const r = await this.logs.append(p.jobId, p.attempt, [{ kind: 'end', seq: end }]);
+        if (!r.ended || r.storedThrough !== end) {
+          throw new BuilderError(
+            'BUILDER_ERR_INVALID_INPUT',
+            `the log of attempt ${p.attempt} of job ${job.id} is stored through seq ${r.storedThrough}${r.ended ? ' and ended there' : ''}: it cannot end at ${end}`,
+          );
+        }
       });
     }
 

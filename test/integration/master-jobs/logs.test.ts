@@ -66,6 +66,38 @@ describe('master jobs: attempt logs', function () {
     });
   });
 
+  describe('when attempt.finish carries the log end (logEnd)', function () {
+    it('refuses an end that is not right after the last stored record, leaving the log open and the job running', async function () {
+      await s.log(id, 1, [data(1, 'a'), data(2, 'b'), data(3, 'c')]);
+      // Records stored at or above the end: the end record would be skipped, and the log never end.
+      await rejectsWith(s.finish(id, 1, { logEnd: 3 }), 'BUILDER_ERR_INVALID_INPUT', /stored through seq 3: it cannot end at 3/);
+      await rejectsWith(s.finish(id, 1, { logEnd: 2 }), 'BUILDER_ERR_INVALID_INPUT', /stored through seq 3: it cannot end at 2/);
+      // Records missing before the end.
+      await rejectsWith(s.finish(id, 1, { logEnd: 6 }), 'BUILDER_ERR_INVALID_INPUT', /stored through seq 3 only, below its end 6/);
+      const open = await client.call('log.read', { jobId: id });
+      assert.equal(open.ended, false);
+      assert.equal(open.nextSeq, 4);
+      assert.equal(open.state, 'running');
+    });
+
+    it('refuses an end at another seq than the one already stored', async function () {
+      await s.log(id, 1, [data(1, 'a'), { kind: 'end', seq: 2 }]);
+      await rejectsWith(s.finish(id, 1, { logEnd: 3 }), 'BUILDER_ERR_INVALID_INPUT', /stored through seq 2 and ended there: it cannot end at 3/);
+      await s.finish(id, 1, { logEnd: 2 });
+      await waitJob(client, id, (x) => x.state === 'succeeded', 'succeeded');
+    });
+
+    it('stores the end right after the last record and finishes, and takes the same finish again', async function () {
+      await s.log(id, 1, [data(1, 'a'), data(2, 'b')]);
+      await s.finish(id, 1, { logEnd: 3 });
+      await s.finish(id, 1, { logEnd: 3 });
+      const r = await client.call('log.read', { jobId: id });
+      assert.deepEqual(r.records.map((x) => [x.seq, x.kind]), [[1, 'data'], [2, 'data'], [3, 'end']]);
+      assert.equal(r.ended, true);
+      await waitJob(client, id, (x) => x.state === 'succeeded', 'succeeded');
+    });
+  });
+
   describe('when clients follow a running job', function () {
     it('replays, then wakes every waiting follower on new records, and says ended after the end record', async function () {
       await s.log(id, 1, [data(1, 'first\n')]);

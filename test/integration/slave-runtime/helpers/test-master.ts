@@ -311,10 +311,12 @@ export class TestMaster extends EventEmitter<TestMasterEvents> {
           // As the real master: the end is stored first, and only right after the records before it.
           if (this.refuseLogEnd) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'logEnd is not taken here');
           if (a.storedThrough < p.logEnd - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `stored through ${a.storedThrough} only`);
-          if (a.storedThrough < p.logEnd) {
+          if (a.storedThrough === p.logEnd - 1 && a.records.at(-1)?.kind !== 'end') {
             a.records.push({ kind: 'end', seq: p.logEnd });
             a.storedThrough = p.logEnd;
           }
+          const last = a.records.at(-1);
+          if (last?.kind !== 'end' || last.seq !== p.logEnd) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `stored through ${a.storedThrough}: cannot end at ${p.logEnd}`);
         }
         const end = a.records[a.records.length - 1];
         if (end?.kind !== 'end') throw new BuilderError('BUILDER_ERR_BAD_STATE', 'the log has not ended');
