@@ -684,10 +684,15 @@ export class JobService {
    * side effects: the write queue may run it again), and given back if the write fails; the job
    * is then stored queued, as when no slot is free.
    */
+  /** Submits being stored queued (their jobQueued not made yet). */
+  private queuedCreates = 0;
+
   async submit(spec: NewJob, by: string): Promise<Job> {
     await this.checkInputs(spec);
     const checked = this.store.checkJob(spec);
-    const place = this.stopping ? undefined : this.sched.takeForNew(checked);
+    // Not while another submit is being stored queued: it would reach the dispatcher after this
+    // one and could lose a free slot to a job of lower priority.
+    const place = this.stopping || this.queuedCreates > 0 ? undefined : this.sched.takeForNew(checked);
     if (place !== undefined) this.handle(place.assignments);
     const hold = place?.hold;
     if (hold !== undefined) {
@@ -702,13 +707,19 @@ export class JobService {
         this.sched.holdStored(hold, schedJobOf(job));
         this.rearm();
         this.log.info({ job: job.id, name: job.name, channel: job.channel, arch: job.arch, slave: hold.slave, by }, 'job queued and dispatched');
-        // Shutting down meanwhile: as in dispatch(), nothing more is sent; the next start holds
-        // the job for the slave's grace period, and requeues it if the slave does not report it.
-        if (!this.stopping) this.track('dispatch', this.sendAssignment(job));
+        // Sent even when a stop began meanwhile, as dispatch() does after its commit: not sent,
+        // the job would use up attempt 1 without running (held, then requeued, at the next start).
+        this.track('dispatch', this.sendAssignment(job));
         return job;
       }
     }
-    const job = await this.store.createJob(checked);
+    this.queuedCreates++;
+    let job: Job;
+    try {
+      job = await this.store.createJob(checked);
+    } finally {
+      this.queuedCreates--;
+    }
     this.log.info({ job: job.id, name: job.name, channel: job.channel, arch: job.arch, by }, 'job queued');
     this.handle(this.sched.jobQueued(schedJobOf(job)));
     return job;

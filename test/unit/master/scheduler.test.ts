@@ -283,11 +283,30 @@ describe('master/scheduler Scheduler', () => {
       assert.equal(s.queuedCount, 1);
       assert.equal(s.slave('w')!.used, 1);
       assert.equal(s.slave('w')!.reservedFor, big.id);
-      // A higher priority goes ahead of it, as with jobQueued.
-      assert.equal(s.takeForNew(spec({ priority: 5 })).hold?.slave, 'w');
-      // No matching slave: nothing held.
-      assert.deepEqual(s.takeForNew(spec({ channel: 'testing' })), { assignments: [] });
+      // With a job waiting, nothing is tried, even for a higher priority: the caller stores the
+      // job queued and jobQueued decides (there it goes ahead of the older one).
+      assert.deepEqual(s.takeForNew(spec({ priority: 5 })), { assignments: [] });
       assert.equal(s.queuedCount, 1);
+      assert.equal(s.slave('w')!.reservedFor, big.id);
+    });
+
+    it('holds nothing and changes nothing while jobs wait, so no kept slave moves (the case the property test found)', () => {
+      const all = ['c1', 'c2', 'c3'];
+      s.slaveConnected({ name: 'x', channels: all, arches: ['x86_64'], capacity: 4 });
+      s.slaveConnected({ name: 'y', channels: all, arches: ['x86_64'], capacity: 4 });
+      // Running: 2 slots on x, 4 on y. Waiting: H (4 slots, c1) and S (1 slot, c2), each kept on a slave.
+      assert.equal(s.jobQueued(job({ channel: 'c3', slots: 2, priority: 100 })).length, 1);
+      assert.equal(s.jobQueued(job({ channel: 'c3', slots: 4, priority: 100 })).length, 1);
+      assert.deepEqual(s.jobQueued(job({ channel: 'c1', slots: 4 })), []);
+      assert.deepEqual(s.jobQueued(job({ channel: 'c2', slots: 1 })), []);
+      const before = ['x', 'y'].map((n) => s.slave(n)!.reservedFor);
+      // A new 4-slot job of priority 10 (c3): jobQueued would keep a slave for it and assign
+      // nothing. Trying it and taking it back gave S a slot on x, ahead of it.
+      const p = s.takeForNew({ channel: 'c3', arch: 'x86_64', slots: 4, priority: 10 });
+      assert.deepEqual(p, { assignments: [] });
+      assert.deepEqual(['x', 'y'].map((n) => s.slave(n)!.reservedFor), before);
+      assert.equal(s.slave('x')!.used, 2);
+      assert.equal(s.queuedCount, 2);
     });
 
     it('counts the slots again if the hold was lost before the job was stored', () => {
