@@ -95,7 +95,17 @@ export class JobService {
     const o = compileJobServiceOptions(dir, opts);
     await Promise.all(['logs', 'inputs', 'uploads', 'packages', 'images'].map((d) => mkdir(join(dir, d), { recursive: true })));
     await mkdir(o.incomingDir, { recursive: true });
-    const store = await MasterStore.open({ ...o.store, dir });
+    // A failing checkpoint lets the WAL grow (nothing is lost): say so, at most once a minute.
+    let lastWarnAt = 0;
+    let failures = 0;
+    const onCheckpointError = (e: unknown): void => {
+      failures++;
+      if (Date.now() - lastWarnAt < 60_000) return;
+      lastWarnAt = Date.now();
+      log.warn({ err: msgOf(e), failures }, 'WAL checkpoint failed; the WAL grows until one succeeds');
+      failures = 0;
+    };
+    const store = await MasterStore.open({ ...o.store, dir, onCheckpointError });
     const svc = new JobService(dir, o, store, log);
     try {
       await svc.restore();

@@ -85,8 +85,8 @@ export class Checkpointer {
     if (this.running !== undefined) return; // it reschedules when it ends
     this.pending = 0;
     this.running = (async () => {
+      const onWriter = this.onWriter;
       try {
-        const onWriter = this.onWriter;
         const r = await (onWriter ? this.betweenWrites() : this.background());
         this.runs++;
         if (onWriter) this.writerRuns++;
@@ -98,6 +98,14 @@ export class Checkpointer {
         }
       } catch (e) {
         this.onError(e);
+        // Retried without waiting for another commit (an idle farm makes none), alternating
+        // between its own connection and the writer's queue: a failure that keeps one of them
+        // from checkpointing (a lock another process holds, say) must not let the WAL grow.
+        this.onWriter = !onWriter;
+        if (this.pending === 0) {
+          this.pending = 1;
+          this.firstAt = Date.now();
+        }
       } finally {
         this.running = undefined;
         // Commits made meanwhile are counted for the next one.

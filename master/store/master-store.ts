@@ -117,7 +117,7 @@ export class MasterStore {
         () => queue.enqueueAlone((c) => c.get<Row>(sql)),
         policy,
         // A failed checkpoint loses nothing (the WAL keeps the pages); the next one retries.
-        () => undefined,
+        options.onCheckpointError,
       );
       const cp = this.checkpointer;
       queue.onCommit = () => cp.committed();

@@ -42,6 +42,11 @@ export interface StoreOptions {
    * (16 MiB with 4 KiB pages).
    */
   maxWalFrames?: number;
+  /**
+   * Called when a background checkpoint fails (nothing is lost: the WAL keeps every commit, and
+   * the next checkpoint retries). Default: ignored. The master logs it (rate-limited).
+   */
+  onCheckpointError?: (e: unknown) => void;
   /** How long a connection waits for a lock held by another connection. Default 5,000 ms. */
   busyTimeoutMs?: number;
   /** Most writes committed in one transaction. Default 1,000. */
@@ -74,6 +79,7 @@ export interface CompiledStoreOptions {
   checkpointMaxDelayMs: number;
   checkpointIdleMs: number;
   maxWalFrames: number;
+  onCheckpointError: (e: unknown) => void;
   busyTimeoutMs: number;
   maxBatch: number;
   defaultMaxAttempts: number;
@@ -112,6 +118,7 @@ export function compileStoreOptions(o: StoreOptions): CompiledStoreOptions {
     checkpointMaxDelayMs: posInt('checkpointMaxDelayMs', o.checkpointMaxDelayMs, 1000),
     checkpointIdleMs: posInt('checkpointIdleMs', o.checkpointIdleMs, 5, 0),
     maxWalFrames: posInt('maxWalFrames', o.maxWalFrames, 4000),
+    onCheckpointError: o.onCheckpointError ?? (() => undefined),
     busyTimeoutMs: posInt('busyTimeoutMs', o.busyTimeoutMs, 5000, 0),
     maxBatch: posInt('maxBatch', o.maxBatch, 1000),
     defaultMaxAttempts: posInt('defaultMaxAttempts', o.defaultMaxAttempts, 3),
