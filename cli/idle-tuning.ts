@@ -118,3 +118,11 @@ export function startIdleTuning(o: IdleTuningOptions = {}): IdleTuning {
     stop: () => clearInterval(timer),
   };
 }
+
+/** {@link startIdleTuning} for a daemon command, with its collections and the optimizer's release logged at debug level. */
+export function startDaemonIdleTuning(log: { debug: (o: object, msg: string) => void }): IdleTuning {
+  return startIdleTuning({
+    onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected'),
+    onBusy: (elu) => log.debug({ elu }, 'busy: optimizing compiler on'),
+  });
+}

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { Master } from '../../../master/index.js';
 import { BuilderCommand } from '../../base-command.js';
-import { startIdleTuning } from '../../idle-tuning.js';
+import { startDaemonIdleTuning } from '../../idle-tuning.js';
 import { parseDuration } from '../../duration.js';
 
 export default class Run extends BuilderCommand {
@@ -38,10 +38,7 @@ export default class Run extends BuilderCommand {
       logger: log,
     });
     await master.start();
-    const idle = startIdleTuning({
-      onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected'),
-      onBusy: (elu) => log.debug({ elu }, 'busy: optimizing compiler on'),
-    });
+    const idle = startDaemonIdleTuning(log);
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         log.info({ signal: sig }, 'stopping');

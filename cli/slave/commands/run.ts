@@ -3,7 +3,7 @@ import { Flags } from '@oclif/core';
 import { BuilderError } from '../../../protocol/errors.js';
 import { SlaveRuntime } from '../../../slave/index.js';
 import { BuilderCommand, parseDuration } from '../../base-command.js';
-import { startIdleTuning } from '../../idle-tuning.js';
+import { startDaemonIdleTuning } from '../../idle-tuning.js';
 
 /** The machine's architecture in distribution terms (Debian's amd64 is x86_64 here, as rpm says). */
 function defaultArch(): string {
@@ -75,10 +75,7 @@ export default class Run extends BuilderCommand {
       process.on('SIGTERM', () => stop('SIGTERM'));
     });
     await runtime.start();
-    const idle = startIdleTuning({
-      onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected'),
-      onBusy: (elu) => log.debug({ elu }, 'busy: optimizing compiler on'),
-    });
+    const idle = startDaemonIdleTuning(log);
     await stopped;
     idle.stop();
   }
