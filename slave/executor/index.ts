@@ -5,6 +5,8 @@
 export { Executor } from './executor.js';
 export type { RunningAttempt } from './executor.js';
 export { runAttempt, attemptEnv } from './run-attempt.js';
+export { lookUpUserName, nameFromPasswdLines, userNameOf } from './user-name.js';
+export type { UserLookupSources } from './user-name.js';
 export type { AttemptHandle, AttemptOutcome, AttemptResult } from './run-attempt.js';
 export { checkAttemptSpec } from './attempt-spec.js';
 export type { AttemptSpec, CheckedAttemptSpec } from './attempt-spec.js';

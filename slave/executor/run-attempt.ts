@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, lstatSync, opendirSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
-import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { collectArtifacts, indexFiles, type ArtifactScan } from '../artifacts/index.js';
@@ -9,6 +8,7 @@ import { LogSpool } from '../spool/index.js';
 import { checkAttemptSpec, type AttemptSpec, type CheckedAttemptSpec } from './attempt-spec.js';
 import type { CompiledExecutorOptions } from './executor-options.js';
 import { OutputBatcher, type LogSink } from './output-batcher.js';
+import { userNameOf } from './user-name.js';
 import { removeTree, resetWorkDir, slotWorkDir } from './work-dir.js';
 
 /** How an attempt ended, in the master's terms. */
@@ -76,30 +76,19 @@ function errInfo(e: unknown): { code: string; message: string } {
   return { code: typeof code === 'string' ? code : 'BUILDER_ERR_INTERNAL', message: e instanceof Error ? e.message : String(e) };
 }
 
-let slaveUser: string | undefined;
-
-/** The slave's user name, looked up once (getpwuid reads the user database on each call). */
-function slaveUserName(): string {
-  if (slaveUser === undefined) {
-    try {
-      slaveUser = userInfo().username;
-    } catch {
-      slaveUser = '';
-    }
-  }
-  return slaveUser;
-}
-
-/** The clean base environment plus the job's env plus the BUILDER_* variables (which win). */
-export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: CompiledExecutorOptions): Record<string, string> {
-  const user = slaveUserName();
+/**
+ * The clean base environment plus the job's env plus the BUILDER_* variables (which win). `user`
+ * is the name of the user the job runs as (the runAs uid's, else the slave's: see userNameOf);
+ * without one, USER and LOGNAME are left unset.
+ */
+export function attemptEnv(spec: CheckedAttemptSpec, workDir: string, o: CompiledExecutorOptions, user: string | undefined): Record<string, string> {
   // Security: nothing of the slave's own environment leaks into the job (no credentials, no agent sockets).
   const base: Record<string, string> = {
     PATH: o.path,
     HOME: join(workDir, 'home'),
     LANG: 'C.UTF-8',
     TMPDIR: join(workDir, 'tmp'),
-    ...(user === '' ? {} : { USER: user, LOGNAME: user }),
+    ...(user === undefined ? {} : { USER: user, LOGNAME: user }),
   };
   return {
     ...base,
@@ -271,9 +260,11 @@ class AttemptRun implements AttemptHandle {
         cmd = first ?? '';
         args = rest;
       }
+      // Looked up once per uid (the first attempt may wait for getent), before the clock of the run.
+      const user = await userNameOf(o.runAs?.uid ?? process.getuid?.() ?? 0);
       if (!this.cancelled) {
         runStart = o.now();
-        const r = await this.spawnAndWait(cmd, args, attemptEnv(this.spec, this.workDir, o), dirs.build, batcher);
+        const r = await this.spawnAndWait(cmd, args, attemptEnv(this.spec, this.workDir, o, user), dirs.build, batcher);
         exitCode = r.exitCode;
         signal = r.signal;
         error = r.error;

@@ -1,12 +1,29 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { isBuilderError } from '../../../protocol/errors.js';
 import { compileExecutorOptions, runAttempt, type AttemptHandle, type AttemptSpec, type CompiledExecutorOptions } from '../../../slave/executor/index.js';
 import { LogSpool } from '../../../slave/spool/index.js';
 import { isAlive, MemorySink, ProcessReaper, readPid, waitUntil } from './helpers.js';
+
+const execFileP = promisify(execFile);
+
+/** A uid the user database has no entry for (getent exits 2 for it). */
+async function namelessUid(): Promise<number> {
+  for (const uid of [1_999_999_001, 1_999_999_002, 1_999_999_003]) {
+    try {
+      await execFileP('getent', ['passwd', String(uid)]);
+    } catch (e) {
+      if ((e as { code?: unknown }).code === 2) return uid;
+      throw e;
+    }
+  }
+  throw new Error('every candidate uid has a passwd entry');
+}
 
 describe('slave/executor runAttempt (real processes)', function () {
   this.timeout(30_000);
@@ -75,6 +92,14 @@ describe('slave/executor runAttempt (real processes)', function () {
       } finally {
         delete process.env.SLAVE_SECRET_FOR_TEST;
       }
+    });
+
+    it('gives the job USER and LOGNAME of the slave\'s own user when there is no runAs', async () => {
+      const { h, sink } = start({ script: 'id -un; echo "$USER"; echo "$LOGNAME"' });
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded', sink.text());
+      const me = userInfo().username;
+      assert.equal(sink.text('stdout'), `${me}\n${me}\n${me}\n`);
     });
 
     it('refuses a spool whose records are smaller than the executor chunks', async () => {
@@ -161,6 +186,37 @@ describe('slave/executor runAttempt (real processes)', function () {
       assert.equal(sink.text('stdout'), '65534\ninput\nhome-ok\n');
       assert.deepEqual(r.artifacts?.artifacts.map((a) => a.path), ['made.img']);
       assert.deepEqual(r.artifacts?.refused.map((x) => [x.path, x.reason]), [['rootfile', 'foreign-owner']]);
+    });
+
+    it('gives the job USER and LOGNAME of the user it runs as, the name `id -un` gives inside it', async function () {
+      if (process.getuid?.() !== 0) this.skip();
+      const { chmod } = await import('node:fs/promises');
+      await chmod(root, 0o711);
+      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300 });
+      const sink = new MemorySink();
+      const h = runAttempt({ jobId: 'ru', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'id -u; id -un; echo "$USER"; echo "$LOGNAME"' }, sink, ro);
+      handles.push(h);
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded', sink.text());
+      const [uid, name, user, logname] = sink.text('stdout').split('\n');
+      assert.equal(uid, '65534');
+      assert.ok(name !== undefined && name !== '' && name !== userInfo().username, `id -un gave ${String(name)}`);
+      assert.deepEqual([user, logname], [name, name], 'USER and LOGNAME are the job user\'s name, not the slave\'s');
+    });
+
+    it('leaves USER and LOGNAME unset when the uid has no name (rather than the slave\'s)', async function () {
+      if (process.getuid?.() !== 0) this.skip();
+      const uid = await namelessUid();
+      const { chmod } = await import('node:fs/promises');
+      await chmod(root, 0o711);
+      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid, gid: uid }, killGraceMs: 300 });
+      const sink = new MemorySink();
+      const script = 'id -u; id -un >/dev/null 2>&1 || echo NO-NAME; echo "USER=${USER-unset} LOGNAME=${LOGNAME-unset}"';
+      const h = runAttempt({ jobId: 'rn', attempt: 1, name: 'n', channel: 'c', arch: 'a', script }, sink, ro);
+      handles.push(h);
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded', sink.text());
+      assert.equal(sink.text('stdout'), `${uid}\nNO-NAME\nUSER=unset LOGNAME=unset\n`);
     });
 
     it('refuses runAs root', () => {
