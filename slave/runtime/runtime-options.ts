@@ -6,6 +6,7 @@ import { parseHostPort } from '../../protocol/rpc-client.js';
 import type { RpcPeerOptions } from '../../protocol/rpc-peer.js';
 import type { ExecutorOptions } from '../executor/index.js';
 import type { LogSpoolOptions } from '../spool/index.js';
+import { SLOT_RECORD_DEFAULT_MAX_BYTES, SLOT_RECORD_MIN_MAX_BYTES } from './slot-record-file.js';
 
 /** Most slots a slave may offer (the catalogue's limit). */
 export const MAX_CAPACITY = 4096;
@@ -59,6 +60,11 @@ export interface SlaveRuntimeOptions {
   keepWorkDirs?: boolean;
   /** The append-only record of slot use. Default `<dir>/slot-record.jsonl`; false for none. */
   slotRecordFile?: string | false;
+  /**
+   * Size bound of the slot record: past it the file becomes `<file>.1` (replacing the one before)
+   * and a new one starts. Default 8 MiB (about 90,000 attempts), at least 1 KiB.
+   */
+  slotRecordMaxBytes?: number;
   /** Reconnect back-off and connection limits. */
   backoffMinMs?: number;
   backoffMaxMs?: number;
@@ -89,6 +95,7 @@ export interface CompiledSlaveRuntimeOptions {
   readonly acceptWaitMs: number;
   readonly keepWorkDirs: boolean;
   readonly slotRecordFile: string | undefined;
+  readonly slotRecordMaxBytes: number;
   readonly attemptsDir: string;
   readonly backoffMinMs: number | undefined;
   readonly backoffMaxMs: number | undefined;
@@ -153,6 +160,7 @@ export function compileSlaveRuntimeOptions(o: SlaveRuntimeOptions): CompiledSlav
     acceptWaitMs: int('acceptWaitMs', o.acceptWaitMs, RUNTIME_DEFAULTS.acceptWaitMs, 0),
     keepWorkDirs: o.keepWorkDirs ?? false,
     slotRecordFile: o.slotRecordFile === false ? undefined : resolve(o.slotRecordFile ?? join(dir, 'slot-record.jsonl')),
+    slotRecordMaxBytes: int('slotRecordMaxBytes', o.slotRecordMaxBytes, SLOT_RECORD_DEFAULT_MAX_BYTES, SLOT_RECORD_MIN_MAX_BYTES),
     attemptsDir: join(dir, 'attempts'),
     backoffMinMs: o.backoffMinMs,
     backoffMaxMs: o.backoffMaxMs,

@@ -105,7 +105,7 @@ export class SlaveRuntime {
     }
     // After the recovery (which killed the leftover process groups): the slot work dirs are set aside and removed.
     for (const p of await this.executor.resetWorkDirs()) this.log.warn({ path: p.path, err: p.message }, 'could not remove a work dir left by the previous run; it only takes disk space');
-    if (o.slotRecordFile !== undefined) this.slotRecord = new SlotRecordFile(o.slotRecordFile, o.capacity);
+    if (o.slotRecordFile !== undefined) this.slotRecord = new SlotRecordFile(o.slotRecordFile, o.capacity, { maxBytes: o.slotRecordMaxBytes });
     await this.agent.start();
   }
 
