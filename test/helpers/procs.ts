@@ -36,7 +36,12 @@ export function runBin(bin: Parameters<typeof binPath>[0], args: string[], opts:
 /** A long-running bin whose output is collected; `waitFor` resolves when a line matches. */
 export class RunningBin {
   readonly child: ChildProcess;
+  /** stdout and stderr as they arrived, interleaved. */
   out = '';
+  /** stdout alone. */
+  stdout = '';
+  /** stderr alone. */
+  stderr = '';
   private waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
 
   constructor(bin: Parameters<typeof binPath>[0], args: string[], env: NodeJS.ProcessEnv = {}) {
@@ -49,8 +54,14 @@ export class RunningBin {
         return !m;
       });
     };
-    this.child.stdout!.on('data', onData);
-    this.child.stderr!.on('data', onData);
+    this.child.stdout!.on('data', (d: Buffer) => {
+      this.stdout += d.toString();
+      onData(d);
+    });
+    this.child.stderr!.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+      onData(d);
+    });
   }
 
   get pid(): number {

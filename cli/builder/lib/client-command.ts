@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BuilderCommand } from '../../base-command.js';
-import { resolveClientConfig } from './client-config.js';
+import { resolveClientConfig, type ClientConfig } from './client-config.js';
 import { connectClient, type ClientSession } from './connect.js';
 import { JOB_EXIT_CODES, observeJob } from './observe.js';
 
@@ -22,6 +22,7 @@ export abstract class ClientCommand extends BuilderCommand {
   };
 
   private session: ClientSession | undefined;
+  private clientConfig: ClientConfig | undefined;
 
   /** Connects with the resolved settings (flags, environment, config file); closed in finally(). */
   protected async connect(flags: { master?: string | undefined; identity?: string | undefined }): Promise<ClientSession> {
@@ -32,8 +33,18 @@ export abstract class ClientCommand extends BuilderCommand {
       envIdentity: process.env.BUILDER_IDENTITY,
       configDir: this.config.configDir,
     });
+    this.clientConfig = cfg;
     this.session = await connectClient(cfg);
     return this.session;
+  }
+
+  /** A new connection with the settings of connect(), replacing the session's (after the master restarted). */
+  private async reconnect(timeoutMs: number): Promise<ClientSession> {
+    if (!this.clientConfig) throw new Error('reconnect before connect');
+    const s = await connectClient(this.clientConfig, { connectTimeoutMs: timeoutMs });
+    this.session?.peer.destroy();
+    this.session = s;
+    return s;
   }
 
   /** Prints one JSON document on stdout (the --json form of every listing). */
@@ -43,25 +54,36 @@ export abstract class ClientCommand extends BuilderCommand {
 
   /**
    * Follows a job to its end (see observeJob) and returns the exit code its final state maps to.
-   * Ctrl-C stops following and exits 130; the job itself keeps running on the farm.
+   * Ctrl-C stops following and exits 130; the job itself keeps running on the farm. A lost
+   * master (restarted) is reconnected to for up to `reconnectForMs` (default 60 s; 0: exit 3 at once).
    */
-  protected async follow(session: ClientSession, jobId: number, attempt?: number): Promise<number> {
+  protected async follow(session: ClientSession, jobId: number, opts: { attempt?: number | undefined; reconnectForMs?: number | undefined } = {}): Promise<number> {
+    const destroy = () => (this.session ?? session).peer.destroy();
     const onSigint = () => {
       process.stderr.write(`\n[builder] stopped observing; job ${jobId} keeps running (builder observe ${jobId} to follow it again)\n`);
-      session.peer.destroy();
+      destroy();
       process.exit(130);
     };
     // `builder observe 5 | head`: the reader went away; stop quietly, as a program killed by SIGPIPE would.
     const onStdoutError = (e: NodeJS.ErrnoException) => {
       if (e.code !== 'EPIPE') return;
-      session.peer.destroy();
+      destroy();
       process.exit(141);
     };
     process.once('SIGINT', onSigint);
     process.stdout.on('error', onStdoutError);
     try {
       const color = process.stdout.isTTY === true && process.stderr.isTTY === true && process.env.NO_COLOR === undefined;
-      const r = await observeJob({ peer: session.peer, jobId, attempt, stdout: process.stdout, stderr: process.stderr, color });
+      const r = await observeJob({
+        peer: session.peer,
+        jobId,
+        attempt: opts.attempt,
+        stdout: process.stdout,
+        stderr: process.stderr,
+        color,
+        reconnect: async (timeoutMs) => (await this.reconnect(timeoutMs)).peer,
+        ...(opts.reconnectForMs === undefined ? {} : { reconnectForMs: opts.reconnectForMs }),
+      });
       return JOB_EXIT_CODES[r.job.state];
     } finally {
       process.removeListener('SIGINT', onSigint);

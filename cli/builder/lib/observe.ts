@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResultOf } from '../../../protocol/catalogue.js';
 import type { RpcPeer } from '../../../protocol/rpc-peer.js';
 import { duration, outcome } from './format.js';
+import { MasterLink } from './master-link.js';
 
 type JobView = ResultOf<'job.get'>['job'];
 export type JobState = JobView['state'];
@@ -44,6 +45,18 @@ export interface ObserveOptions {
   idlePauseMs?: number;
   /** Stops following (the job keeps running). */
   signal?: AbortSignal;
+  /**
+   * Opens a new connection to the master when the one in use is lost (the master restarted):
+   * following then resumes at the first record not yet written. Without it, a lost connection
+   * ends observing with BUILDER_ERR_UNAVAILABLE.
+   */
+  reconnect?: ((timeoutMs: number) => Promise<RpcPeer>) | undefined;
+  /** How long to try to reconnect (see MasterLink); 0 disables. Default 60 s. */
+  reconnectForMs?: number;
+  /** First pause between connection attempts, doubled up to `reconnectMaxDelayMs`. Default 200 ms. */
+  reconnectFirstDelayMs?: number;
+  /** Longest pause between connection attempts. Default 5 s. */
+  reconnectMaxDelayMs?: number;
 }
 
 /** How observing ended. */
@@ -73,10 +86,23 @@ export async function observeJob(o: ObserveOptions): Promise<ObserveResult> {
   const maxBytes = o.maxBytes ?? 1024 * 1024;
   const idleBase = o.idlePauseMs ?? 250;
   const color = o.color ?? false;
-  const { peer, jobId } = o;
+  const { jobId } = o;
   const note = (line: string) => write(o.stderr, color ? `${CYAN}[builder] ${line}${RESET}\n` : `[builder] ${line}\n`);
+  let fromSeq = 1;
+  // Every call below is a read, safe to make again on a new connection after the master restarted.
+  const master = new MasterLink({
+    peer: o.peer,
+    connect: o.reconnect,
+    ...(o.reconnectForMs === undefined ? {} : { reconnectForMs: o.reconnectForMs }),
+    ...(o.reconnectFirstDelayMs === undefined ? {} : { firstDelayMs: o.reconnectFirstDelayMs }),
+    ...(o.reconnectMaxDelayMs === undefined ? {} : { maxDelayMs: o.reconnectMaxDelayMs }),
+    signal: o.signal,
+    lostHint: `the job keeps running on the farm; builder observe ${jobId} follows it again`,
+    onLost: (reason) => note(`lost the master (${reason}); reconnecting for up to ${duration(o.reconnectForMs ?? 60_000)}`),
+    onRegained: (downMs) => note(`reconnected to the master after ${duration(downMs)}; resuming job ${jobId}'s log at record ${fromSeq}`),
+  });
 
-  let info = await peer.call('job.get', { id: jobId });
+  let info = await master.call('job.get', { id: jobId });
   let shownState: string | undefined;
   // A final state is told once, after the whole log (see the end of observeJob).
   const showState = async (job: JobView, waiting: string | null) => {
@@ -94,14 +120,13 @@ export async function observeJob(o: ObserveOptions): Promise<ObserveResult> {
 
   let attempt = o.attempt ?? 0;
   let fixedAttempt = o.attempt !== undefined;
-  let fromSeq = 1;
   let idle = idleBase;
   let graceRounds = 0;
   const aborted = () => o.signal?.aborted === true;
 
   while (!aborted()) {
     const t0 = Date.now();
-    const res = await peer.call(
+    const res = await master.call(
       'log.read',
       { jobId, fromSeq, maxBytes, waitMs, ...(attempt > 0 ? { attempt } : {}) },
       { timeoutMs: waitMs + 15_000 },
@@ -126,7 +151,7 @@ export async function observeJob(o: ObserveOptions): Promise<ObserveResult> {
     fromSeq = Math.max(fromSeq, res.nextSeq);
     const final = FINAL_STATES.includes(res.state);
     if (res.state !== shownState || final) {
-      info = await peer.call('job.get', { id: jobId });
+      info = await master.call('job.get', { id: jobId });
       // The job's own state is authoritative for the line shown; the log's answer may trail it.
       await showState(info.job, info.waiting);
     }
@@ -147,7 +172,7 @@ export async function observeJob(o: ObserveOptions): Promise<ObserveResult> {
     if (res.ended && attempt > 0) {
       // This attempt is over but the job is not: it went back to the queue for another attempt.
       while (!aborted()) {
-        info = await peer.call('job.get', { id: jobId });
+        info = await master.call('job.get', { id: jobId });
         await showState(info.job, info.waiting);
         if (FINAL_STATES.includes(info.job.state) || info.job.attempt > attempt) break;
         await sleep(Math.min(idle, 1000));
@@ -165,7 +190,7 @@ export async function observeJob(o: ObserveOptions): Promise<ObserveResult> {
     }
   }
   if (aborted()) return { job: info.job, final: false };
-  info = await peer.call('job.get', { id: jobId });
+  info = await master.call('job.get', { id: jobId });
   const job = info.job;
   const final = FINAL_STATES.includes(job.state);
   if (final) {
