@@ -30,6 +30,8 @@ const ALIASES: Readonly<Record<string, boolean>> = {
   '@secondly': true,
 };
 
+const SECONDS_HINT = 'use five fields: minute hour day-of-month month day-of-week (a master started with `master run --cron-seconds` accepts a leading seconds field)';
+
 function invalid(msg: string, hint?: string): never {
   throw new BuilderError('BUILDER_ERR_INVALID_INPUT', msg, hint === undefined ? {} : { hint });
 }
@@ -63,11 +65,11 @@ export function checkCronExpression(expr: string, o: { allowSeconds: boolean; tz
   if (e.startsWith('@')) {
     const seconds = ALIASES[e.toLowerCase()];
     if (seconds === undefined) invalid(`unknown cron alias ${JSON.stringify(e).slice(0, 40)}`, `use one of ${Object.keys(ALIASES).join(', ')}`);
-    if (seconds && !o.allowSeconds) invalid(`${e} fires every second; per-second schedules are not allowed`);
+    if (seconds && !o.allowSeconds) invalid(`${e} fires every second; per-second schedules are not allowed`, SECONDS_HINT);
   } else {
     const n = e.split(/\s+/).length;
     if (n === 6 && !o.allowSeconds) {
-      invalid(`cron expression ${JSON.stringify(e)} has six fields (seconds); seconds are not allowed`, 'use five fields: minute hour day-of-month month day-of-week');
+      invalid(`cron expression ${JSON.stringify(e)} has six fields (seconds); seconds are not allowed`, SECONDS_HINT);
     }
     if (n !== 5 && n !== 6) invalid(`cron expression ${JSON.stringify(e).slice(0, 80)} has ${n} fields; expected 5 (minute hour day-of-month month day-of-week)`);
   }

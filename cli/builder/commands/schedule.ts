@@ -35,7 +35,9 @@ Prints the job id (the schedule id with --cron) on stdout. With --observe it the
     retries: Flags.integer({ min: 0, max: 999, description: 'extra attempts if its slave is lost [default: the master\'s]' }),
     env: Flags.string({ multiple: true, description: 'K=V in the job\'s environment (repeatable)' }),
     input: Flags.string({ multiple: true, description: 'input file, uploaded to $BUILDER_INPUT (repeatable)' }),
-    cron: Flags.string({ description: 'make it recurring: 5-field cron expression (minute hour day month weekday)' }),
+    cron: Flags.string({
+      description: 'make it recurring: 5-field cron expression (minute hour day month weekday); 6 fields (a leading seconds field) if the master runs with --cron-seconds',
+    }),
     tz: Flags.string({ description: 'time zone of --cron [default: UTC]', dependsOn: ['cron'] }),
     script: Flags.string({ description: 'script file to run (else the command after --)' }),
     observe: Flags.boolean({ default: false, description: 'then follow the job, as builder observe', exclusive: ['cron'] }),
@@ -82,7 +84,8 @@ Prints the job id (the schedule id with --cron) on stdout. With --observe it the
     // cron-parser is loaded only when a schedule needs it.
     const { checkCronExpression, checkTimeZone } = await import('../../../master/cron/index.js');
     const tz = flags.tz !== undefined ? checkTimeZone(flags.tz) : undefined;
-    const cron = flags.cron !== undefined ? checkCronExpression(flags.cron, { allowSeconds: false, tz: tz ?? 'UTC' }) : undefined;
+    // Seconds are the master's to allow (master run --cron-seconds): checked here for syntax only.
+    const cron = flags.cron !== undefined ? checkCronExpression(flags.cron, { allowSeconds: true, tz: tz ?? 'UTC' }) : undefined;
     const inputs = await prepareInputs(flags.input ?? []);
 
     const job: NewJob = {

@@ -11,6 +11,7 @@ export default class Run extends BuilderCommand {
     '<%= config.bin %> run --dir /var/lib/builder',
     '<%= config.bin %> run --dir ./farm --listen 0.0.0.0:7400 --enroll-listen 0.0.0.0:7401',
     '<%= config.bin %> run --dir ./farm --slave-grace 2m --accept-timeout 30s --incoming /srv/builder/incoming',
+    '<%= config.bin %> run --dir ./farm --cron-seconds',
   ];
   static override flags = {
     dir: Flags.string({ required: true, description: 'master data directory (made by master init-ca)' }),
@@ -21,6 +22,10 @@ export default class Run extends BuilderCommand {
     'timeout-margin': Flags.string({ default: '60s', description: "master-side timeout: a job's own timeout plus this margin" }),
     'cancel-timeout': Flags.string({ default: '60s', description: 'how long to wait for a slave to confirm a kill before freeing its slots' }),
     incoming: Flags.string({ description: "the repo-builder's incoming directory (default DIR/incoming)" }),
+    'cron-seconds': Flags.boolean({
+      default: false,
+      description: 'accept new schedules with a leading seconds field (six-field cron expressions, @secondly)',
+    }),
   };
 
   async run(): Promise<void> {
@@ -35,6 +40,8 @@ export default class Run extends BuilderCommand {
       timeoutMarginMs: parseDuration(flags['timeout-margin'], '--timeout-margin'),
       cancelTimeoutMs: parseDuration(flags['cancel-timeout'], '--cancel-timeout'),
       ...(flags.incoming === undefined ? {} : { incomingDir: flags.incoming }),
+      // Off by default: a farm schedules builds, and a six-field typo would queue a job a second.
+      cron: { allowSeconds: flags['cron-seconds'] },
       logger: log,
     });
     await master.start();
