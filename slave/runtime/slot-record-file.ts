@@ -1,5 +1,4 @@
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import type { SlotEvent } from '../executor/index.js';
@@ -91,7 +90,7 @@ export class SlotRecordFile {
     if (this.fd === undefined) return;
     const text = JSON.stringify(line) + '\n';
     const bytes = Buffer.byteLength(text);
-    if (this.size > 0 && this.size + bytes > this.maxBytes) this.rotate(line.event === 'open');
+    if (this.size > 0 && this.size + bytes > this.maxBytes) this.rotate(line.event === 'open', line.at);
     writeSync(this.fd, text);
     this.size += bytes;
   }
@@ -101,7 +100,7 @@ export class SlotRecordFile {
    * directory in the way) loses no line: the lines go on into the old file, and the next line
    * tries again.
    */
-  private rotate(opening: boolean): void {
+  private rotate(opening: boolean, at: number): void {
     if (this.fd === undefined) return;
     if (this.atPath) {
       try {
@@ -124,7 +123,7 @@ export class SlotRecordFile {
     this.size = fstatSync(fd).size;
     // An `open` line needs no state: nothing of an earlier process runs in this one.
     if (!opening) {
-      const text = JSON.stringify({ event: 'rotate', pid: process.pid, capacity: this.capacity, used: this.used, at: Date.now() } satisfies SlotRecordLine) + '\n';
+      const text = JSON.stringify({ event: 'rotate', pid: process.pid, capacity: this.capacity, used: this.used, at } satisfies SlotRecordLine) + '\n';
       writeSync(fd, text);
       this.size += Buffer.byteLength(text);
     }
@@ -147,7 +146,7 @@ function compileMaxBytes(v: number | undefined): number {
 }
 
 /** How often {@link readSlotRecord} reads again when the record rotated under it. */
-const READ_TRIES = 20;
+const READ_TRIES = 100;
 
 /**
  * Reads the slot record at `path` with its previous generation (`<path>.1`), oldest line first:
@@ -155,44 +154,52 @@ const READ_TRIES = 20;
  * written (no newline yet) is left out. No file at all is an empty record.
  *
  * How the snapshot holds: the current file is opened first and its inode kept open, then `.1`;
- * after both are read, `path` must still name that inode. Only a rotation moves it away (and an
- * inode held open is never reused), so if it still does, no rotation happened in between and
- * `.1` was the generation just before it; otherwise the read starts again.
+ * then `path` must still name that inode. Only a rotation moves it away (and an inode held open
+ * is never reused), so if it still does, no rotation happened in between and `.1` is the
+ * generation just before it; otherwise the read starts again. The opens are synchronous, a few
+ * system calls in a row, so that a rotation rarely falls between them.
  */
-export async function readSlotRecord(path: string): Promise<SlotRecordLine[]> {
-  for (let i = 0; i < READ_TRIES; i++) {
-    const got = await readOnce(path);
-    if (got !== undefined) return got;
+export function readSlotRecord(path: string): Promise<SlotRecordLine[]> {
+  try {
+    for (let i = 0; i < READ_TRIES; i++) {
+      const got = readOnce(path);
+      if (got !== undefined) return Promise.resolve(got);
+    }
+  } catch (e) {
+    return Promise.reject(e instanceof Error ? e : new Error(String(e)));
   }
-  throw new BuilderError('BUILDER_ERR_BAD_STATE', `the slot record ${path} rotated on every one of ${READ_TRIES} reads`);
+  return Promise.reject(new BuilderError('BUILDER_ERR_BAD_STATE', `the slot record ${path} rotated on every one of ${READ_TRIES} reads`));
 }
 
-async function readOnce(path: string): Promise<SlotRecordLine[] | undefined> {
-  const cur = await openIfThere(path);
+function readOnce(path: string): SlotRecordLine[] | undefined {
+  const cur = openIfThere(path);
   try {
-    const prev = await openIfThere(previousSlotRecordPath(path));
+    const prev = openIfThere(previousSlotRecordPath(path));
     try {
-      const curIno = cur === undefined ? undefined : (await cur.stat()).ino;
-      if (prev !== undefined && curIno !== undefined && (await prev.stat()).ino === curIno) return undefined;
-      const prevText = prev === undefined ? '' : await prev.readFile('utf8');
-      const curText = cur === undefined ? '' : await cur.readFile('utf8');
-      const now = await stat(path).catch((e: unknown) => {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw e;
-      });
-      if (now?.ino !== curIno) return undefined;
+      // Still the current file after `.1` was opened: no rotation in between, so `.1` is the
+      // generation just before it. What is read from the two descriptors is then one record,
+      // whatever rotations happen while it is read.
+      let now: number | undefined;
+      try {
+        now = statSync(path).ino;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      if (now !== (cur === undefined ? undefined : fstatSync(cur).ino)) return undefined;
+      const prevText = prev === undefined ? '' : readFileSync(prev, 'utf8');
+      const curText = cur === undefined ? '' : readFileSync(cur, 'utf8');
       return [...parseLines(prevText, previousSlotRecordPath(path)), ...parseLines(curText, path)];
     } finally {
-      await prev?.close();
+      if (prev !== undefined) closeSync(prev);
     }
   } finally {
-    await cur?.close();
+    if (cur !== undefined) closeSync(cur);
   }
 }
 
-async function openIfThere(path: string): Promise<FileHandle | undefined> {
+function openIfThere(path: string): number | undefined {
   try {
-    return await open(path, 'r');
+    return openSync(path, 'r');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor, type ProcessFarm } from '../../helpers/process-farm.js';
 import { isAlive } from '../../helpers/procs.js';
+import { readSlotRecord as readSlotRecordFile, type SlotRecordLine } from '../../../slave/index.js';
 
 /**
  * `master run` flags that shorten the waits of a failure (docs/master.md). `grace` is how long a
@@ -83,21 +84,12 @@ export class RunLog {
 }
 
 /**
- * One line of the slave's own slot record, `DIR/slot-record.jsonl` (slave/runtime): each slave
+ * Reads a slave's slot record, `DIR/slot-record.jsonl` with its previous generation `.1` (the
+ * slave appends to it as attempts start and end, and rotates it at a size bound): each slave
  * process starts with `open` and, when stopped cleanly, ends with `close`.
  */
-export type SlotRecordLine =
-  | { event: 'open'; pid: number; capacity: number; at: number }
-  | { event: 'start' | 'end'; key: string; slots: number; usedAfter: number; capacity: number; at: number }
-  | { event: 'close'; pid: number; at: number };
-
-/** Reads a slave's slot record (the file the slave appends to as attempts start and end). */
 export async function readSlotRecord(slaveDir: string): Promise<SlotRecordLine[]> {
-  const text = await readFile(join(slaveDir, 'slot-record.jsonl'), 'utf8');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as SlotRecordLine);
+  return readSlotRecordFile(join(slaveDir, 'slot-record.jsonl'));
 }
 
 /** The start and end events of the record, in order. */
@@ -108,19 +100,23 @@ export function slotEvents(rec: readonly SlotRecordLine[]): Array<Extract<SlotRe
 /**
  * The most slots in use at once, replayed from the record's start and end events (not from the
  * slave's own `usedAfter` figure, which is checked separately). An `open` line is a new process:
- * nothing of the previous one runs in it.
+ * nothing of the previous one runs in it. A record that begins with a `rotate` line (its older
+ * generations are gone) starts from the slots in use that line tells.
  */
 export function maxConcurrentSlots(rec: readonly SlotRecordLine[]): number {
   let used = 0;
   let max = 0;
-  for (const e of rec) {
+  rec.forEach((e, i) => {
     if (e.event === 'open') used = 0;
+    else if (e.event === 'rotate' && i === 0) used = e.used;
     else if (e.event === 'start') used += e.slots;
     else if (e.event === 'end') used -= e.slots;
     max = Math.max(max, used);
-  }
+  });
   return max;
 }
+
+export type { SlotRecordLine };
 
 export { isAlive };
 

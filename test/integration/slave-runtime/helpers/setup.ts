@@ -1,7 +1,7 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SlaveRuntime, type SlaveRuntimeOptions } from '../../../../slave/index.js';
+import { readSlotRecord as readSlotRecordFile, SlaveRuntime, type SlaveRuntimeOptions } from '../../../../slave/index.js';
 import type { SlotRecordLine } from '../../../../slave/index.js';
 import { tempDir } from '../../../helpers/farm.js';
 import { makeTestPki, TestMaster, type TestPki } from './test-master.js';
@@ -58,22 +58,24 @@ export async function until(cond: () => boolean | Promise<boolean>, what: string
   }
 }
 
-/** Reads `slot-record.jsonl` and replays it: the most slots in use at once, by the slave's own events. */
+/**
+ * Reads `slot-record.jsonl` with its previous generation (`.1`) and replays it: the most slots in
+ * use at once, by the slave's own events. A record that begins with a `rotate` line (the older
+ * generations are gone) starts from the slots in use it tells.
+ */
 export async function readSlotRecord(dir: string): Promise<{ lines: SlotRecordLine[]; maxUsed: number; maxReplayed: number }> {
-  const lines = (await readFile(join(dir, 'slot-record.jsonl'), 'utf8'))
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as SlotRecordLine);
+  const lines = await readSlotRecordFile(join(dir, 'slot-record.jsonl'));
   let maxUsed = 0;
   let used = 0;
   let maxReplayed = 0;
-  for (const l of lines) {
+  lines.forEach((l, i) => {
     if (l.event === 'open') used = 0;
+    if (l.event === 'rotate' && i === 0) used = l.used;
     if (l.event === 'start') used += l.slots;
     if (l.event === 'end') used -= l.slots;
     if (l.event === 'start' || l.event === 'end') maxUsed = Math.max(maxUsed, l.usedAfter);
     maxReplayed = Math.max(maxReplayed, used);
-  }
+  });
   return { lines, maxUsed, maxReplayed };
 }
 
