@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor, type ProcessFarm } from '../../helpers/process-farm.js';
 import { isAlive } from '../../helpers/procs.js';
+import { replaySlots } from '../../helpers/slot-record.js';
 import { readSlotRecord as readSlotRecordFile, type SlotRecordLine } from '../../../slave/index.js';
 
 /**
@@ -99,21 +100,10 @@ export function slotEvents(rec: readonly SlotRecordLine[]): Array<Extract<SlotRe
 
 /**
  * The most slots in use at once, replayed from the record's start and end events (not from the
- * slave's own `usedAfter` figure, which is checked separately). An `open` line is a new process:
- * nothing of the previous one runs in it. A record that begins with a `rotate` line (its older
- * generations are gone) starts from the slots in use that line tells.
+ * slave's own `usedAfter` figure, which is checked separately): see replaySlots.
  */
 export function maxConcurrentSlots(rec: readonly SlotRecordLine[]): number {
-  let used = 0;
-  let max = 0;
-  rec.forEach((e, i) => {
-    if (e.event === 'open') used = 0;
-    else if (e.event === 'rotate' && i === 0) used = e.used;
-    else if (e.event === 'start') used += e.slots;
-    else if (e.event === 'end') used -= e.slots;
-    max = Math.max(max, used);
-  });
-  return max;
+  return replaySlots(rec).max;
 }
 
 export type { SlotRecordLine };

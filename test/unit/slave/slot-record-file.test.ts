@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
+import { replaySlots } from '../../helpers/slot-record.js';
 import { SlotPool, type SlotEvent } from '../../../slave/executor/index.js';
 import { compileSlaveRuntimeOptions, readSlotRecord, SLOT_RECORD_DEFAULT_MAX_BYTES, SlotRecordFile, type SlotRecordLine } from '../../../slave/index.js';
 
@@ -13,20 +14,6 @@ async function fileLines(path: string): Promise<SlotRecordLine[]> {
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as SlotRecordLine);
-}
-
-/** Replays start/end from the record's beginning (a leading `rotate` line gives the count): the most in use, and the count at the end. */
-function replay(rec: readonly SlotRecordLine[]): { max: number; end: number } {
-  let used = 0;
-  let max = 0;
-  rec.forEach((l, i) => {
-    if (l.event === 'open') used = 0;
-    else if (l.event === 'rotate' && i === 0) used = l.used;
-    else if (l.event === 'start') used += l.slots;
-    else if (l.event === 'end') used -= l.slots;
-    max = Math.max(max, used);
-  });
-  return { max, end: used };
 }
 
 const startsAndEnds = (rec: readonly SlotRecordLine[]): string[] => rec.flatMap((l) => (l.event === 'start' || l.event === 'end' ? [`${l.event} ${l.key}`] : []));
@@ -102,7 +89,7 @@ describe('slave/runtime slot record file (rotation)', () => {
       assert.equal(all[0]?.event, 'open', 'one rotation only: the first generation is still there');
       assert.deepEqual(startsAndEnds(all), events.map((e) => `${e.event} ${e.key}`));
       assert.deepEqual(all.map((l) => l.event).filter((e) => e !== 'start' && e !== 'end'), ['open', 'rotate', 'close']);
-      assert.deepEqual(replay(all), { max: 2, end: 0 });
+      assert.deepEqual(replaySlots(all), { max: 2, end: 0 });
     });
 
     it('keeps one previous generation only, each file within the bound, and the capacity check still holds from the rotate line', async () => {
@@ -116,12 +103,12 @@ describe('slave/runtime slot record file (rotation)', () => {
       // What is left is exactly the tail of what the pool reported.
       const tail = events.slice(-startsAndEnds(all).length).map((e) => `${e.event} ${e.key}`);
       assert.deepEqual(startsAndEnds(all), tail);
-      assert.deepEqual(replay(all), { max: 3, end: 2 });
+      assert.deepEqual(replaySlots(all), { max: 3, end: 2 });
       // Without the rotate line's count, the replay would miss the 2-slot attempt: the line is what makes it right.
-      assert.ok(replay(all.slice(1)).max < 3);
+      assert.ok(replaySlots(all.slice(1)).max < 3);
       long.release();
       rec.close();
-      assert.deepEqual(replay(await readSlotRecord(path)), { max: 3, end: 0 });
+      assert.deepEqual(replaySlots(await readSlotRecord(path)), { max: 3, end: 0 });
     });
   });
 

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { readSlotRecord as readSlotRecordFile, SlaveRuntime, type SlaveRuntimeOptions } from '../../../../slave/index.js';
 import type { SlotRecordLine } from '../../../../slave/index.js';
 import { tempDir } from '../../../helpers/farm.js';
+import { replaySlots } from '../../../helpers/slot-record.js';
 import { makeTestPki, TestMaster, type TestPki } from './test-master.js';
 
 /** Fast settings for tests: short grace periods and back-off. */
@@ -59,23 +60,14 @@ export async function until(cond: () => boolean | Promise<boolean>, what: string
 }
 
 /**
- * Reads `slot-record.jsonl` with its previous generation (`.1`) and replays it: the most slots in
- * use at once, by the slave's own events. A record that begins with a `rotate` line (the older
- * generations are gone) starts from the slots in use it tells.
+ * Reads `slot-record.jsonl` with its previous generation (`.1`): the most slots in use at once
+ * by the slave's own `usedAfter` figures, and by a replay of its events (replaySlots).
  */
 export async function readSlotRecord(dir: string): Promise<{ lines: SlotRecordLine[]; maxUsed: number; maxReplayed: number }> {
   const lines = await readSlotRecordFile(join(dir, 'slot-record.jsonl'));
   let maxUsed = 0;
-  let used = 0;
-  let maxReplayed = 0;
-  lines.forEach((l, i) => {
-    if (l.event === 'open') used = 0;
-    if (l.event === 'rotate' && i === 0) used = l.used;
-    if (l.event === 'start') used += l.slots;
-    if (l.event === 'end') used -= l.slots;
-    if (l.event === 'start' || l.event === 'end') maxUsed = Math.max(maxUsed, l.usedAfter);
-    maxReplayed = Math.max(maxReplayed, used);
-  });
+  for (const l of lines) if (l.event === 'start' || l.event === 'end') maxUsed = Math.max(maxUsed, l.usedAfter);
+  const maxReplayed = replaySlots(lines).max;
   return { lines, maxUsed, maxReplayed };
 }
 
