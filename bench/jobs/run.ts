@@ -2,7 +2,7 @@
  * End-to-end job benchmark of issue 3, Builder side by side with BullMQ in the same run:
  *
  *   npm run build && node dist/bench/jobs/run.js [--jobs 20000] [--slaves 10] [--capacity 5]
- *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip builder,bullmq,sim,queued]
+ *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip ceiling,floor,builder,bullmq,sim,queued]
  *     [--out bench/jobs/results.json]
  *
  * Builder: a real `master run` and `--slaves` real `slave run` processes of `--capacity` slots
@@ -11,13 +11,16 @@
  * makes a work dir, starts the process in its own group, streams the (empty) log and reports.
  * 1. idle RSS of the master and of each slave;
  * 2. dispatch latency on an idle farm: one job at a time, queued -> running (the master's own
- *    createdAt and startedAt: startedAt is when the slave accepted the assignment);
+ *    createdAt and startedAt: startedAt is when the slave accepted the assignment), the client
+ *    following each job to its end as `builder observe` does;
  * 3. throughput: `--jobs` jobs submitted by one client with 256 in flight, until every one has
  *    ended (client clock at the first submit to the master's latest endedAt);
  * 4. master RSS with `--queued` jobs queued (a channel no slave serves), and the idle-farm
  *    latency again with that queue;
  * 5. a fresh master with `--sim-slaves` slave connections (one simulated process,
  *    bench/jobs/sim-slaves.ts): master RSS.
+ * Before Builder, the floor of that latency on this machine: the same path (durable insert,
+ * assignment, acceptance, spawn) through the bare parts (latency-floor.ts).
  * BullMQ (devDependency, the queue a Node user picks) on a local redis-server (Debian package,
  * started here on a free port, stopped by pid; no persistence, its usual set-up): the same
  * number of jobs through one Worker with concurrency slots x capacity, producer with 256 adds in
@@ -33,6 +36,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { PkiRegistry, generateRsaKeyPair, loadCa, signPeer } from '../../pki/index.js';
+import { latencyFloor } from './latency-floor.js';
 import { FINAL_STATES, ProcessFarm, freePort, sleep, waitFor, type JobView } from '../../test/helpers/process-farm.js';
 
 const { values } = parseArgs({
@@ -182,6 +186,13 @@ async function builderLatency(farm: ProcessFarm, n: number, channel = 'main'): P
   for (let i = 0; i < n; i++) {
     const t0 = Date.now();
     const j = await farm.submit({ name: 'latency', channel, command: { kind: 'argv', argv: ['true'] } });
+    // Followed as `builder observe` does (log.read's long poll), not by polling job.get: a poll
+    // every 2 ms kept the master busy while it dispatched (a client's load, not the farm's).
+    for (let fromSeq = 1; ; ) {
+      const r = await farm.call('log.read', { jobId: j.id, fromSeq, waitMs: 30_000 }, { timeoutMs: 35_000 });
+      if (r.ended) break;
+      fromSeq = r.nextSeq;
+    }
     const d = await waitFor(`latency job ${j.id}`, async () => {
       const g = await farm.getJob(j.id);
       return FINAL_STATES.includes(g.job.state) ? g : undefined;
@@ -451,8 +462,17 @@ async function spawnCeiling(): Promise<void> {
   });
 }
 
+/** The floor of the idle latency on this machine, measured in this run (latency-floor.ts). */
+async function latencyFloorPhase(): Promise<void> {
+  log(`floor: ${LATENCY} jobs one at a time through the bare parts of the dispatch path`);
+  const r = await latencyFloor(LATENCY);
+  results.latencyFloorMs = { queuedToRunning: summary(r.ms), queuedToRunningExact: summary(r.exact) };
+  log(`floor: ${JSON.stringify(results.latencyFloorMs)}`);
+}
+
 async function main(): Promise<void> {
   if (!skip.has('ceiling')) await spawnCeiling();
+  if (!skip.has('floor')) await latencyFloorPhase();
   if (!skip.has('builder')) await builder();
   if (!skip.has('sim')) await simSlaves();
   if (!skip.has('bullmq')) await bullmq();

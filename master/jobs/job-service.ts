@@ -207,33 +207,36 @@ export class JobService {
   private async sendAssignment(job: Job): Promise<void> {
     const a = { jobId: job.id, slave: job.slave! };
     this.heldRows.set(job.id, job);
+    const conn = this.slaves.get(a.slave);
+    // Written to the slave's socket here, before the bookkeeping below: the slave starts the job
+    // while this process opens the log file and answers the submitter.
+    const accepted = conn?.peer.call(
+      'attempt.assign',
+      {
+        jobId: job.id,
+        attempt: job.attempt,
+        name: job.name,
+        channel: job.channel,
+        arch: job.arch,
+        slots: job.slots,
+        command: job.command,
+        env: job.env,
+        timeoutMs: job.timeoutMs,
+        inputs: job.inputs,
+      },
+      { timeoutMs: this.options.acceptTimeoutMs },
+    );
     // Open (create) the attempt's log file now, while the slave starts the job, so that storing
     // its records later is one durable write, not a chain of mkdir/open/stat first.
     this.track('open log', this.logs.prepare(job.id, job.attempt));
     this.logs.wake(job.id);
     this.log.info({ job: job.id, attempt: job.attempt, slave: a.slave }, 'job dispatched');
-    const conn = this.slaves.get(a.slave);
-    if (conn === undefined) {
+    if (accepted === undefined) {
       await this.requeue(job.id, job.attempt, `slave ${a.slave} disconnected before the assignment was sent`, false);
       return;
     }
     try {
-      await conn.peer.call(
-        'attempt.assign',
-        {
-          jobId: job.id,
-          attempt: job.attempt,
-          name: job.name,
-          channel: job.channel,
-          arch: job.arch,
-          slots: job.slots,
-          command: job.command,
-          env: job.env,
-          timeoutMs: job.timeoutMs,
-          inputs: job.inputs,
-        },
-        { timeoutMs: this.options.acceptTimeoutMs },
-      );
+      await accepted;
     } catch (e) {
       // Not accepted: a setup failure of that slave (counts toward its quarantine), unless the
       // connection dropped (that is the network's doing; the job just goes elsewhere).
