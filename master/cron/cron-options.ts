@@ -1,4 +1,5 @@
 import { BuilderError } from '../../protocol/errors.js';
+import type { NewJob } from '../store/index.js';
 import { checkTimeZone } from './cron-expression.js';
 
 /** Timer functions, injectable so tests drive time. */
@@ -23,6 +24,13 @@ export interface CronOptions {
   retryMs?: number;
   /** Called when firing a schedule fails (the store is down, the template no longer validates). Default: ignore. */
   onError?: (err: unknown, scheduleId: string) => void;
+  /**
+   * Called when a fire begins, in the same tick as its store write is queued, with the
+   * schedule's job template; the function it returns is called once the fire has settled (after
+   * `onFired`, or after a failure). The job service uses it to know which jobs are being stored
+   * queued. Default: nothing.
+   */
+  onFiring?: (template: NewJob, scheduleId: string) => () => void;
 }
 
 export interface CompiledCronOptions {
@@ -33,6 +41,7 @@ export interface CompiledCronOptions {
   maxTimerMs: number;
   retryMs: number;
   onError: (err: unknown, scheduleId: string) => void;
+  onFiring: (template: NewJob, scheduleId: string) => () => void;
 }
 
 const realTimers: CronTimers = {
@@ -61,5 +70,6 @@ export function compileCronOptions(o: CronOptions = {}): CompiledCronOptions {
     maxTimerMs,
     retryMs,
     onError: o.onError ?? (() => undefined),
+    onFiring: o.onFiring ?? (() => () => undefined),
   };
 }

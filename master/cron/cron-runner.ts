@@ -30,6 +30,8 @@ export type OnFired = (job: Job, schedule: Schedule) => void;
 interface Armed {
   cron: string;
   tz: string;
+  /** The schedule's job template (a schedule's template never changes), for `onFiring`. */
+  template: NewJob;
   nextFireAt: number;
   /** After a failed fire: not before this time (so a broken store is not retried in a tight loop). */
   retryAt?: number;
@@ -72,9 +74,9 @@ export class CronRunner {
       if (s.nextFireAt === null) {
         // Resumed without a next time (should not happen): start from now rather than never firing.
         const next = nextFireAfter(s.cron, s.tz, this.options.now());
-        if (await this.store.setSchedulePaused(s.id, false, next)) this.armed.set(s.id, { cron: s.cron, tz: s.tz, nextFireAt: next });
+        if (await this.store.setSchedulePaused(s.id, false, next)) this.armed.set(s.id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: next });
       } else {
-        this.armed.set(s.id, { cron: s.cron, tz: s.tz, nextFireAt: s.nextFireAt });
+        this.armed.set(s.id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: s.nextFireAt });
       }
     }
     await this.runDue();
@@ -100,7 +102,7 @@ export class CronRunner {
     const paused = r.paused ?? false;
     const next = paused ? null : nextFireAfter(cron, tz, this.options.now());
     const s = await this.store.createSchedule({ id: r.id, cron, tz, template: r.template, paused, nextFireAt: next });
-    if (s.nextFireAt !== null) this.armed.set(s.id, { cron, tz, nextFireAt: s.nextFireAt });
+    if (s.nextFireAt !== null) this.armed.set(s.id, { cron, tz, template: s.template, nextFireAt: s.nextFireAt });
     this.rearm();
     return s;
   }
@@ -125,7 +127,7 @@ export class CronRunner {
     const next = nextFireAfter(cur.cron, cur.tz, this.options.now());
     const s = await this.store.setSchedulePaused(id, false, next);
     if (s === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
-    this.armed.set(id, { cron: s.cron, tz: s.tz, nextFireAt: next });
+    this.armed.set(id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: next });
     this.rearm();
     return s;
   }
@@ -183,15 +185,22 @@ export class CronRunner {
 
   private async fire(id: string, a: Armed, now: number): Promise<void> {
     const next = nextFireAfter(a.cron, a.tz, now);
-    const r = await this.store.fireSchedule(id, a.nextFireAt, next, now);
-    if (r.ok) {
-      this.armed.set(id, { cron: a.cron, tz: a.tz, nextFireAt: next });
-      this.onFired(r.job, r.schedule);
-      return;
+    // Told in the same tick as the write is queued, and until the job is handed over (onFired):
+    // the job service keeps a submit of no higher priority from taking a free slot meanwhile.
+    const settled = this.options.onFiring(a.template, id);
+    try {
+      const r = await this.store.fireSchedule(id, a.nextFireAt, next, now);
+      if (r.ok) {
+        this.armed.set(id, { cron: a.cron, tz: a.tz, template: a.template, nextFireAt: next });
+        this.onFired(r.job, r.schedule);
+        return;
+      }
+      // Someone changed it under us (paused, removed, resumed): follow the store.
+      const s = r.schedule;
+      if (s === undefined || s.paused || s.nextFireAt === null) this.armed.delete(id);
+      else this.armed.set(id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: s.nextFireAt });
+    } finally {
+      settled();
     }
-    // Someone changed it under us (paused, removed, resumed): follow the store.
-    const s = r.schedule;
-    if (s === undefined || s.paused || s.nextFireAt === null) this.armed.delete(id);
-    else this.armed.set(id, { cron: s.cron, tz: s.tz, nextFireAt: s.nextFireAt });
   }
 }

@@ -68,6 +68,11 @@ export class JobService {
    * every other transition of that job, so it is never newer than the store; a miss reads the store.
    */
   private readonly heldRows = new Map<number, Job>();
+  /**
+   * Priorities of the jobs being stored queued whose jobQueued is not made yet (submits that
+   * found no free slot, cron fires), as priority -> number of jobs. See {@link submit}.
+   */
+  private readonly storingQueued = new Map<number, number>();
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   private stopping = false;
@@ -141,7 +146,20 @@ export class JobService {
         this.log.info({ job: job.id, schedule: schedule.id, name: job.name }, 'schedule fired: job queued');
         this.handle(this.sched.jobQueued(schedJobOf(job)));
       },
-      { ...this.options.cron, onError: (err, id) => this.log.error({ schedule: id, err: msgOf(err) }, 'schedule could not fire') },
+      {
+        ...this.options.cron,
+        onError: (err, id) => this.log.error({ schedule: id, err: msgOf(err) }, 'schedule could not fire'),
+        onFiring: (template) => {
+          let priority: number;
+          try {
+            priority = this.store.checkJob(template).priority;
+          } catch {
+            // The fire's own check refuses it the same way: no job will be stored.
+            return () => undefined;
+          }
+          return this.storingQueuedBegin(priority);
+        },
+      },
     );
     await this.cron.start();
   }
@@ -695,17 +713,16 @@ export class JobService {
    * assignment is sent as soon as that commit returns; the reply is the stored row (dispatched).
    * The slots are taken in the dispatcher before the write, outside it (a write must have no
    * side effects: the write queue may run it again), and given back if the write fails; the job
-   * is then stored queued, as when no slot is free.
+   * is then stored queued, as when no slot is free. No slot is taken while a job of the same or a
+   * higher priority is being stored queued (a submit that found none, a cron fire): that job
+   * reaches the dispatcher only after its commit, and ranks first (equal priority goes by age).
    */
-  /** Submits being stored queued (their jobQueued not made yet). */
-  private queuedCreates = 0;
-
   async submit(spec: NewJob, by: string): Promise<Job> {
     await this.checkInputs(spec);
     const checked = this.store.checkJob(spec);
-    // Not while another submit is being stored queued: it would reach the dispatcher after this
-    // one and could lose a free slot to a job of lower priority.
-    const place = this.stopping || this.queuedCreates > 0 ? undefined : this.sched.takeForNew(checked);
+    // Not while a job of this priority or higher is being stored queued (another submit, a cron
+    // fire): it reaches the dispatcher after this one and would lose a free slot it ranks first for.
+    const place = this.stopping || this.storingQueuedAtLeast(checked.priority) ? undefined : this.sched.takeForNew(checked);
     if (place !== undefined) this.handle(place.assignments);
     const hold = place?.hold;
     if (hold !== undefined) {
@@ -726,16 +743,40 @@ export class JobService {
         return job;
       }
     }
-    this.queuedCreates++;
+    const stored = this.storingQueuedBegin(checked.priority);
     let job: Job;
     try {
       job = await this.store.createJob(checked);
     } finally {
-      this.queuedCreates--;
+      stored();
     }
     this.log.info({ job: job.id, name: job.name, channel: job.channel, arch: job.arch, by }, 'job queued');
     this.handle(this.sched.jobQueued(schedJobOf(job)));
     return job;
+  }
+
+  /**
+   * Counts a job being stored queued (priority -> jobs) until the returned function is called,
+   * which its owner does right before the job's jobQueued (a submit) or right after it (a cron
+   * fire), in the same tick: between the two, the job is in neither place.
+   */
+  private storingQueuedBegin(priority: number): () => void {
+    this.storingQueued.set(priority, (this.storingQueued.get(priority) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = this.storingQueued.get(priority)! - 1;
+      if (n === 0) this.storingQueued.delete(priority);
+      else this.storingQueued.set(priority, n);
+    };
+  }
+
+  /** Whether a job of `priority` or higher is being stored queued. O(1) when none is (the common case). */
+  private storingQueuedAtLeast(priority: number): boolean {
+    if (this.storingQueued.size === 0) return false;
+    for (const p of this.storingQueued.keys()) if (p >= priority) return true;
+    return false;
   }
 
   /** Cancels a job; a dispatched or running one is killed on its slave before its slots free up. */

@@ -41,6 +41,8 @@ class MemStore implements CronStore {
   readonly schedules = new Map<string, Schedule>();
   readonly jobs: Job[] = [];
   failNext = 0;
+  /** fireSchedule calls so far (made, whether they succeeded or not). */
+  fireCalls = 0;
   async listSchedules(): Promise<Schedule[]> {
     return [...this.schedules.values()].map((s) => ({ ...s }));
   }
@@ -64,6 +66,7 @@ class MemStore implements CronStore {
     return this.schedules.delete(id);
   }
   async fireSchedule(id: string, expected: number, next: number, firedAt: number): Promise<FireResult> {
+    this.fireCalls++;
     if (this.failNext > 0) {
       this.failNext--;
       throw new Error('disk full');
@@ -201,6 +204,36 @@ describe('master/cron', () => {
       assert.deepEqual(ats(), []);
       await time.advanceTo('2026-03-01T00:03:00Z', r);
       assert.deepEqual(ats(), ['2026-03-01T00:03:00.000Z']);
+    });
+  });
+
+  describe('when a fire is under way', () => {
+    it('tells onFiring with the template before the store write, and settles it after onFired, or after a failure', async () => {
+      const events: string[] = [];
+      const r = new CronRunner(store, (job) => events.push(`fired ${job.id}`), {
+        now: time.now,
+        timers: time,
+        retryMs: 10_000,
+        onError: () => events.push('error'),
+        onFiring: (t, id) => {
+          events.push(`firing ${id} ${t.name} priority ${t.priority ?? '-'} after ${store.fireCalls} writes`);
+          return () => events.push('settled');
+        },
+      });
+      runners.push(r);
+      await r.start();
+      await r.add({ id: 'every-min', cron: '* * * * *', template: { ...template, priority: 7 } });
+      store.failNext = 1;
+      await time.advanceTo('2026-03-01T00:02:00Z', r);
+      await time.advanceTo('2026-03-01T00:02:10Z', r);
+      assert.deepEqual(events, [
+        'firing every-min nightly priority 7 after 0 writes',
+        'settled',
+        'error',
+        'firing every-min nightly priority 7 after 1 writes',
+        'fired 1',
+        'settled',
+      ]);
     });
   });
 
