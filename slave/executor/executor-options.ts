@@ -132,10 +132,20 @@ function inlineLimit(v: number | undefined): number {
   return x;
 }
 
+/**
+ * Largest uid/gid accepted for runAs. Linux ids go to 2^32-2, but Node's child_process.spawn
+ * takes only an int32 (a larger one throws ERR_INVALID_ARG_TYPE at spawn time, i.e. every job
+ * would fail), so the limit is refused here, when the slave starts, instead.
+ */
+export const MAX_RUN_AS_ID = 2 ** 31 - 1;
+
 function compileRunAs(r: ExecutorOptions['runAs']): CompiledExecutorOptions['runAs'] {
   if (r === undefined) return undefined;
-  const ok = (n: number): boolean => Number.isSafeInteger(n) && n >= 0 && n < 2 ** 32;
-  if (!ok(r.uid) || !ok(r.gid)) throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option runAs needs integer uid and gid');
+  for (const [name, n] of [['uid', r.uid], ['gid', r.gid]] as const) {
+    if (!Number.isSafeInteger(n) || n < 0 || n > MAX_RUN_AS_ID) {
+      throw new BuilderError('BUILDER_ERR_CONFIG', `executor option runAs.${name} must be an integer from 0 to ${MAX_RUN_AS_ID} (what child_process.spawn accepts), got ${String(n)}`);
+    }
+  }
   // Running jobs as root would give every build script the slave's keys and the whole machine.
   if (r.uid === 0) throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option runAs may not be root (uid 0)');
   return Object.freeze({ uid: r.uid, gid: r.gid });
