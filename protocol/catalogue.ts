@@ -401,7 +401,7 @@ export const catalogue = {
   'schedule.create': def({
     direction: 'to-master',
     roles: people,
-    summary: 'Create a recurring job: a cron expression (5 fields, optional time zone) and a job template.',
+    summary: 'Create a recurring job: a cron expression (5 fields or an @ alias; 6 with a leading seconds field, and @secondly, only on a master run with --cron-seconds), an optional time zone and a job template.',
     params: z.strictObject({ cron: z.string().min(1).max(256), tz: z.string().max(64).optional(), template: newJob }),
     result: z.strictObject({ schedule: scheduleView }),
   }),
