@@ -138,7 +138,7 @@ function message<T>(c: ChildProcess, pick: (m: unknown) => T | undefined): Promi
  * Runs `warmup` then `count` jobs one at a time; returns the master's figures (ms): exact
  * (sub-millisecond clock) and whole-millisecond (Date.now() semantics, as Builder's store).
  */
-export async function latencyFloor(count: number, warmup = 20): Promise<{ exact: number[]; ms: number[] }> {
+export async function latencyFloor(count: number, warmup = 20, gapMs = 0): Promise<{ exact: number[]; ms: number[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'builder-latency-floor-'));
   const self = fileURLToPath(import.meta.url);
   const kids: ChildProcess[] = [];
@@ -166,6 +166,7 @@ export async function latencyFloor(count: number, warmup = 20): Promise<{ exact:
     lines(c, (msg) => wake?.(msg));
     const next = (t: string) => new Promise<Msg>((resolve) => (wake = (msg) => msg.t === t && resolve(msg)));
     for (let i = 0; i < warmup + count; i++) {
+      if (gapMs > 0) await new Promise((resolve) => setTimeout(resolve, gapMs));
       const submitted = next('submitted');
       send(c, { t: 'submit' });
       const { id } = await submitted;
@@ -190,7 +191,7 @@ if (role === 'master' || role === 'slave') {
 }
 else if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const n = Number(role ?? 300);
-  const r = await latencyFloor(n);
+  const r = await latencyFloor(n, 20, Number(a1 ?? 0));
   const q = (v: number[], p: number) => [...v].sort((x, y) => x - y)[Math.min(v.length - 1, Math.floor(v.length * p))]!;
   process.stdout.write(
     JSON.stringify({ n, exact: { p50: q(r.exact, 0.5), p99: q(r.exact, 0.99), max: q(r.exact, 1) }, ms: { p50: q(r.ms, 0.5), p99: q(r.ms, 0.99), max: q(r.ms, 1) } }) + '\n',

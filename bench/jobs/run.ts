@@ -3,7 +3,13 @@
  *
  *   npm run build && node dist/bench/jobs/run.js [--jobs 20000] [--slaves 10] [--capacity 5]
  *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip ceiling,floor,builder,bullmq,sim,queued]
- *     [--out bench/jobs/results.json]
+ *     [--out bench/jobs/results.json] [--latency-gap 0] [--settle 20]
+ *
+ * --latency-gap MS waits MS between one latency job's end and the next submit (a farm idle for
+ * that long: its processes and the CPUs are "cold"; 0 measures back to back). The floor takes
+ * the same gap: `node dist/bench/jobs/latency-floor.js [count] [gapMs]`. BENCH_NODE_ARGS in the
+ * environment passes node flags to master and slaves (e.g. "--cpu-prof --cpu-prof-dir=DIR": they
+ * are then stopped with SIGTERM, so that they write their profiles).
  *
  * Builder: a real `master run` and `--slaves` real `slave run` processes of `--capacity` slots
  * (10 x 5 = 50 jobs at once), through the bins as an operator starts them (test/helpers/
@@ -52,6 +58,8 @@ const { values } = parseArgs({
     'in-flight': { type: 'string', default: '256' },
     /** Seconds of idleness before the "settled" RSS figures (V8 shrinks its heap after ~10 s idle). */
     settle: { type: 'string', default: '20' },
+    /** Milliseconds between one latency job's end and the next submit (0: back to back). */
+    'latency-gap': { type: 'string', default: '0' },
   },
 });
 const N = Number(values.jobs);
@@ -62,6 +70,7 @@ const QUEUED = Number(values.queued);
 const SIM = Number(values['sim-slaves']);
 const IN_FLIGHT = Number(values['in-flight']);
 const SETTLE_MS = Number(values.settle) * 1000;
+const LATENCY_GAP_MS = Number(values['latency-gap']);
 const skip = new Set(values.skip.split(',').filter(Boolean));
 const here = fileURLToPath(new URL('.', import.meta.url));
 /** What to end if the run is interrupted. */
@@ -184,6 +193,7 @@ async function builderLatency(farm: ProcessFarm, n: number, channel = 'main'): P
   const disp: number[] = [];
   const e2e: number[] = [];
   for (let i = 0; i < n; i++) {
+    if (LATENCY_GAP_MS > 0) await sleep(LATENCY_GAP_MS);
     const t0 = Date.now();
     const j = await farm.submit({ name: 'latency', channel, command: { kind: 'argv', argv: ['true'] } });
     // Followed as `builder observe` does (log.read's long poll), not by polling job.get: a poll
@@ -207,10 +217,19 @@ async function builderLatency(farm: ProcessFarm, n: number, channel = 'main'): P
 
 async function builder(): Promise<void> {
   log(`builder: master + ${SLAVES} slave processes x ${CAPACITY} slots`);
-  const farm = await ProcessFarm.start({ logLevel: 'warn' });
+  // BENCH_NODE_ARGS: node flags for master and slaves (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+  const farm = await ProcessFarm.start({ logLevel: 'warn', nodeArgs: process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) });
   const out: Record<string, unknown> = {};
   results.builder = out;
-  await guarded(() => farm.stop(), async () => {
+  // Profiles (--cpu-prof) are written only by a process that exits: SIGTERM first, then the rest.
+  const stop = async (): Promise<void> => {
+    if (process.env.BENCH_NODE_ARGS) {
+      await Promise.all([...farm.slaves.values()].map((sl) => sl.stop('SIGTERM')));
+      await farm.stopMaster();
+    }
+    await farm.stop();
+  };
+  await guarded(stop, async () => {
     await sleep(2000);
     out.masterRssIdleNoSlavesMiB = rssMiB(farm.master.pid);
     for (let i = 0; i < SLAVES; i++) await farm.addSlave({ name: `bench-${i}`, capacity: CAPACITY, enroll: 'direct', channels: ['main'], arches: ['x86_64'] });
@@ -465,7 +484,7 @@ async function spawnCeiling(): Promise<void> {
 /** The floor of the idle latency on this machine, measured in this run (latency-floor.ts). */
 async function latencyFloorPhase(): Promise<void> {
   log(`floor: ${LATENCY} jobs one at a time through the bare parts of the dispatch path`);
-  const r = await latencyFloor(LATENCY);
+  const r = await latencyFloor(LATENCY, 20, LATENCY_GAP_MS);
   results.latencyFloorMs = { queuedToRunning: summary(r.ms), queuedToRunningExact: summary(r.exact) };
   log(`floor: ${JSON.stringify(results.latencyFloorMs)}`);
 }

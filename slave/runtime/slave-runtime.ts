@@ -196,18 +196,23 @@ export class SlaveRuntime {
    * One exception: slots still held by attempts the master has abandoned (their process groups
    * are being killed) are waited for, up to `acceptWaitMs`, since the master counts them free.
    */
-  private async assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): Promise<ResultOf<'attempt.assign'>> {
+  private assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): ResultOf<'attempt.assign'> | Promise<ResultOf<'attempt.assign'>> {
     const key = `${p.jobId}-${p.attempt}`;
     const existing = this.tasks.get(key);
     // The master may resend an assignment whose reply it lost: the same attempt is accepted once.
     if (existing !== undefined && !existing.dropped && existing.phase !== 'done') return { accepted: true };
     if (existing !== undefined) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} has just ended here`);
+    // The usual case answers on this turn (the RPC layer then writes the reply with no promise in between).
+    if (p.slots <= this.executor.freeSlots || this.draining) return this.accept(p, peer);
     const dying = [...this.tasks.values()].filter((t) => t.dropped && t.running);
     const dyingSlots = dying.reduce((n, t) => n + t.slots, 0);
-    if (p.slots > this.executor.freeSlots && dyingSlots > 0 && p.slots <= this.executor.freeSlots + dyingSlots && !this.draining) {
-      this.log.info({ job: p.jobId, attempt: p.attempt, dying: dying.map((t) => t.key) }, 'waiting for abandoned attempts to die before accepting');
-      await Promise.race([Promise.all(dying.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]);
-    }
+    if (dyingSlots === 0 || p.slots > this.executor.freeSlots + dyingSlots) return this.accept(p, peer);
+    this.log.info({ job: p.jobId, attempt: p.attempt, dying: dying.map((t) => t.key) }, 'waiting for abandoned attempts to die before accepting');
+    return Promise.race([Promise.all(dying.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]).then(() => this.accept(p, peer));
+  }
+
+  /** Checks the assignment and starts it (throws what checkAssign and AttemptTask.begin throw). */
+  private accept(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): ResultOf<'attempt.assign'> {
     this.checkAssign(p);
     // Synchronous from here: the slots are taken (or refused) before another assignment is read.
     const task = AttemptTask.begin(this.taskContext(), this.executor, p);
