@@ -4,7 +4,6 @@
  */
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { waitFor, type ProcessFarm } from '../../helpers/process-farm.js';
 import { isAlive } from '../../helpers/procs.js';
 import { replaySlots } from '../../helpers/slot-record.js';
@@ -16,15 +15,6 @@ import { readSlotRecord as readSlotRecordFile, type SlotRecordLine } from '../..
  */
 export function masterTimings(o: { graceMs: number; acceptTimeoutMs?: number }): string[] {
   return ['--slave-grace', `${o.graceMs}ms`, '--accept-timeout', `${o.acceptTimeoutMs ?? 5000}ms`];
-}
-
-/**
- * Farm options for a master whose cron takes a seconds field: `master run` has no flag for it,
- * so the master process runs seconds-cron-master.js (the same Master class with
- * `cron.allowSeconds`).
- */
-export function secondsCronMaster(): { masterScript: string } {
-  return { masterScript: fileURLToPath(new URL('./seconds-cron-master.js', import.meta.url)) };
 }
 
 /** `slave run` flags: a short SIGTERM-to-SIGKILL grace for timeouts and cancels (docs/slave.md). */
