@@ -3,13 +3,15 @@
  *
  *   npm run build && node dist/bench/jobs/run.js [--jobs 20000] [--slaves 10] [--capacity 5]
  *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip ceiling,floor,builder,bullmq,sim,queued]
- *     [--out bench/jobs/results.json] [--latency-gap 0] [--settle 20]
+ *     [--out bench/jobs/results.json] [--latency-gap 50] [--settle 20]
  *
- * --latency-gap MS waits MS between one latency job's end and the next submit (a farm idle for
- * that long: its processes and the CPUs are "cold"; 0 measures back to back). The floor takes
- * the same gap: `node dist/bench/jobs/latency-floor.js [count] [gapMs]`. BENCH_NODE_ARGS in the
+ * Idle latency is measured twice, Builder and floor alike: back to back (the next job submitted
+ * as the last one ended), and after `--latency-gap` ms of idleness before each submit (the
+ * farm's processes and the CPUs have gone quiet: "cold"; 0 skips it). Standalone floor:
+ * `node dist/bench/jobs/latency-floor.js [count] [gapMs]`. BENCH_NODE_ARGS in the
  * environment passes node flags to master and slaves (e.g. "--cpu-prof --cpu-prof-dir=DIR": they
- * are then stopped with SIGTERM, so that they write their profiles).
+ * are then stopped with SIGTERM, so that they write their profiles); BENCH_KEEP_DIR=1 keeps the
+ * farm's dir (the processes' output, e.g. of --trace-gc) and prints where it is.
  *
  * Builder: a real `master run` and `--slaves` real `slave run` processes of `--capacity` slots
  * (10 x 5 = 50 jobs at once), through the bins as an operator starts them (test/helpers/
@@ -59,7 +61,7 @@ const { values } = parseArgs({
     /** Seconds of idleness before the "settled" RSS figures (V8 shrinks its heap after ~10 s idle). */
     settle: { type: 'string', default: '20' },
     /** Milliseconds between one latency job's end and the next submit (0: back to back). */
-    'latency-gap': { type: 'string', default: '0' },
+    'latency-gap': { type: 'string', default: '50' },
   },
 });
 const N = Number(values.jobs);
@@ -188,12 +190,12 @@ async function listRange(farm: ProcessFarm, first: number, last: number): Promis
   return out;
 }
 
-async function builderLatency(farm: ProcessFarm, n: number, channel = 'main'): Promise<{ queuedToRunning: ReturnType<typeof summary>; queuedToDispatched: ReturnType<typeof summary>; endToEnd: ReturnType<typeof summary> }> {
+async function builderLatency(farm: ProcessFarm, n: number, channel = 'main', gapMs = 0): Promise<{ queuedToRunning: ReturnType<typeof summary>; queuedToDispatched: ReturnType<typeof summary>; endToEnd: ReturnType<typeof summary> }> {
   const run: number[] = [];
   const disp: number[] = [];
   const e2e: number[] = [];
   for (let i = 0; i < n; i++) {
-    if (LATENCY_GAP_MS > 0) await sleep(LATENCY_GAP_MS);
+    if (gapMs > 0) await sleep(gapMs);
     const t0 = Date.now();
     const j = await farm.submit({ name: 'latency', channel, command: { kind: 'argv', argv: ['true'] } });
     // Followed as `builder observe` does (log.read's long poll), not by polling job.get: a poll
@@ -227,7 +229,8 @@ async function builder(): Promise<void> {
       await Promise.all([...farm.slaves.values()].map((sl) => sl.stop('SIGTERM')));
       await farm.stopMaster();
     }
-    await farm.stop();
+    await farm.stop(process.env.BENCH_KEEP_DIR !== undefined);
+    if (process.env.BENCH_KEEP_DIR !== undefined) log(`farm dir kept: ${farm.root}`);
   };
   await guarded(stop, async () => {
     await sleep(2000);
@@ -251,6 +254,11 @@ async function builder(): Promise<void> {
     await builderLatency(farm, 20);
     out.latencyIdleMs = await builderLatency(farm, LATENCY);
     log(`builder: idle latency ${JSON.stringify(out.latencyIdleMs)}`);
+    if (LATENCY_GAP_MS > 0) {
+      out.latencyGapMs = LATENCY_GAP_MS;
+      out.latencyIdleAfterGapMs = await builderLatency(farm, LATENCY, 'main', LATENCY_GAP_MS);
+      log(`builder: idle latency after ${LATENCY_GAP_MS} ms idle ${JSON.stringify(out.latencyIdleAfterGapMs)}`);
+    }
 
     // Throughput.
     const slavePids = [...farm.slaves.values()].map((sl) => sl.pid);
@@ -484,9 +492,14 @@ async function spawnCeiling(): Promise<void> {
 /** The floor of the idle latency on this machine, measured in this run (latency-floor.ts). */
 async function latencyFloorPhase(): Promise<void> {
   log(`floor: ${LATENCY} jobs one at a time through the bare parts of the dispatch path`);
-  const r = await latencyFloor(LATENCY, 20, LATENCY_GAP_MS);
+  const r = await latencyFloor(LATENCY);
   results.latencyFloorMs = { queuedToRunning: summary(r.ms), queuedToRunningExact: summary(r.exact) };
   log(`floor: ${JSON.stringify(results.latencyFloorMs)}`);
+  if (LATENCY_GAP_MS > 0) {
+    const g = await latencyFloor(LATENCY, 20, LATENCY_GAP_MS);
+    results.latencyFloorAfterGapMs = { gapMs: LATENCY_GAP_MS, queuedToRunning: summary(g.ms), queuedToRunningExact: summary(g.exact) };
+    log(`floor: after ${LATENCY_GAP_MS} ms idle ${JSON.stringify(results.latencyFloorAfterGapMs)}`);
+  }
 }
 
 async function main(): Promise<void> {
