@@ -194,12 +194,6 @@ function killPid(pid: number, signal: NodeJS.Signals): void {
 export interface ProcessFarmOptions {
   /** Extra flags for `master run` (e.g. a short slave grace period), kept across restarts. Default none. */
   masterArgs?: string[];
-  /**
-   * A script node runs instead of `bin/master.js run`, with the same flags (`--dir`, `--listen`,
-   * `--enroll-listen`, then `masterArgs`); it must log pino's "master listening" line. For a
-   * master with an option `master run` does not expose. Default: the bin.
-   */
-  masterScript?: string;
   /** Extra environment for every process. Default none. */
   env?: NodeJS.ProcessEnv;
   /** Node flags for master and slaves, before the script (e.g. `--cpu-prof`). Default none. */
@@ -472,8 +466,7 @@ export class ProcessFarm {
     if (this.mainPort === 0 && !this.logsInfo) [this.mainPort, this.enrollPort] = [await freePort(), await freePort()];
     const listen = `127.0.0.1:${this.mainPort}`;
     const enroll = `127.0.0.1:${this.enrollPort}`;
-    const entry = [...this.nodeArgs, ...(this.opts.masterScript ? [this.opts.masterScript] : [binPath('master'), 'run'])];
-    const args = [...entry, '--dir', this.masterDir, '--listen', listen, '--enroll-listen', enroll, ...(this.opts.masterArgs ?? [])];
+    const args = [...this.nodeArgs, binPath('master'), 'run', '--dir', this.masterDir, '--listen', listen, '--enroll-listen', enroll, ...(this.opts.masterArgs ?? [])];
     this.master = new FarmProcess('master', args, join(this.root, `master.${++this.masterStarts}.log`), this.env);
     if (!this.logsInfo) {
       const master = this.master;
