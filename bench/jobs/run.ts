@@ -229,8 +229,9 @@ async function builder(): Promise<void> {
       await Promise.all([...farm.slaves.values()].map((sl) => sl.stop('SIGTERM')));
       await farm.stopMaster();
     }
-    await farm.stop(process.env.BENCH_KEEP_DIR !== undefined);
-    if (process.env.BENCH_KEEP_DIR !== undefined) log(`farm dir kept: ${farm.root}`);
+    const keep = process.env.BENCH_KEEP_DIR === '1';
+    await farm.stop(keep);
+    if (keep) log(`farm dir kept: ${farm.root}`);
   };
   await guarded(stop, async () => {
     await sleep(2000);

@@ -202,7 +202,8 @@ export class SlaveRuntime {
     // The master may resend an assignment whose reply it lost: the same attempt is accepted once.
     if (existing !== undefined && !existing.dropped && existing.phase !== 'done') return { accepted: true };
     if (existing !== undefined) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} has just ended here`);
-    // The usual case answers on this turn (the RPC layer then writes the reply with no promise in between).
+    // The usual case answers on this turn: the reply is written in this turn's microtasks, before
+    // anything the attempt defers to setImmediate (its files, the fork of the job).
     if (p.slots <= this.executor.freeSlots || this.draining) return this.accept(p, peer);
     const dying = [...this.tasks.values()].filter((t) => t.dropped && t.running);
     const dyingSlots = dying.reduce((n, t) => n + t.slots, 0);
