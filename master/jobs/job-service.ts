@@ -303,10 +303,10 @@ export class JobService {
     const job = r.job;
     if (job.state === 'queued') this.log.warn({ job: jobId, attempt, reason, setupFailure }, 'job requeued');
     else this.log.warn({ job: jobId, attempt, reason: job.reason }, 'job failed: no attempt left');
-    const f = this.sched.jobFinished(jobId, { setupFailure });
+    // Back in the queue before its slots are handed out: they go by priority then age, with it.
+    const f = this.sched.jobFinished(jobId, { setupFailure, requeue: job.state === 'queued' ? schedJobOf(job) : undefined });
     await this.persistQuarantine(f.quarantined);
     this.handle(f.assignments);
-    if (job.state === 'queued') this.handle(this.sched.jobQueued(schedJobOf(job)));
     this.logs.wake(jobId);
     // The attempt's uploads will never be filed.
     this.track(

@@ -319,11 +319,16 @@ export class Scheduler {
   /**
    * An attempt ended (any outcome): its slots are freed. `setupFailure` (it failed before the
    * job's process ran) counts toward the slave's quarantine and makes the job's next attempt
-   * avoid that slave; any other end resets the slave's count.
+   * avoid that slave; any other end resets the slave's count. `requeue` (the same job, back in
+   * the queue for its next attempt) is queued before the freed slots are handed out, so that
+   * they go by priority then age with it among the candidates, not to a job it ranks before.
    */
-  jobFinished(jobId: number, info: { setupFailure?: boolean } = {}): FinishResult {
+  jobFinished(jobId: number, info: { setupFailure?: boolean; requeue?: SchedJob } = {}): FinishResult {
+    if (info.requeue !== undefined && info.requeue.id !== jobId) {
+      throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `requeue names job ${info.requeue.id}, not ${jobId}`);
+    }
     const j = this.jobs.get(jobId);
-    if (j === undefined) return { assignments: [] };
+    if (j === undefined) return { assignments: info.requeue === undefined ? [] : this.jobQueued(info.requeue) };
     const s = j.slave;
     this.release(j);
     let quarantined: Quarantine | undefined;
@@ -340,6 +345,7 @@ export class Scheduler {
         s.setupFailures = 0;
       }
     }
+    if (info.requeue !== undefined) this.enqueue(info.requeue);
     const assignments = this.dispatch();
     return quarantined ? { assignments, quarantined } : { assignments };
   }

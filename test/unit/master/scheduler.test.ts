@@ -127,6 +127,32 @@ describe('master/scheduler Scheduler', () => {
     });
   });
 
+  describe('when an attempt ends without a result and the job goes back to the queue', () => {
+    it('offers the freed slots to the requeued job with the others, by priority then age', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const high = job({ priority: 9 });
+      const low = job({ priority: 0 });
+      assert.deepEqual(s.jobQueued(high).map((a) => a.jobId), [high.id]);
+      s.jobStarted(high.id);
+      assert.deepEqual(s.jobQueued(low), []);
+      // The slave came back without the attempt: the job is requeued, not failed in setup.
+      const r = s.jobFinished(high.id, { requeue: high });
+      assert.deepEqual(r.assignments, [{ jobId: high.id, slave: 'w', slots: 1 }]);
+      assert.match(s.explain(low.id), /slot/);
+      // A requeue of lower priority than a waiting job leaves the slot to that job.
+      s.jobStarted(high.id);
+      const lower = s.jobFinished(high.id, { requeue: { ...high, priority: -1 } });
+      assert.deepEqual(lower.assignments, [{ jobId: low.id, slave: 'w', slots: 1 }]);
+    });
+
+    it('refuses a requeue that names another job', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const a = job();
+      s.jobQueued(a);
+      assert.throws(() => s.jobFinished(a.id, { requeue: job() }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+    });
+  });
+
   describe('when a slave does not accept an assignment in time', () => {
     it('takes it back at the deadline (tick), counts a setup failure, and dispatches it elsewhere', () => {
       s.slaveConnected({ name: 'slow', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
