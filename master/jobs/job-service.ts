@@ -296,15 +296,33 @@ export class JobService {
    * attempt is left. False when the store says the attempt was no longer current.
    */
   private async requeue(jobId: number, attempt: number, reason: string, setupFailure: boolean): Promise<boolean> {
+    const held = this.heldRows.get(jobId);
     this.heldRows.delete(jobId);
-    const r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure });
+    // Being stored queued, as a submit that found no slot: a submit meanwhile must not take a free
+    // slot this job ranks first for (its priority, when the row is not at hand: any).
+    const stored = this.storingQueuedBegin(held?.priority ?? Number.MAX_SAFE_INTEGER);
+    let r: Awaited<ReturnType<MasterStore['requeueJob']>>;
+    try {
+      r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure });
+    } catch (e) {
+      stored();
+      throw e;
+    }
     this.heldRows.delete(jobId);
-    if (!r.ok) return false;
+    if (!r.ok) {
+      stored();
+      return false;
+    }
     const job = r.job;
     if (job.state === 'queued') this.log.warn({ job: jobId, attempt, reason, setupFailure }, 'job requeued');
     else this.log.warn({ job: jobId, attempt, reason: job.reason }, 'job failed: no attempt left');
     // Back in the queue before its slots are handed out: they go by priority then age, with it.
-    const f = this.sched.jobFinished(jobId, { setupFailure, requeue: job.state === 'queued' ? schedJobOf(job) : undefined });
+    let f: FinishResult;
+    try {
+      f = this.sched.jobFinished(jobId, { setupFailure, requeue: job.state === 'queued' ? schedJobOf(job) : undefined });
+    } finally {
+      stored();
+    }
     await this.persistQuarantine(f.quarantined);
     this.handle(f.assignments);
     this.logs.wake(jobId);
@@ -770,6 +788,13 @@ export class JobService {
       if (n === 0) this.storingQueued.delete(priority);
       else this.storingQueued.set(priority, n);
     };
+  }
+
+  /** Jobs being stored queued right now (submits that found no slot, cron fires, requeues): for diagnosis and tests. */
+  get storingQueuedJobs(): number {
+    let n = 0;
+    for (const c of this.storingQueued.values()) n += c;
+    return n;
   }
 
   /** Whether a job of `priority` or higher is being stored queued. O(1) when none is (the common case). */

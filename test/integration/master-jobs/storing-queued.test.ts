@@ -180,4 +180,40 @@ describe('master jobs: a submit while another job is being stored queued', funct
       await runBoth(second.id, first.id);
     });
   });
+
+  describe('when a job is being requeued', function () {
+    it('a submit of lower priority does not take the free slot the requeued job waits for: it queues, and the requeued job runs first', async function () {
+      const svc = farm.master.jobs;
+      const w2 = await TestSlave.enroll(farm, 'w2');
+      await w2.connect();
+      await w2.subscribe({ capacity: 1 });
+      const first = await svc.submit(job({ name: 'first', priority: 5 }), 'alice');
+      assert.equal(first.state, 'dispatched');
+      const [on, other] = first.slave === 'w1' ? [slave, w2] : [w2, slave];
+      const a = await on.nextAssign(first.id);
+      await on.until(() => svc.sched.slave(on.name)!.free === 0 && svc.sched.slave(other.name)!.free === 1, 'the first job running');
+      const lock = await writeLock(svc.store.options.file);
+      let late: Promise<Job>;
+      let reported: Promise<unknown>;
+      try {
+        // A setup failure on its slave: the job is requeued (attempt 2) and avoids that slave, so
+        // the other slave's free slot is the one it waits for. Its requeue waits for the lock.
+        reported = on.finish(first.id, a.attempt, { state: 'failed', exitCode: null, reason: 'work dir cannot be made', setupFailure: true });
+        await on.until(() => svc.storingQueuedJobs > 0, 'the requeue under way');
+        assert.equal(svc.sched.slave(other.name)!.free, 1);
+        late = svc.submit(job({ name: 'late', priority: 0 }), 'bob');
+        await turn();
+      } finally {
+        await lock.release();
+      }
+      const l = await late;
+      await reported;
+      assert.deepEqual([l.state, l.slave], ['queued', null]);
+      const again = await other.nextAssign(first.id);
+      assert.equal(again.attempt, 2);
+      // The late job takes the slot the requeued one avoids.
+      await on.nextAssign(l.id);
+      assert.equal(svc.storingQueuedJobs, 0);
+    });
+  });
 });
