@@ -301,24 +301,15 @@ export class JobService {
     // Being stored queued, as a submit that found no slot: a submit meanwhile must not take a free
     // slot this job ranks first for (its priority, when the row is not at hand: any).
     const stored = this.storingQueuedBegin(held?.priority ?? Number.MAX_SAFE_INTEGER);
-    let r: Awaited<ReturnType<MasterStore['requeueJob']>>;
-    try {
-      r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure });
-    } catch (e) {
-      stored();
-      throw e;
-    }
-    this.heldRows.delete(jobId);
-    if (!r.ok) {
-      stored();
-      return false;
-    }
-    const job = r.job;
-    if (job.state === 'queued') this.log.warn({ job: jobId, attempt, reason, setupFailure }, 'job requeued');
-    else this.log.warn({ job: jobId, attempt, reason: job.reason }, 'job failed: no attempt left');
-    // Back in the queue before its slots are handed out: they go by priority then age, with it.
     let f: FinishResult;
     try {
+      const r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure });
+      this.heldRows.delete(jobId);
+      if (!r.ok) return false;
+      const job = r.job;
+      if (job.state === 'queued') this.log.warn({ job: jobId, attempt, reason, setupFailure }, 'job requeued');
+      else this.log.warn({ job: jobId, attempt, reason: job.reason }, 'job failed: no attempt left');
+      // Back in the queue before its slots are handed out: they go by priority then age, with it.
       f = this.sched.jobFinished(jobId, { setupFailure, requeue: job.state === 'queued' ? schedJobOf(job) : undefined });
     } finally {
       stored();

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, lstatSync, opendirSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BuilderError } from '../../protocol/errors.js';
 import { collectArtifacts, indexFiles, type ArtifactScan } from '../artifacts/index.js';
 import { LogSpool } from '../spool/index.js';
@@ -228,7 +229,7 @@ class AttemptRun implements AttemptHandle {
     try {
       // Nothing synchronous on the caller's turn: the slave answers the assignment on it, and the
       // checks below (readdir, lstat) held that answer back by ~0.1 ms (docs/benchmarks.md, "Jobs").
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await nextTurn();
       // The slot's work dir, reused from attempt to attempt: checked and emptied here (also after
       // a crash of the slave or a job that damaged it); a no-op job costs no mkdir.
       await resetWorkDir(o.workRoot, this.workDir, { runAs: o.runAs });

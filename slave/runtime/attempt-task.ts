@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { ParamsOf } from '../../protocol/catalogue.js';
 import { BuilderError, isBuilderError } from '../../protocol/errors.js';
@@ -149,7 +149,7 @@ export class AttemptTask {
     const files = new AttemptFiles(ctx.o.attemptsDir, a.jobId, a.attempt, ctx.dirPool);
     const t = new AttemptTask(ctx, files, a.slots);
     t.start(executor, a);
-    t.ready = new Promise<void>((resolve) => setImmediate(resolve)).then(() => t.prepare(a));
+    t.ready = nextTurn().then(() => t.prepare(a));
     t._done = t.lifecycle();
     return t;
   }
