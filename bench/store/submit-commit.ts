@@ -1,0 +1,166 @@
+/**
+ * The one-commit submit (a job inserted already dispatched, `createJob(spec, slave)`) on a file
+ * store: the SQLite pages its commit writes, and the commit's latency.
+ *
+ *   node dist/bench/store/submit-commit.js [--submits 2000] [--gap-ms 0] [--runs 1]
+ *       [--store dist/master/store/index.js] [--dir DIR]
+ *
+ * 1. pages: 300 jobs (each submitted, then started and finished, as on a farm), with the
+ *    background checkpointer held off so that the WAL keeps every frame. The submit's commit
+ *    appends its frames to the WAL (24 + page size bytes each); their page numbers are read
+ *    from the frame headers and named by the `dbstat` table (which b-tree each page is in).
+ * 2. latency: a fresh store with the default options (background checkpoints as in the
+ *    master), 200 warm-up jobs, then `--submits` jobs one at a time, `--gap-ms` apart: the time
+ *    of `createJob(spec, slave)` alone (validation, the write queue, the binding's round trip,
+ *    the statement and its COMMIT with synchronous=FULL); start and finish are not timed.
+ *
+ * `--page-size N` creates master.db with that page size before the store opens it (an
+ * experiment: the store itself keeps SQLite's default, 4,096).
+ *
+ * `--store` is the path of a module that exports `MasterStore` (default: this build's), so that
+ * a copy of an older build can be measured on the same machine, runs alternated.
+ */
+import { open as openFile, mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import sqlite3 from 'sqlite3';
+import type { MasterStore as StoreClass, NewJob } from '../../master/store/index.js';
+
+const { values } = parseArgs({
+  options: {
+    submits: { type: 'string', default: '2000' },
+    'gap-ms': { type: 'string', default: '0' },
+    runs: { type: 'string', default: '1' },
+    store: { type: 'string' },
+    dir: { type: 'string' },
+    'page-size': { type: 'string' },
+  },
+});
+const SUBMITS = Number(values.submits);
+const GAP_MS = Number(values['gap-ms']);
+const RUNS = Number(values.runs);
+const PAGE_SIZE = values['page-size'] === undefined ? undefined : Number(values['page-size']);
+const modUrl = values.store === undefined ? new URL('../../master/store/index.js', import.meta.url).href : pathToFileURL(resolve(values.store)).href;
+const { MasterStore } = (await import(modUrl)) as { MasterStore: typeof StoreClass };
+
+const spec = (i: number): NewJob => ({ name: `noop-${i}`, channel: 'stable', arch: 'any', command: { kind: 'argv', argv: ['true'] } });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function lifecycle(s: StoreClass, i: number): Promise<number> {
+  const t0 = performance.now();
+  const j = await s.createJob(spec(i), 'w1');
+  const ms = performance.now() - t0;
+  await s.startJob(j.id, 1);
+  await s.finishJob(j.id, 1, { state: 'succeeded', exitCode: 0 });
+  return ms;
+}
+
+/** Page numbers of the WAL frames in [from, to) (byte offsets, frame-aligned). */
+async function framePages(wal: string, from: number, to: number, pageSize: number): Promise<number[]> {
+  const fh = await openFile(wal, 'r');
+  try {
+    const pages: number[] = [];
+    const hdr = Buffer.alloc(24);
+    for (let off = from; off < to; off += 24 + pageSize) {
+      await fh.read(hdr, 0, 24, off);
+      pages.push(hdr.readUInt32BE(0));
+    }
+    return pages;
+  } finally {
+    await fh.close();
+  }
+}
+
+function query<T>(file: string, sql: string): Promise<T[]> {
+  return new Promise((res, rej) => {
+    const db = new sqlite3.Database(file, sqlite3.OPEN_READONLY, (e) => {
+      if (e) return rej(e);
+      db.all(sql, (err, rows) => db.close(() => (err ? rej(err) : res(rows as T[]))));
+    });
+  });
+}
+
+/** With --page-size, creates an empty database with that page size (fixed by the first table). */
+async function precreate(dir: string): Promise<void> {
+  if (PAGE_SIZE === undefined) return;
+  await new Promise<void>((res, rej) => {
+    const db = new sqlite3.Database(join(dir, 'master.db'), (e) => {
+      if (e) return rej(e);
+      db.exec(`PRAGMA page_size = ${PAGE_SIZE}; CREATE TABLE bench_page_size (x); DROP TABLE bench_page_size;`, (err) => db.close(() => (err ? rej(err) : res())));
+    });
+  });
+}
+
+async function walSize(wal: string): Promise<number> {
+  return (await stat(wal).catch(() => ({ size: 0 }))).size;
+}
+
+async function pages(base: string): Promise<void> {
+  const dir = await mkdtemp(join(base, 'builder-bench-pages-'));
+  try {
+    await precreate(dir);
+    const s = await MasterStore.open({ dir, checkpointEveryCommits: 1e9, checkpointMaxDelayMs: 1e8, maxWalFrames: 1e9 });
+    const file = join(dir, 'master.db');
+    const wal = `${file}-wal`;
+    for (let i = 0; i < 20; i++) await lifecycle(s, i);
+    const ps = (await query<{ page_size: number }>(file, 'PRAGMA page_size'))[0]!.page_size;
+    const perSubmit: number[][] = [];
+    for (let i = 0; i < 300; i++) {
+      const before = await walSize(wal);
+      await s.createJob(spec(i), 'w1');
+      const after = await walSize(wal);
+      perSubmit.push(await framePages(wal, before, after, ps));
+      const j = (await s.listJobs({ limit: 1 }))[0]!;
+      await s.startJob(j.id, 1);
+      await s.finishJob(j.id, 1, { state: 'succeeded', exitCode: 0 });
+    }
+    await s.close();
+    const names = new Map((await query<{ name: string; pageno: number }>(file, 'SELECT name, pageno FROM dbstat')).map((r) => [r.pageno, r.name]));
+    const frames = perSubmit.map((p) => p.length).sort((a, b) => a - b);
+    const byTree = new Map<string, number>();
+    for (const p of perSubmit.flat()) {
+      const n = p === 1 ? 'page 1 (header)' : (names.get(p) ?? `page ${p}`);
+      byTree.set(n, (byTree.get(n) ?? 0) + 1);
+    }
+    const mean = frames.reduce((a, b) => a + b, 0) / frames.length;
+    console.log(`pages: page size ${ps}; WAL frames per submit over 300: mean ${mean.toFixed(2)}, min ${frames[0]}, median ${frames[150]}, max ${frames[299]}`);
+    console.log(`  frames by b-tree (total over 300 submits): ${[...byTree].sort((a, b) => b[1] - a[1]).map(([n, c]) => `${n} ${c}`).join(', ')}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function latency(base: string): Promise<void> {
+  const dir = await mkdtemp(join(base, 'builder-bench-commit-'));
+  try {
+    await precreate(dir);
+    const s = await MasterStore.open({ dir });
+    try {
+      for (let i = 0; i < 200; i++) await lifecycle(s, i);
+      const ms: number[] = [];
+      for (let i = 0; i < SUBMITS; i++) {
+        if (GAP_MS > 0) await sleep(GAP_MS);
+        ms.push(await lifecycle(s, 200 + i));
+      }
+      ms.sort((a, b) => a - b);
+      const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
+      const f = (x: number) => x.toFixed(2);
+      console.log(`latency: ${SUBMITS} submits, gap ${GAP_MS} ms: mean ${f(mean)} p50 ${f(pct(ms, 50))} p90 ${f(pct(ms, 90))} p99 ${f(pct(ms, 99))} max ${f(ms[ms.length - 1]!)} ms`);
+    } finally {
+      await s.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const base = values.dir ?? tmpdir();
+console.log(`store module ${modUrl}`);
+await pages(base);
+for (let r = 0; r < RUNS; r++) await latency(base);
