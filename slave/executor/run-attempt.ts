@@ -1,13 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { constants, lstatSync, opendirSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { BuilderError } from '../../protocol/errors.js';
 import { collectArtifacts, indexFiles, type ArtifactScan } from '../artifacts/index.js';
 import { LogSpool } from '../spool/index.js';
 import { checkAttemptSpec, type AttemptSpec, type CheckedAttemptSpec } from './attempt-spec.js';
 import type { CompiledExecutorOptions } from './executor-options.js';
+import { nativeSpawn } from './native-spawn.js';
 import { OutputBatcher, type LogSink } from './output-batcher.js';
 import { userNameOf } from './user-name.js';
 import { removeTree, resetWorkDir, slotWorkDir } from './work-dir.js';
@@ -139,7 +141,7 @@ class AttemptRun implements AttemptHandle {
   private readonly log: LogSink;
   private readonly o: CompiledExecutorOptions;
   private readonly abort = new AbortController();
-  private child: ChildProcess | undefined;
+  private child: { readonly stdout: Readable; readonly stderr: Readable } | undefined;
   private _pid: number | undefined;
   private timedOut = false;
   private cancelled = false;
@@ -399,41 +401,13 @@ class AttemptRun implements AttemptHandle {
       let exited = false;
       let openPipes = 2;
       let settled = false;
-      const runAs = this.o.runAs === undefined ? {} : { uid: this.o.runAs.uid, gid: this.o.runAs.gid };
-      const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], ...runAs });
-      this.child = child;
-      this._pid = child.pid;
-      if (child.pid !== undefined) {
-        try {
-          this.spec.onSpawn?.(child.pid);
-        } catch {
-          // An observer's failure does not change the attempt.
-        }
-      }
+      let child: { readonly pid?: number | undefined; readonly stdout: Readable; readonly stderr: Readable };
       const maybeDone = (): void => {
         if (settled || !exited || openPipes > 0) return;
         settled = true;
         resolve({ exitCode, signal, error });
       };
-      const onPipeClosed = (): void => {
-        openPipes--;
-        maybeDone();
-      };
-      child.stdout.on('data', (d: Buffer) => batcher.push('stdout', d));
-      child.stderr.on('data', (d: Buffer) => batcher.push('stderr', d));
-      child.stdout.on('close', onPipeClosed);
-      child.stderr.on('close', onPipeClosed);
-      child.stdout.on('error', () => undefined);
-      child.stderr.on('error', () => undefined);
-      child.on('error', (e) => {
-        // spawn failed (ENOENT, EACCES): no process, the pipes close on their own.
-        error ??= errInfo(e);
-        if (child.pid === undefined) {
-          exited = true;
-          maybeDone();
-        }
-      });
-      child.on('exit', (code, sig) => {
+      const onExit = (code: number | null, sig: NodeJS.Signals | null): void => {
         exitCode = code;
         signal = sig;
         exited = true;
@@ -459,7 +433,50 @@ class AttemptRun implements AttemptHandle {
         };
         this.pipeTimer = setTimeout(forceClose, wait);
         maybeDone();
-      });
+      };
+      const runAs = this.o.runAs === undefined ? {} : { uid: this.o.runAs.uid, gid: this.o.runAs.gid };
+      if (this.o.spawner === 'native') {
+        try {
+          const c = nativeSpawn(cmd, args, { cwd, env, ...runAs });
+          c.on('exit', onExit);
+          child = c;
+        } catch (e) {
+          // Not started (ENOENT, EACCES, a bad cwd): no process, no pipes.
+          resolve({ exitCode: null, signal: null, error: errInfo(e) });
+          return;
+        }
+      } else {
+        const c = spawn(cmd, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'], ...runAs });
+        c.on('error', (e) => {
+          // spawn failed (ENOENT, EACCES): no process, the pipes close on their own.
+          error ??= errInfo(e);
+          if (c.pid === undefined) {
+            exited = true;
+            maybeDone();
+          }
+        });
+        c.on('exit', onExit);
+        child = c;
+      }
+      this.child = child;
+      this._pid = child.pid;
+      if (child.pid !== undefined) {
+        try {
+          this.spec.onSpawn?.(child.pid);
+        } catch {
+          // An observer's failure does not change the attempt.
+        }
+      }
+      const onPipeClosed = (): void => {
+        openPipes--;
+        maybeDone();
+      };
+      child.stdout.on('data', (d: Buffer) => batcher.push('stdout', d));
+      child.stderr.on('data', (d: Buffer) => batcher.push('stderr', d));
+      child.stdout.on('close', onPipeClosed);
+      child.stderr.on('close', onPipeClosed);
+      child.stdout.on('error', () => undefined);
+      child.stderr.on('error', () => undefined);
       if (child.pid !== undefined) {
         if (this.spec.timeoutMs > 0) {
           this.timeoutTimer = setTimeout(() => {

@@ -106,6 +106,9 @@ export class SlaveRuntime {
     // After the recovery (which killed the leftover process groups): the slot work dirs are set aside and removed.
     for (const p of await this.executor.resetWorkDirs()) this.log.warn({ path: p.path, err: p.message }, 'could not remove a work dir left by the previous run; it only takes disk space');
     if (o.slotRecordFile !== undefined) this.slotRecord = new SlotRecordFile(o.slotRecordFile, o.capacity, { maxBytes: o.slotRecordMaxBytes });
+    const { spawner, spawnerNote } = this.executor.options;
+    if (spawnerNote === undefined) this.log.info({ spawner }, 'jobs start with the %s spawner', spawner);
+    else this.log.warn({ spawner, why: spawnerNote }, 'jobs start with child_process (each start forks the slave): the native spawner is not available');
     await this.agent.start();
   }
 

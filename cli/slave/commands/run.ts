@@ -35,6 +35,11 @@ export default class Run extends BuilderCommand {
     'drain-timeout': Flags.string({ default: '5m', description: 'on SIGTERM: how long running jobs may go on before they are killed (the master runs them again)' }),
     'deliver-timeout': Flags.string({ default: '60s', description: 'on SIGTERM: how long to wait for logs, artifacts and outcomes to reach the master' }),
     'kill-grace': Flags.string({ default: '10s', description: 'between SIGTERM and SIGKILL to a job process group (timeout, cancel)' }),
+    spawner: Flags.string({
+      options: ['auto', 'native', 'node'],
+      default: 'auto',
+      description: 'how jobs start: native (vfork, from the addon built at install), node (child_process, which forks the slave), auto (native when built)',
+    }),
     'keep-work-dirs': Flags.boolean({ default: false, description: 'keep each job work dir after the master has its outcome' }),
   };
 
@@ -55,6 +60,7 @@ export default class Run extends BuilderCommand {
       deliverTimeoutMs: parseDuration(flags['deliver-timeout'], '--deliver-timeout'),
       executor: {
         killGraceMs: parseDuration(flags['kill-grace'], '--kill-grace'),
+        spawner: flags.spawner as 'auto' | 'native' | 'node',
       },
       keepWorkDirs: flags['keep-work-dirs'],
       logger: log,

@@ -25,7 +25,8 @@ async function namelessUid(): Promise<number> {
   throw new Error('every candidate uid has a passwd entry');
 }
 
-describe('slave/executor runAttempt (real processes)', function () {
+// Every case runs with both ways of starting a job: the native spawner (posix_spawn) and child_process.
+for (const spawner of ['native', 'node'] as const) describe(`slave/executor runAttempt (real processes, ${spawner} spawner)`, function () {
   this.timeout(30_000);
   let root: string;
   let o: CompiledExecutorOptions;
@@ -42,7 +43,7 @@ describe('slave/executor runAttempt (real processes)', function () {
 
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), 'builder-exec-'));
-    o = compileExecutorOptions({ dataDir: root, killGraceMs: 300, pipeCloseTimeoutMs: 1000, flushIntervalMs: 20 });
+    o = compileExecutorOptions({ dataDir: root, spawner, killGraceMs: 300, pipeCloseTimeoutMs: 1000, flushIntervalMs: 20 });
   });
   afterEach(async () => {
     for (const h of handles) reaper.addGroup(h.pid);
@@ -154,7 +155,7 @@ describe('slave/executor runAttempt (real processes)', function () {
       const { chmod } = await import('node:fs/promises');
       await chmod(root, 0o711);
       // maxInlineScriptBytes 0: the script is a file, which the job must not be able to change.
-      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300, maxInlineScriptBytes: 0 });
+      const ro = compileExecutorOptions({ dataDir: root, spawner, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300, maxInlineScriptBytes: 0 });
       const sink = new MemorySink();
       const h = runAttempt(
         {
@@ -192,7 +193,7 @@ describe('slave/executor runAttempt (real processes)', function () {
       if (process.getuid?.() !== 0) this.skip();
       const { chmod } = await import('node:fs/promises');
       await chmod(root, 0o711);
-      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300 });
+      const ro = compileExecutorOptions({ dataDir: root, spawner, runAs: { uid: 65534, gid: 65534 }, killGraceMs: 300 });
       const sink = new MemorySink();
       const h = runAttempt({ jobId: 'ru', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'id -u; id -un; echo "$USER"; echo "$LOGNAME"' }, sink, ro);
       handles.push(h);
@@ -209,7 +210,7 @@ describe('slave/executor runAttempt (real processes)', function () {
       const uid = await namelessUid();
       const { chmod } = await import('node:fs/promises');
       await chmod(root, 0o711);
-      const ro = compileExecutorOptions({ dataDir: root, runAs: { uid, gid: uid }, killGraceMs: 300 });
+      const ro = compileExecutorOptions({ dataDir: root, spawner, runAs: { uid, gid: uid }, killGraceMs: 300 });
       const sink = new MemorySink();
       const script = 'id -u; id -un >/dev/null 2>&1 || echo NO-NAME; echo "USER=${USER-unset} LOGNAME=${LOGNAME-unset}"';
       const h = runAttempt({ jobId: 'rn', attempt: 1, name: 'n', channel: 'c', arch: 'a', script }, sink, ro);
@@ -220,7 +221,7 @@ describe('slave/executor runAttempt (real processes)', function () {
     });
 
     it('refuses runAs root', () => {
-      assert.throws(() => compileExecutorOptions({ dataDir: root, runAs: { uid: 0, gid: 0 } }), (e) => isBuilderError(e, 'BUILDER_ERR_CONFIG'));
+      assert.throws(() => compileExecutorOptions({ dataDir: root, spawner, runAs: { uid: 0, gid: 0 } }), (e) => isBuilderError(e, 'BUILDER_ERR_CONFIG'));
     });
   });
 
@@ -241,7 +242,7 @@ describe('slave/executor runAttempt (real processes)', function () {
           outstanding--;
         },
       };
-      const opts = compileExecutorOptions({ dataDir: root, batchBytes: 64 * 1024, maxChunkBytes: 64 * 1024, flushIntervalMs: 20 });
+      const opts = compileExecutorOptions({ dataDir: root, spawner, batchBytes: 64 * 1024, maxChunkBytes: 64 * 1024, flushIntervalMs: 20 });
       const h = runAttempt({ jobId: 'slow', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'head -c 8388608 /dev/zero' }, slow, opts);
       handles.push(h);
       const r = await h.result;
@@ -379,7 +380,7 @@ describe('slave/executor runAttempt (real processes)', function () {
           if (++calls >= 2) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
         },
       };
-      const opts = compileExecutorOptions({ dataDir: root, batchBytes: 1024, flushIntervalMs: 20 });
+      const opts = compileExecutorOptions({ dataDir: root, spawner, batchBytes: 1024, flushIntervalMs: 20 });
       const h = runAttempt({ jobId: 'full', attempt: 1, name: 'n', channel: 'c', arch: 'a', script: 'head -c 1048576 /dev/zero; echo done > "$BUILDER_OUTPUT/done"' }, failing, opts);
       handles.push(h);
       const r = await h.result;

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "builder_spawn",
+      "sources": ["spawn.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"]
+    }
+  ]
+}

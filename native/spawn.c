@@ -1,0 +1,444 @@
+/*
+ * builder_spawn: starts a job's process without forking the slave.
+ *
+ * Node's child_process.spawn (libuv) forks the calling process: the kernel copies the page tables
+ * of every page the slave has touched, about 0.08 ms per MB (docs/benchmarks.md, "What spawn()
+ * costs"), 1.5-3 ms of the slave's event loop per job. vfork shares the memory instead, so the
+ * cost does not grow with the slave's size; the child uses raw system calls only until execve.
+ *
+ * spawn(file, argv, env, cwd, uid, gid, onExit) -> [pid, stdoutFd, stderrFd]
+ *   - the process leads a new session and process group (setsid), stdin is /dev/null, stdout and
+ *     stderr are two new pipes whose read ends are returned (close-on-exec, blocking: the caller
+ *     wraps them in net.Socket, which makes them non-blocking); no other descriptor is open in it;
+ *   - every signal at its default disposition and an empty signal mask (Node ignores SIGPIPE and
+ *     blocks signals around this call: neither reaches the job);
+ *   - uid and gid (both -1 to keep the slave's): supplementary groups dropped, then the gid and
+ *     uid set (real, effective and saved), before the exec, as child_process does with uid/gid;
+ *   - `file` without a slash is looked up in the PATH of `env` (not the slave's), as execvp would;
+ *     a file the kernel cannot execute (ENOEXEC: no #! line) runs under /bin/sh, as execvp would;
+ *   - errors before the process runs the program are thrown as an Error with `code` (e.g.
+ *     ENOENT), `errno` and `syscall` 'spawn', as child_process reports them;
+ *   - onExit(code, signo) runs on the event loop once the process has exited (a pidfd watched by
+ *     libuv; the process is reaped here): code is -1 when signal signo ended it.
+ * Linux 5.9 or later (pidfd_open, waitid P_PIDFD, close_range).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+typedef struct {
+  uv_poll_t poll;
+  int pidfd;
+  pid_t pid;
+  napi_env env;
+  napi_ref cb;
+  napi_async_context ctx;
+} watch_t;
+
+/* Throws an Error like child_process's: message "spawn <file> <CODE>", code, errno, syscall. */
+static napi_value throw_errno(napi_env env, int err, const char *file) {
+  const char *name = uv_err_name(-err);
+  size_t n = strlen(file) + strlen(name) + 16;
+  char *msg = malloc(n);
+  if (msg == NULL) {
+    napi_throw_error(env, "ENOMEM", "spawn: out of memory");
+    return NULL;
+  }
+  snprintf(msg, n, "spawn %s %s", file, name);
+  napi_value m, code, e, no, sys;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  free(msg);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, m, &e);
+  napi_set_named_property(env, e, "code", code);
+  napi_create_int32(env, -err, &no);
+  napi_set_named_property(env, e, "errno", no);
+  napi_create_string_utf8(env, "spawn", NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, e, "syscall", sys);
+  napi_throw(env, e);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+  return NULL;
+}
+
+/* A JS string as a new C string; NULL (with a pending TypeError) when it is not a string or holds a NUL. */
+static char *get_string(napi_env env, napi_value v, const char *what) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    throw_type(env, what);
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (s == NULL) {
+    napi_throw_error(env, "ENOMEM", "spawn: out of memory");
+    return NULL;
+  }
+  size_t got = 0;
+  napi_get_value_string_utf8(env, v, s, len + 1, &got);
+  if (strlen(s) != got) {
+    free(s);
+    throw_type(env, what);
+    return NULL;
+  }
+  return s;
+}
+
+static void free_vec(char **v) {
+  if (v == NULL) return;
+  for (char **p = v; *p != NULL; p++) free(*p);
+  free(v);
+}
+
+/* A JS array of strings as a NULL-terminated vector; `extra` free entries are kept in front. */
+static char **get_vec(napi_env env, napi_value arr, const char *what, size_t extra) {
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_is_array(env, arr, &is_array) != napi_ok || !is_array || napi_get_array_length(env, arr, &n) != napi_ok) {
+    throw_type(env, what);
+    return NULL;
+  }
+  char **v = calloc((size_t)n + extra + 1, sizeof(char *));
+  if (v == NULL) {
+    napi_throw_error(env, "ENOMEM", "spawn: out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    napi_get_element(env, arr, i, &item);
+    char *s = get_string(env, item, what);
+    if (s == NULL) {
+      for (size_t j = 0; j < extra + i; j++) free(v[j]);
+      free(v);
+      return NULL;
+    }
+    v[extra + i] = s;
+  }
+  return v;
+}
+
+/* An executable regular file? 0, or the errno execve would most likely give. */
+static int check_exec(const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0) return errno;
+  if (!S_ISREG(st.st_mode)) return EACCES;
+  if (access(path, X_OK) != 0) return errno;
+  return 0;
+}
+
+/*
+ * Where execvp would find `file` with the PATH of `env` (relative entries are taken from `cwd`,
+ * where the process will run). Returns a new string, or NULL with *err set.
+ */
+static char *resolve_file(const char *file, char **env, const char *cwd, int *err) {
+  if (strchr(file, '/') != NULL || file[0] == '\0') {
+    if (file[0] == '\0') {
+      *err = ENOENT;
+      return NULL;
+    }
+    return strdup(file);
+  }
+  const char *path = "/usr/bin:/bin";
+  for (char **e = env; *e != NULL; e++) {
+    if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  }
+  int seen_eacces = 0;
+  size_t flen = strlen(file), clen = strlen(cwd);
+  const char *p = path;
+  for (;;) {
+    const char *end = strchr(p, ':');
+    size_t dlen = end == NULL ? strlen(p) : (size_t)(end - p);
+    char *cand = malloc(clen + dlen + flen + 4);
+    if (cand == NULL) {
+      *err = ENOMEM;
+      return NULL;
+    }
+    size_t k = 0;
+    if (dlen == 0 || p[0] != '/') {
+      memcpy(cand, cwd, clen);
+      k = clen;
+      cand[k++] = '/';
+    }
+    memcpy(cand + k, p, dlen);
+    k += dlen;
+    if (dlen > 0) cand[k++] = '/';
+    memcpy(cand + k, file, flen + 1);
+    int r = check_exec(cand);
+    if (r == 0) return cand;
+    free(cand);
+    if (r == EACCES) seen_eacces = 1;
+    if (end == NULL) break;
+    p = end + 1;
+  }
+  *err = seen_eacces ? EACCES : ENOENT;
+  return NULL;
+}
+
+static void on_closed(uv_handle_t *h) {
+  watch_t *w = (watch_t *)h->data;
+  close(w->pidfd);
+  free(w);
+}
+
+static void on_exit_ready(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  watch_t *w = (watch_t *)h->data;
+  siginfo_t si;
+  memset(&si, 0, sizeof si);
+  int r;
+  do {
+    r = waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED | WNOHANG);
+  } while (r != 0 && errno == EINTR);
+  if (r == 0 && si.si_pid == 0) return; /* not exited yet (a spurious wake-up) */
+  int code = -1, signo = 0;
+  if (r == 0) {
+    if (si.si_code == CLD_EXITED) code = si.si_status;
+    else signo = si.si_status;
+  }
+  /* r != 0 (ECHILD: reaped elsewhere): reported as code -1, signal 0; the caller says so. */
+  uv_poll_stop(&w->poll);
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, argv[2];
+  napi_get_reference_value(env, w->cb, &cb);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, code, &argv[0]);
+  napi_create_int32(env, signo, &argv[1]);
+  napi_status st = napi_make_callback(env, w->ctx, recv, cb, 2, argv, NULL);
+  if (st == napi_pending_exception) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+  napi_delete_reference(env, w->cb);
+  napi_async_destroy(env, w->ctx);
+  napi_close_handle_scope(env, scope);
+  uv_close((uv_handle_t *)&w->poll, on_closed);
+}
+
+/* What the child needs, all of it made before vfork: the child allocates nothing. */
+typedef struct {
+  const char *path;
+  char *const *argv;
+  char *const *sh_argv; /* /bin/sh <path> <args...>: for ENOEXEC, as execvp does */
+  char *const *env;
+  const char *cwd;
+  int out_w, err_w;
+  int set_ids;
+  uid_t uid;
+  gid_t gid;
+  volatile int err; /* set by the child when it fails before or at the exec (shared: vfork) */
+} child_plan_t;
+
+/*
+ * The child side of vfork: it shares the slave's memory and runs on the calling thread's stack,
+ * so it uses raw system calls only (no errno-setting libc state, no locks, no allocation) and
+ * ends in execve or _exit. Every signal is blocked in the parent around vfork, so no handler of
+ * the slave can run here before the dispositions are reset.
+ */
+static void child_run(child_plan_t *p) {
+  /* A zeroed kernel struct sigaction is SIG_DFL with no flags and an empty mask, on every
+     architecture's layout. Reset all signals, glibc's internal ones (32, 33) and ignored ones
+     (Node ignores SIGPIPE) included: a handler is reset by exec anyway, an ignore is not. */
+  unsigned long dfl[8] = {0};
+  for (int sig = 1; sig < 65; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
+  }
+  if (syscall(SYS_setsid) < 0) goto fail;
+  int devnull = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC, 0);
+  if (devnull < 0) goto fail;
+  if (syscall(SYS_dup3, devnull, 0, 0) < 0 && devnull != 0) goto fail;
+  if (syscall(SYS_dup3, p->out_w, 1, 0) < 0) goto fail;
+  if (syscall(SYS_dup3, p->err_w, 2, 0) < 0) goto fail;
+  /* Nothing of the slave's but 0, 1 and 2, also descriptors it inherited without close-on-exec. */
+  syscall(SYS_close_range, 3, ~0U, 0);
+  /* The directory first, then the ids: the order child_process (libuv) uses. */
+  if (syscall(SYS_chdir, p->cwd) < 0) goto fail;
+  if (p->set_ids) {
+    /* Supplementary groups dropped (fails only when not root: then uid/gid fail too, below). */
+    syscall(SYS_setgroups, 0, NULL);
+    if (syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0) goto fail;
+    if (syscall(SYS_setresuid, p->uid, p->uid, p->uid) < 0) goto fail;
+  }
+  unsigned long none[2] = {0, 0};
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, none, NULL, 8);
+  syscall(SYS_execve, p->path, p->argv, p->env);
+  if (errno == ENOEXEC) syscall(SYS_execve, "/bin/sh", p->sh_argv, p->env);
+fail:
+  p->err = errno != 0 ? errno : EINVAL;
+  syscall(SYS_exit, 127);
+}
+
+/* Starts the plan's process; 0 and *pid, or an errno (the child, if any, reaped). */
+static int do_spawn(child_plan_t *p, pid_t *pid) {
+  sigset_t all, old;
+  sigfillset(&all);
+  p->err = 0;
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t c = vfork();
+  if (c == 0) child_run(p); /* never returns */
+  int verr = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (c < 0) return verr;
+  if (p->err != 0) {
+    while (waitpid(c, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return p->err;
+  }
+  *pid = c;
+  return 0;
+}
+
+static napi_value js_spawn(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value args[7];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  if (argc < 7) return throw_type(env, "spawn(file, argv, env, cwd, uid, gid, onExit): 7 arguments expected");
+  napi_valuetype t;
+  napi_typeof(env, args[6], &t);
+  if (t != napi_function) return throw_type(env, "spawn: onExit must be a function");
+  /* uid and gid: both -1 (keep the slave's), or both ids from 0 to 2^31-1. */
+  int64_t uid = -1, gid = -1;
+  if (napi_get_value_int64(env, args[4], &uid) != napi_ok || napi_get_value_int64(env, args[5], &gid) != napi_ok || uid < -1 || gid < -1 ||
+      uid > 0x7fffffff || gid > 0x7fffffff || (uid == -1) != (gid == -1)) {
+    return throw_type(env, "spawn: uid and gid must both be -1 or both be integers from 0 to 2147483647");
+  }
+  int set_ids = uid >= 0;
+
+  napi_value result = NULL;
+  char *file = NULL, *cwd = NULL, *path = NULL;
+  char **argv = NULL, **envp = NULL;
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  file = get_string(env, args[0], "spawn: file must be a string without NUL");
+  if (file == NULL) goto done;
+  /* One free slot in front of argv: /bin/sh for an ENOEXEC retry. */
+  argv = get_vec(env, args[1], "spawn: argv must be an array of strings without NUL", 1);
+  if (argv == NULL) goto done;
+  envp = get_vec(env, args[2], "spawn: env must be an array of strings without NUL", 0);
+  if (envp == NULL) goto done;
+  cwd = get_string(env, args[3], "spawn: cwd must be a string without NUL");
+  if (cwd == NULL) goto done;
+  if (argv[1] == NULL) {
+    throw_type(env, "spawn: argv must hold at least argv[0]");
+    goto done;
+  }
+  size_t argc_n = 0;
+  while (argv[argc_n + 1] != NULL) argc_n++;
+
+  int e = 0;
+  path = resolve_file(file, envp, cwd, &e);
+  if (path == NULL) {
+    throw_errno(env, e, file);
+    goto done;
+  }
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    throw_errno(env, errno, file);
+    goto done;
+  }
+  /* /bin/sh <path> <args...> for a file without #! (ENOEXEC), made here: the child allocates nothing. */
+  argv[0] = strdup("/bin/sh");
+  if (argv[0] == NULL) {
+    throw_errno(env, ENOMEM, file);
+    goto done;
+  }
+  char **sh_argv = calloc(argc_n + 2, sizeof(char *));
+  if (sh_argv == NULL) {
+    throw_errno(env, ENOMEM, file);
+    goto done;
+  }
+  sh_argv[0] = argv[0];
+  sh_argv[1] = path;
+  for (size_t i = 2; i <= argc_n; i++) sh_argv[i] = argv[i];
+  child_plan_t plan = {.path = path, .argv = argv + 1, .sh_argv = sh_argv, .env = envp, .cwd = cwd, .out_w = out[1], .err_w = err[1], .set_ids = set_ids, .uid = (uid_t)uid, .gid = (gid_t)gid};
+  pid_t pid = 0;
+  int r = do_spawn(&plan, &pid);
+  free(sh_argv);
+  if (r != 0) {
+    throw_errno(env, r, file);
+    goto done;
+  }
+  close(out[1]);
+  close(err[1]);
+  out[1] = err[1] = -1;
+
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  watch_t *w = pidfd < 0 ? NULL : calloc(1, sizeof(watch_t));
+  uv_loop_t *loop = NULL;
+  int perr = pidfd < 0 ? errno : 0;
+  if (w != NULL && napi_get_uv_event_loop(env, &loop) == napi_ok) {
+    int ur = uv_poll_init(loop, &w->poll, pidfd);
+    if (ur == 0) {
+      w->poll.data = w;
+      w->pidfd = pidfd;
+      w->pid = pid;
+      w->env = env;
+      napi_value name, resource;
+      napi_create_string_utf8(env, "builder.spawn", NAPI_AUTO_LENGTH, &name);
+      napi_create_object(env, &resource);
+      napi_async_init(env, resource, name, &w->ctx);
+      napi_create_reference(env, args[6], 1, &w->cb);
+      uv_poll_start(&w->poll, UV_READABLE, on_exit_ready);
+      napi_value a[3];
+      napi_create_array_with_length(env, 3, &result);
+      napi_create_int32(env, pid, &a[0]);
+      napi_create_int32(env, out[0], &a[1]);
+      napi_create_int32(env, err[0], &a[2]);
+      for (uint32_t i = 0; i < 3; i++) napi_set_element(env, result, i, a[i]);
+      out[0] = err[0] = -1; /* now the caller's */
+      goto done;
+    }
+    perr = -ur;
+  }
+  /* The exit cannot be watched: the process must not run unobserved. */
+  kill(-pid, SIGKILL);
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  if (pidfd >= 0) close(pidfd);
+  free(w);
+  throw_errno(env, perr == 0 ? ENOMEM : perr, file);
+
+done:
+  for (int i = 0; i < 2; i++) {
+    if (out[i] >= 0) close(out[i]);
+    if (err[i] >= 0) close(err[i]);
+  }
+  free(file);
+  free(cwd);
+  free(path);
+  if (argv != NULL) {
+    /* argv[0] is the free front slot (NULL unless the ENOEXEC retry used it). */
+    free(argv[0]);
+    for (char **q = argv + 1; *q != NULL; q++) free(*q);
+    free(argv);
+  }
+  free_vec(envp);
+  return result;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, js_spawn, NULL, &fn);
+  napi_set_named_property(env, exports, "spawn", fn);
+  return exports;
+}

@@ -1,0 +1,89 @@
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The native spawner (native/spawn.c, built by `npm run build:native`, which `npm ci` runs): it
+ * starts a job with vfork instead of libuv's fork, so that starting a job does not copy the
+ * slave's page tables (1.5-3 ms of the slave's event loop per job at its usual 58-74 MB:
+ * docs/benchmarks.md). Same process as child_process.spawn(..., { detached: true, stdio:
+ * ['ignore', 'pipe', 'pipe'], uid, gid }): own session and process group, stdin /dev/null,
+ * stdout and stderr piped, default signal dispositions; and no inherited descriptor beyond 2.
+ */
+interface NativeSpawnModule {
+  spawn(file: string, argv: string[], env: string[], cwd: string, uid: number, gid: number, onExit: (code: number, signo: number) => void): [number, number, number];
+}
+
+/** Where the addon is, from dist/slave/executor/ (or slave/executor/ run from source). */
+const ADDON_URL = new URL('../../../native/build/Release/builder_spawn.node', import.meta.url);
+
+let loaded: { mod: NativeSpawnModule } | { error: string } | undefined;
+
+function load(): { mod: NativeSpawnModule } | { error: string } {
+  if (loaded !== undefined) return loaded;
+  if (process.platform !== 'linux') return (loaded = { error: `the native spawner is built for Linux only (this is ${process.platform})` });
+  const path = fileURLToPath(ADDON_URL);
+  try {
+    const mod = createRequire(import.meta.url)(path) as NativeSpawnModule;
+    if (typeof mod.spawn !== 'function') return (loaded = { error: `${path} has no spawn function` });
+    loaded = { mod };
+  } catch (e) {
+    loaded = { error: `cannot load the native spawner ${path} (run \`npm run build:native\`): ${e instanceof Error ? e.message : String(e)}` };
+  }
+  return loaded;
+}
+
+/** Why the native spawner cannot be used here, or undefined when it can. */
+export function nativeSpawnUnavailable(): string | undefined {
+  const l = load();
+  return 'error' in l ? l.error : undefined;
+}
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]));
+
+/**
+ * A job's process started by the native spawner: the part of ChildProcess the executor uses.
+ * Emits `exit` (code, signal) once, on the event loop, as ChildProcess does; stdout and stderr
+ * are the read ends of the job's pipes, as sockets.
+ */
+export class NativeChild extends EventEmitter<{ exit: [code: number | null, signal: NodeJS.Signals | null] }> {
+  readonly pid: number;
+  readonly stdout: Socket;
+  readonly stderr: Socket;
+  exitCode: number | null = null;
+  signalCode: NodeJS.Signals | null = null;
+
+  /** @internal use nativeSpawn */
+  constructor(pid: number, outFd: number, errFd: number) {
+    super();
+    this.pid = pid;
+    this.stdout = new Socket({ fd: outFd, readable: true, writable: false });
+    this.stderr = new Socket({ fd: errFd, readable: true, writable: false });
+  }
+
+  /** @internal */
+  exited(code: number, signo: number): void {
+    if (code >= 0) this.exitCode = code;
+    else this.signalCode = SIGNAL_NAMES.get(signo) ?? null;
+    this.emit('exit', this.exitCode, this.signalCode);
+  }
+}
+
+/**
+ * Starts `file` (looked up in the PATH of `env` when it has no slash) with `args`, in `cwd`, with
+ * exactly `env`, as `uid` and `gid` when given (both or neither). Throws (synchronously) what child_process would report as an `error` event: an
+ * Error with `code` (ENOENT, EACCES, ...), `errno` and `syscall` 'spawn'; and a TypeError for a
+ * NUL byte in any string. Throws a plain Error when the addon is not available (see
+ * nativeSpawnUnavailable).
+ */
+export function nativeSpawn(file: string, args: readonly string[], opts: { cwd: string; env: Record<string, string>; uid?: number; gid?: number }): NativeChild {
+  const l = load();
+  if ('error' in l) throw new Error(l.error);
+  const env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
+  // onExit runs from the event loop (libuv polls a pidfd), never before `child` below exists.
+  const [pid, outFd, errFd] = l.mod.spawn(file, [file, ...args], env, opts.cwd, opts.uid ?? -1, opts.gid ?? -1, (code, signo) => child.exited(code, signo));
+  const child = new NativeChild(pid, outFd, errFd);
+  return child;
+}

@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isBuilderError } from '../../../protocol/errors.js';
+import { compileExecutorOptions, runAttempt, type AttemptHandle, type AttemptResult, type AttemptSpec } from '../../../slave/executor/index.js';
+import { nativeSpawn, nativeSpawnUnavailable } from '../../../slave/executor/native-spawn.js';
+import { MemorySink, ProcessReaper, waitUntil } from './helpers.js';
+
+/**
+ * The native spawner (native/spawn.c) must give a job the same process as child_process.spawn:
+ * each case runs with both and compares what the job sees of itself.
+ */
+describe('slave/executor spawners: the job sees the same process from both', function () {
+  this.timeout(30_000);
+  let root: string;
+  const reaper = new ProcessReaper();
+  const handles: AttemptHandle[] = [];
+
+  before(function () {
+    // CI builds the addon (npm ci runs build:native); a machine without it must say why, not pass quietly.
+    assert.equal(nativeSpawnUnavailable(), undefined, 'the native spawner must be built for these tests');
+  });
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'builder-spawners-'));
+  });
+  afterEach(async () => {
+    for (const h of handles) reaper.addGroup(h.pid);
+    handles.splice(0);
+    await reaper.reap();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  async function both(spec: Partial<AttemptSpec> & ({ script: string } | { argv: string[] }), extra: { path?: string; runAs?: { uid: number; gid: number }; maxInlineScriptBytes?: number } = {}): Promise<Record<'native' | 'node', { r: AttemptResult; out: string; err: string }>> {
+    const res: Partial<Record<'native' | 'node', { r: AttemptResult; out: string; err: string }>> = {};
+    for (const spawner of ['native', 'node'] as const) {
+      const o = compileExecutorOptions({ dataDir: join(root, spawner), spawner, killGraceMs: 300, pipeCloseTimeoutMs: 1000, flushIntervalMs: 20, ...extra });
+      const sink = new MemorySink();
+      const h = runAttempt({ jobId: 'sp', attempt: 1, name: 'n', channel: 'c', arch: 'a', ...spec }, sink, o);
+      handles.push(h);
+      const r = await h.result;
+      res[spawner] = { r, out: sink.text('stdout'), err: sink.text('stderr') };
+    }
+    return res as Record<'native' | 'node', { r: AttemptResult; out: string; err: string }>;
+  }
+
+  it('leads its own session and process group, with stdin /dev/null and no descriptor but 0, 1 and 2', async () => {
+    // /proc/PID/stat: pid (comm) state ppid pgrp session ...; ls holds one more descriptor: its own listing of /proc/self/fd.
+    const script = 'set -- $(cat /proc/$$/stat); echo "$1 $5 $6"; readlink /proc/self/fd/0; ls /proc/self/fd | tr "\\n" " "';
+    const res = await both({ script });
+    for (const [name, { r, out }] of Object.entries(res)) {
+      assert.equal(r.outcome, 'succeeded', name);
+      const [ids, stdin, fds] = out.split('\n');
+      const [pid, pgrp, sid] = (ids ?? '').split(' ').map(Number);
+      assert.equal(pid, r.pid, `${name}: ${out}`);
+      assert.equal(pgrp, pid, `${name}: its own process group`);
+      assert.equal(sid, pid, `${name}: its own session`);
+      assert.equal(stdin, '/dev/null', name);
+      // child_process passes on what the slave inherited without close-on-exec (a test runner's
+      // descriptors, say); the native spawner closes everything above 2.
+      if (name === 'native') assert.equal(fds, '0 1 2 3 ', `${name}: no descriptor of the slave leaks into the job`);
+    }
+  });
+
+  it('starts with every signal at its default and none blocked (Node ignores SIGPIPE; a job must not)', async () => {
+    const res = await both({ script: 'grep -E "^Sig(Ign|Blk)" /proc/self/status; yes | head -c 3' });
+    for (const [name, { r, out, err }] of Object.entries(res)) {
+      assert.equal(r.outcome, 'succeeded', name);
+      assert.equal(out, 'SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny\ny', name);
+      // With SIGPIPE ignored, `yes` would complain of a broken pipe instead of dying quietly.
+      assert.equal(err, '', name);
+    }
+  });
+
+  it("finds a bare command in the job's PATH (not the slave's), and runs a file without #! under /bin/sh", async () => {
+    const bin = join(root, 'bin');
+    await mkdir(bin);
+    await writeFile(join(bin, 'only-here'), '#!/bin/sh\necho found "$@"\n');
+    await writeFile(join(bin, 'no-shebang'), 'echo plain "$0"\n');
+    await chmod(join(bin, 'only-here'), 0o755);
+    await chmod(join(bin, 'no-shebang'), 0o755);
+    const found = await both({ argv: ['only-here', 'a b'] }, { path: `/nonexistent:${bin}` });
+    const plain = await both({ argv: ['no-shebang'] }, { path: bin });
+    for (const name of ['native', 'node'] as const) {
+      assert.equal(found[name].out, 'found a b\n', name);
+      assert.equal(plain[name].r.outcome, 'succeeded', `${name}: ${plain[name].err}`);
+      assert.equal(plain[name].out, `plain ${join(bin, 'no-shebang')}\n`, name);
+    }
+  });
+
+  it('reports the same error for a command that is missing, not executable, or a directory', async () => {
+    const dir = join(root, 'd');
+    await mkdir(dir);
+    await writeFile(join(root, 'noexec'), 'echo x\n');
+    for (const [argv, code] of [
+      [['no-such-command-anywhere'], 'ENOENT'],
+      [[join(root, 'noexec')], 'EACCES'],
+      [[dir], 'EACCES'],
+    ] as const) {
+      const res = await both({ argv: [...argv] });
+      for (const name of ['native', 'node'] as const) {
+        const { r } = res[name];
+        assert.equal(r.outcome, 'failed', name);
+        assert.equal(r.error?.code, code, `${name} ${argv[0]}: ${JSON.stringify(r.error)}`);
+        assert.equal(r.pid, undefined, name);
+        assert.equal(r.error?.message, `spawn ${argv[0]} ${code}`, name);
+      }
+    }
+  });
+
+  it('refuses NUL bytes and wrong argument types with a TypeError (the addon checks its own input)', () => {
+    const cwd = tmpdir();
+    assert.throws(() => nativeSpawn('/bin/true', ['a\0b'], { cwd, env: {} }), (e: unknown) => e instanceof TypeError && /without NUL/.test(e.message));
+    assert.throws(() => nativeSpawn('/bin/true', [], { cwd, env: { A: 'x\0y' } }), TypeError);
+    assert.throws(() => nativeSpawn('/bin/true', [], { cwd: `${cwd}\0x`, env: {} }), TypeError);
+    assert.throws(() => nativeSpawn('/bin/tr\0ue', [], { cwd, env: {} }), TypeError);
+  });
+
+  it('reports exit codes and signals, and a child that exits at once is not missed', async () => {
+    const results: Array<[number | null, NodeJS.Signals | null]> = [];
+    const children = [nativeSpawn('/bin/sh', ['-c', 'exit 0'], { cwd: tmpdir(), env: {} }), nativeSpawn('/bin/sh', ['-c', 'exit 200'], { cwd: tmpdir(), env: {} }), nativeSpawn('/bin/sh', ['-c', 'kill -TERM $$'], { cwd: tmpdir(), env: {} })];
+    for (const c of children) {
+      reaper.addGroup(c.pid);
+      c.stdout.resume();
+      c.stderr.resume();
+      c.on('exit', (code, sig) => results.push([code, sig]));
+    }
+    await waitUntil(() => results.length === 3);
+    assert.deepEqual(
+      results.sort((a, b) => String(a).localeCompare(String(b))),
+      [
+        [0, null],
+        [200, null],
+        [null, 'SIGTERM'],
+      ].sort((a, b) => String(a).localeCompare(String(b))),
+    );
+  });
+
+  it('starts a runAs job as that user and group, with no supplementary group', async function () {
+    if (process.getuid?.() !== 0) this.skip();
+    const { chmod: chmodP } = await import('node:fs/promises');
+    await chmodP(root, 0o711);
+    const res = await both({ script: 'id -u; id -g; id -G; grep -E "^(Uid|Gid)" /proc/self/status' }, { runAs: { uid: 65534, gid: 65533 }, maxInlineScriptBytes: 4096 });
+    for (const [name, { r, out, err }] of Object.entries(res)) {
+      assert.equal(r.outcome, 'succeeded', `${name}: ${err} ${JSON.stringify(r.error)}`);
+      assert.equal(out, '65534\n65533\n65533\nUid:\t65534\t65534\t65534\t65534\nGid:\t65533\t65533\t65533\t65533\n', name);
+    }
+  });
+
+  it('is chosen when built, and a bad choice is a configuration error', () => {
+    assert.equal(compileExecutorOptions({ dataDir: root }).spawner, 'native');
+    assert.equal(compileExecutorOptions({ dataDir: root, runAs: { uid: 65534, gid: 65534 } }).spawner, 'native');
+    assert.equal(compileExecutorOptions({ dataDir: root, spawner: 'node' }).spawner, 'node');
+    assert.throws(() => compileExecutorOptions({ dataDir: root, spawner: 'fork' as 'node' }), (e) => isBuilderError(e, 'BUILDER_ERR_CONFIG') && /auto, native or node/.test((e as Error).message));
+  });
+});
