@@ -12,14 +12,22 @@
  * 2. latency: a fresh store with the default options (background checkpoints as in the
  *    master), 200 warm-up jobs, then `--submits` jobs one at a time, `--gap-ms` apart: the time
  *    of `createJob(spec, slave)` alone (validation, the write queue, the binding's round trip,
- *    the statement and its COMMIT with synchronous=FULL); start and finish are not timed.
+ *    the statement and its COMMIT with synchronous=FULL); start and finish are not timed. Also
+ *    the CPU time of the process (all threads: the binding runs SQLite on a worker) during them.
+ *
+ * 3. with `--io`: what the disk alone charges for a commit of n frames: n frames (a 24-byte
+ *    header, then the page, two writes each, as SQLite's WAL writes them) appended to a file,
+ *    then one fdatasync; 1,000 rounds per n (7, 6, 5 and 1 frames of 4 KiB, 7 of 1 KiB), in turn.
  *
  * `--page-size N` creates master.db with that page size before the store opens it (an
  * experiment: the store itself keeps SQLite's default, 4,096).
  *
  * `--store` is the path of a module that exports `MasterStore` (default: this build's), so that
- * a copy of an older build can be measured on the same machine, runs alternated.
+ * a copy of an older build can be measured on the same machine. `--against PATH` adds a second
+ * one: both are measured in the same run, the latency phase alternating one submit to each
+ * (paired, so that both see the same load on the machine).
  */
+import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
 import { open as openFile, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -34,24 +42,34 @@ const { values } = parseArgs({
     'gap-ms': { type: 'string', default: '0' },
     runs: { type: 'string', default: '1' },
     store: { type: 'string' },
+    against: { type: 'string' },
     dir: { type: 'string' },
     'page-size': { type: 'string' },
+    io: { type: 'boolean', default: false },
   },
 });
 const SUBMITS = Number(values.submits);
 const GAP_MS = Number(values['gap-ms']);
 const RUNS = Number(values.runs);
 const PAGE_SIZE = values['page-size'] === undefined ? undefined : Number(values['page-size']);
-const modUrl = values.store === undefined ? new URL('../../master/store/index.js', import.meta.url).href : pathToFileURL(resolve(values.store)).href;
-const { MasterStore } = (await import(modUrl)) as { MasterStore: typeof StoreClass };
+type Variant = { url: string; MasterStore: typeof StoreClass; cpuUs: number };
+async function variant(path: string | undefined): Promise<Variant> {
+  const url = path === undefined ? new URL('../../master/store/index.js', import.meta.url).href : pathToFileURL(resolve(path)).href;
+  return { url, MasterStore: ((await import(url)) as { MasterStore: typeof StoreClass }).MasterStore, cpuUs: 0 };
+}
+const variants = [await variant(values.store), ...(values.against === undefined ? [] : [await variant(values.against)])];
 
 const spec = (i: number): NewJob => ({ name: `noop-${i}`, channel: 'stable', arch: 'any', command: { kind: 'argv', argv: ['true'] } });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function lifecycle(s: StoreClass, i: number): Promise<number> {
+async function lifecycle(s: StoreClass, i: number, v?: Variant): Promise<number> {
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const j = await s.createJob(spec(i), 'w1');
   const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  // CPU time (user + system, all threads: the binding runs SQLite on a worker) of the submit.
+  if (v !== undefined) v.cpuUs += c.user + c.system;
   await s.startJob(j.id, 1);
   await s.finishJob(j.id, 1, { state: 'succeeded', exitCode: 0 });
   return ms;
@@ -97,7 +115,7 @@ async function walSize(wal: string): Promise<number> {
   return (await stat(wal).catch(() => ({ size: 0 }))).size;
 }
 
-async function pages(base: string): Promise<void> {
+async function pages(base: string, { MasterStore }: Variant): Promise<void> {
   const dir = await mkdtemp(join(base, 'builder-bench-pages-'));
   try {
     await precreate(dir);
@@ -137,30 +155,85 @@ function pct(sorted: number[], p: number): number {
 }
 
 async function latency(base: string): Promise<void> {
-  const dir = await mkdtemp(join(base, 'builder-bench-commit-'));
+  const dirs: string[] = [];
+  const stores: StoreClass[] = [];
   try {
-    await precreate(dir);
-    const s = await MasterStore.open({ dir });
-    try {
-      for (let i = 0; i < 200; i++) await lifecycle(s, i);
-      const ms: number[] = [];
-      for (let i = 0; i < SUBMITS; i++) {
+    for (const v of variants) {
+      const dir = await mkdtemp(join(base, 'builder-bench-commit-'));
+      dirs.push(dir);
+      await precreate(dir);
+      stores.push(await v.MasterStore.open({ dir }));
+      v.cpuUs = 0;
+    }
+    for (let i = 0; i < 200; i++) for (const s of stores) await lifecycle(s, i);
+    const ms = stores.map(() => [] as number[]);
+    for (let i = 0; i < SUBMITS; i++) {
+      // With two stores, one submit to each in turn, the first one alternating: both see the same machine.
+      for (let k = 0; k < stores.length; k++) {
+        const n = (k + i) % stores.length;
         if (GAP_MS > 0) await sleep(GAP_MS);
-        ms.push(await lifecycle(s, 200 + i));
+        ms[n]!.push(await lifecycle(stores[n]!, 200 + i, variants[n]));
       }
-      ms.sort((a, b) => a - b);
-      const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
-      const f = (x: number) => x.toFixed(2);
-      console.log(`latency: ${SUBMITS} submits, gap ${GAP_MS} ms: mean ${f(mean)} p50 ${f(pct(ms, 50))} p90 ${f(pct(ms, 90))} p99 ${f(pct(ms, 99))} max ${f(ms[ms.length - 1]!)} ms`);
-    } finally {
-      await s.close();
+    }
+    const f = (x: number) => x.toFixed(2);
+    for (const [n, v] of variants.entries()) {
+      const m = ms[n]!.sort((a, b) => a - b);
+      const mean = m.reduce((a, b) => a + b, 0) / m.length;
+      const who = variants.length > 1 ? ` [${n === 0 ? 'store' : 'against'}]` : '';
+      console.log(`latency${who}: ${SUBMITS} submits, gap ${GAP_MS} ms: mean ${f(mean)} p50 ${f(pct(m, 50))} p90 ${f(pct(m, 90))} p99 ${f(pct(m, 99))} max ${f(m[m.length - 1]!)} ms; CPU ${(v.cpuUs / SUBMITS).toFixed(0)} us per submit`);
     }
   } finally {
+    for (const s of stores) await s.close();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  }
+}
+
+/** Synchronous calls, as SQLite makes them on the binding's worker thread (no libuv round trip per write). */
+async function io(base: string): Promise<void> {
+  const dir = await mkdtemp(join(base, 'builder-bench-io-'));
+  const fd = openSync(join(dir, 'wal'), 'w');
+  try {
+    const shapes = [
+      { frames: 7, page: 4096 },
+      { frames: 6, page: 4096 },
+      { frames: 5, page: 4096 },
+      { frames: 7, page: 1024 },
+      { frames: 1, page: 4096 },
+    ];
+    const ms = shapes.map(() => [] as number[]);
+    const hdr = Buffer.alloc(24, 1);
+    let off = 0;
+    for (let r = 0; r < 1000; r++) {
+      for (const [k, sh] of shapes.entries()) {
+        const page = Buffer.alloc(sh.page, r & 0xff);
+        // Rewind now and then, as a checkpoint does, so the file stays small.
+        if (off > 4 << 20) off = 0;
+        const t0 = performance.now();
+        for (let f = 0; f < sh.frames; f++) {
+          writeSync(fd, hdr, 0, 24, off);
+          writeSync(fd, page, 0, sh.page, off + 24);
+          off += 24 + sh.page;
+        }
+        fdatasyncSync(fd);
+        ms[k]!.push(performance.now() - t0);
+      }
+      // Let timers and I/O of this process run between rounds, as between commits.
+      if (r % 50 === 0) await sleep(0);
+    }
+    for (const [k, sh] of shapes.entries()) {
+      const m = ms[k]!.sort((a, b) => a - b);
+      console.log(`io: ${sh.frames} frames of ${sh.page} B (${sh.frames * (24 + sh.page)} B) + fdatasync: p50 ${pct(m, 50).toFixed(3)} p90 ${pct(m, 90).toFixed(3)} p99 ${pct(m, 99).toFixed(3)} ms`);
+    }
+  } finally {
+    closeSync(fd);
     await rm(dir, { recursive: true, force: true });
   }
 }
 
 const base = values.dir ?? tmpdir();
-console.log(`store module ${modUrl}`);
-await pages(base);
+for (const [n, v] of variants.entries()) {
+  console.log(`${n === 0 ? 'store' : 'against'}: ${v.url}`);
+  await pages(base, v);
+}
 for (let r = 0; r < RUNS; r++) await latency(base);
+if (values.io) await io(base);
