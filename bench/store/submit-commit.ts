@@ -19,6 +19,10 @@
  *    header, then the page, two writes each, as SQLite's WAL writes them) appended to a file,
  *    then one fdatasync; 1,000 rounds per n (7, 6, 5 and 1 frames of 4 KiB, 7 of 1 KiB), in turn.
  *
+ * 4. with `--binding`: the time the event loop spends inside node-sqlite3's `Statement#all`
+ *    call itself (it only hands the statement to a libuv worker thread), for `SELECT ?` on an
+ *    in-memory database, back to back and after 1 ms of idleness (the worker asleep).
+ *
  * `--page-size N` creates master.db with that page size before the store opens it (an
  * experiment: the store itself keeps SQLite's default, 4,096).
  *
@@ -46,6 +50,7 @@ const { values } = parseArgs({
     dir: { type: 'string' },
     'page-size': { type: 'string' },
     io: { type: 'boolean', default: false },
+    binding: { type: 'boolean', default: false },
   },
 });
 const SUBMITS = Number(values.submits);
@@ -230,6 +235,37 @@ async function io(base: string): Promise<void> {
   }
 }
 
+async function binding(): Promise<void> {
+  const db = await new Promise<sqlite3.Database>((res, rej) => {
+    const d = new sqlite3.Database(':memory:', (e) => (e ? rej(e) : res(d)));
+  });
+  try {
+    db.serialize();
+    const st = db.prepare('SELECT ? AS x');
+    let inside = 0;
+    const one = () =>
+      new Promise<void>((res, rej) => {
+        const t0 = performance.now();
+        st.all([1], (e) => (e ? rej(e) : res()));
+        inside = performance.now() - t0;
+      });
+    for (let i = 0; i < 2000; i++) await one();
+    for (const pauseMs of [0, 1]) {
+      const us: number[] = [];
+      for (let i = 0; i < 2000; i++) {
+        if (pauseMs > 0) await sleep(pauseMs);
+        await one();
+        us.push(inside * 1000);
+      }
+      us.sort((a, b) => a - b);
+      console.log(`binding: inside Statement#all, ${pauseMs === 0 ? 'back to back' : `after ${pauseMs} ms idle`}: p50 ${pct(us, 50).toFixed(1)} p90 ${pct(us, 90).toFixed(1)} p99 ${pct(us, 99).toFixed(1)} us`);
+    }
+    await new Promise<void>((res) => st.finalize(() => res()));
+  } finally {
+    await new Promise<void>((res) => db.close(() => res()));
+  }
+}
+
 const base = values.dir ?? tmpdir();
 for (const [n, v] of variants.entries()) {
   console.log(`${n === 0 ? 'store' : 'against'}: ${v.url}`);
@@ -237,3 +273,4 @@ for (const [n, v] of variants.entries()) {
 }
 for (let r = 0; r < RUNS; r++) await latency(base);
 if (values.io) await io(base);
+if (values.binding) await binding();
