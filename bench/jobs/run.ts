@@ -8,8 +8,8 @@
  * Idle latency is measured twice, Builder and floor alike: back to back (the next job submitted
  * as the last one ended), and after `--latency-gap` ms of idleness before each submit (the
  * farm's processes and the CPUs have gone quiet: "cold"; 0 skips it). Standalone floor:
- * `node dist/bench/jobs/latency-floor.js [count] [gapMs]`. BENCH_NODE_ARGS in the
- * environment passes node flags to master and slaves (e.g. "--cpu-prof --cpu-prof-dir=DIR": they
+ * `node dist/bench/jobs/latency-floor.js [count] [gapMs]`. In the environment, BENCH_SLAVE_ARGS
+ * adds `slave run` flags (e.g. `--spawner node`); BENCH_NODE_ARGS passes node flags to master and slaves (e.g. "--cpu-prof --cpu-prof-dir=DIR": they
  * are then stopped with SIGTERM, so that they write their profiles); BENCH_KEEP_DIR=1 keeps the
  * farm's dir (the processes' output, e.g. of --trace-gc) and prints where it is.
  *
@@ -236,7 +236,10 @@ async function builder(): Promise<void> {
   await guarded(stop, async () => {
     await sleep(2000);
     out.masterRssIdleNoSlavesMiB = rssMiB(farm.master.pid);
-    for (let i = 0; i < SLAVES; i++) await farm.addSlave({ name: `bench-${i}`, capacity: CAPACITY, enroll: 'direct', channels: ['main'], arches: ['x86_64'] });
+    // BENCH_SLAVE_ARGS: more `slave run` flags (e.g. "--spawner node" to compare the spawners).
+    const slaveArgs = process.env.BENCH_SLAVE_ARGS?.split(' ').filter(Boolean) ?? [];
+    out.slaveArgs = slaveArgs;
+    for (let i = 0; i < SLAVES; i++) await farm.addSlave({ name: `bench-${i}`, capacity: CAPACITY, enroll: 'direct', channels: ['main'], arches: ['x86_64'], args: slaveArgs });
     await sleep(3000);
     out.masterRssIdleMiB = rssMiB(farm.master.pid);
     const slaveRss = [...farm.slaves.values()].map((s) => rssMiB(s.pid));
