@@ -101,6 +101,16 @@ static char *get_string(napi_env env, napi_value v, const char *what) {
   return s;
 }
 
+/* An id argument: an integer number from -1 to 2^31-1 (NaN, infinities and fractions refused). */
+static int get_id(napi_env env, napi_value v, int64_t *out) {
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= -1 && d <= 2147483647.0)) return 0;
+  int64_t i = (int64_t)d;
+  if ((double)i != d) return 0;
+  *out = i;
+  return 1;
+}
+
 static void free_vec(char **v) {
   if (v == NULL) return;
   for (char **p = v; *p != NULL; p++) free(*p);
@@ -317,10 +327,10 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   napi_valuetype t;
   napi_typeof(env, args[6], &t);
   if (t != napi_function) return throw_type(env, "spawn: onExit must be a function");
-  /* uid and gid: both -1 (keep the slave's), or both ids from 0 to 2^31-1. */
+  /* uid and gid: both -1 (keep the slave's), or both ids from 0 to 2^31-1. Read as doubles:
+     napi_get_value_int64 turns NaN and +-Infinity into 0 (root) and truncates 1.5 to 1. */
   int64_t uid = -1, gid = -1;
-  if (napi_get_value_int64(env, args[4], &uid) != napi_ok || napi_get_value_int64(env, args[5], &gid) != napi_ok || uid < -1 || gid < -1 ||
-      uid > 0x7fffffff || gid > 0x7fffffff || (uid == -1) != (gid == -1)) {
+  if (!get_id(env, args[4], &uid) || !get_id(env, args[5], &gid) || (uid == -1) != (gid == -1)) {
     return throw_type(env, "spawn: uid and gid must both be -1 or both be integers from 0 to 2147483647");
   }
   int set_ids = uid >= 0;

@@ -116,6 +116,19 @@ describe('slave/executor spawners: the job sees the same process from both', fun
     assert.throws(() => nativeSpawn('/bin/tr\0ue', [], { cwd, env: {} }), TypeError);
   });
 
+  it('refuses a uid or gid that is not an integer id (NaN, Infinity, a fraction), never running the job as root', () => {
+    const cwd = tmpdir();
+    // napi_get_value_int64 reads NaN and Infinity as 0: the job would have run as root.
+    for (const id of [NaN, Infinity, -Infinity, 1.5, -0.5, -2, 2 ** 31]) {
+      assert.throws(
+        () => nativeSpawn('/bin/true', [], { cwd, env: {}, uid: id, gid: id }),
+        (e: unknown) => e instanceof TypeError && /uid and gid/.test(e.message),
+        String(id),
+      );
+    }
+    assert.throws(() => nativeSpawn('/bin/true', [], { cwd, env: {}, uid: 65534, gid: NaN }), TypeError);
+  });
+
   it('reports exit codes and signals, and a child that exits at once is not missed', async () => {
     const results: Array<[number | null, NodeJS.Signals | null]> = [];
     const children = [nativeSpawn('/bin/sh', ['-c', 'exit 0'], { cwd: tmpdir(), env: {} }), nativeSpawn('/bin/sh', ['-c', 'exit 200'], { cwd: tmpdir(), env: {} }), nativeSpawn('/bin/sh', ['-c', 'kill -TERM $$'], { cwd: tmpdir(), env: {} })];
