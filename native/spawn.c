@@ -14,8 +14,10 @@
  *     blocks signals around this call: neither reaches the job);
  *   - uid and gid (both -1 to keep the slave's): supplementary groups dropped, then the gid and
  *     uid set (real, effective and saved), before the exec, as child_process does with uid/gid;
- *   - `file` without a slash is looked up in the PATH of `env` (not the slave's), as execvp would;
- *     a file the kernel cannot execute (ENOEXEC: no #! line) runs under /bin/sh, as execvp would;
+ *   - `file` without a slash is looked up in the PATH of `env` (not the slave's), as execvp would:
+ *     by the child, after chdir and the ids, trying execve on each entry in turn (so relative
+ *     entries are taken from `cwd`, and what counts is what the job's user may execute); a file
+ *     the kernel cannot execute (ENOEXEC: no #! line) runs under /bin/sh, as execvp would;
  *   - errors before the process runs the program are thrown as an Error with `code` (e.g.
  *     ENOENT), `errno` and `syscall` 'spawn', as child_process reports them;
  *   - onExit(code, signo) runs on the event loop once the process has exited (a pidfd watched by
@@ -28,7 +30,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <pthread.h>
@@ -144,60 +145,57 @@ static char **get_vec(napi_env env, napi_value arr, const char *what, size_t ext
   return v;
 }
 
-/* An executable regular file? 0, or the errno execve would most likely give. */
-static int check_exec(const char *path) {
-  struct stat st;
-  if (stat(path, &st) != 0) return errno;
-  if (!S_ISREG(st.st_mode)) return EACCES;
-  if (access(path, X_OK) != 0) return errno;
-  return 0;
-}
-
 /*
- * Where execvp would find `file` with the PATH of `env` (relative entries are taken from `cwd`,
- * where the process will run). Returns a new string, or NULL with *err set.
+ * The paths execvp would try for `file`, in order: `file` itself when it holds a slash, else each
+ * entry of the PATH of `env` (the first PATH=, as getenv; "/usr/bin:/bin" without one, as libuv)
+ * joined with `file`, an empty entry giving `file` alone (the cwd). Relative candidates stay
+ * relative: the child tries them after its chdir. NULL with *err set (ENOENT for "", ENOMEM).
  */
-static char *resolve_file(const char *file, char **env, const char *cwd, int *err) {
-  if (strchr(file, '/') != NULL || file[0] == '\0') {
-    if (file[0] == '\0') {
-      *err = ENOENT;
-      return NULL;
+static char **path_candidates(const char *file, char **env, int *err) {
+  if (file[0] == '\0') {
+    *err = ENOENT;
+    return NULL;
+  }
+  const char *path = NULL;
+  size_t n = 1;
+  if (strchr(file, '/') == NULL) {
+    path = "/usr/bin:/bin";
+    for (char **e = env; *e != NULL; e++) {
+      if (strncmp(*e, "PATH=", 5) == 0) {
+        path = *e + 5;
+        break;
+      }
     }
-    return strdup(file);
+    for (const char *q = path; *q != '\0'; q++) n += *q == ':';
   }
-  const char *path = "/usr/bin:/bin";
-  for (char **e = env; *e != NULL; e++) {
-    if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  char **v = calloc(n + 1, sizeof(char *));
+  if (v == NULL) {
+    *err = ENOMEM;
+    return NULL;
   }
-  int seen_eacces = 0;
-  size_t flen = strlen(file), clen = strlen(cwd);
+  if (path == NULL) {
+    v[0] = strdup(file);
+    if (v[0] == NULL) goto oom;
+    return v;
+  }
+  size_t flen = strlen(file);
   const char *p = path;
-  for (;;) {
+  for (size_t i = 0; i < n; i++) {
     const char *end = strchr(p, ':');
     size_t dlen = end == NULL ? strlen(p) : (size_t)(end - p);
-    char *cand = malloc(clen + dlen + flen + 4);
-    if (cand == NULL) {
-      *err = ENOMEM;
-      return NULL;
-    }
-    size_t k = 0;
-    if (dlen == 0 || p[0] != '/') {
-      memcpy(cand, cwd, clen);
-      k = clen;
-      cand[k++] = '/';
-    }
-    memcpy(cand + k, p, dlen);
-    k += dlen;
+    char *cand = malloc(dlen + flen + 2);
+    if (cand == NULL) goto oom;
+    memcpy(cand, p, dlen);
+    size_t k = dlen;
     if (dlen > 0) cand[k++] = '/';
     memcpy(cand + k, file, flen + 1);
-    int r = check_exec(cand);
-    if (r == 0) return cand;
-    free(cand);
-    if (r == EACCES) seen_eacces = 1;
-    if (end == NULL) break;
-    p = end + 1;
+    v[i] = cand;
+    p = end == NULL ? p + dlen : end + 1;
   }
-  *err = seen_eacces ? EACCES : ENOENT;
+  return v;
+oom:
+  free_vec(v);
+  *err = ENOMEM;
   return NULL;
 }
 
@@ -247,9 +245,9 @@ static void on_exit_ready(uv_poll_t *h, int status, int events) {
 
 /* What the child needs, all of it made before vfork: the child allocates nothing. */
 typedef struct {
-  const char *path;
+  char *const *paths; /* the candidates to execve, in order (path_candidates) */
   char *const *argv;
-  char *const *sh_argv; /* /bin/sh <path> <args...>: for ENOEXEC, as execvp does */
+  char **sh_argv; /* /bin/sh <path> <args...>: for ENOEXEC, as execvp does (the child sets [1]) */
   char *const *env;
   const char *cwd;
   int out_w, err_w;
@@ -292,8 +290,22 @@ static void child_run(child_plan_t *p) {
   }
   unsigned long none[2] = {0, 0};
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, none, NULL, 8);
-  syscall(SYS_execve, p->path, p->argv, p->env);
-  if (errno == ENOEXEC) syscall(SYS_execve, "/bin/sh", p->sh_argv, p->env);
+  /* execvp's walk, as the job's user in the job's cwd: EACCES remembered and the search goes on;
+     a missing or unreachable candidate is skipped; any other error ends it. */
+  int seen_eacces = 0, e = ENOENT;
+  for (char *const *c = p->paths; *c != NULL; c++) {
+    syscall(SYS_execve, *c, p->argv, p->env);
+    e = errno;
+    if (e == ENOEXEC) {
+      p->sh_argv[1] = *c; /* shared memory, as p->err: the parent reads neither until we are gone */
+      syscall(SYS_execve, "/bin/sh", p->sh_argv, p->env);
+      goto fail;
+    }
+    if (e == EACCES) seen_eacces = 1;
+    else if (e != ENOENT && e != ENOTDIR && e != ESTALE && e != ENODEV && e != ETIMEDOUT) break;
+  }
+  p->err = seen_eacces ? EACCES : e != 0 ? e : EINVAL;
+  syscall(SYS_exit, 127);
 fail:
   p->err = errno != 0 ? errno : EINVAL;
   syscall(SYS_exit, 127);
@@ -336,8 +348,8 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   int set_ids = uid >= 0;
 
   napi_value result = NULL;
-  char *file = NULL, *cwd = NULL, *path = NULL;
-  char **argv = NULL, **envp = NULL;
+  char *file = NULL, *cwd = NULL;
+  char **argv = NULL, **envp = NULL, **paths = NULL;
   int out[2] = {-1, -1}, err[2] = {-1, -1};
   file = get_string(env, args[0], "spawn: file must be a string without NUL");
   if (file == NULL) goto done;
@@ -356,8 +368,8 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   while (argv[argc_n + 1] != NULL) argc_n++;
 
   int e = 0;
-  path = resolve_file(file, envp, cwd, &e);
-  if (path == NULL) {
+  paths = path_candidates(file, envp, &e);
+  if (paths == NULL) {
     throw_errno(env, e, file);
     goto done;
   }
@@ -377,9 +389,9 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
     goto done;
   }
   sh_argv[0] = argv[0];
-  sh_argv[1] = path;
+  sh_argv[1] = paths[0];
   for (size_t i = 2; i <= argc_n; i++) sh_argv[i] = argv[i];
-  child_plan_t plan = {.path = path, .argv = argv + 1, .sh_argv = sh_argv, .env = envp, .cwd = cwd, .out_w = out[1], .err_w = err[1], .set_ids = set_ids, .uid = (uid_t)uid, .gid = (gid_t)gid};
+  child_plan_t plan = {.paths = paths, .argv = argv + 1, .sh_argv = sh_argv, .env = envp, .cwd = cwd, .out_w = out[1], .err_w = err[1], .set_ids = set_ids, .uid = (uid_t)uid, .gid = (gid_t)gid};
   pid_t pid = 0;
   int r = do_spawn(&plan, &pid);
   free(sh_argv);
@@ -435,7 +447,7 @@ done:
   }
   free(file);
   free(cwd);
-  free(path);
+  free_vec(paths);
   if (argv != NULL) {
     /* argv[0] is the free front slot (NULL unless the ENOEXEC retry used it). */
     free(argv[0]);

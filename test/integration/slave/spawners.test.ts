@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, relative } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
 import { compileExecutorOptions, runAttempt, type AttemptHandle, type AttemptResult, type AttemptSpec } from '../../../slave/executor/index.js';
 import { nativeSpawn, nativeSpawnUnavailable } from '../../../slave/executor/native-spawn.js';
@@ -85,6 +85,46 @@ describe('slave/executor spawners: the job sees the same process from both', fun
       assert.equal(found[name].out, 'found a b\n', name);
       assert.equal(plain[name].r.outcome, 'succeeded', `${name}: ${plain[name].err}`);
       assert.equal(plain[name].out, `plain ${join(bin, 'no-shebang')}\n`, name);
+    }
+  });
+
+  it('looks a bare command up in the job: relative PATH entries from its cwd (also a relative cwd)', async () => {
+    const bin = join(root, 'work', 'bin');
+    await mkdir(bin, { recursive: true });
+    await writeFile(join(bin, 'rel-tool'), '#!/bin/sh\necho "rel $0"\n');
+    await chmod(join(bin, 'rel-tool'), 0o755);
+    await writeFile(join(root, 'work', 'here-tool'), '#!/bin/sh\necho "here $0"\n');
+    await chmod(join(root, 'work', 'here-tool'), 0o755);
+    // cwd relative to the slave's own cwd; PATH entries relative to the job's cwd, and an empty one (the cwd).
+    const cwd = relative(process.cwd(), join(root, 'work'));
+    assert.ok(!isAbsolute(cwd));
+    for (const [file, path, want] of [
+      ['rel-tool', 'bin', 'rel bin/rel-tool\n'],
+      ['here-tool', '/nonexistent:', 'here here-tool\n'],
+    ] as const) {
+      const c = nativeSpawn(file, [], { cwd, env: { PATH: path } });
+      reaper.addGroup(c.pid);
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.stderr.resume();
+      const [code] = await new Promise<[number | null, NodeJS.Signals | null]>((res) => c.on('exit', (...a) => res(a)));
+      await waitUntil(() => c.stdout.closed);
+      assert.equal(code, 0, `${file}: ${out}`);
+      assert.equal(out, want, file);
+    }
+  });
+
+  it("looks a bare command up as the runAs user: a file only root may run is skipped, as execvp skips it", async function () {
+    if (process.getuid?.() !== 0) this.skip();
+    await chmod(root, 0o711);
+    const [a, b] = [join(root, 'a'), join(root, 'b')];
+    for (const d of [a, b]) await mkdir(d, { mode: 0o755 });
+    await writeFile(join(a, 'two-of-me'), '#!/bin/sh\necho a\n', { mode: 0o700 });
+    await writeFile(join(b, 'two-of-me'), '#!/bin/sh\necho b\n', { mode: 0o755 });
+    const res = await both({ argv: ['two-of-me'] }, { path: `${a}:${b}`, runAs: { uid: 65534, gid: 65534 } });
+    for (const name of ['native', 'node'] as const) {
+      assert.equal(res[name].r.outcome, 'succeeded', `${name}: ${JSON.stringify(res[name].r.error)}`);
+      assert.equal(res[name].out, 'b\n', name);
     }
   });
 
