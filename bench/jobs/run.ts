@@ -475,12 +475,13 @@ async function bullmq(): Promise<void> {
 /**
  * The same machine's ceiling for one process per job, measured in this run: SLAVES Node
  * processes each start and reap N / SLAVES `true` processes, CAPACITY at once (see
- * spawn-ceiling.ts). No farm can run no-op jobs faster than this on this machine.
+ * spawn-ceiling.ts), with child_process (`spawnCeiling`) and with the slave's native spawner
+ * (`spawnCeilingNative`). No farm can run no-op jobs faster than this on this machine.
  */
-async function spawnCeiling(): Promise<void> {
+async function spawnCeiling(spawner: 'node' | 'native'): Promise<void> {
   const per = Math.ceil(N / SLAVES);
-  log(`ceiling: ${SLAVES} node processes x ${per} spawns of true, ${CAPACITY} at once each`);
-  const kids = Array.from({ length: SLAVES }, () => fork(join(here, 'spawn-ceiling.js'), [String(per), String(CAPACITY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  log(`ceiling: ${SLAVES} node processes x ${per} spawns of true, ${CAPACITY} at once each, ${spawner} spawner`);
+  const kids = Array.from({ length: SLAVES }, () => fork(join(here, 'spawn-ceiling.js'), [String(per), String(CAPACITY), spawner], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   await guarded(async () => void (await Promise.all(kids.map((k) => stopChild(k)))), async () => {
     await Promise.all(kids.map((k) => waitMessage<{ ready?: boolean }>(k, (m) => m.ready === true, 30_000, 'spawn-ceiling worker')));
     const done = kids.map((k) => waitMessage<{ done?: boolean; ms: number }>(k, (m) => m.done === true, 600_000, 'spawn-ceiling run'));
@@ -488,8 +489,10 @@ async function spawnCeiling(): Promise<void> {
     for (const k of kids) k.send({ go: true });
     await Promise.all(done);
     const ms = performance.now() - t0;
-    results.spawnCeiling = { processes: SLAVES, spawnsEach: per, concurrentEach: CAPACITY, totalMs: Math.round(ms), spawnsPerS: Math.round(((per * SLAVES) / ms) * 1000) };
-    log(`ceiling: ${JSON.stringify(results.spawnCeiling)}`);
+    const r = { processes: SLAVES, spawnsEach: per, concurrentEach: CAPACITY, totalMs: Math.round(ms), spawnsPerS: Math.round(((per * SLAVES) / ms) * 1000) };
+    if (spawner === 'node') results.spawnCeiling = r;
+    else results.spawnCeilingNative = r;
+    log(`ceiling (${spawner}): ${JSON.stringify(r)}`);
   });
 }
 
@@ -507,7 +510,10 @@ async function latencyFloorPhase(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  if (!skip.has('ceiling')) await spawnCeiling();
+  if (!skip.has('ceiling')) {
+    await spawnCeiling('node');
+    await spawnCeiling('native');
+  }
   if (!skip.has('floor')) await latencyFloorPhase();
   if (!skip.has('builder')) await builder();
   if (!skip.has('sim')) await simSlaves();
