@@ -459,6 +459,10 @@ done:
 }
 
 NAPI_MODULE_INIT() {
+  /* Binds syscall() now: the addon is loaded lazily (RTLD_LAZY), and the first call through its
+     PLT entry runs the dynamic linker's resolver, which must not run in the vfork child (it
+     writes the GOT and the calling thread's scope flag, on the slave's memory). */
+  (void)syscall(SYS_getpid);
   napi_value fn;
   napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, js_spawn, NULL, &fn);
   napi_set_named_property(env, exports, "spawn", fn);

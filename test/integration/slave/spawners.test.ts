@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
 import { isAbsolute, join, relative } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
 import { compileExecutorOptions, runAttempt, type AttemptHandle, type AttemptResult, type AttemptSpec } from '../../../slave/executor/index.js';
@@ -167,6 +169,28 @@ describe('slave/executor spawners: the job sees the same process from both', fun
       );
     }
     assert.throws(() => nativeSpawn('/bin/true', [], { cwd, env: {}, uid: 65534, gid: NaN }), TypeError);
+  });
+
+  it('runs nothing of the dynamic linker in the vfork child (every function it calls is bound before)', async () => {
+    // A fresh node (the addon loaded lazily, as the slave loads it) with LD_DEBUG: the dynamic
+    // linker logs each binding with the pid of the process that makes it (the job's env has no
+    // LD_DEBUG, so /bin/true adds nothing after the exec).
+    const mod = new URL('../../../slave/executor/native-spawn.js', import.meta.url).href;
+    const script = `import { nativeSpawn } from ${JSON.stringify(mod)};
+      const c = nativeSpawn('/bin/true', [], { cwd: '/', env: {} });
+      c.stdout.resume(); c.stderr.resume();
+      c.on('exit', (code) => console.log(c.pid, code));`;
+    const ld = join(root, 'ld');
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, LD_DEBUG: 'bindings', LD_DEBUG_OUTPUT: ld }, timeout: 20_000 });
+    const [pid, code] = stdout.trim().split(' ').map(Number);
+    assert.equal(code, 0, stdout);
+    // The child writes to the debug file of the process it was vforked from, lines prefixed with its own pid.
+    const files = (await readdir(root)).filter((f) => f.startsWith('ld.'));
+    assert.ok(files.length > 0, 'LD_DEBUG_OUTPUT wrote nothing');
+    const text = (await Promise.all(files.map((f) => readFile(join(root, f), 'utf8')))).join('');
+    assert.match(text, /builder_spawn/, 'the bindings of the addon are in the output');
+    const childs = text.split('\n').filter((l) => l.trimStart().startsWith(`${pid}:`) && l.includes('builder_spawn'));
+    assert.deepEqual(childs, [], "the job's process ran the dynamic linker for the addon");
   });
 
   it('reports exit codes and signals, and a child that exits at once is not missed', async () => {
