@@ -3,7 +3,8 @@
     {
       "target_name": "builder_spawn",
       "sources": ["spawn.c"],
-      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"]
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"],
+      "ldflags": ["-Wl,-z,now"]
     }
   ]
 }

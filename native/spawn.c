@@ -22,7 +22,7 @@
  *     ENOENT), `errno` and `syscall` 'spawn', as child_process reports them;
  *   - onExit(code, signo) runs on the event loop once the process has exited (a pidfd watched by
  *     libuv; the process is reaped here): code is -1 when signal signo ended it.
- * Linux 5.9 or later (pidfd_open, waitid P_PIDFD, close_range).
+ * Linux 5.9 or later (pidfd_open, waitid P_PIDFD, close_range): probe() says why not.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -220,8 +220,21 @@ static void on_exit_ready(uv_poll_t *h, int status, int events) {
   if (r == 0) {
     if (si.si_code == CLD_EXITED) code = si.si_status;
     else signo = si.si_status;
+  } else if (errno != ECHILD) {
+    /* waitid cannot use the pidfd (a kernel without P_PIDFD): the pid is still ours, since it
+       cannot be reused before it is reaped, and the pidfd said it has exited. */
+    int st = 0;
+    pid_t got;
+    do {
+      got = waitpid(w->pid, &st, WNOHANG);
+    } while (got < 0 && errno == EINTR);
+    if (got == 0) return;
+    if (got == w->pid) {
+      if (WIFEXITED(st)) code = WEXITSTATUS(st);
+      else if (WIFSIGNALED(st)) signo = WTERMSIG(st);
+    }
   }
-  /* r != 0 (ECHILD: reaped elsewhere): reported as code -1, signal 0; the caller says so. */
+  /* Still neither (ECHILD: reaped elsewhere): code -1 and signal 0, which the caller reports as a lost status. */
   uv_poll_stop(&w->poll);
   napi_env env = w->env;
   napi_handle_scope scope;
@@ -263,6 +276,12 @@ typedef struct {
  * ends in execve or _exit. Every signal is blocked in the parent around vfork, so no handler of
  * the slave can run here before the dispositions are reset.
  */
+/* `from` as descriptor `to` without close-on-exec (dup3 refuses from == to: clear the flag then). */
+static int move_fd(int from, int to) {
+  if (from == to) return (int)syscall(SYS_fcntl, to, F_SETFD, 0);
+  return (int)syscall(SYS_dup3, from, to, 0);
+}
+
 static void child_run(child_plan_t *p) {
   /* A zeroed kernel struct sigaction is SIG_DFL with no flags and an empty mask, on every
      architecture's layout. Reset all signals, glibc's internal ones (32, 33) and ignored ones
@@ -275,9 +294,9 @@ static void child_run(child_plan_t *p) {
   if (syscall(SYS_setsid) < 0) goto fail;
   int devnull = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC, 0);
   if (devnull < 0) goto fail;
-  if (syscall(SYS_dup3, devnull, 0, 0) < 0 && devnull != 0) goto fail;
-  if (syscall(SYS_dup3, p->out_w, 1, 0) < 0) goto fail;
-  if (syscall(SYS_dup3, p->err_w, 2, 0) < 0) goto fail;
+  if (move_fd(devnull, 0) < 0) goto fail;
+  if (move_fd(p->out_w, 1) < 0) goto fail;
+  if (move_fd(p->err_w, 2) < 0) goto fail;
   /* Nothing of the slave's but 0, 1 and 2, also descriptors it inherited without close-on-exec. */
   syscall(SYS_close_range, 3, ~0U, 0);
   /* The directory first, then the ids: the order child_process (libuv) uses. */
@@ -458,6 +477,30 @@ done:
   return result;
 }
 
+/*
+ * probe() -> undefined, or why this kernel cannot run the spawner: pidfd_open (5.3), waitid on a
+ * pidfd (5.4) and close_range (5.9) must all work, or the slave uses child_process.
+ */
+static napi_value js_probe(napi_env env, napi_callback_info info) {
+  (void)info;
+  const char *why = NULL;
+  int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  if (fd < 0) {
+    why = "pidfd_open is not available (Linux 5.3 or later needed)";
+  } else {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    /* Our own pid is not our child: ECHILD means the call is understood, EINVAL that P_PIDFD is not. */
+    if (waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) != 0 && errno != ECHILD) why = "waitid cannot wait on a pidfd (Linux 5.4 or later needed)";
+    close(fd);
+  }
+  if (why == NULL && syscall(SYS_close_range, ~0U - 1, ~0U, 0) != 0 && errno == ENOSYS) why = "close_range is not available (Linux 5.9 or later needed)";
+  napi_value r;
+  if (why == NULL) napi_get_undefined(env, &r);
+  else napi_create_string_utf8(env, why, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
 NAPI_MODULE_INIT() {
   /* Binds syscall() now: the addon is loaded lazily (RTLD_LAZY), and the first call through its
      PLT entry runs the dynamic linker's resolver, which must not run in the vfork child (it
@@ -466,5 +509,7 @@ NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, js_spawn, NULL, &fn);
   napi_set_named_property(env, exports, "spawn", fn);
+  napi_create_function(env, "probe", NAPI_AUTO_LENGTH, js_probe, NULL, &fn);
+  napi_set_named_property(env, exports, "probe", fn);
   return exports;
 }

@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
  */
 interface NativeSpawnModule {
   spawn(file: string, argv: string[], env: string[], cwd: string, uid: number, gid: number, onExit: (code: number, signo: number) => void): [number, number, number];
+  /** Why this kernel cannot run the spawner (pidfd_open, waitid P_PIDFD, close_range), or undefined. */
+  probe(): string | undefined;
 }
 
 /** Where the addon is, from dist/slave/executor/ (or slave/executor/ run from source). */
@@ -27,8 +29,9 @@ function load(): { mod: NativeSpawnModule } | { error: string } {
   const path = fileURLToPath(ADDON_URL);
   try {
     const mod = createRequire(import.meta.url)(path) as NativeSpawnModule;
-    if (typeof mod.spawn !== 'function') return (loaded = { error: `${path} has no spawn function` });
-    loaded = { mod };
+    if (typeof mod.spawn !== 'function' || typeof mod.probe !== 'function') return (loaded = { error: `${path} is not the spawner this code expects (rebuild it: npm run build:native)` });
+    const why = mod.probe();
+    loaded = why === undefined ? { mod } : { error: `the native spawner cannot run on this kernel: ${why}` };
   } catch (e) {
     loaded = { error: `cannot load the native spawner ${path} (run \`npm run build:native\`): ${e instanceof Error ? e.message : String(e)}` };
   }

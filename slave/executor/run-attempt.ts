@@ -411,6 +411,8 @@ class AttemptRun implements AttemptHandle {
         exitCode = code;
         signal = sig;
         exited = true;
+        // Neither: the native spawner could not read the status (the process was reaped elsewhere).
+        if (code === null && sig === null) error ??= { code: 'ECHILD', message: 'the exit status of the job process was lost' };
         if (this.timeoutTimer !== undefined) clearTimeout(this.timeoutTimer);
         // Anything left in the group is an orphan of this job: SIGTERM now, SIGKILL after the grace.
         let wait = this.o.pipeCloseTimeoutMs;

@@ -25,7 +25,7 @@ async function namelessUid(): Promise<number> {
   throw new Error('every candidate uid has a passwd entry');
 }
 
-// Every case runs with both ways of starting a job: the native spawner (posix_spawn) and child_process.
+// Every case runs with both ways of starting a job: the native spawner (vfork) and child_process.
 for (const spawner of ['native', 'node'] as const) describe(`slave/executor runAttempt (real processes, ${spawner} spawner)`, function () {
   this.timeout(30_000);
   let root: string;

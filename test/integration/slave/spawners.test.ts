@@ -193,6 +193,58 @@ describe('slave/executor spawners: the job sees the same process from both', fun
     assert.deepEqual(childs, [], "the job's process ran the dynamic linker for the addon");
   });
 
+  /** Runs `script` (an ES module, with `mod` the native-spawn module's URL) in a fresh node under strace with `inject` (strace -e inject=...). */
+  async function underStrace(inject: string[], script: string): Promise<string> {
+    const mod = new URL('../../../slave/executor/native-spawn.js', import.meta.url).href;
+    const opts = new URL('../../../slave/executor/executor-options.js', import.meta.url).href;
+    const code = `const mod = ${JSON.stringify(mod)}; const optsMod = ${JSON.stringify(opts)};\n${script}`;
+    const args = ['-f', '-qq', '-o', '/dev/null', ...inject.flatMap((i) => ['-e', `inject=${i}`]), process.execPath, '--input-type=module', '-e', code];
+    const { stdout } = await promisify(execFile)('strace', args, { timeout: 20_000 });
+    return stdout.trim();
+  }
+
+  it('is not used on a kernel without pidfd_open, waitid on a pidfd or close_range: auto falls back to child_process and says why', async () => {
+    const script = `const { nativeSpawnUnavailable } = await import(mod); const { compileExecutorOptions } = await import(optsMod);
+      const o = compileExecutorOptions({ dataDir: '/nonexistent-builder-test' });
+      console.log(JSON.stringify({ why: nativeSpawnUnavailable(), spawner: o.spawner, note: o.spawnerNote }));`;
+    for (const [inject, want] of [
+      ['pidfd_open:error=ENOSYS', /pidfd_open is not available/],
+      ['waitid:error=EINVAL', /waitid cannot wait on a pidfd/],
+      ['close_range:error=ENOSYS', /close_range is not available/],
+    ] as const) {
+      const r = JSON.parse(await underStrace([inject], script)) as { why?: string; spawner: string; note?: string };
+      assert.match(r.why ?? '', want, inject);
+      assert.equal(r.spawner, 'node', inject);
+      assert.match(r.note ?? '', want, inject);
+    }
+  });
+
+  it('reads the exit with waitpid when waitid cannot use the pidfd, and reports a lost status as neither code nor signal', async () => {
+    const script = `const { nativeSpawn } = await import(mod);
+      const run = (args) => new Promise((resolve) => { const c = nativeSpawn('/bin/sh', args, { cwd: '/', env: {} }); c.stdout.resume(); c.stderr.resume(); c.on('exit', (code, sig) => resolve([code, sig])); });
+      console.log(JSON.stringify([await run(['-c', 'exit 7']), await run(['-c', 'kill -TERM $$'])]));`;
+    // The first waitid is the probe's, at load: the later ones (the exits) fail.
+    assert.deepEqual(JSON.parse(await underStrace(['waitid:error=EINVAL:when=2+'], script)), [
+      [7, null],
+      [null, 'SIGTERM'],
+    ]);
+    assert.deepEqual(JSON.parse(await underStrace(['waitid:error=ECHILD:when=2+'], script)), [
+      [null, null],
+      [null, null],
+    ]);
+  });
+
+  it("gives the job /dev/null as stdin also when the slave's own descriptor 0 is closed", async () => {
+    const mod = new URL('../../../slave/executor/native-spawn.js', import.meta.url).href;
+    const script = `import { closeSync } from 'node:fs'; import { nativeSpawn } from ${JSON.stringify(mod)};
+      closeSync(0);
+      const c = nativeSpawn('/bin/sh', ['-c', 'readlink /proc/self/fd/0; echo ok'], { cwd: '/', env: { PATH: '/usr/bin:/bin' } });
+      let out = ''; c.stdout.on('data', (d) => (out += d)); c.stderr.resume();
+      c.stdout.on('close', () => process.stdout.write(out));`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000 });
+    assert.equal(stdout, '/dev/null\nok\n');
+  });
+
   it('reports exit codes and signals, and a child that exits at once is not missed', async () => {
     const results: Array<[number | null, NodeJS.Signals | null]> = [];
     const children = [nativeSpawn('/bin/sh', ['-c', 'exit 0'], { cwd: tmpdir(), env: {} }), nativeSpawn('/bin/sh', ['-c', 'exit 200'], { cwd: tmpdir(), env: {} }), nativeSpawn('/bin/sh', ['-c', 'kill -TERM $$'], { cwd: tmpdir(), env: {} })];
