@@ -3,8 +3,7 @@
     {
       "target_name": "builder_spawn",
       "sources": ["spawn.c"],
-      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"],
-      "ldflags": ["-Wl,-z,now"]
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"]
     }
   ]
 }

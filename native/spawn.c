@@ -502,10 +502,15 @@ static napi_value js_probe(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
-  /* Binds syscall() now: the addon is loaded lazily (RTLD_LAZY), and the first call through its
-     PLT entry runs the dynamic linker's resolver, which must not run in the vfork child (it
-     writes the GOT and the calling thread's scope flag, on the slave's memory). */
+  /* Binds now the only two functions the vfork child calls, syscall() and __errno_location()
+     (errno): the addon is loaded lazily (RTLD_LAZY), and the first call through a PLT entry runs
+     the dynamic linker's resolver, which must not run in the child (it writes the GOT and the
+     calling thread's scope flag, on the slave's memory). Not `-z now`: binding every symbol at
+     load touches about 0.8 MB of node's symbol tables, in each slave's RSS. The LD_DEBUG test in
+     spawners.test.ts fails if the child ever binds anything. */
   (void)syscall(SYS_getpid);
+  volatile int bound_errno = errno;
+  (void)bound_errno;
   napi_value fn;
   napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, js_spawn, NULL, &fn);
   napi_set_named_property(env, exports, "spawn", fn);

@@ -176,7 +176,9 @@ describe('slave/executor spawners: the job sees the same process from both', fun
     // linker logs each binding with the pid of the process that makes it (the job's env has no
     // LD_DEBUG, so /bin/true adds nothing after the exec).
     const mod = new URL('../../../slave/executor/native-spawn.js', import.meta.url).href;
+    // First a start that fails in the child (execve: ENOENT, so errno is read there), then one that runs.
     const script = `import { nativeSpawn } from ${JSON.stringify(mod)};
+      try { nativeSpawn('no-such-command-here', [], { cwd: '/', env: { PATH: '/nonexistent' } }); } catch {}
       const c = nativeSpawn('/bin/true', [], { cwd: '/', env: {} });
       c.stdout.resume(); c.stderr.resume();
       c.on('exit', (code) => console.log(c.pid, code));`;
