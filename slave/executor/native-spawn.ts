@@ -76,10 +76,10 @@ export class NativeChild extends EventEmitter<{ exit: [code: number | null, sign
 
 /**
  * Starts `file` (looked up in the PATH of `env` when it has no slash) with `args`, in `cwd`, with
- * exactly `env`, as `uid` and `gid` when given (both or neither). Throws (synchronously) what child_process would report as an `error` event: an
- * Error with `code` (ENOENT, EACCES, ...), `errno` and `syscall` 'spawn'; and a TypeError for a
- * NUL byte in any string. Throws a plain Error when the addon is not available (see
- * nativeSpawnUnavailable).
+ * exactly `env`, as `uid` and `gid` when given (both or neither). Throws (synchronously) what
+ * child_process would report as an `error` event: an Error with `code` (ENOENT, EACCES, ...),
+ * `errno` and `syscall` 'spawn'; and a TypeError for a NUL byte in any string or a bad id.
+ * Throws a plain Error when the addon is not available (see nativeSpawnUnavailable).
  */
 export function nativeSpawn(file: string, args: readonly string[], opts: { cwd: string; env: Record<string, string>; uid?: number; gid?: number }): NativeChild {
   const l = load();
