@@ -118,15 +118,15 @@ static void free_vec(char **v) {
   free(v);
 }
 
-/* A JS array of strings as a NULL-terminated vector; `extra` free entries are kept in front. */
-static char **get_vec(napi_env env, napi_value arr, const char *what, size_t extra) {
+/* A JS array of strings as a NULL-terminated vector. */
+static char **get_vec(napi_env env, napi_value arr, const char *what) {
   bool is_array = false;
   uint32_t n = 0;
   if (napi_is_array(env, arr, &is_array) != napi_ok || !is_array || napi_get_array_length(env, arr, &n) != napi_ok) {
     throw_type(env, what);
     return NULL;
   }
-  char **v = calloc((size_t)n + extra + 1, sizeof(char *));
+  char **v = calloc((size_t)n + 1, sizeof(char *));
   if (v == NULL) {
     napi_throw_error(env, "ENOMEM", "spawn: out of memory");
     return NULL;
@@ -136,11 +136,10 @@ static char **get_vec(napi_env env, napi_value arr, const char *what, size_t ext
     napi_get_element(env, arr, i, &item);
     char *s = get_string(env, item, what);
     if (s == NULL) {
-      for (size_t j = 0; j < extra + i; j++) free(v[j]);
-      free(v);
+      free_vec(v);
       return NULL;
     }
-    v[extra + i] = s;
+    v[i] = s;
   }
   return v;
 }
@@ -270,18 +269,18 @@ typedef struct {
   volatile int err; /* set by the child when it fails before or at the exec (shared: vfork) */
 } child_plan_t;
 
-/*
- * The child side of vfork: it shares the slave's memory and runs on the calling thread's stack,
- * so it uses raw system calls only (no errno-setting libc state, no locks, no allocation) and
- * ends in execve or _exit. Every signal is blocked in the parent around vfork, so no handler of
- * the slave can run here before the dispositions are reset.
- */
 /* `from` as descriptor `to` without close-on-exec (dup3 refuses from == to: clear the flag then). */
 static int move_fd(int from, int to) {
   if (from == to) return (int)syscall(SYS_fcntl, to, F_SETFD, 0);
   return (int)syscall(SYS_dup3, from, to, 0);
 }
 
+/*
+ * The child side of vfork: it shares the slave's memory and runs on the calling thread's stack,
+ * so it uses raw system calls only (no errno-setting libc state, no locks, no allocation) and
+ * ends in execve or _exit. Every signal is blocked in the parent around vfork, so no handler of
+ * the slave can run here before the dispositions are reset.
+ */
 static void child_run(child_plan_t *p) {
   /* A zeroed kernel struct sigaction is SIG_DFL with no flags and an empty mask, on every
      architecture's layout. Reset all signals, glibc's internal ones (32, 33) and ignored ones
@@ -372,19 +371,18 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   int out[2] = {-1, -1}, err[2] = {-1, -1};
   file = get_string(env, args[0], "spawn: file must be a string without NUL");
   if (file == NULL) goto done;
-  /* One free slot in front of argv: /bin/sh for an ENOEXEC retry. */
-  argv = get_vec(env, args[1], "spawn: argv must be an array of strings without NUL", 1);
+  argv = get_vec(env, args[1], "spawn: argv must be an array of strings without NUL");
   if (argv == NULL) goto done;
-  envp = get_vec(env, args[2], "spawn: env must be an array of strings without NUL", 0);
+  envp = get_vec(env, args[2], "spawn: env must be an array of strings without NUL");
   if (envp == NULL) goto done;
   cwd = get_string(env, args[3], "spawn: cwd must be a string without NUL");
   if (cwd == NULL) goto done;
-  if (argv[1] == NULL) {
+  if (argv[0] == NULL) {
     throw_type(env, "spawn: argv must hold at least argv[0]");
     goto done;
   }
   size_t argc_n = 0;
-  while (argv[argc_n + 1] != NULL) argc_n++;
+  while (argv[argc_n] != NULL) argc_n++;
 
   int e = 0;
   paths = path_candidates(file, envp, &e);
@@ -396,21 +394,17 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
     throw_errno(env, errno, file);
     goto done;
   }
-  /* /bin/sh <path> <args...> for a file without #! (ENOEXEC), made here: the child allocates nothing. */
-  argv[0] = strdup("/bin/sh");
-  if (argv[0] == NULL) {
-    throw_errno(env, ENOMEM, file);
-    goto done;
-  }
+  /* /bin/sh <path> <args...> for a file without #! (ENOEXEC), made here: the child allocates
+     nothing (it sets [1] to the candidate that gave ENOEXEC). Borrows argv's strings. */
   char **sh_argv = calloc(argc_n + 2, sizeof(char *));
   if (sh_argv == NULL) {
     throw_errno(env, ENOMEM, file);
     goto done;
   }
-  sh_argv[0] = argv[0];
+  sh_argv[0] = (char *)"/bin/sh";
   sh_argv[1] = paths[0];
-  for (size_t i = 2; i <= argc_n; i++) sh_argv[i] = argv[i];
-  child_plan_t plan = {.paths = paths, .argv = argv + 1, .sh_argv = sh_argv, .env = envp, .cwd = cwd, .out_w = out[1], .err_w = err[1], .set_ids = set_ids, .uid = (uid_t)uid, .gid = (gid_t)gid};
+  for (size_t i = 1; i < argc_n; i++) sh_argv[i + 1] = argv[i];
+  child_plan_t plan = {.paths = paths, .argv = argv, .sh_argv = sh_argv, .env = envp, .cwd = cwd, .out_w = out[1], .err_w = err[1], .set_ids = set_ids, .uid = (uid_t)uid, .gid = (gid_t)gid};
   pid_t pid = 0;
   int r = do_spawn(&plan, &pid);
   free(sh_argv);
@@ -467,12 +461,7 @@ done:
   free(file);
   free(cwd);
   free_vec(paths);
-  if (argv != NULL) {
-    /* argv[0] is the free front slot (NULL unless the ENOEXEC retry used it). */
-    free(argv[0]);
-    for (char **q = argv + 1; *q != NULL; q++) free(*q);
-    free(argv);
-  }
+  free_vec(argv);
   free_vec(envp);
   return result;
 }

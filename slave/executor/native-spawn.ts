@@ -55,8 +55,6 @@ export class NativeChild extends EventEmitter<{ exit: [code: number | null, sign
   readonly pid: number;
   readonly stdout: Socket;
   readonly stderr: Socket;
-  exitCode: number | null = null;
-  signalCode: NodeJS.Signals | null = null;
 
   /** @internal use nativeSpawn */
   constructor(pid: number, outFd: number, errFd: number) {
@@ -68,9 +66,8 @@ export class NativeChild extends EventEmitter<{ exit: [code: number | null, sign
 
   /** @internal */
   exited(code: number, signo: number): void {
-    if (code >= 0) this.exitCode = code;
-    else this.signalCode = SIGNAL_NAMES.get(signo) ?? null;
-    this.emit('exit', this.exitCode, this.signalCode);
+    // Neither (code -1, signo 0): the status was lost; the executor reports that as an error.
+    this.emit('exit', code >= 0 ? code : null, code >= 0 ? null : (SIGNAL_NAMES.get(signo) ?? null));
   }
 }
 
