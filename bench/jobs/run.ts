@@ -9,9 +9,10 @@
  * as the last one ended), and after `--latency-gap` ms of idleness before each submit (the
  * farm's processes and the CPUs have gone quiet: "cold"; 0 skips it). Standalone floor:
  * `node dist/bench/jobs/latency-floor.js [count] [gapMs]`. In the environment, BENCH_SLAVE_ARGS
- * adds `slave run` flags (e.g. `--spawner node`); BENCH_NODE_ARGS passes node flags to master and slaves (e.g. "--cpu-prof --cpu-prof-dir=DIR": they
- * are then stopped with SIGTERM, so that they write their profiles); BENCH_KEEP_DIR=1 keeps the
- * farm's dir (the processes' output, e.g. of --trace-gc) and prints where it is.
+ * adds `slave run` flags (e.g. `--spawner node`); BENCH_NODE_ARGS passes node flags to master and
+ * slaves (e.g. "--cpu-prof --cpu-prof-dir=DIR": they are then stopped with SIGTERM, so that they
+ * write their profiles); BENCH_KEEP_DIR=1 keeps the farm's dir (the processes' output, e.g. of
+ * --trace-gc) and prints where it is.
  *
  * Builder: a real `master run` and `--slaves` real `slave run` processes of `--capacity` slots
  * (10 x 5 = 50 jobs at once), through the bins as an operator starts them (test/helpers/
