@@ -98,9 +98,13 @@ describe('master/store (real SQLite)', () => {
       assert.ok(cp.writerRuns > 0);
       const wal = await walBytes();
       assert.ok(wal < 4 << 20, `WAL of ${wal} bytes`);
-      // And it does not grow with the number of writes: 800 more leave it about the same.
+      // And it does not grow with the number of writes: after 800 more (46 MiB of WAL unbounded)
+      // it is still under the same bound. Not a ratio to the first figure: the file's size is its
+      // high-water mark, and one slow checkpoint on a loaded machine raises it (2.6 -> 3.9 MB
+      // was seen in CI), which says nothing of growth.
       for (let i = 0; i < 800; i++) await store.createJob(spec({ name: `c${i}` }));
-      assert.ok((await walBytes()) < wal * 1.5, `WAL of ${await walBytes()} bytes after ${wal}`);
+      const after = await walBytes();
+      assert.ok(after < 4 << 20, `WAL of ${after} bytes after ${wal}`);
       await store.close();
       store = await MasterStore.open({ dir, checkpoint: 'commit' });
       assert.equal(store.checkpointer, undefined);
