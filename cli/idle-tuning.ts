@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { releaseOptimizer } from '../protocol/v8-optimizer.js';
+import { releaseBaselineCompiler, releaseOptimizer } from '../protocol/v8-optimizer.js';
 
 /** Options of a daemon's idle tuning; all optional. */
 export interface IdleTuningOptions {
@@ -119,8 +119,13 @@ export function startIdleTuning(o: IdleTuningOptions = {}): IdleTuning {
   };
 }
 
-/** {@link startIdleTuning} for a daemon command, with its collections and the optimizer's release logged at debug level. */
+/**
+ * For a daemon command once it has started: lets the baseline compiler go
+ * ({@link releaseBaselineCompiler}), then {@link startIdleTuning}, with its collections and the
+ * optimizer's release logged at debug level.
+ */
 export function startDaemonIdleTuning(log: { debug: (o: object, msg: string) => void }): IdleTuning {
+  releaseBaselineCompiler();
   return startIdleTuning({
     onCollect: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'idle: heap collected'),
     onBusy: (elu) => log.debug({ elu }, 'busy: optimizing compiler on'),

@@ -17,6 +17,18 @@ export function holdOptimizer(): void {
   setFlagsFromString('--no-sparkplug');
 }
 
+/**
+ * Lets Sparkplug, the baseline compiler, go once the daemon has started (cli/idle-tuning.ts),
+ * while TurboFan stays held until it is busy. Start-up code has run by then, so only what runs
+ * warm afterwards gets baseline code: the dispatch path, heartbeats. On an idle farm that took
+ * the mean queued -> running from 1.94-2.18 to 1.54-2.12 ms back to back, and lower in all 5
+ * alternated pairs, for about 0.7 MiB more in the master and no change seen in the slaves
+ * (docs/benchmarks.md, "Night of 2026-12-01").
+ */
+export function releaseBaselineCompiler(): void {
+  setFlagsFromString('--sparkplug');
+}
+
 /** Lets V8 optimize hot functions again (idempotent). */
 export function releaseOptimizer(): void {
   setFlagsFromString('--opt');
