@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { loadIdentity } from '../pki/index.js';
-import { connectRpc, mutualTlsClientOptions, parseHostPort, type RpcPeer, type RpcPeerOptions } from '../protocol/index.js';
+import { BuilderError, connectRpc, mutualTlsClientOptions, parseHostPort, type RpcPeer, type RpcPeerOptions } from '../protocol/index.js';
 
 export const SOFTWARE = 'builder-slave/0.1.0';
 
@@ -21,6 +21,46 @@ export interface SlaveAgentOptions {
   logger?: Logger;
   /** Called on every new connection, after session.hello: register job handlers here. */
   onConnect?: (peer: RpcPeer) => void | Promise<void>;
+  /** Warn (at start, then once a day) when the certificate expires within this. Default 14 days. */
+  certWarnMs?: number;
+  /** The clock (tests). Default Date.now. */
+  now?: () => number;
+}
+
+const DAY_MS = 86_400_000;
+
+/** How to get a new certificate once the old one has ended (the master enrolls a name again once none of its certificates is live). */
+function reenrollHint(dir: string, name: string): string {
+  return `enroll again: make a token on the master with "master token create", then run "slave enroll --dir ${dir} --force --name ${name}" with it`;
+}
+
+/** The same before the end: the old certificate is still live, so the master must revoke it first. */
+function renewHint(dir: string, name: string): string {
+  return `to renew it, drain this slave, run "master slave revoke ${name}" and "master token create" on the master, then "slave enroll --dir ${dir} --force --name ${name}" with the token, and start the slave again`;
+}
+
+/** The CN of a certificate's subject. */
+function commonName(cert: X509Certificate): string | undefined {
+  return cert.subject
+    .split('\n')
+    .find((l) => l.startsWith('CN='))
+    ?.slice(3);
+}
+
+/**
+ * Checks the slave's certificate against the clock: one the master would refuse (expired, or
+ * not valid yet) is a clear error here rather than a TLS alert on every reconnect.
+ */
+export function checkCertificateDates(cert: X509Certificate, dir: string, now: number): void {
+  const from = Date.parse(cert.validFrom);
+  const to = Date.parse(cert.validTo);
+  if (now > to) {
+    const name = commonName(cert) ?? 'NAME';
+    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${dir} expired on ${new Date(to).toISOString()}, so the master refuses it; ${reenrollHint(dir, name)}`);
+  }
+  if (now < from) {
+    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${dir} is not valid before ${new Date(from).toISOString()}: check this host's clock (it says ${new Date(now).toISOString()})`);
+  }
 }
 
 export interface SlaveAgentEvents {
@@ -41,6 +81,8 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = Date.now();
+  private cert: X509Certificate | undefined;
+  private certTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: SlaveAgentOptions) {
     super();
@@ -55,8 +97,29 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   /** Loads the identity and starts connecting; resolves after the first attempt (connected or scheduled to retry). */
   async start(): Promise<void> {
     const id = await loadIdentity(this.opts.dir);
-    this.name = new X509Certificate(id.cert).subject.split('\n').find((l) => l.startsWith('CN='))?.slice(3) ?? 'slave';
+    const cert = new X509Certificate(id.cert);
+    checkCertificateDates(cert, this.opts.dir, this.now());
+    this.cert = cert;
+    this.name = commonName(cert) ?? 'slave';
+    this.warnIfExpiring();
+    this.certTimer = setInterval(() => this.warnIfExpiring(), DAY_MS);
+    this.certTimer.unref();
     await this.connectOnce(id);
+  }
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  /** Logs a warning when the certificate ends within `certWarnMs`, and an error once it has. */
+  private warnIfExpiring(): void {
+    const to = Date.parse(this.cert!.validTo);
+    const left = to - this.now();
+    const at = new Date(to).toISOString();
+    if (left <= 0) this.log.error({ expiredAt: at }, `certificate expired: the master refuses this slave; ${reenrollHint(this.opts.dir, this.name)}`);
+    else if (left <= (this.opts.certWarnMs ?? 14 * DAY_MS)) {
+      this.log.warn({ expiresAt: at, daysLeft: Math.floor(left / DAY_MS) }, `certificate expires soon; ${renewHint(this.opts.dir, this.name)}`);
+    }
   }
 
   private async connectOnce(id: { ca: string; cert: string; key: string }): Promise<void> {
@@ -104,6 +167,8 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
       this.emit('connected', peer);
     } catch (e) {
       const err = e as Error;
+      // Expired while running: say so, not just that the master cannot be reached.
+      if (this.cert !== undefined && this.now() > Date.parse(this.cert.validTo)) this.warnIfExpiring();
       this.log.warn({ err: err.message }, 'cannot reach master');
       this.emit('connectFailed', err);
       this.scheduleRetry(id);
@@ -128,6 +193,7 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.certTimer) clearInterval(this.certTimer);
     await this.peer?.close(1000);
   }
 }
