@@ -1,5 +1,5 @@
 import tls from 'node:tls';
-import { constants } from 'node:crypto';
+import { X509Certificate, constants } from 'node:crypto';
 import { roleFromOu } from '../pki/roles.js';
 import type { RemoteIdentity } from './rpc-peer.js';
 
@@ -67,4 +67,19 @@ export function peerIdentity(socket: tls.TLSSocket): (RemoteIdentity & { serial:
   const cn = cert.subject.CN;
   if (!role || typeof cn !== 'string') return undefined;
   return { role, name: cn, serial: cert.serialNumber.toUpperCase(), address: socket.remoteAddress ?? '' };
+}
+
+/**
+ * Whether a certificate's dates would make a peer refuse it at the handshake: `expired` (after
+ * its notAfter) or `early` (before its notBefore, a clock problem), with that date; undefined
+ * when it is valid at `now`. Checked before connecting, so that the refusal, which a TLS 1.3
+ * client sees only as its connection closing, is said plainly.
+ */
+export function certificateDateProblem(certPem: string, now = Date.now()): { kind: 'expired' | 'early'; at: Date } | undefined {
+  const cert = new X509Certificate(certPem);
+  const to = Date.parse(cert.validTo);
+  if (now > to) return { kind: 'expired', at: new Date(to) };
+  const from = Date.parse(cert.validFrom);
+  if (now < from) return { kind: 'early', at: new Date(from) };
+  return undefined;
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { loadIdentity } from '../pki/index.js';
-import { BuilderError, connectRpc, mutualTlsClientOptions, parseHostPort, type RpcPeer, type RpcPeerOptions } from '../protocol/index.js';
+import { BuilderError, certificateDateProblem, connectRpc, mutualTlsClientOptions, parseHostPort, type RpcPeer, type RpcPeerOptions } from '../protocol/index.js';
 
 export const SOFTWARE = 'builder-slave/0.1.0';
 
@@ -52,14 +52,13 @@ function commonName(cert: X509Certificate): string | undefined {
  * not valid yet) is a clear error here rather than a TLS alert on every reconnect.
  */
 export function checkCertificateDates(cert: X509Certificate, dir: string, now: number): void {
-  const from = Date.parse(cert.validFrom);
-  const to = Date.parse(cert.validTo);
-  if (now > to) {
+  const p = certificateDateProblem(cert.toString(), now);
+  if (p?.kind === 'expired') {
     const name = commonName(cert) ?? 'NAME';
-    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${dir} expired on ${new Date(to).toISOString()}, so the master refuses it; ${reenrollHint(dir, name)}`);
+    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${dir} expired on ${p.at.toISOString()}, so the master refuses it; ${reenrollHint(dir, name)}`);
   }
-  if (now < from) {
-    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${dir} is not valid before ${new Date(from).toISOString()}: check this host's clock (it says ${new Date(now).toISOString()})`);
+  if (p?.kind === 'early') {
+    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${dir} is not valid before ${p.at.toISOString()}: check this host's clock (it says ${new Date(now).toISOString()})`);
   }
 }
 

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { BuilderError, ErrorCodes } from '../../../protocol/errors.js';
 import { connectRpc } from '../../../protocol/rpc-client.js';
 import { RpcCallError, type RpcPeer } from '../../../protocol/rpc-peer.js';
-import { mutualTlsClientOptions } from '../../../protocol/tls.js';
+import { certificateDateProblem, mutualTlsClientOptions } from '../../../protocol/tls.js';
 import { VERSION } from '../../../master/version.js';
 import type { ClientConfig } from './client-config.js';
 
@@ -58,6 +58,15 @@ export async function connectClient(cfg: ClientConfig, o: ConnectClientOptions =
     throw new BuilderError('BUILDER_ERR_CONFIG', `the identity in ${cfg.identity.dir} is not usable: ${(e as Error).message}`, {
       hint: 'ca.pem, cert.pem and key.pem must be PEM files that belong together',
     });
+  }
+  const dates = certificateDateProblem(id.cert);
+  if (dates?.kind === 'expired') {
+    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${cfg.identity.dir} expired on ${dates.at.toISOString()}, so the master refuses it`, {
+      hint: 'ask the master operator for a new identity (master client create)',
+    });
+  }
+  if (dates?.kind === 'early') {
+    throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${cfg.identity.dir} is not valid before ${dates.at.toISOString()}`, { hint: "check this host's clock" });
   }
   const peer = await connectRpc({
     tls: mutualTlsClientOptions(id, cfg.master.host, cfg.master.port),

@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PkiRegistry, caPaths, issueIdentity, loadCa } from '../../../pki/index.js';
 import { ProcessFarm } from '../../helpers/process-farm.js';
 import { runBin } from '../../helpers/procs.js';
 import { assertCleanError, builderCli } from './cli-helpers.js';
@@ -68,6 +69,26 @@ describe('the builder CLI when something is wrong', function () {
       assert.equal(rev.code, 0, rev.stderr);
       assert.match(rev.stdout, /revoked 1 certificate\(s\) of bob/);
       assertCleanError(await cli(['jobs'], { conn }), /refused the certificate|dropped the connection|handshake/, 4);
+    });
+
+    it('an expired certificate or one not valid yet: one line with its date, exit 4, without connecting', async function () {
+      const ca = await loadCa(farm.masterDir);
+      const reg = await PkiRegistry.open(caPaths(farm.masterDir).registry);
+      const DAY = 86_400_000;
+      const old = join(tmp, 'carol-old');
+      const early = join(tmp, 'carol-early');
+      try {
+        await issueIdentity(ca, reg, { name: 'carol', role: 'client', outDir: old, notBefore: new Date(Date.now() - 100 * DAY), notAfter: new Date(Date.UTC(2026, 0, 2)) });
+        await issueIdentity(ca, reg, { name: 'dave', role: 'client', outDir: early, notBefore: new Date(Date.now() + 10 * DAY), notAfter: new Date(Date.now() + 90 * DAY) });
+      } finally {
+        await reg.close();
+      }
+      // A wrong port too: the dates are checked before any connection is tried.
+      const port = await closedPort();
+      const r = await cli(['jobs'], { conn: ['--master', `127.0.0.1:${port}`, '--identity', old] });
+      assertCleanError(r, /^Error: the certificate in .*carol-old expired on 2026-01-02T00:00:00\.000Z, so the master refuses it$/m, 4);
+      assert.match(r.stderr, /master client create/);
+      assertCleanError(await cli(['jobs'], { conn: ['--master', farm.masterAddress, '--identity', early] }), /the certificate in .*carol-early is not valid before .*\n.*clock/, 4);
     });
 
     it('a certificate from another CA: one line, exit 4', async function () {
