@@ -106,10 +106,13 @@ export class MasterLink {
     const deadline = start + window;
     let delay = this.firstDelayMs;
     let last = reason;
-    for (;;) {
+    for (let attempts = 0; ; attempts++) {
       if (this.o.signal?.aborted) throw this.lost(`lost the connection to the master (${reason})`);
       const left = deadline - this.now();
-      if (left <= 0) {
+      // Not one more attempt in the last moments of the window: with a millisecond or two left
+      // (the pause to the deadline rounds short), it could only fail on its own tiny timeout and
+      // report that ("no TLS connection within 1 ms") instead of the real reason.
+      if (left <= 0 || (attempts > 0 && left < MIN_ATTEMPT_MS)) {
         throw this.lost(`lost the connection to the master (${reason}) and could not reconnect within ${formatWindow(window)} (last attempt: ${last})`);
       }
       try {
@@ -128,6 +131,9 @@ export class MasterLink {
     }
   }
 }
+
+/** Least time left in the reconnect window for another attempt (the first one is always made). */
+const MIN_ATTEMPT_MS = 100;
 
 /** Why `peer` is no longer usable after `e`, or undefined when `e` is the master's own answer. */
 function lostBecause(e: unknown, peer: RpcPeer): string | undefined {

@@ -85,6 +85,30 @@ describe('MasterLink (the CLI connection that survives a master restart)', funct
       assert.equal(attempts, 8);
     });
 
+    it('makes no attempt in the last 100 ms of the window (a pause that lands 1 ms short), so the last error is a real one', async function () {
+      const first = connection();
+      let t = 1_000_000;
+      const budgets: number[] = [];
+      const link = new MasterLink({
+        peer: first.cli,
+        reconnectForMs: 1_000,
+        now: () => t,
+        // Timers and a millisecond clock: the pause to the deadline ends 1 ms before it.
+        sleep: (ms) => {
+          t += ms - 1;
+          return Promise.resolve();
+        },
+        connect: (timeoutMs) => {
+          budgets.push(timeoutMs);
+          return Promise.reject(new BuilderError('BUILDER_ERR_UNAVAILABLE', timeoutMs < 100 ? `no TLS connection within ${timeoutMs} ms` : 'nothing listens at 127.0.0.1:7400'));
+        },
+      });
+      first.masterSide.destroy();
+      await assert.rejects(link.call('peer.echo', {}), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_UNAVAILABLE') && /\(last attempt: nothing listens at 127\.0\.0\.1:7400\)$/.test(e.message));
+      assert.ok(budgets.every((b) => b >= 100), `attempt budgets ${budgets.join(', ')}`);
+      assert.equal(budgets.length, 3);
+    });
+
     it('with a window of 0, fails at once and never reconnects', async function () {
       const first = connection();
       let attempts = 0;
