@@ -19,6 +19,9 @@ import { compileMasterOptions, type CompiledMasterOptions, type MasterOptions } 
 import { JobService } from './jobs/index.js';
 import { VERSION } from './version.js';
 
+/** A peer whose certificate ends within this is warned about at each connection (14 days). */
+const CERT_WARN_MS = 14 * 86_400_000;
+
 /**
  * The master process: two listeners (mutual TLS for slaves and the CLI, server-auth TLS for
  * enrollment only), the PKI registry, and the RPC handlers.
@@ -131,6 +134,14 @@ export class Master {
     const check = await this.registry.checkSerial(id.serial);
     if (!check.ok) return { reject: `certificate ${id.serial} is ${check.reason}` };
     if (check.record.name !== id.name || check.record.role !== id.role) return { reject: 'certificate does not match the CA record' };
+    const left = check.record.notAfter - Date.now();
+    if (left < CERT_WARN_MS) {
+      // Once per connection: a slave connects once and stays; a CLI user sees it per command.
+      this.log.warn(
+        { conn: id.name, role: id.role, serial: id.serial, expiresAt: new Date(check.record.notAfter).toISOString(), daysLeft: Math.floor(left / 86_400_000) },
+        id.role === 'slave' ? 'slave certificate expires soon: revoke it and enroll the slave again before then' : 'client certificate expires soon: make a new identity (master client create) before then',
+      );
+    }
     return id;
   }
 

@@ -26,9 +26,12 @@ describe('a slave whose certificate is out of its dates (real master, real TLS)'
   this.timeout(30_000);
   let farm: TestFarm;
   let agent: SlaveAgent | undefined;
+  let masterLines: Array<Record<string, unknown>>;
 
   beforeEach(async () => {
-    farm = await startFarm({}, { shareCa: true });
+    const rec = recordingLogger();
+    masterLines = rec.lines;
+    farm = await startFarm({ logger: rec.logger }, { shareCa: true });
   });
   afterEach(async () => {
     await agent?.stop();
@@ -68,6 +71,10 @@ describe('a slave whose certificate is out of its dates (real master, real TLS)'
     assert.ok(warn, JSON.stringify(lines));
     assert.equal(warn.daysLeft, 2);
     assert.match(String(warn.msg), /master slave revoke soon-1/);
+    // The master says so too, at the connection.
+    const said = masterLines.find((l) => l.level === 40 && l.conn === 'soon-1' && /slave certificate expires soon/.test(String(l.msg)));
+    assert.ok(said, JSON.stringify(masterLines.filter((l) => Number(l.level) >= 40)));
+    assert.equal(said.daysLeft, 2);
   });
 
   it('does not warn about a certificate with months left', async () => {
@@ -78,6 +85,7 @@ describe('a slave whose certificate is out of its dates (real master, real TLS)'
     await agent.start();
     await connected;
     assert.equal(lines.filter((l) => /certificate/.test(String(l.msg))).length, 0, JSON.stringify(lines));
+    assert.equal(masterLines.filter((l) => /certificate expires/.test(String(l.msg))).length, 0);
   });
 
   it('says its certificate expired when it cannot reconnect after the certificate ended while it ran', async () => {
