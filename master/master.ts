@@ -4,6 +4,7 @@ import type tls from 'node:tls';
 import pino, { type Logger } from 'pino';
 import {
   BuilderError,
+  CERT_WARN_MS,
   RateLimiter,
   RpcMethods,
   RpcServer,
@@ -18,9 +19,6 @@ import { PkiRegistry, certFingerprint, loadCa, publicKeyFromCsr, signPeer, type 
 import { compileMasterOptions, type CompiledMasterOptions, type MasterOptions } from './master-options.js';
 import { JobService } from './jobs/index.js';
 import { VERSION } from './version.js';
-
-/** A peer whose certificate ends within this is warned about at each connection (14 days). */
-const CERT_WARN_MS = 14 * 86_400_000;
 
 /**
  * The master process: two listeners (mutual TLS for slaves and the CLI, server-auth TLS for

@@ -69,6 +69,9 @@ export function peerIdentity(socket: tls.TLSSocket): (RemoteIdentity & { serial:
   return { role, name: cn, serial: cert.serialNumber.toUpperCase(), address: socket.remoteAddress ?? '' };
 }
 
+/** How long before a certificate's end the slave (about its own) and the master (about its peers) warn: 14 days. */
+export const CERT_WARN_MS = 14 * 86_400_000;
+
 /**
  * Whether a certificate's dates would make a peer refuse it at the handshake: `expired` (after
  * its notAfter) or `early` (before its notBefore, a clock problem), with that date; undefined

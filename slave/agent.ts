@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import { loadIdentity } from '../pki/index.js';
-import { BuilderError, certificateDateProblem, connectRpc, mutualTlsClientOptions, parseHostPort, type RpcPeer, type RpcPeerOptions } from '../protocol/index.js';
+import { BuilderError, CERT_WARN_MS, certificateDateProblem, connectRpc, mutualTlsClientOptions, parseHostPort, type RpcPeer, type RpcPeerOptions } from '../protocol/index.js';
 
 export const SOFTWARE = 'builder-slave/0.1.0';
 
@@ -21,10 +21,6 @@ export interface SlaveAgentOptions {
   logger?: Logger;
   /** Called on every new connection, after session.hello: register job handlers here. */
   onConnect?: (peer: RpcPeer) => void | Promise<void>;
-  /** Warn (at start, then once a day) when the certificate expires within this. Default 14 days. */
-  certWarnMs?: number;
-  /** The clock (tests). Default Date.now. */
-  now?: () => number;
 }
 
 const DAY_MS = 86_400_000;
@@ -97,7 +93,7 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   async start(): Promise<void> {
     const id = await loadIdentity(this.opts.dir);
     const cert = new X509Certificate(id.cert);
-    checkCertificateDates(cert, this.opts.dir, this.now());
+    checkCertificateDates(cert, this.opts.dir, Date.now());
     this.cert = cert;
     this.name = commonName(cert) ?? 'slave';
     this.warnIfExpiring();
@@ -106,17 +102,13 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
     await this.connectOnce(id);
   }
 
-  private now(): number {
-    return (this.opts.now ?? Date.now)();
-  }
-
-  /** Logs a warning when the certificate ends within `certWarnMs`, and an error once it has. */
+  /** Logs a warning when the certificate ends within 14 days (CERT_WARN_MS), and an error once it has. */
   private warnIfExpiring(): void {
     const to = Date.parse(this.cert!.validTo);
-    const left = to - this.now();
+    const left = to - Date.now();
     const at = new Date(to).toISOString();
     if (left <= 0) this.log.error({ expiredAt: at }, `certificate expired: the master refuses this slave; ${reenrollHint(this.opts.dir, this.name)}`);
-    else if (left <= (this.opts.certWarnMs ?? 14 * DAY_MS)) {
+    else if (left <= CERT_WARN_MS) {
       this.log.warn({ expiresAt: at, daysLeft: Math.floor(left / DAY_MS) }, `certificate expires soon; ${renewHint(this.opts.dir, this.name)}`);
     }
   }
@@ -167,7 +159,7 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
     } catch (e) {
       const err = e as Error;
       // Expired while running: say so, not just that the master cannot be reached.
-      if (this.cert !== undefined && this.now() > Date.parse(this.cert.validTo)) this.warnIfExpiring();
+      if (this.cert !== undefined && Date.now() > Date.parse(this.cert.validTo)) this.warnIfExpiring();
       this.log.warn({ err: err.message }, 'cannot reach master');
       this.emit('connectFailed', err);
       this.scheduleRetry(id);
