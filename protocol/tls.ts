@@ -1,5 +1,5 @@
 import tls from 'node:tls';
-import { X509Certificate, constants } from 'node:crypto';
+import { constants, type X509Certificate } from 'node:crypto';
 import { roleFromOu } from '../pki/roles.js';
 import type { RemoteIdentity } from './rpc-peer.js';
 
@@ -78,8 +78,7 @@ export const CERT_WARN_MS = 14 * 86_400_000;
  * when it is valid at `now`. Checked before connecting, so that the refusal, which a TLS 1.3
  * client sees only as its connection closing, is said plainly.
  */
-export function certificateDateProblem(certPem: string, now = Date.now()): { kind: 'expired' | 'early'; at: Date } | undefined {
-  const cert = new X509Certificate(certPem);
+export function certificateDateProblem(cert: X509Certificate, now = Date.now()): { kind: 'expired' | 'early'; at: Date } | undefined {
   const to = Date.parse(cert.validTo);
   if (now > to) return { kind: 'expired', at: new Date(to) };
   const from = Date.parse(cert.validFrom);

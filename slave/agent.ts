@@ -47,8 +47,8 @@ function commonName(cert: X509Certificate): string | undefined {
  * Checks the slave's certificate against the clock: one the master would refuse (expired, or
  * not valid yet) is a clear error here rather than a TLS alert on every reconnect.
  */
-export function checkCertificateDates(cert: X509Certificate, dir: string, now: number): void {
-  const p = certificateDateProblem(cert.toString(), now);
+function checkCertificateDates(cert: X509Certificate, dir: string, now: number): void {
+  const p = certificateDateProblem(cert, now);
   if (p?.kind === 'expired') {
     const name = commonName(cert) ?? 'NAME';
     throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${dir} expired on ${p.at.toISOString()}, so the master refuses it; ${reenrollHint(dir, name)}`);
@@ -76,7 +76,8 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = Date.now();
-  private cert: X509Certificate | undefined;
+  /** When the certificate ends (ms since the epoch); 0 before start. */
+  private certEnd = 0;
   private certTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: SlaveAgentOptions) {
@@ -94,7 +95,7 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
     const id = await loadIdentity(this.opts.dir);
     const cert = new X509Certificate(id.cert);
     checkCertificateDates(cert, this.opts.dir, Date.now());
-    this.cert = cert;
+    this.certEnd = Date.parse(cert.validTo);
     this.name = commonName(cert) ?? 'slave';
     this.warnIfExpiring();
     this.certTimer = setInterval(() => this.warnIfExpiring(), DAY_MS);
@@ -104,9 +105,8 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
 
   /** Logs a warning when the certificate ends within 14 days (CERT_WARN_MS), and an error once it has. */
   private warnIfExpiring(): void {
-    const to = Date.parse(this.cert!.validTo);
-    const left = to - Date.now();
-    const at = new Date(to).toISOString();
+    const left = this.certEnd - Date.now();
+    const at = new Date(this.certEnd).toISOString();
     if (left <= 0) this.log.error({ expiredAt: at }, `certificate expired: the master refuses this slave; ${reenrollHint(this.opts.dir, this.name)}`);
     else if (left <= CERT_WARN_MS) {
       this.log.warn({ expiresAt: at, daysLeft: Math.floor(left / DAY_MS) }, `certificate expires soon; ${renewHint(this.opts.dir, this.name)}`);
@@ -159,7 +159,7 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
     } catch (e) {
       const err = e as Error;
       // Expired while running: say so, not just that the master cannot be reached.
-      if (this.cert !== undefined && Date.now() > Date.parse(this.cert.validTo)) this.warnIfExpiring();
+      if (this.certEnd > 0 && Date.now() > this.certEnd) this.warnIfExpiring();
       this.log.warn({ err: err.message }, 'cannot reach master');
       this.emit('connectFailed', err);
       this.scheduleRetry(id);

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -59,7 +60,7 @@ export async function connectClient(cfg: ClientConfig, o: ConnectClientOptions =
       hint: 'ca.pem, cert.pem and key.pem must be PEM files that belong together',
     });
   }
-  const dates = certificateDateProblem(id.cert);
+  const dates = certificateDateProblem(new X509Certificate(id.cert));
   if (dates?.kind === 'expired') {
     throw new BuilderError('BUILDER_ERR_CERT', `the certificate in ${cfg.identity.dir} expired on ${dates.at.toISOString()}, so the master refuses it`, {
       hint: 'ask the master operator for a new identity (master client create)',
