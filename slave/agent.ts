@@ -106,11 +106,12 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   /** Logs a warning when the certificate ends within 14 days (CERT_WARN_MS), and an error once it has. */
   private warnIfExpiring(): void {
     const left = this.certEnd - Date.now();
+    if (left > CERT_WARN_MS) return;
+    // Only when there is something to say: V8's first toISOString also works out the local time
+    // zone's name, which pages in about 1 MiB of ICU time zone data for good.
     const at = new Date(this.certEnd).toISOString();
     if (left <= 0) this.log.error({ expiredAt: at }, `certificate expired: the master refuses this slave; ${reenrollHint(this.opts.dir, this.name)}`);
-    else if (left <= CERT_WARN_MS) {
-      this.log.warn({ expiresAt: at, daysLeft: Math.floor(left / DAY_MS) }, `certificate expires soon; ${renewHint(this.opts.dir, this.name)}`);
-    }
+    else this.log.warn({ expiresAt: at, daysLeft: Math.floor(left / DAY_MS) }, `certificate expires soon; ${renewHint(this.opts.dir, this.name)}`);
   }
 
   private async connectOnce(id: { ca: string; cert: string; key: string }): Promise<void> {
