@@ -12,10 +12,12 @@ import {
   enrollmentTlsServerOptions,
   mutualTlsServerOptions,
   peerIdentity,
+  renewalDueAt,
   type RemoteIdentity,
+  type ResultOf,
   type RpcPeer,
 } from '../protocol/index.js';
-import { PkiRegistry, certFingerprint, loadCa, publicKeyFromCsr, signPeer, type LoadedCa } from '../pki/index.js';
+import { PkiRegistry, certFingerprint, loadCa, publicKeyFromCsr, publicKeyFromProof, renewalProofMessage, signPeer, type LoadedCa } from '../pki/index.js';
 import { compileMasterOptions, type CompiledMasterOptions, type MasterOptions } from './master-options.js';
 import { JobService } from './jobs/index.js';
 import { VERSION } from './version.js';
@@ -137,7 +139,7 @@ export class Master {
       // Once per connection: a slave connects once and stays; a CLI user sees it per command.
       this.log.warn(
         { conn: id.name, role: id.role, serial: id.serial, expiresAt: new Date(check.record.notAfter).toISOString(), daysLeft: Math.floor(left / 86_400_000) },
-        id.role === 'slave' ? 'slave certificate expires soon: revoke it and enroll the slave again before then' : 'client certificate expires soon: make a new identity (master client create) before then',
+        id.role === 'slave' ? "slave certificate expires soon and is not renewed yet: the slave asks for a new one in its certificate's last third (see the slave's log), else revoke it and enroll the slave again" : 'client certificate expires soon: make a new identity (master client create) before then',
       );
     }
     return id;
@@ -184,12 +186,41 @@ export class Master {
           })),
         };
       })
+      .handle('cert.renew', ({ publicKey, proof }, ctx) => this.renewSlave(ctx.remote, publicKey, proof))
       .handle('slave.revoke', async ({ name: slave }) => {
         checkName('slave', slave);
         const revoked = await this.revokeSlave(slave);
         if (revoked === 0) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no live certificate for slave ${slave}`);
         return { revoked };
       });
+  }
+
+  /**
+   * Serves cert.renew: signs the calling slave's new public key under the name and role of the
+   * certificate it connected with, once that certificate is in the last third of its life.
+   * Security: the name comes from the verified certificate; the key must come with a signature
+   * of that certificate's serial made with its private key (proof of possession); a
+   * revoked certificate cannot renew, and `master slave revoke NAME` revokes the renewed ones
+   * too. The old certificate stays valid until its end: the slave goes on using it on this
+   * connection, and still holds it if it fails to store the new one.
+   */
+  private async renewSlave(remote: RemoteIdentity, publicKey: string, proof: Uint8Array): Promise<ResultOf<'cert.renew'>> {
+    if (remote.serial === undefined) throw new BuilderError('BUILDER_ERR_FORBIDDEN', 'no certificate serial on this connection');
+    const check = await this.registry.checkSerial(remote.serial);
+    if (!check.ok) throw new BuilderError('BUILDER_ERR_CERT', `certificate ${remote.serial} is ${check.reason}`);
+    const { record } = check;
+    const due = renewalDueAt(record.notBefore, record.notAfter);
+    if (Date.now() < due) {
+      throw new BuilderError('BUILDER_ERR_CONFLICT', `certificate ${record.serial} is not due for renewal before ${new Date(due).toISOString()}`, {
+        hint: 'a slave renews its certificate in the last third of its life',
+      });
+    }
+    const publicKeyPem = publicKeyFromProof(publicKey, proof, renewalProofMessage(record.serial));
+    const issued = await signPeer(this.ca, this.registry, { name: record.name, role: 'slave', publicKeyPem, validityDays: this.options.slaveCertDays });
+    // The certificate holds whole seconds.
+    const notAfter = Math.floor(+issued.notAfter / 1000) * 1000;
+    this.log.info({ slave: record.name, serial: issued.serial, previous: record.serial, expiresAt: new Date(notAfter).toISOString() }, 'slave certificate renewed');
+    return { cert: issued.certPem, ca: this.ca.certPem, serial: issued.serial, notAfter };
   }
 
   /** Revokes a slave's certificates and drops its connections at once. */

@@ -1,6 +1,6 @@
 import type forgeNs from 'node-forge';
 import { forge } from './forge.js';
-import { randomBytes, X509Certificate, createHash } from 'node:crypto';
+import { randomBytes, X509Certificate, createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { BuilderError } from '../protocol/errors.js';
 import { type Role, roleToOu } from './roles.js';
@@ -165,6 +165,47 @@ export function publicKeyFromCsr(csrPem: string): string {
   }
   if (!ok) throw new BuilderError('BUILDER_ERR_CERT', 'CSR signature does not verify');
   return forge().pki.publicKeyToPem(pub);
+}
+
+/** What a renewing slave signs with its new key, bound to the serial of the certificate it renews. */
+export function renewalProofMessage(serial: string): Buffer {
+  return Buffer.from(`builder cert.renew ${serial.toUpperCase()}`, 'utf8');
+}
+
+/**
+ * Checks a public key sent with a proof of possession (`proof`: an RSA PKCS#1 v1.5 SHA-256
+ * signature of `message` by its private key) and returns it as SPKI PEM. The same limits as a
+ * CSR's key (size, exponent), checked before the signature. Node's crypto does the work, so
+ * neither side loads forge for it: a renewing slave stays as small as it was.
+ */
+export function publicKeyFromProof(publicKeyPem: string, proof: Uint8Array, message: Buffer): string {
+  if (publicKeyPem.length > MAX_CSR_PEM_BYTES) throw new BuilderError('BUILDER_ERR_CERT', 'public key too large');
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: publicKeyPem, format: 'pem' });
+  } catch {
+    throw new BuilderError('BUILDER_ERR_CERT', 'not a PEM public key');
+  }
+  const details = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType !== 'rsa' || details?.modulusLength === undefined || details.publicExponent === undefined) {
+    throw new BuilderError('BUILDER_ERR_CERT', 'an RSA public key is needed');
+  }
+  const bits = details.modulusLength;
+  if (bits < MIN_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `key too small: ${bits} bits, need ${MIN_CSR_RSA_BITS}`);
+  if (bits > MAX_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `key too large: ${bits} bits, at most ${MAX_CSR_RSA_BITS}`);
+  const e = details.publicExponent;
+  const eBits = e.toString(2).length;
+  if (eBits < 2 || eBits > MAX_CSR_RSA_EXPONENT_BITS || e % 2n === 0n) {
+    throw new BuilderError('BUILDER_ERR_CERT', `key has an unusual public exponent (${eBits} bits); use 65537`);
+  }
+  let ok: boolean;
+  try {
+    ok = cryptoVerify('sha256', message, key, proof);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new BuilderError('BUILDER_ERR_CERT', 'the proof of possession does not verify with this key');
+  return key.export({ type: 'spki', format: 'pem' }).toString();
 }
 
 /** SHA-256 fingerprint of a certificate's DER, as lower-case hex without separators. */

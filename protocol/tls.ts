@@ -85,3 +85,12 @@ export function certificateDateProblem(cert: X509Certificate, now = Date.now()):
   if (now < from) return { kind: 'early', at: new Date(from) };
   return undefined;
 }
+
+/**
+ * When a slave's certificate is due for renewal: once the last third of its life has begun (30
+ * days before the end of the default 90). The slave asks from then on (cert.renew, at each
+ * connection and daily) and the master refuses earlier requests, by the same rule.
+ */
+export function renewalDueAt(notBefore: number, notAfter: number): number {
+  return notAfter - Math.floor((notAfter - notBefore) / 3);
+}

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync, sign } from 'node:crypto';
 import { stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import forge from 'node-forge';
@@ -12,6 +12,8 @@ import {
   loadCa,
   normaliseFingerprint,
   publicKeyFromCsr,
+  publicKeyFromProof,
+  renewalProofMessage,
   roleFromOu,
   caPaths,
   identityPaths,
@@ -107,6 +109,36 @@ describe('pki', function () {
     it('refuses garbage and oversized input', function () {
       assert.throws(() => publicKeyFromCsr('not a csr'), (e) => isBuilderError(e, 'BUILDER_ERR_CERT'));
       assert.throws(() => publicKeyFromCsr('x'.repeat(100_000)), (e) => isBuilderError(e, 'BUILDER_ERR_CERT') && /too large/.test(e.message));
+    });
+  });
+
+  describe('when a renewal key comes with its proof of possession', function () {
+    const msg = renewalProofMessage('0A1B');
+    const pair = (bits: number) =>
+      generateKeyPairSync('rsa', { modulusLength: bits, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const refused = (f: () => unknown, re: RegExp) => assert.throws(f, (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CERT') && re.test(e.message));
+
+    it('returns the key when its signature of the message verifies', function () {
+      const k = pair(2048);
+      assert.equal(publicKeyFromProof(k.publicKey, sign('sha256', msg, k.privateKey), msg), k.publicKey);
+    });
+    it('refuses a signature by another key or of another message', function () {
+      const [k, other] = [pair(2048), pair(2048)];
+      refused(() => publicKeyFromProof(k.publicKey, sign('sha256', msg, other.privateKey), msg), /proof of possession does not verify/);
+      refused(() => publicKeyFromProof(k.publicKey, sign('sha256', renewalProofMessage('0A1C'), k.privateKey), msg), /proof of possession does not verify/);
+      refused(() => publicKeyFromProof(k.publicKey, new Uint8Array(3), msg), /proof of possession does not verify/);
+    });
+    it('refuses small keys, odd exponents, other key types and garbage before any signature check', function () {
+      const small = pair(1024);
+      refused(() => publicKeyFromProof(small.publicKey, sign('sha256', msg, small.privateKey), msg), /key too small: 1024 bits/);
+      // A 2048-bit modulus with a 41-bit exponent (node's keygen stops at 32 bits; forge builds it).
+      const n = (forge.pki.publicKeyFromPem(pair(2048).publicKey)).n;
+      const wide = forge.pki.publicKeyToPem(forge.pki.setRsaPublicKey(n, new forge.jsbn.BigInteger('1000000000f', 16)));
+      refused(() => publicKeyFromProof(wide, new Uint8Array(256), msg), /unusual public exponent \(41 bits\)/);
+      const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+      refused(() => publicKeyFromProof(ec.publicKey, sign('sha256', msg, ec.privateKey), msg), /an RSA public key is needed/);
+      refused(() => publicKeyFromProof('not a key', new Uint8Array(0), msg), /not a PEM public key/);
+      refused(() => publicKeyFromProof('x'.repeat(9000), new Uint8Array(0), msg), /public key too large/);
     });
   });
 

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCaCertificate, generateRsaKeyPair, identityPaths, replaceIdentityPair, settleIdentity, writePrivateFile } from '../../../pki/index.js';
+
+/** A key pair and a (self-signed) certificate for it. */
+async function pair(cn: string): Promise<{ key: string; cert: string }> {
+  const keys = await generateRsaKeyPair();
+  return { key: keys.privateKeyPem, cert: createCaCertificate({ ...keys, commonName: cn }).certPem };
+}
+
+describe('identity pair replacement (pki/identity-renewal)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let old: { key: string; cert: string };
+  let next: { key: string; cert: string };
+
+  before(async () => {
+    [old, next] = [await pair('s-1'), await pair('s-1')];
+  });
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'builder-identity-'));
+    const p = identityPaths(dir);
+    await writePrivateFile(p.key, old.key);
+    await writeFile(p.cert, old.cert);
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const files = async () => ({ key: await readFile(identityPaths(dir).key, 'utf8'), cert: await readFile(identityPaths(dir).cert, 'utf8'), names: (await readdir(dir)).sort() });
+
+  it('replaces both files, leaving nothing beside them, and has nothing to settle afterwards', async () => {
+    await replaceIdentityPair(dir, next.key, next.cert);
+    assert.deepEqual(await files(), { ...next, names: ['cert.pem', 'key.pem'] });
+    assert.equal(await settleIdentity(dir), 'none');
+  });
+
+  it('refuses a certificate that does not carry the new key, and changes nothing', async () => {
+    await assert.rejects(replaceIdentityPair(dir, next.key, old.cert), /does not carry the new key/);
+    assert.deepEqual(await files(), { ...old, names: ['cert.pem', 'key.pem'] });
+  });
+
+  it('drops a new pair that was written but not moved (a crash before the first rename)', async () => {
+    const p = identityPaths(dir);
+    await writePrivateFile(`${p.key}.new`, next.key);
+    await writeFile(`${p.cert}.new`, next.cert);
+    assert.equal(await settleIdentity(dir), 'discarded');
+    assert.deepEqual(await files(), { ...old, names: ['cert.pem', 'key.pem'] });
+  });
+
+  it('drops a lone new certificate that does not carry the key in place', async () => {
+    await writeFile(`${identityPaths(dir).cert}.new`, next.cert);
+    assert.equal(await settleIdentity(dir), 'discarded');
+    assert.deepEqual(await files(), { ...old, names: ['cert.pem', 'key.pem'] });
+  });
+});
