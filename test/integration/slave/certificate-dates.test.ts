@@ -1,24 +1,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { isBuilderError } from '../../../protocol/index.js';
 import { SlaveAgent } from '../../../slave/index.js';
 import { startFarm, type TestFarm } from '../../helpers/farm.js';
+import { recordingLogger } from '../../helpers/logs.js';
 
 const DAY = 86_400_000;
-
-/** A pino logger that keeps its records (level, msg and fields) in `lines`. */
-function recordingLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'info' }, sink), lines };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

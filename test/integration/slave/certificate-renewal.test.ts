@@ -2,26 +2,13 @@ import assert from 'node:assert/strict';
 import { X509Certificate, generateKeyPairSync, sign } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { certMatchesKey, identityPaths, renewalProofMessage } from '../../../pki/index.js';
 import { RpcCallError, ErrorCodes, type RpcPeer } from '../../../protocol/index.js';
 import { SlaveAgent } from '../../../slave/index.js';
 import { startFarm, type TestFarm } from '../../helpers/farm.js';
+import { recordingLogger } from '../../helpers/logs.js';
 
 const DAY = 86_400_000;
-
-/** A pino logger that keeps its records in `lines`. */
-function recordingLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'info' }, sink), lines };
-}
 
 /** cert.renew params for a fresh key, proving possession against the certificate in `identityDir` (or signed by another key: `forge`). */
 async function renewParams(identityDir: string, opts: { forge?: boolean } = {}): Promise<{ publicKey: string; proof: Uint8Array<ArrayBuffer> }> {
