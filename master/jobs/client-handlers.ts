@@ -1,6 +1,7 @@
 import { lstat, readdir, readlink, rename, symlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import ms from 'ms';
 import { BuilderError, checkName, type ResultOf, type RpcMethods } from '../../protocol/index.js';
 import { readChunk } from '../../protocol/transfer/index.js';
 import { isFinalState, type Job } from '../store/index.js';
@@ -88,6 +89,15 @@ export function registerClientHandlers(svc: JobService, methods: RpcMethods): vo
       const fromSeq = p.fromSeq ?? 1;
       const maxBytes = p.maxBytes ?? svc.options.logReadMaxBytes;
       const deadline = Date.now() + (p.waitMs ?? 0);
+      // Only an attempt that is over can have lost its log to the retention.
+      if (attempt > 0 && attemptOver(svc, job, attempt)) {
+        const removedAt = await svc.store.logRemovedAt(job.id, attempt);
+        if (removedAt !== null) {
+          throw new BuilderError('BUILDER_ERR_NOT_FOUND', `the log of attempt ${attempt} of job ${job.id} was removed on ${new Date(removedAt).toISOString()} by the log retention`, {
+            hint: `the master keeps logs for ${ms(svc.options.logRetentionMs, { long: true })} after an attempt ends (master run --log-retention)`,
+          });
+        }
+      }
       for (;;) {
         const page = attempt === 0 ? { records: [], nextSeq: fromSeq, ended: false } : await svc.logs.read(job.id, attempt, fromSeq, maxBytes);
         job = await mustGetJob(svc, job.id);

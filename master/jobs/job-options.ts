@@ -37,6 +37,13 @@ export interface JobServiceOptions {
   logFsync?: boolean;
   /** Largest stored log of one attempt; output past it is kept as `dropped` markers. Default 1 GiB. */
   logMaxBytes?: number;
+  /**
+   * Log retention: an attempt's log is removed this long after the attempt ended; `log.read`
+   * then says when it was removed. 0 keeps logs forever. Default 0.
+   */
+  logRetentionMs?: number;
+  /** How often the log retention looks for logs past their time (also once at start). Default 1 h. */
+  retentionSweepMs?: number;
   /** Options passed to the store (`dir` is the master's). */
   store?: Omit<StoreOptions, 'dir'>;
   /** Options passed to the dispatcher (`acceptTimeoutMs` and `timeoutGraceMs` come from the fields above). */
@@ -57,6 +64,8 @@ export interface CompiledJobServiceOptions {
   logReadMaxBytes: number;
   logFsync: boolean;
   logMaxBytes: number;
+  logRetentionMs: number;
+  retentionSweepMs: number;
   store: Omit<StoreOptions, 'dir'>;
   scheduler: Omit<SchedulerOptions, 'acceptTimeoutMs' | 'timeoutGraceMs'>;
   cron: CronOptions;
@@ -84,6 +93,8 @@ export function compileJobServiceOptions(dir: string, o: JobServiceOptions = {})
     logReadMaxBytes: num('logReadMaxBytes', o.logReadMaxBytes, 1024 * 1024, 1),
     logFsync: o.logFsync ?? true,
     logMaxBytes: num('logMaxBytes', o.logMaxBytes, 1024 ** 3, 1024),
+    logRetentionMs: num('logRetentionMs', o.logRetentionMs, 0, 0),
+    retentionSweepMs: num('retentionSweepMs', o.retentionSweepMs, 3_600_000, 10),
     store: o.store ?? {},
     scheduler: o.scheduler ?? {},
     cron: o.cron ?? {},

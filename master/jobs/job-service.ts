@@ -74,6 +74,8 @@ export class JobService {
    */
   private readonly storingQueued = new Map<number, number>();
   private wakeTimer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
   private wakeAt = Infinity;
   private stopping = false;
 
@@ -162,6 +164,39 @@ export class JobService {
       },
     );
     await this.cron.start();
+    if (this.options.logRetentionMs > 0) {
+      this.retentionTimer = setInterval(() => this.sweepLogs(), this.options.retentionSweepMs);
+      this.retentionTimer.unref();
+      this.sweepLogs();
+    }
+  }
+
+  /**
+   * One pass of the log retention: the logs of attempts that ended more than `logRetentionMs`
+   * ago are removed, 500 at a time, oldest first. Each batch is recorded in the store before its
+   * files go, so `log.read` answers "removed" rather than reopening a file being deleted. A
+   * running attempt is never touched (it has no end yet).
+   */
+  private sweepLogs(): void {
+    if (this.sweeping !== undefined || this.stopping) return;
+    const run = async (): Promise<void> => {
+      const before = Date.now() - this.options.logRetentionMs;
+      let removed = 0;
+      for (;;) {
+        const batch = await this.store.attemptLogsEndedBefore(before, 500);
+        if (batch.length === 0 || this.stopping) break;
+        await this.store.markLogsRemoved(batch);
+        for (const a of batch) await this.logs.remove(a.jobId, a.attempt);
+        removed += batch.length;
+        if (batch.length < 500) break;
+      }
+      if (removed > 0) this.log.info({ logs: removed, endedBefore: new Date(before).toISOString() }, 'logs removed by retention');
+    };
+    const p = run().finally(() => {
+      this.sweeping = undefined;
+    });
+    this.sweeping = p;
+    this.track('log retention', p);
   }
 
   /**
@@ -182,6 +217,7 @@ export class JobService {
     this.killing.clear();
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     this.wakeTimer = undefined;
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
     await this.cron?.stop();
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     await this.uploads.close();

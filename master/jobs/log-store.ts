@@ -1,6 +1,6 @@
 import { crc32 } from 'node:zlib';
 import { constants } from 'node:fs';
-import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 
@@ -367,6 +367,28 @@ export class AttemptLogStore {
     const set = this.waiters.get(jobId);
     if (set === undefined) return;
     for (const f of [...set]) f();
+  }
+
+  /**
+   * Removes an attempt's log (the log retention): closes it once the appends and reads in
+   * progress are done, then deletes the file. The caller records the removal first, so that
+   * `log.read` stops opening it.
+   */
+  async remove(jobId: number, attempt: number): Promise<void> {
+    const k = this.key(jobId, attempt);
+    const p = this.open.get(k);
+    if (p !== undefined) {
+      this.open.delete(k);
+      try {
+        const l = await p;
+        await l.chain;
+        while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
+        await l.fh.close();
+      } catch {
+        // it never opened: nothing to close
+      }
+    }
+    await rm(this.pathOf(jobId, attempt), { force: true });
   }
 
   /** Wakes every waiter and closes every file. */

@@ -405,6 +405,31 @@ export class MasterStore {
     return (await this.reader.all<AttemptRow>('SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt', [jobId])).map(toAttempt);
   }
 
+  /**
+   * Attempts that ended before `before` and whose log is still kept, oldest first: the log
+   * retention's work list.
+   */
+  async attemptLogsEndedBefore(before: number, limit: number): Promise<Array<{ jobId: number; attempt: number; endedAt: number }>> {
+    const rows = await this.reader.all<{ job_id: number; attempt: number; ended_at: number }>(
+      'SELECT job_id, attempt, ended_at FROM attempts WHERE log_removed_at IS NULL AND ended_at IS NOT NULL AND ended_at < ? ORDER BY ended_at LIMIT ?',
+      [before, limit],
+    );
+    return rows.map((r) => ({ jobId: r.job_id, attempt: r.attempt, endedAt: r.ended_at }));
+  }
+
+  /** Records that these attempts' logs were removed at `at` (one transaction). */
+  markLogsRemoved(list: ReadonlyArray<{ jobId: number; attempt: number }>, at = this.now()): Promise<void> {
+    return this.write(async (c) => {
+      for (const a of list) await c.run('UPDATE attempts SET log_removed_at = ? WHERE job_id = ? AND attempt = ?', [at, a.jobId, a.attempt]);
+    });
+  }
+
+  /** When an attempt's log was removed by the retention; null while it is kept (or no such attempt). */
+  async logRemovedAt(jobId: number, attempt: number): Promise<number | null> {
+    const r = await this.reader.get<{ log_removed_at: number | null }>('SELECT log_removed_at FROM attempts WHERE job_id = ? AND attempt = ?', [jobId, attempt]);
+    return r?.log_removed_at ?? null;
+  }
+
   /** The append-only log of state changes, oldest first. */
   async listEvents(q: ListEventsQuery = {}): Promise<JobEvent[]> {
     const after = q.afterId ?? 0;

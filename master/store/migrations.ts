@@ -140,4 +140,10 @@ export const MIGRATIONS: readonly string[] = [
     SELECT RAISE(ABORT, 'a job is created queued, or dispatched to a slave as attempt 1');
   END;
   `,
+  // 3: log retention. When an attempt's log was removed; the partial index holds only the ended
+  // attempts whose log is still kept, so the sweep's lookup stays small as history grows.
+  `
+  ALTER TABLE attempts ADD COLUMN log_removed_at INTEGER;
+  CREATE INDEX attempts_log_kept ON attempts (ended_at) WHERE log_removed_at IS NULL AND ended_at IS NOT NULL;
+  `,
 ];

@@ -22,6 +22,9 @@ export default class Run extends BuilderCommand {
     'timeout-margin': Flags.string({ default: '60s', description: "master-side timeout: a job's own timeout plus this margin" }),
     'cancel-timeout': Flags.string({ default: '60s', description: 'how long to wait for a slave to confirm a kill before freeing its slots' }),
     incoming: Flags.string({ description: "the repo-builder's incoming directory (default DIR/incoming)" }),
+    'log-retention': Flags.string({
+      description: 'remove the log of an attempt this long after it ended, e.g. 30d (checked hourly; default: keep logs forever)',
+    }),
     'cron-seconds': Flags.boolean({
       default: false,
       description: 'accept new schedules with a leading seconds field (six-field cron expressions, @secondly)',
@@ -40,6 +43,7 @@ export default class Run extends BuilderCommand {
       timeoutMarginMs: parseDuration(flags['timeout-margin'], '--timeout-margin'),
       cancelTimeoutMs: parseDuration(flags['cancel-timeout'], '--cancel-timeout'),
       ...(flags.incoming === undefined ? {} : { incomingDir: flags.incoming }),
+      ...(flags['log-retention'] === undefined ? {} : { logRetentionMs: parseDuration(flags['log-retention'], '--log-retention') }),
       // Off by default: a farm schedules builds, and a six-field typo would queue a job a second.
       cron: { allowSeconds: flags['cron-seconds'] },
       logger: log,
