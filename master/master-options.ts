@@ -28,6 +28,11 @@ export interface MasterOptions extends JobServiceOptions {
   enrollPerMinute?: number;
   /** Validity of a slave certificate signed at enrollment. Default 90 days. */
   slaveCertDays?: number;
+  /**
+   * A slave that renewed its certificate and asks again before connecting with the new one (it
+   * lost it) gets another only this long after the last: the unused one is then revoked. Default 10 min.
+   */
+  certRenewRetryMs?: number;
   /** Options for every RPC connection on the main listener. */
   rpc?: RpcPeerOptions;
   logger?: Logger;
@@ -44,6 +49,7 @@ export interface CompiledMasterOptions {
   enrollBurst: number;
   enrollPerMinute: number;
   slaveCertDays: number;
+  certRenewRetryMs: number;
   rpc: RpcPeerOptions;
 }
 
@@ -59,6 +65,7 @@ export function compileMasterOptions(o: MasterOptions): CompiledMasterOptions {
     enrollBurst: o.enrollBurst ?? 5,
     enrollPerMinute: o.enrollPerMinute ?? 10,
     slaveCertDays: o.slaveCertDays ?? 90,
+    certRenewRetryMs: o.certRenewRetryMs ?? 10 * 60_000,
     rpc: o.rpc ?? {},
   };
 }

@@ -134,6 +134,10 @@ export class Master {
     const check = await this.registry.checkSerial(id.serial);
     if (!check.ok) return { reject: `certificate ${id.serial} is ${check.reason}` };
     if (check.record.name !== id.name || check.record.role !== id.role) return { reject: 'certificate does not match the CA record' };
+    if (check.record.firstSeenAt === null && (await this.registry.markSeen(id.serial)) && check.record.replaces !== null) {
+      // A renewed certificate in use: the one it replaced is done with (its key may linger in backups).
+      if (await this.registry.revokeSerial(check.record.replaces)) this.log.info({ conn: id.name, serial: id.serial, revoked: check.record.replaces }, 'renewed certificate in use: the previous one is revoked');
+    }
     const left = check.record.notAfter - Date.now();
     if (left < CERT_WARN_MS) {
       // Once per connection: a slave connects once and stays; a CLI user sees it per command.
@@ -196,27 +200,63 @@ export class Master {
   }
 
   /**
-   * Serves cert.renew: signs the calling slave's new public key under the name and role of the
-   * certificate it connected with, once that certificate is in the last third of its life.
-   * Security: the name comes from the verified certificate; the key must come with a signature
-   * of that certificate's serial made with its private key (proof of possession); a
-   * revoked certificate cannot renew, and `master slave revoke NAME` revokes the renewed ones
-   * too. The old certificate stays valid until its end: the slave goes on using it on this
-   * connection, and still holds it if it fails to store the new one.
+   * Serves cert.renew: certifies the calling slave's new public key under the name and role of
+   * the certificate it connected with, once that certificate is in the last third of its life.
+   * Security:
+   * - the name and role come from the verified certificate of the connection; the request gives
+   *   only the new public key, with a signature made by the new private key (proof of
+   *   possession) over this certificate's serial;
+   * - a revoked or expired certificate cannot renew;
+   * - one live replacement per certificate: once the replacement has been used on a connection,
+   *   the old certificate is revoked (in authenticate); before that, the slave may ask again (it
+   *   lost the new one) at most once per `certRenewRetryMs`, and the unused one is revoked;
+   * - a revocation of the name that lands while the new certificate is being signed covers it.
+   * The old certificate stays valid until then: the slave goes on using it on this connection,
+   * and still holds it if it fails to store the new one.
    */
   private async renewSlave(remote: RemoteIdentity, publicKey: string, proof: Uint8Array): Promise<ResultOf<'cert.renew'>> {
     if (remote.serial === undefined) throw new BuilderError('BUILDER_ERR_FORBIDDEN', 'no certificate serial on this connection');
     const check = await this.registry.checkSerial(remote.serial);
     if (!check.ok) throw new BuilderError('BUILDER_ERR_CERT', `certificate ${remote.serial} is ${check.reason}`);
     const { record } = check;
+    const now = Date.now();
+    if (now > record.notAfter) throw new BuilderError('BUILDER_ERR_CERT', `certificate ${record.serial} has expired`, { hint: 'enroll the slave again' });
     const due = renewalDueAt(record.notBefore, record.notAfter);
-    if (Date.now() < due) {
+    if (now < due) {
       throw new BuilderError('BUILDER_ERR_CONFLICT', `certificate ${record.serial} is not due for renewal before ${new Date(due).toISOString()}`, {
         hint: 'a slave renews its certificate in the last third of its life',
       });
     }
+    const unused: string[] = [];
+    for (const r of await this.registry.replacementsOf(record.serial)) {
+      if (r.revokedAt !== null) continue;
+      if (r.firstSeenAt !== null) {
+        throw new BuilderError('BUILDER_ERR_CONFLICT', `certificate ${record.serial} was already renewed: ${r.serial} is in use`, {
+          hint: 'the slave connects with its new certificate; a request with the old one may come from a copy of its key',
+        });
+      }
+      const again = r.issuedAt + this.options.certRenewRetryMs;
+      if (now < again) {
+        throw new BuilderError('BUILDER_ERR_CONFLICT', `certificate ${record.serial} was renewed at ${new Date(r.issuedAt).toISOString()}; ask again after ${new Date(again).toISOString()}`);
+      }
+      unused.push(r.serial);
+    }
     const publicKeyPem = publicKeyFromProof(publicKey, proof, renewalProofMessage(record.serial));
-    const issued = await signPeer(this.ca, this.registry, { name: record.name, role: 'slave', publicKeyPem, validityDays: this.options.slaveCertDays });
+    for (const serial of unused) {
+      await this.registry.revokeSerial(serial);
+      this.log.warn({ slave: record.name, serial, for: record.serial }, 'unused renewed certificate revoked: the slave asked again');
+    }
+    const issued = await signPeer(this.ca, this.registry, {
+      name: record.name,
+      role: 'slave',
+      publicKeyPem,
+      validityDays: this.options.slaveCertDays,
+      replaces: record.serial,
+    });
+    if (!(await this.registry.checkSerial(record.serial)).ok) {
+      await this.registry.revokeSerial(issued.serial);
+      throw new BuilderError('BUILDER_ERR_CERT', `certificate ${record.serial} was revoked during its renewal`);
+    }
     // The certificate holds whole seconds.
     const notAfter = Math.floor(+issued.notAfter / 1000) * 1000;
     this.log.info({ slave: record.name, serial: issued.serial, previous: record.serial, expiresAt: new Date(notAfter).toISOString() }, 'slave certificate renewed');

@@ -103,11 +103,18 @@ export async function loadCa(dir: string): Promise<LoadedCa> {
 export async function signPeer(
   ca: LoadedCa,
   reg: PkiRegistry,
-  opts: { name: string; role: Role; publicKeyPem: string } & Validity,
+  opts: { name: string; role: Role; publicKeyPem: string; replaces?: string } & Validity,
 ): Promise<IssuedCertificate> {
   checkName(opts.role === 'slave' ? 'slave' : 'client', opts.name);
   const issued = issueCertificate({ ...opts, caCertPem: ca.certPem, caKeyPem: ca.keyPem, commonName: opts.name });
-  await reg.recordCertificate({ serial: issued.serial, name: opts.name, role: opts.role, notBefore: +issued.notBefore, notAfter: +issued.notAfter });
+  await reg.recordCertificate({
+    serial: issued.serial,
+    name: opts.name,
+    role: opts.role,
+    notBefore: +issued.notBefore,
+    notAfter: +issued.notAfter,
+    ...(opts.replaces === undefined ? {} : { replaces: opts.replaces }),
+  });
   return issued;
 }
 

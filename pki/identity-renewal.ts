@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { open, rename, rm, readFile } from 'node:fs/promises';
+import { BuilderError } from '../protocol/errors.js';
 import { identityPaths } from './ca-dir.js';
 import { writePrivateFile } from './keys.js';
 
@@ -59,36 +60,54 @@ export async function replaceIdentityPair(dir: string, keyPem: string, certPem: 
   await writePrivateFile(pending.key, keyPem);
   await writeSynced(pending.cert, certPem, 0o644);
   await rename(pending.key, p.key);
+  // The key's rename is on disk before the certificate's: never the new certificate with the old key.
+  await syncDir(p.root);
   await rename(pending.cert, p.cert);
   await syncDir(p.root);
 }
 
+/** Whether the two files exist and the certificate carries the key; false for missing or unreadable ones. */
+async function pairMatches(certPath: string, keyPath: string): Promise<boolean> {
+  try {
+    const [cert, key] = await Promise.all([readFile(certPath, 'utf8'), readFile(keyPath, 'utf8')]);
+    return certMatchesKey(cert, key);
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Finishes or undoes a replacement that a crash interrupted (see {@link replaceIdentityPair}):
- * - `key.pem.new` still there: neither file was moved; the new pair is dropped (`discarded`);
- * - only `cert.pem.new` there: the key was moved; the certificate follows if it carries that key
- *   (`completed`), else it is dropped (`discarded`);
- * - neither: nothing to do (`none`).
+ * Finishes or undoes a replacement that a crash interrupted (see {@link replaceIdentityPair}),
+ * deciding from what is on disk, so that `key.pem` and `cert.pem` end as a matching pair:
+ * - the old pair still matches: the new files, if any, are dropped (`discarded`);
+ * - otherwise the pair made of whichever of `key.pem`/`key.pem.new` and `cert.pem`/`cert.pem.new`
+ *   match is moved into place (`completed`);
+ * - nothing pending: `none`. Nothing is deleted before a matching pair is in place; with none to
+ *   be found, this throws and leaves the files as they are.
  */
 export async function settleIdentity(dir: string): Promise<'none' | 'completed' | 'discarded'> {
   const p = identityPaths(dir);
   const pending = pendingPaths(dir);
-  if (await exists(pending.key)) {
+  const [keyNew, certNew] = [await exists(pending.key), await exists(pending.cert)];
+  if (!keyNew && !certNew) return 'none';
+  if (await pairMatches(p.cert, p.key)) {
     await rm(pending.key, { force: true });
     await rm(pending.cert, { force: true });
     await syncDir(p.root);
     return 'discarded';
   }
-  if (!(await exists(pending.cert))) return 'none';
-  const [certPem, keyPem] = await Promise.all([readFile(pending.cert, 'utf8'), readFile(p.key, 'utf8')]);
-  let matches: boolean;
-  try {
-    matches = certMatchesKey(certPem, keyPem);
-  } catch {
-    matches = false;
+  const keyPath = keyNew && ((await pairMatches(p.cert, pending.key)) || (await pairMatches(pending.cert, pending.key))) ? pending.key : p.key;
+  const certPath = (await pairMatches(pending.cert, keyPath)) ? pending.cert : p.cert;
+  if (!(await pairMatches(certPath, keyPath))) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `no key in ${p.root} matches a certificate there (an interrupted renewal): the files are left as they are`, {
+      hint: 'enroll the slave again (slave enroll --force)',
+    });
   }
-  if (matches) await rename(pending.cert, p.cert);
-  else await rm(pending.cert, { force: true });
+  if (keyPath !== p.key) await rename(keyPath, p.key);
   await syncDir(p.root);
-  return matches ? 'completed' : 'discarded';
+  if (certPath !== p.cert) await rename(certPath, p.cert);
+  await rm(pending.key, { force: true });
+  await rm(pending.cert, { force: true });
+  await syncDir(p.root);
+  return 'completed';
 }

@@ -14,6 +14,10 @@ export interface CertificateRecord {
   notAfter: number;
   issuedAt: number;
   revokedAt: number | null;
+  /** The serial this certificate renewed, if it came from a renewal. */
+  replaces: string | null;
+  /** When it was first presented on a connection (null: never). */
+  firstSeenAt: number | null;
 }
 
 export type SerialCheck =
@@ -38,6 +42,11 @@ const MIGRATIONS: string[] = [
      used_at INTEGER,
      used_by TEXT
    );`,
+  // 2: renewal. Which certificate a renewed one replaces, and when a certificate was first
+  // presented on a connection (its replacement in use: the old one is revoked then).
+  `ALTER TABLE certificates ADD COLUMN replaces TEXT;
+   ALTER TABLE certificates ADD COLUMN first_seen_at INTEGER;
+   CREATE INDEX certificates_replaces ON certificates(replaces)`,
 ];
 
 interface Row {
@@ -48,6 +57,8 @@ interface Row {
   not_after: number;
   issued_at: number;
   revoked_at: number | null;
+  replaces: string | null;
+  first_seen_at: number | null;
 }
 
 function toRecord(r: Row): CertificateRecord {
@@ -59,6 +70,8 @@ function toRecord(r: Row): CertificateRecord {
     notAfter: r.not_after,
     issuedAt: r.issued_at,
     revokedAt: r.revoked_at,
+    replaces: r.replaces,
+    firstSeenAt: r.first_seen_at,
   };
 }
 
@@ -108,15 +121,31 @@ export class PkiRegistry {
     }
   }
 
-  async recordCertificate(c: Omit<CertificateRecord, 'issuedAt' | 'revokedAt'>): Promise<void> {
-    await this.run('INSERT INTO certificates(serial,name,role,not_before,not_after,issued_at) VALUES (?,?,?,?,?,?)', [
+  async recordCertificate(c: Omit<CertificateRecord, 'issuedAt' | 'revokedAt' | 'replaces' | 'firstSeenAt'> & { replaces?: string }): Promise<void> {
+    await this.run('INSERT INTO certificates(serial,name,role,not_before,not_after,issued_at,replaces) VALUES (?,?,?,?,?,?,?)', [
       c.serial,
       c.name,
       c.role,
       c.notBefore,
       c.notAfter,
       Date.now(),
+      c.replaces ?? null,
     ]);
+  }
+
+  /** The certificates issued to replace `serial` (renewals of it), oldest first. */
+  async replacementsOf(serial: string): Promise<CertificateRecord[]> {
+    return (await this.all<Row>('SELECT * FROM certificates WHERE replaces = ? ORDER BY issued_at', [serial.toUpperCase()])).map(toRecord);
+  }
+
+  /** Records the first connection made with a certificate; true if this was it. */
+  async markSeen(serial: string, at = Date.now()): Promise<boolean> {
+    return (await this.run('UPDATE certificates SET first_seen_at = ? WHERE serial = ? AND first_seen_at IS NULL', [at, serial.toUpperCase()])) === 1;
+  }
+
+  /** Revokes one certificate; true if it was live. */
+  async revokeSerial(serial: string, at = Date.now()): Promise<boolean> {
+    return (await this.run('UPDATE certificates SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL', [at, serial.toUpperCase()])) === 1;
   }
 
   /** Checked on every handshake: the serial must be one we issued and not revoked. */

@@ -105,6 +105,7 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   private certEnd = 0;
   private certTimer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
+  private renewingOn: RpcPeer | undefined;
 
   constructor(private readonly opts: SlaveAgentOptions) {
     super();
@@ -143,15 +144,23 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
    * logged and tried again at the next of those. Resolves when this round is over.
    */
   renewIfDue(): Promise<void> {
-    if (this.renewing !== undefined) return this.renewing;
     const peer = this.connection;
+    // One in flight on a connection since lost fails; this connection asks again after it.
+    if (this.renewing !== undefined) return this.renewingOn === peer ? this.renewing : this.renewing.then(() => this.renewIfDue());
     if (peer === undefined || this.stopped || this.opts.renewCertificate === false || Date.now() < renewalDueAt(this.certStart, this.certEnd)) return Promise.resolve();
+    this.renewingOn = peer;
     this.renewing = this.renew(peer)
+      .then((r) => {
+        // A listener's throw is its own, not a failed renewal (the files are in place by now).
+        if (r !== undefined) process.nextTick(() => this.emit('renewed', r.serial, r.notAfter));
+      })
       .catch((e: unknown) => {
+        if (this.stopped) return;
         this.log.warn({ err: (e as Error).message, expiresAt: new Date(this.certEnd).toISOString() }, 'certificate renewal failed; trying again at the next connection and daily');
       })
       .finally(() => {
         this.renewing = undefined;
+        this.renewingOn = undefined;
       });
     return this.renewing;
   }
@@ -161,9 +170,9 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
    * checked (our CA, our name, our key) and stored in place of the old pair. Node's crypto
    * only: node-forge (and the optimizer it lets go) would add 8 MiB to an idle slave.
    */
-  private async renew(peer: RpcPeer): Promise<void> {
+  private async renew(peer: RpcPeer): Promise<{ serial: string; notAfter: number } | undefined> {
     const id = this.identity;
-    if (id === undefined) return;
+    if (id === undefined) return undefined;
     const keys = await generateKeyPairAsync('rsa', {
       modulusLength: DEFAULT_RSA_BITS,
       publicKeyEncoding: { type: 'spki', format: 'pem' },
@@ -182,7 +191,7 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
     this.certStart = Date.parse(cert.validFrom);
     this.certEnd = Date.parse(cert.validTo);
     this.log.info({ serial: res.serial, expiresAt: new Date(res.notAfter).toISOString() }, 'certificate renewed; the next connection uses it');
-    this.emit('renewed', res.serial, res.notAfter);
+    return { serial: res.serial, notAfter: res.notAfter };
   }
 
   /** Logs a warning when the certificate ends within 14 days (CERT_WARN_MS), and an error once it has. */

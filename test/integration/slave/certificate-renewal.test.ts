@@ -40,7 +40,7 @@ describe('slave certificate renewal over the connection (real master, real TLS)'
   beforeEach(async () => {
     const rec = recordingLogger();
     masterLines = rec.lines;
-    farm = await startFarm({ logger: rec.logger }, { shareCa: true });
+    farm = await startFarm({ logger: rec.logger, certRenewRetryMs: 1_500 }, { shareCa: true });
   });
   afterEach(async () => {
     await agent?.stop();
@@ -88,9 +88,14 @@ describe('slave certificate renewal over the connection (real master, real TLS)'
     assert.equal(now?.remote.serial, serial);
     await agent.renewIfDue();
     assert.equal(masterLines.filter((l) => l.msg === 'slave certificate renewed').length, 1);
+    // The new certificate in use, the old one is revoked (a copy of the old key is worth nothing now).
+    const admin = await farm.connect(await farm.identity('root', 'admin'));
+    peers.push(admin);
+    const certs = (await admin.call('slave.list', {})).slaves.filter((c) => c.name === 'renew-1');
+    assert.deepEqual(certs.map((c) => [c.serial, c.revoked]).sort(), [[oldSerial, true], [serial, false]].sort());
   });
 
-  it('refuses a renewal before the last third, from a client, and without proof of the key; a revocation of the name covers the renewed certificate', async () => {
+  it('refuses a renewal before the last third, from a client or admin, without proof of the key, and again before the retry time; a revocation of the name covers the renewed certificate', async () => {
     const freshDir = await farm.identity('fresh-1', 'slave');
     const fresh = await farm.connect(freshDir);
     peers.push(fresh);
@@ -100,6 +105,10 @@ describe('slave certificate renewal over the connection (real master, real TLS)'
     const client = await farm.connect(bobDir);
     peers.push(client);
     assert.equal(await rpcCode(client.call('cert.renew', await renewParams(bobDir))), ErrorCodes.FORBIDDEN);
+    const rootDir = await farm.identity('root', 'admin');
+    const admin = await farm.connect(rootDir);
+    peers.push(admin);
+    assert.equal(await rpcCode(admin.call('cert.renew', await renewParams(rootDir))), ErrorCodes.FORBIDDEN);
 
     const dueDir = await farm.identity('renew-2', 'slave', { notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 10 * DAY) });
     const due = await farm.connect(dueDir);
@@ -114,7 +123,22 @@ describe('slave certificate renewal over the connection (real master, real TLS)'
     assert.match(new X509Certificate(res.cert).subject, /CN=renew-2/);
     assert.ok(new X509Certificate(res.cert).publicKey.export({ type: 'spki', format: 'pem' }).toString() === good.publicKey);
     assert.equal(res.ca, await readFile(identityPaths(dueDir).ca, 'utf8'));
-    assert.equal(await farm.master.revokeSlave('renew-2'), 2, 'the old and the renewed certificate');
+    // Asked again with the same certificate before the new one was used: not before the retry time.
+    await assert.rejects(due.call('cert.renew', await renewParams(dueDir)), /was renewed at .*; ask again after/);
+    await new Promise((r) => setTimeout(r, 1_600));
+    const second = await due.call('cert.renew', await renewParams(dueDir));
+    const certs = async () => new Map((await admin.call('slave.list', {})).slaves.filter((c) => c.name === 'renew-2').map((c) => [c.serial, c.revoked]));
+    assert.deepEqual((await certs()).get(res.serial), true, 'the unused first renewal is revoked');
+    assert.deepEqual((await certs()).get(second.serial), false);
+    assert.equal(await farm.master.revokeSlave('renew-2'), 2, 'the old and the second renewed certificate');
+  });
+
+  it('refuses to renew a certificate that expired during the session', async () => {
+    const dir = await farm.identity('ended-1', 'slave', { notAfter: new Date(Date.now() + 1_500) });
+    const peer = await farm.connect(dir);
+    peers.push(peer);
+    await new Promise((r) => setTimeout(r, 2_000));
+    await assert.rejects(peer.call('cert.renew', await renewParams(dir)), /has expired/);
   });
 
   it('settles a renewal cut short before a start: a new key without its certificate in place is completed', async () => {

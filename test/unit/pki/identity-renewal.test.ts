@@ -50,6 +50,31 @@ describe('identity pair replacement (pki/identity-renewal)', function () {
     assert.deepEqual(await files(), { ...old, names: ['cert.pem', 'key.pem'] });
   });
 
+  it('completes a replacement whose certificate rename reached the disk before the key rename', async () => {
+    const p = identityPaths(dir);
+    await writePrivateFile(`${p.key}.new`, next.key);
+    await writeFile(p.cert, next.cert);
+    assert.equal(await settleIdentity(dir), 'completed');
+    assert.deepEqual(await files(), { ...next, names: ['cert.pem', 'key.pem'] });
+  });
+
+  it('completes a replacement cut between the two renames', async () => {
+    const p = identityPaths(dir);
+    await writePrivateFile(p.key, next.key);
+    await writeFile(`${p.cert}.new`, next.cert);
+    assert.equal(await settleIdentity(dir), 'completed');
+    assert.deepEqual(await files(), { ...next, names: ['cert.pem', 'key.pem'] });
+  });
+
+  it('throws and deletes nothing when no key matches a certificate', async () => {
+    const p = identityPaths(dir);
+    const third = await pair('s-1');
+    await writePrivateFile(p.key, third.key);
+    await writeFile(`${p.cert}.new`, next.cert);
+    await assert.rejects(settleIdentity(dir), /no key in .* matches a certificate there/);
+    assert.deepEqual((await readdir(dir)).sort(), ['cert.pem', 'cert.pem.new', 'key.pem']);
+  });
+
   it('drops a lone new certificate that does not carry the key in place', async () => {
     await writeFile(`${identityPaths(dir).cert}.new`, next.cert);
     assert.equal(await settleIdentity(dir), 'discarded');
