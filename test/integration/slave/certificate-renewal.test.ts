@@ -95,6 +95,23 @@ describe('slave certificate renewal over the connection (real master, real TLS)'
     assert.deepEqual(certs.map((c) => [c.serial, c.revoked]).sort(), [[oldSerial, true], [serial, false]].sort());
   });
 
+  it('asks again on the next connection when the connection of a renewal in flight is lost', async () => {
+    const dir = await farm.identity('renew-4', 'slave', { notBefore: new Date(Date.now() - 70 * DAY), notAfter: new Date(Date.now() + 20 * DAY) });
+    const { logger, lines } = recordingLogger();
+    // Reconnects within milliseconds: the new connection comes while the first renewal still makes its key.
+    agent = new SlaveAgent({ dir, master: farm.mainAddress, logger, backoffMinMs: 5, backoffMaxMs: 10 });
+    let drops = 0;
+    agent.on('connected', () => {
+      if (drops++ === 0) for (const p of farm.master.peersNamed('renew-4')) p.destroy();
+    });
+    const renewed = once(agent, 'renewed') as Promise<[string, number]>;
+    await agent.start();
+    const [serial] = await renewed;
+    assert.ok(drops >= 2, `connections: ${drops}`);
+    assert.equal(new X509Certificate(await readFile(identityPaths(dir).cert, 'utf8')).serialNumber.toUpperCase(), serial);
+    assert.ok(lines.some((l) => l.msg === 'certificate renewal failed; trying again at the next connection and daily'), 'the first one failed with its connection');
+  });
+
   it('refuses a renewal before the last third, from a client or admin, without proof of the key, and again before the retry time; a revocation of the name covers the renewed certificate', async () => {
     const freshDir = await farm.identity('fresh-1', 'slave');
     const fresh = await farm.connect(freshDir);
