@@ -132,6 +132,18 @@ export const MAX_CSR_RSA_EXPONENT_BITS = 32;
 export const MAX_CSR_PEM_BYTES = 8192;
 
 /**
+ * The limits on a requester's RSA key, checked before any signature with it (a huge exponent
+ * makes verification a long exponentiation): modulus size, and an odd exponent of at most 32 bits.
+ */
+function checkRsaLimits(label: string, bits: number, eBits: number, eOdd: boolean): void {
+  if (bits < MIN_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `${label} too small: ${bits} bits, need ${MIN_CSR_RSA_BITS}`);
+  if (bits > MAX_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `${label} too large: ${bits} bits, at most ${MAX_CSR_RSA_BITS}`);
+  if (eBits < 2 || eBits > MAX_CSR_RSA_EXPONENT_BITS || !eOdd) {
+    throw new BuilderError('BUILDER_ERR_CERT', `${label} has an unusual public exponent (${eBits} bits); use 65537`);
+  }
+}
+
+/**
  * Checks a CSR and returns only its public key. Security: the CSR's signature proves possession
  * of the private key; its subject, attributes and extensions are ignored so that a requester
  * cannot choose its own name, role or key usage.
@@ -150,13 +162,7 @@ export function publicKeyFromCsr(csrPem: string): string {
   // master's event loop for 1.6 s, and 79 s while its optimizer was held.
   const pub = csr.publicKey as forgeNs.pki.rsa.PublicKey | null;
   if (!pub || typeof pub.n?.bitLength !== 'function' || typeof pub.e?.bitLength !== 'function') throw new BuilderError('BUILDER_ERR_CERT', 'CSR must carry an RSA public key');
-  const bits = pub.n.bitLength();
-  if (bits < MIN_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `CSR key too small: ${bits} bits, need ${MIN_CSR_RSA_BITS}`);
-  if (bits > MAX_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `CSR key too large: ${bits} bits, at most ${MAX_CSR_RSA_BITS}`);
-  const eBits = pub.e.bitLength();
-  if (eBits < 2 || eBits > MAX_CSR_RSA_EXPONENT_BITS || !pub.e.testBit(0)) {
-    throw new BuilderError('BUILDER_ERR_CERT', `CSR key has an unusual public exponent (${eBits} bits); use 65537`);
-  }
+  checkRsaLimits('CSR key', pub.n.bitLength(), pub.e.bitLength(), pub.e.testBit(0));
   let ok: boolean;
   try {
     ok = csr.verify();
@@ -190,14 +196,8 @@ export function publicKeyFromProof(publicKeyPem: string, proof: Uint8Array, mess
   if (key.asymmetricKeyType !== 'rsa' || details?.modulusLength === undefined || details.publicExponent === undefined) {
     throw new BuilderError('BUILDER_ERR_CERT', 'an RSA public key is needed');
   }
-  const bits = details.modulusLength;
-  if (bits < MIN_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `key too small: ${bits} bits, need ${MIN_CSR_RSA_BITS}`);
-  if (bits > MAX_CSR_RSA_BITS) throw new BuilderError('BUILDER_ERR_CERT', `key too large: ${bits} bits, at most ${MAX_CSR_RSA_BITS}`);
   const e = details.publicExponent;
-  const eBits = e.toString(2).length;
-  if (eBits < 2 || eBits > MAX_CSR_RSA_EXPONENT_BITS || e % 2n === 0n) {
-    throw new BuilderError('BUILDER_ERR_CERT', `key has an unusual public exponent (${eBits} bits); use 65537`);
-  }
+  checkRsaLimits('key', details.modulusLength, e.toString(2).length, e % 2n === 1n);
   let ok: boolean;
   try {
     ok = cryptoVerify('sha256', message, key, proof);

@@ -1,5 +1,5 @@
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
-import { open, rename, rm, readFile } from 'node:fs/promises';
+import { access, open, rename, rm, readFile } from 'node:fs/promises';
 import { BuilderError } from '../protocol/errors.js';
 import { identityPaths } from './ca-dir.js';
 import { writePrivateFile } from './keys.js';
@@ -12,7 +12,7 @@ function pendingPaths(dir: string): { key: string; cert: string; root: string } 
 
 async function exists(path: string): Promise<boolean> {
   try {
-    await (await open(path, 'r')).close();
+    await access(path);
     return true;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
