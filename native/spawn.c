@@ -6,7 +6,10 @@
  * costs"), 1.5-3 ms of the slave's event loop per job. vfork shares the memory instead, so the
  * cost does not grow with the slave's size; the child uses raw system calls only until execve.
  *
- * spawn(file, argv, env, cwd, uid, gid, onExit) -> [pid, stdoutFd, stderrFd]
+ * spawn(file, argv, env, cwd, uid, gid, onExit[, cgroupProcs]) -> [pid, stdoutFd, stderrFd]
+ *   - with cgroupProcs (the path of a cgroup v2's cgroup.procs), the process moves itself into
+ *     that cgroup first (writes "0" to it), before it can fork anything: what it starts stays in
+ *     there, whatever its process group; a failure to join is thrown with syscall 'cgroup';
  *   - the process leads a new session and process group (setsid), stdin is /dev/null, stdout and
  *     stderr are two new pipes whose read ends are returned (close-on-exec, blocking: the caller
  *     wraps them in net.Socket, which makes them non-blocking); no other descriptor is open in it;
@@ -51,16 +54,16 @@ typedef struct {
   napi_async_context ctx;
 } watch_t;
 
-/* Throws an Error like child_process's: message "spawn <file> <CODE>", code, errno, syscall. */
-static napi_value throw_errno(napi_env env, int err, const char *file) {
+/* Throws an Error like child_process's: message "<sys> <file> <CODE>", code, errno, syscall <sys>. */
+static napi_value throw_errno_in(napi_env env, int err, const char *sys_name, const char *file) {
   const char *name = uv_err_name(-err);
-  size_t n = strlen(file) + strlen(name) + 16;
+  size_t n = strlen(sys_name) + strlen(file) + strlen(name) + 16;
   char *msg = malloc(n);
   if (msg == NULL) {
     napi_throw_error(env, "ENOMEM", "spawn: out of memory");
     return NULL;
   }
-  snprintf(msg, n, "spawn %s %s", file, name);
+  snprintf(msg, n, "%s %s %s", sys_name, file, name);
   napi_value m, code, e, no, sys;
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
   free(msg);
@@ -69,10 +72,14 @@ static napi_value throw_errno(napi_env env, int err, const char *file) {
   napi_set_named_property(env, e, "code", code);
   napi_create_int32(env, -err, &no);
   napi_set_named_property(env, e, "errno", no);
-  napi_create_string_utf8(env, "spawn", NAPI_AUTO_LENGTH, &sys);
+  napi_create_string_utf8(env, sys_name, NAPI_AUTO_LENGTH, &sys);
   napi_set_named_property(env, e, "syscall", sys);
   napi_throw(env, e);
   return NULL;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *file) {
+  return throw_errno_in(env, err, "spawn", file);
 }
 
 static napi_value throw_type(napi_env env, const char *msg) {
@@ -266,7 +273,9 @@ typedef struct {
   int set_ids;
   uid_t uid;
   gid_t gid;
+  const char *cgroup_procs; /* NULL: stay in the slave's cgroup */
   volatile int err; /* set by the child when it fails before or at the exec (shared: vfork) */
+  volatile int in_cgroup_step; /* set with err when joining the cgroup failed */
 } child_plan_t;
 
 /* `from` as descriptor `to` without close-on-exec (dup3 refuses from == to: clear the flag then). */
@@ -289,6 +298,15 @@ static void child_run(child_plan_t *p) {
   for (int sig = 1; sig < 65; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     syscall(SYS_rt_sigaction, sig, dfl, NULL, 8);
+  }
+  /* Into the attempt's cgroup before anything else can fork, and while still the slave's user. */
+  if (p->cgroup_procs != NULL) {
+    int cg = (int)syscall(SYS_openat, AT_FDCWD, p->cgroup_procs, O_WRONLY | O_CLOEXEC, 0);
+    if (cg < 0 || syscall(SYS_write, cg, "0", 1) != 1) {
+      p->in_cgroup_step = 1;
+      goto fail;
+    }
+    syscall(SYS_close, cg);
   }
   if (syscall(SYS_setsid) < 0) goto fail;
   int devnull = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC, 0);
@@ -334,6 +352,7 @@ static int do_spawn(child_plan_t *p, pid_t *pid) {
   sigset_t all, old;
   sigfillset(&all);
   p->err = 0;
+  p->in_cgroup_step = 0;
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t c = vfork();
   if (c == 0) child_run(p); /* never returns */
@@ -350,8 +369,8 @@ static int do_spawn(child_plan_t *p, pid_t *pid) {
 }
 
 static napi_value js_spawn(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value args[7];
+  size_t argc = 8;
+  napi_value args[8];
   napi_get_cb_info(env, info, &argc, args, NULL, NULL);
   if (argc < 7) return throw_type(env, "spawn(file, argv, env, cwd, uid, gid, onExit): 7 arguments expected");
   napi_valuetype t;
@@ -366,7 +385,7 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   int set_ids = uid >= 0;
 
   napi_value result = NULL;
-  char *file = NULL, *cwd = NULL;
+  char *file = NULL, *cwd = NULL, *cgroup_procs = NULL;
   char **argv = NULL, **envp = NULL, **paths = NULL;
   int out[2] = {-1, -1}, err[2] = {-1, -1};
   file = get_string(env, args[0], "spawn: file must be a string without NUL");
@@ -380,6 +399,14 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   if (argv[0] == NULL) {
     throw_type(env, "spawn: argv must hold at least argv[0]");
     goto done;
+  }
+  if (argc >= 8) {
+    napi_valuetype ct;
+    napi_typeof(env, args[7], &ct);
+    if (ct != napi_undefined) {
+      cgroup_procs = get_string(env, args[7], "spawn: cgroupProcs must be a string without NUL");
+      if (cgroup_procs == NULL) goto done;
+    }
   }
   size_t argc_n = 0;
   while (argv[argc_n] != NULL) argc_n++;
@@ -404,12 +431,13 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   sh_argv[0] = (char *)"/bin/sh";
   sh_argv[1] = paths[0];
   for (size_t i = 1; i < argc_n; i++) sh_argv[i + 1] = argv[i];
-  child_plan_t plan = {.paths = paths, .argv = argv, .sh_argv = sh_argv, .env = envp, .cwd = cwd, .out_w = out[1], .err_w = err[1], .set_ids = set_ids, .uid = (uid_t)uid, .gid = (gid_t)gid};
+  child_plan_t plan = {.paths = paths, .argv = argv, .sh_argv = sh_argv, .env = envp, .cwd = cwd, .out_w = out[1], .err_w = err[1], .set_ids = set_ids, .uid = (uid_t)uid, .gid = (gid_t)gid, .cgroup_procs = cgroup_procs};
   pid_t pid = 0;
   int r = do_spawn(&plan, &pid);
   free(sh_argv);
   if (r != 0) {
-    throw_errno(env, r, file);
+    if (plan.in_cgroup_step) throw_errno_in(env, r, "cgroup", cgroup_procs);
+    else throw_errno(env, r, file);
     goto done;
   }
   close(out[1]);
@@ -460,6 +488,7 @@ done:
   }
   free(file);
   free(cwd);
+  free(cgroup_procs);
   free_vec(paths);
   free_vec(argv);
   free_vec(envp);

@@ -1,6 +1,7 @@
 import { isAbsolute, join, resolve } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import type { CollectArtifactsOptions } from '../artifacts/index.js';
+import { findCgroupPlace, type CgroupPlace } from './cgroup.js';
 import { nativeSpawnUnavailable } from './native-spawn.js';
 import type { SlotEvent } from './slot-pool.js';
 
@@ -74,6 +75,14 @@ export interface ExecutorOptions {
    * addon is built, else node. The job's process is the same either way.
    */
   spawner?: 'auto' | 'native' | 'node';
+  /**
+   * A cgroup (v2) per attempt (slave/executor/cgroup.ts), so that cancel, timeout and the end of
+   * an attempt kill every process the job started, also those that left its process group
+   * (setsid, daemons). `auto` (default): when the slave's own cgroup is writable (root, or a
+   * systemd unit with Delegate=yes), Linux is 5.14 or later and the native spawner is used;
+   * `on`: the same, or the slave refuses to start, saying why; `off`: process groups only.
+   */
+  cgroups?: 'auto' | 'on' | 'off';
   /** Limits of artifact collection. */
   artifacts?: Omit<CollectArtifactsOptions, 'inputs'>;
   /** Clock for timestamps and durations (injected in tests). Default `Date.now`. */
@@ -109,6 +118,10 @@ export interface CompiledExecutorOptions {
   readonly spawner: 'native' | 'node';
   /** Why `auto` chose `node`, if it did. */
   readonly spawnerNote: string | undefined;
+  /** Where attempts' cgroups go, when they have any (see ExecutorOptions.cgroups). */
+  readonly cgroup: CgroupPlace | undefined;
+  /** Why attempts have no cgroup, if they have none. */
+  readonly cgroupNote: string | undefined;
   readonly now: () => number;
   readonly onSlotEvent: ((e: SlotEvent) => void) | undefined;
 }
@@ -174,6 +187,17 @@ function compileSpawner(s: ExecutorOptions['spawner']): { spawner: 'native' | 'n
   return { spawner: 'node', spawnerNote: why };
 }
 
+function compileCgroups(c: ExecutorOptions['cgroups'], spawner: 'native' | 'node', workRoot: string): { cgroup: CgroupPlace | undefined; cgroupNote: string | undefined } {
+  if (c !== undefined && c !== 'auto' && c !== 'on' && c !== 'off') {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `executor option cgroups must be auto, on or off, got ${JSON.stringify(c)}`);
+  }
+  if (c === 'off') return { cgroup: undefined, cgroupNote: 'turned off (cgroups: off)' };
+  const place = spawner === 'native' ? findCgroupPlace(workRoot) : { why: 'jobs join their cgroup through the native spawner, which is not used' };
+  if (!('why' in place)) return { cgroup: place, cgroupNote: undefined };
+  if (c === 'on') throw new BuilderError('BUILDER_ERR_CONFIG', `executor option cgroups on cannot be met: ${place.why}`);
+  return { cgroup: undefined, cgroupNote: place.why };
+}
+
 /** Validates and normalises executor options once, at startup. */
 export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOptions {
   if (typeof o.dataDir !== 'string' || o.dataDir === '') throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option dataDir is required');
@@ -181,9 +205,11 @@ export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOpti
   const shell = o.shell ?? EXECUTOR_DEFAULTS.shell;
   if (!isAbsolute(shell)) throw new BuilderError('BUILDER_ERR_CONFIG', 'executor option shell must be an absolute path');
   const runAs = compileRunAs(o.runAs);
+  const workRoot = o.workRoot === undefined ? join(dataDir, 'work') : resolve(o.workRoot);
+  const spawner = compileSpawner(o.spawner);
   return Object.freeze({
     dataDir,
-    workRoot: o.workRoot === undefined ? join(dataDir, 'work') : resolve(o.workRoot),
+    workRoot,
     runAs,
     capacity: int('capacity', o.capacity, EXECUTOR_DEFAULTS.capacity, 1),
     shell,
@@ -200,7 +226,8 @@ export function compileExecutorOptions(o: ExecutorOptions): CompiledExecutorOpti
     maxEnvBytes: int('maxEnvBytes', o.maxEnvBytes, EXECUTOR_DEFAULTS.maxEnvBytes, 0),
     maxRecordEvents: int('maxRecordEvents', o.maxRecordEvents, EXECUTOR_DEFAULTS.maxRecordEvents, 1),
     artifacts: { ...(o.artifacts ?? {}) },
-    ...compileSpawner(o.spawner),
+    ...spawner,
+    ...compileCgroups(o.cgroups, spawner.spawner, workRoot),
     now: o.now ?? Date.now,
     onSlotEvent: o.onSlotEvent,
   });

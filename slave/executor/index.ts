@@ -17,3 +17,5 @@ export { prepareWorkDir, removeTree, slotWorkDir, WORK_SUBDIRS } from './work-di
 export type { LogSink, OutputBatcherOptions } from './output-batcher.js';
 export { SlotPool } from './slot-pool.js';
 export type { SlotEvent, SlotLease, SlotRecord } from './slot-pool.js';
+export { AttemptCgroup, findCgroupPlace, sweepCgroups } from './cgroup.js';
+export type { CgroupPlace } from './cgroup.js';

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
  * stdout and stderr piped, default signal dispositions; and no inherited descriptor beyond 2.
  */
 interface NativeSpawnModule {
-  spawn(file: string, argv: string[], env: string[], cwd: string, uid: number, gid: number, onExit: (code: number, signo: number) => void): [number, number, number];
+  spawn(file: string, argv: string[], env: string[], cwd: string, uid: number, gid: number, onExit: (code: number, signo: number) => void, cgroupProcs?: string): [number, number, number];
   /** Why this kernel cannot run the spawner (pidfd_open, waitid P_PIDFD, close_range), or undefined. */
   probe(): string | undefined;
 }
@@ -73,17 +73,19 @@ export class NativeChild extends EventEmitter<{ exit: [code: number | null, sign
 
 /**
  * Starts `file` (looked up in the PATH of `env` when it has no slash) with `args`, in `cwd`, with
- * exactly `env`, as `uid` and `gid` when given (both or neither). Throws (synchronously) what
+ * exactly `env`, as `uid` and `gid` when given (both or neither), inside the cgroup whose
+ * `cgroup.procs` is `cgroupProcs` when given (joined before the program runs; a failure to join
+ * is thrown with syscall 'cgroup'). Throws (synchronously) what
  * child_process would report as an `error` event: an Error with `code` (ENOENT, EACCES, ...),
  * `errno` and `syscall` 'spawn'; and a TypeError for a NUL byte in any string or a bad id.
  * Throws a plain Error when the addon is not available (see nativeSpawnUnavailable).
  */
-export function nativeSpawn(file: string, args: readonly string[], opts: { cwd: string; env: Record<string, string>; uid?: number; gid?: number }): NativeChild {
+export function nativeSpawn(file: string, args: readonly string[], opts: { cwd: string; env: Record<string, string>; uid?: number; gid?: number; cgroupProcs?: string }): NativeChild {
   const l = load();
   if ('error' in l) throw new Error(l.error);
   const env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
   // onExit runs from the event loop (libuv polls a pidfd), never before `child` below exists.
-  const [pid, outFd, errFd] = l.mod.spawn(file, [file, ...args], env, opts.cwd, opts.uid ?? -1, opts.gid ?? -1, (code, signo) => child.exited(code, signo));
+  const [pid, outFd, errFd] = l.mod.spawn(file, [file, ...args], env, opts.cwd, opts.uid ?? -1, opts.gid ?? -1, (code, signo) => child.exited(code, signo), opts.cgroupProcs);
   const child = new NativeChild(pid, outFd, errFd);
   return child;
 }

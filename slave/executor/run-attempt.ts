@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { constants, lstatSync, opendirSync } from 'node:fs';
+import { constants, lstatSync, opendirSync, readdirSync, readFileSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -8,6 +8,7 @@ import { BuilderError } from '../../protocol/errors.js';
 import { collectArtifacts, indexFiles, type ArtifactScan } from '../artifacts/index.js';
 import { LogSpool } from '../spool/index.js';
 import { checkAttemptSpec, type AttemptSpec, type CheckedAttemptSpec } from './attempt-spec.js';
+import { AttemptCgroup } from './cgroup.js';
 import type { CompiledExecutorOptions } from './executor-options.js';
 import { nativeSpawn } from './native-spawn.js';
 import { OutputBatcher, type LogSink } from './output-batcher.js';
@@ -28,7 +29,7 @@ export interface AttemptResult {
   readonly signal: NodeJS.Signals | null;
   readonly timedOut: boolean;
   readonly cancelled: boolean;
-  /** Processes were left in the group after the leader exited and were killed. */
+  /** Processes were left in the group (or the attempt's cgroup) after the leader exited and were killed. */
   readonly leftoversKilled: boolean;
   /** The pipes stayed open (held outside the group) past `pipeCloseTimeoutMs`; the executor closed its ends. */
   readonly pipesForcedClosed: boolean;
@@ -149,6 +150,9 @@ class AttemptRun implements AttemptHandle {
   private killTimer: NodeJS.Timeout | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
   private pipeTimer: NodeJS.Timeout | undefined;
+  private leftoverTimer: NodeJS.Timeout | undefined;
+  /** The attempt's cgroup, when the slave gives attempts one (options.cgroup), from just before the spawn. */
+  private cgroup: AttemptCgroup | undefined;
   private finished = false;
   private leftoversKilled = false;
   private pipesForcedClosed = false;
@@ -178,16 +182,36 @@ class AttemptRun implements AttemptHandle {
     this.terminate();
   }
 
-  /** Sends `sig` to the whole process group; false when the group is gone. */
-  private signalGroup(sig: NodeJS.Signals | 0): boolean {
-    if (this._pid === undefined || this.finished) return false;
+  /**
+   * Sends `sig` to the whole process group and, with a cgroup, to every process in it (SIGKILL
+   * by cgroup.kill, which also reaches what forks meanwhile).
+   */
+  private signalAll(sig: 'SIGTERM' | 'SIGKILL'): void {
+    if (this._pid === undefined || this.finished) return;
     try {
       // A negative pid addresses the process group the leader created (detached: setsid).
       process.kill(-this._pid, sig);
-      return true;
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'EPERM';
+    } catch {
+      // the group is gone
     }
+    if (this.cgroup === undefined) return;
+    try {
+      if (sig === 'SIGKILL') this.cgroup.kill();
+      else this.cgroup.signal(sig);
+    } catch {
+      // cgroupfs refused (removed under us): the group was signalled
+    }
+  }
+
+  /**
+   * Whether a live process of the job is left: in its cgroup when it has one (whatever their
+   * process group), else in its process group. Zombies do not count: where PID 1 does not reap
+   * orphans (a container without an init), a dead leftover stays one for good.
+   */
+  private processesLeft(): boolean {
+    if (this._pid === undefined) return false;
+    if (this.cgroup !== undefined) return this.cgroup.populated();
+    return groupHasLiveProcess(this._pid);
   }
 
   /** SIGTERM to the group now, SIGKILL after the grace (once, whoever asks first). */
@@ -195,13 +219,29 @@ class AttemptRun implements AttemptHandle {
     if (this._pid === undefined) return;
     if (!this.termSent) {
       this.termSent = true;
-      this.signalGroup('SIGTERM');
+      this.signalAll('SIGTERM');
     }
     if (this.killTimer === undefined) {
       this.killTimer = setTimeout(() => {
-        this.signalGroup('SIGKILL');
+        this.signalAll('SIGKILL');
       }, this.o.killGraceMs);
     }
+  }
+
+  /**
+   * Calls `done` once no live process of the job is left, checking every 50 ms: the SIGKILL
+   * after the grace ends any holdout. Gives up after the grace plus `pipeCloseTimeoutMs` (a
+   * process in uninterruptible sleep outlives even SIGKILL for a while).
+   */
+  private whenLeftoversGone(done: () => void): void {
+    const deadline = Date.now() + this.o.killGraceMs + this.o.pipeCloseTimeoutMs;
+    const check = (): void => {
+      if (!this.processesLeft() || Date.now() >= deadline) {
+        this.leftoverTimer = undefined;
+        done();
+      } else this.leftoverTimer = setTimeout(check, 50);
+    };
+    this.leftoverTimer = setTimeout(check, 50);
   }
 
   private async run(): Promise<AttemptResult> {
@@ -281,6 +321,7 @@ class AttemptRun implements AttemptHandle {
     } finally {
       this.clearTimers();
       this.finished = true;
+      this.dropCgroup();
     }
     await batcher.flush();
     runEnd = Math.max(runEnd, runStart);
@@ -384,7 +425,21 @@ class AttemptRun implements AttemptHandle {
   }
 
   private clearTimers(): void {
-    for (const t of [this.killTimer, this.timeoutTimer, this.pipeTimer]) if (t !== undefined) clearTimeout(t);
+    for (const t of [this.killTimer, this.timeoutTimer, this.pipeTimer, this.leftoverTimer]) if (t !== undefined) clearTimeout(t);
+  }
+
+  /** Removes the attempt's cgroup (emptied first, should anything still be in it); one left behind is swept at the slave's next start. */
+  private dropCgroup(): void {
+    const cg = this.cgroup;
+    if (cg === undefined) return;
+    try {
+      if (!cg.remove()) {
+        cg.kill();
+        cg.remove();
+      }
+    } catch {
+      // left for the sweep
+    }
   }
 
   private spawnAndWait(
@@ -400,10 +455,12 @@ class AttemptRun implements AttemptHandle {
       let error: { code: string; message: string } | undefined;
       let exited = false;
       let openPipes = 2;
+      /** False while processes left behind by the leader are being killed. */
+      let leftoversGone = true;
       let settled = false;
       let child: { readonly pid?: number | undefined; readonly stdout: Readable; readonly stderr: Readable };
       const maybeDone = (): void => {
-        if (settled || !exited || openPipes > 0) return;
+        if (settled || !exited || openPipes > 0 || !leftoversGone) return;
         settled = true;
         resolve({ exitCode, signal, error });
       };
@@ -414,14 +471,20 @@ class AttemptRun implements AttemptHandle {
         // Neither: the native spawner could not read the status (the process was reaped elsewhere).
         if (code === null && sig === null) error ??= { code: 'ECHILD', message: 'the exit status of the job process was lost' };
         if (this.timeoutTimer !== undefined) clearTimeout(this.timeoutTimer);
-        // Anything left in the group is an orphan of this job: SIGTERM now, SIGKILL after the grace.
+        // Anything left (in the group, or the cgroup) is an orphan of this job: SIGTERM now,
+        // SIGKILL after the grace, and the attempt ends once they are gone.
         let wait = this.o.pipeCloseTimeoutMs;
-        if (this.signalGroup(0)) {
+        if (this.processesLeft()) {
           this.leftoversKilled = true;
           this.terminate();
           wait += this.o.killGraceMs;
+          leftoversGone = false;
+          this.whenLeftoversGone(() => {
+            leftoversGone = true;
+            maybeDone();
+          });
         }
-        // A process that left the group (setsid) may still hold the pipes: stop waiting for it eventually.
+        // Without a cgroup, a process that left the group (setsid) may still hold the pipes: stop waiting for it eventually.
         // (Not while the pipes are paused for a slow log sink: that output is the job's and is kept.)
         const forceClose = (): void => {
           if (openPipes === 0) return;
@@ -439,12 +502,13 @@ class AttemptRun implements AttemptHandle {
       const runAs = this.o.runAs === undefined ? {} : { uid: this.o.runAs.uid, gid: this.o.runAs.gid };
       if (this.o.spawner === 'native') {
         try {
-          const c = nativeSpawn(cmd, args, { cwd, env, ...runAs });
+          if (this.o.cgroup !== undefined) this.cgroup = AttemptCgroup.make(this.o.cgroup, `${this.jobId}-${this.attempt}`);
+          const c = nativeSpawn(cmd, args, { cwd, env, ...runAs, cgroupProcs: this.cgroup?.procsFile });
           c.on('exit', onExit);
           child = c;
         } catch (e) {
-          // Not started (ENOENT, EACCES, a bad cwd): no process, no pipes.
-          resolve({ exitCode: null, signal: null, error: errInfo(e) });
+          // Not started (ENOENT, EACCES, a bad cwd, no cgroup): no process, no pipes.
+          resolve({ exitCode: null, signal: null, error: spawnErrInfo(e) });
           return;
         }
       } else {
@@ -491,6 +555,40 @@ class AttemptRun implements AttemptHandle {
       }
     });
   }
+}
+
+/** errInfo, with a failure to make or join the attempt's cgroup said as such. */
+function spawnErrInfo(e: unknown): { code: string; message: string } {
+  const info = errInfo(e);
+  const err = e as NodeJS.ErrnoException;
+  if (err.syscall === 'cgroup' || err.syscall === 'mkdir') return { code: info.code, message: `cannot put the job into a cgroup of its own: ${info.message}` };
+  return info;
+}
+
+/**
+ * Whether process group `pgid` has a live member. kill(-pgid, 0) says whether it has any; when
+ * it has, /proc tells zombies (dead, never reaped: PID 1 of a container may not reap orphans)
+ * from live processes. Only asked when a job's leader has exited, so the scan is rare.
+ */
+export function groupHasLiveProcess(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  for (const name of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+    } catch {
+      continue;
+    }
+    // After the command name (which may hold spaces and parentheses): state, ppid, pgrp, ...
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 3);
+    if (Number(f[2]) === pgid && f[0] !== 'Z' && f[0] !== 'X') return true;
+  }
+  return false;
 }
 
 /**

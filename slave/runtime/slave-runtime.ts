@@ -7,7 +7,7 @@ import { BuilderError } from '../../protocol/errors.js';
 import type { RpcPeer } from '../../protocol/rpc-peer.js';
 import { loadIdentity } from '../../pki/index.js';
 import { SlaveAgent } from '../agent.js';
-import { Executor } from '../executor/index.js';
+import { Executor, sweepCgroups } from '../executor/index.js';
 import { AttemptDirPool, listAttemptDirs } from './attempt-files.js';
 import { AttemptTask, type TaskEnd } from './attempt-task.js';
 import { compileSlaveRuntimeOptions, type CompiledSlaveRuntimeOptions, type SlaveRuntimeOptions } from './runtime-options.js';
@@ -84,6 +84,13 @@ export class SlaveRuntime {
     // The identity first: a wrong --dir fails with one clear error before anything is created in it.
     await loadIdentity(o.dir);
     await this.dirPool.clear();
+    const cg = this.executor.options.cgroup;
+    if (cg !== undefined) {
+      // Before the recovery: whatever jobs of a previous process still run die with their cgroups.
+      const swept = await sweepCgroups(cg);
+      if (swept.found.length > 0) this.log.warn({ cgroups: swept.found }, 'killed what was left in the job cgroups of the previous run');
+      for (const path of swept.left) this.log.warn({ path }, 'could not remove a job cgroup left by the previous run');
+    }
     for (const d of await listAttemptDirs(o.attemptsDir)) {
       let t: AttemptTask | undefined;
       try {
@@ -109,6 +116,9 @@ export class SlaveRuntime {
     const { spawner, spawnerNote } = this.executor.options;
     if (spawnerNote === undefined) this.log.info({ spawner }, 'jobs start with the %s spawner', spawner);
     else this.log.warn({ spawner, why: spawnerNote }, 'jobs start with child_process (each start forks the slave): the native spawner is not available');
+    const { cgroupNote } = this.executor.options;
+    if (cg !== undefined) this.log.info({ cgroups: `${cg.parent}/${cg.prefix}*` }, 'each job runs in a cgroup of its own');
+    else this.log.info({ why: cgroupNote }, 'jobs run without a cgroup of their own: a process that leaves its process group outlives cancel and timeout');
     await this.agent.start();
   }
 

@@ -40,6 +40,12 @@ export default class Run extends BuilderCommand {
       default: 'auto',
       description: 'how jobs start: native (vfork, from the addon built at install), node (child_process, which forks the slave), auto (native when built)',
     }),
+    cgroups: Flags.string({
+      options: ['auto', 'on', 'off'],
+      default: 'auto',
+      description:
+        "a cgroup per job, so that cancel, timeout and the job's end kill every process it started, also those that left its process group: on (or refuse to start), off, auto (when the slave's cgroup is writable: root, or systemd with Delegate=yes)",
+    }),
     'keep-work-dirs': Flags.boolean({ default: false, description: 'keep each job work dir after the master has its outcome' }),
   };
 
@@ -61,6 +67,7 @@ export default class Run extends BuilderCommand {
       executor: {
         killGraceMs: parseDuration(flags['kill-grace'], '--kill-grace'),
         spawner: flags.spawner as 'auto' | 'native' | 'node',
+        cgroups: flags.cgroups as 'auto' | 'on' | 'off',
       },
       keepWorkDirs: flags['keep-work-dirs'],
       logger: log,

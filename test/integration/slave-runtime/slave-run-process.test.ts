@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
+import { findCgroupPlace } from '../../../slave/executor/index.js';
 import { RunningBin, runBin } from '../../helpers/procs.js';
 import { alive, attemptDirs, killGroups, readSlotRecord, slaveTestBed, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
@@ -161,6 +162,31 @@ describe('slave run (a real child process)', function () {
       // The slot work dirs the killed job left are set aside and removed before the slave takes work again.
       assert.deepEqual(await readdir(join(dir, 'work', 'slots')), []);
       assert.deepEqual((await readdir(join(dir, 'work'))).filter((x) => x.startsWith('.trash-')), []);
+      assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
+    });
+
+    it('after a SIGKILL, also kills what its job started outside its process group (the job cgroups)', async function () {
+      const place = findCgroupPlace(resolve(dir, 'work'));
+      if ('why' in place) {
+        console.log(`      (skipped: ${place.why})`);
+        this.skip();
+      }
+      await master.listen(0);
+      const s = slave(['--cgroups', 'on']);
+      await s.waitFor(/each job runs in a cgroup of its own/);
+      await s.waitFor(/"msg":"subscribed"/);
+      const pidFile = join(root, `daemon-${n}`);
+      await master.assign({ jobId: 8, command: { kind: 'script', text: `setsid sh -c 'echo $$ > ${pidFile}; exec sleep 60' </dev/null >/dev/null 2>&1 &\necho go; sleep 60` } });
+      await until(() => existsSync(pidFile) && master.text(8).includes('go'), 'the job to start');
+      const daemon = Number((await readFile(pidFile, 'utf8')).trim());
+      groups.push(daemon);
+      await s.stop('SIGKILL');
+      assert.ok(await alive(daemon), 'the daemon outlived the slave');
+      assert.deepEqual(readdirSync(place.parent).filter((x) => x.startsWith(place.prefix)), [`${place.prefix}8-1`]);
+      const s2 = slave(['--cgroups', 'on']);
+      await s2.waitFor(/killed what was left in the job cgroups of the previous run/);
+      await until(async () => !(await alive(daemon)), 'the daemon to be killed');
+      assert.deepEqual(readdirSync(place.parent).filter((x) => x.startsWith(place.prefix)), []);
       assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
     });
   });

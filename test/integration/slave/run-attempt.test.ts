@@ -291,7 +291,25 @@ for (const spawner of ['native', 'node'] as const) describe(`slave/executor runA
       assert.equal(await isAlive(gc), false);
     });
 
-    it('does not wait forever for a process that left the group (setsid) and still holds the pipes', async () => {
+    it('kills a leftover that ignores SIGTERM and let go of the pipes before the attempt ends (SIGKILL after the grace)', async () => {
+      const script = [
+        `sh -c 'trap "" TERM; echo $$ > "$BUILDER_OUTPUT/gc.pid"; exec >/dev/null 2>&1; while :; do sleep 1; done' &`,
+        'while [ ! -s "$BUILDER_OUTPUT/gc.pid" ]; do sleep 0.01; done',
+        'exit 3',
+      ].join('\n');
+      const { h } = start({ script });
+      const r = await h.result;
+      const gc = await readPid(join(r.keptDir!, 'gc.pid'));
+      reaper.addPid(gc);
+      assert.equal(r.exitCode, 3);
+      assert.equal(r.leftoversKilled, true);
+      // Before the fix the SIGKILL timer was dropped when the pipes closed: this process lived on.
+      assert.equal(await isAlive(gc), false, 'the leftover is dead when the result is ready');
+      assert.ok(r.durations.runMs >= 300, `the attempt waited for the SIGKILL after the 300 ms grace (ran ${r.durations.runMs} ms)`);
+    });
+
+    it('without a cgroup, does not wait forever for a process that left the group (setsid) and still holds the pipes', async () => {
+      o = compileExecutorOptions({ ...o, cgroups: 'off' });
       const wd = join(root, 'work', 'slots', '0');
       const { h } = start({ script: 'setsid sh -c \'echo $$ > "$BUILDER_OUTPUT/escaped.pid"; exec sleep 1000\' &\nwhile [ ! -s "$BUILDER_OUTPUT/escaped.pid" ]; do sleep 0.01; done\necho bye' });
       const r = await h.result;
@@ -300,7 +318,7 @@ for (const spawner of ['native', 'node'] as const) describe(`slave/executor runA
       reaper.addPid(escaped);
       assert.equal(r.exitCode, 0);
       assert.equal(r.pipesForcedClosed, true, 'the executor closed its ends after pipeCloseTimeoutMs');
-      // Documented limit: outside the group, only a cgroup could kill it; the test reaps it by pid.
+      // Documented limit without a cgroup: outside the group, it is out of reach; the test reaps it by pid.
       assert.equal(await isAlive(escaped), true);
     });
 
