@@ -9,3 +9,12 @@ export function parseDuration(s: string, what = 'duration'): number {
   }
   return v;
 }
+
+/** Parses a whole number (0 or more) given on the command line as `what`. */
+export function wholeNumber(s: string, what: string): number {
+  const t = s.trim();
+  if (!/^\d+$/.test(t) || !Number.isSafeInteger(Number(t))) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `invalid ${what} ${JSON.stringify(s)}: must be a whole number`, { hint: `e.g. ${what} 3` });
+  }
+  return Number(t);
+}

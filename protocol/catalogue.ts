@@ -130,6 +130,8 @@ const artifactView = z.strictObject({
   sha256: z.string(),
   kind: z.enum(['package', 'image']),
   createdAt: z.number(),
+  /** Set when the image retention removed its file (master run --image-retention). */
+  removedAt: z.number().optional(),
 });
 const scheduleView = z.strictObject({
   id: z.string(),

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, open, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { checkRelativePath, isValidName } from '../../protocol/names.js';
 import type { ArtifactKind } from '../store/index.js';
@@ -12,6 +12,16 @@ import type { ArtifactKind } from '../store/index.js';
 export function artifactKindOf(path: string): ArtifactKind {
   const lower = path.toLowerCase();
   return ['.deb', '.udeb', '.rpm', '.dsc'].some((s) => lower.endsWith(s)) ? 'package' : 'image';
+}
+
+/** The promoted job id of an image name (`images/<name>/current` -> `<job id>`), or null. */
+export async function promotedOf(imagesDir: string, name: string): Promise<number | null> {
+  try {
+    const t = await readlink(join(imagesDir, name, 'current'));
+    return /^\d+$/.test(t) ? Number(t) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** File names the repo-builder takes in a batch (docs/repo-builder.md, "The incoming contract"). */

@@ -1,4 +1,4 @@
-import { lstat, readdir, readlink, rename, symlink } from 'node:fs/promises';
+import { lstat, readdir, rename, symlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import ms from 'ms';
@@ -6,6 +6,7 @@ import { BuilderError, checkName, type ResultOf, type RpcMethods } from '../../p
 import { readChunk } from '../../protocol/transfer/index.js';
 import { isFinalState, type Job } from '../store/index.js';
 import type { JobService } from './job-service.js';
+import { promotedOf } from './artifact-filing.js';
 import { artifactView, attemptView, jobView, specOf } from './views.js';
 
 /** Most images listed by one image.list call. */
@@ -24,17 +25,6 @@ async function mustGetJob(svc: JobService, id: number): Promise<Job> {
   const j = await svc.store.getJob(id);
   if (j === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${id}`);
   return j;
-}
-
-
-/** The promoted job id of an image name (`images/<name>/current` -> `<job id>`), or null. */
-async function promotedOf(imagesDir: string, name: string): Promise<number | null> {
-  try {
-    const t = await readlink(join(imagesDir, name, 'current'));
-    return /^\d+$/.test(t) ? Number(t) : null;
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -162,6 +152,11 @@ export function registerClientHandlers(svc: JobService, methods: RpcMethods): vo
     .handle('artifact.read', async ({ id, offset, length }) => {
       const a = await svc.store.getArtifact(id);
       if (a === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no artifact ${id}`);
+      if (a.removedAt !== null) {
+        throw new BuilderError('BUILDER_ERR_NOT_FOUND', `artifact ${id} (${a.name}) of job ${a.jobId} was removed on ${new Date(a.removedAt).toISOString()} by the image retention`, {
+          hint: `the master keeps images for ${ms(svc.options.imageRetentionMs, { long: true })}, and those of the newest ${svc.options.imageKeep} job(s) of each name and of the promoted one (master run --image-retention, --image-keep)`,
+        });
+      }
       if (!(await exists(a.path))) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `artifact ${id} (${a.name}) is no longer on the master`);
       return { data: (await readChunk(a.path, offset, length)) as Uint8Array<ArrayBuffer> };
     })

@@ -42,7 +42,15 @@ export interface JobServiceOptions {
    * then says when it was removed. 0 keeps logs forever. Default 0.
    */
   logRetentionMs?: number;
-  /** How often the log retention looks for logs past their time (also once at start). Default 1 h. */
+  /**
+   * Image retention: a job's images (its non-package artifacts, `DIR/images/<name>/<job id>/`)
+   * are removed once the newest of them is this old, except those of the newest `imageKeep`
+   * jobs of each name and of the promoted job. 0 keeps images forever. Default 0.
+   */
+  imageRetentionMs?: number;
+  /** Images of the newest this many jobs of each name are kept whatever their age. Default 1. */
+  imageKeep?: number;
+  /** How often the log and image retentions look for files past their time (also once at start). Default 1 h. */
   retentionSweepMs?: number;
   /** Options passed to the store (`dir` is the master's). */
   store?: Omit<StoreOptions, 'dir'>;
@@ -65,6 +73,8 @@ export interface CompiledJobServiceOptions {
   logFsync: boolean;
   logMaxBytes: number;
   logRetentionMs: number;
+  imageRetentionMs: number;
+  imageKeep: number;
   retentionSweepMs: number;
   store: Omit<StoreOptions, 'dir'>;
   scheduler: Omit<SchedulerOptions, 'acceptTimeoutMs' | 'timeoutGraceMs'>;
@@ -94,6 +104,8 @@ export function compileJobServiceOptions(dir: string, o: JobServiceOptions = {})
     logFsync: o.logFsync ?? true,
     logMaxBytes: num('logMaxBytes', o.logMaxBytes, 1024 ** 3, 1024),
     logRetentionMs: num('logRetentionMs', o.logRetentionMs, 0, 0),
+    imageRetentionMs: num('imageRetentionMs', o.imageRetentionMs, 0, 0),
+    imageKeep: num('imageKeep', o.imageKeep, 1, 0),
     retentionSweepMs: num('retentionSweepMs', o.retentionSweepMs, 3_600_000, 10),
     store: o.store ?? {},
     scheduler: o.scheduler ?? {},

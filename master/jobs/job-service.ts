@@ -6,7 +6,7 @@ import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, ty
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob } from '../store/index.js';
-import { fileAttempt } from './artifact-filing.js';
+import { fileAttempt, promotedOf } from './artifact-filing.js';
 import { registerClientHandlers } from './client-handlers.js';
 import { InputStore } from './input-store.js';
 import { compileJobServiceOptions, type CompiledJobServiceOptions, type JobServiceOptions } from './job-options.js';
@@ -164,10 +164,10 @@ export class JobService {
       },
     );
     await this.cron.start();
-    if (this.options.logRetentionMs > 0) {
-      this.retentionTimer = setInterval(() => this.sweepLogs(), this.options.retentionSweepMs);
+    if (this.options.logRetentionMs > 0 || this.options.imageRetentionMs > 0) {
+      this.retentionTimer = setInterval(() => this.sweepRetention(), this.options.retentionSweepMs);
       this.retentionTimer.unref();
-      this.sweepLogs();
+      this.sweepRetention();
     }
   }
 
@@ -177,26 +177,69 @@ export class JobService {
    * files go, so `log.read` answers "removed" rather than reopening a file being deleted. A
    * running attempt is never touched (it has no end yet).
    */
-  private sweepLogs(): void {
+  private async sweepLogs(): Promise<void> {
+    const before = Date.now() - this.options.logRetentionMs;
+    let removed = 0;
+    for (;;) {
+      const batch = await this.store.attemptLogsEndedBefore(before, 500);
+      if (batch.length === 0 || this.stopping) break;
+      await this.store.markLogsRemoved(batch);
+      for (const a of batch) await this.logs.remove(a.jobId, a.attempt);
+      removed += batch.length;
+      if (batch.length < 500) break;
+    }
+    if (removed > 0) this.log.info({ logs: removed, endedBefore: new Date(before).toISOString() }, 'logs removed by retention');
+  }
+
+  /**
+   * One pass of the image retention: the images of each job whose newest image is older than
+   * `imageRetentionMs` are removed (`DIR/images/<name>/<job id>/`), except those of the newest
+   * `imageKeep` jobs of that name and of the promoted job (`images/<name>/current`). Recorded in
+   * the store (artifacts.removed_at) before the files go, 500 jobs per batch, by job id.
+   */
+  private async sweepImages(): Promise<void> {
+    const before = Date.now() - this.options.imageRetentionMs;
+    const imagesDir = join(this.dir, 'images');
+    const kept = new Map<string, Set<number>>();
+    let cursor = 0;
+    let removed = 0;
+    for (;;) {
+      const batch = await this.store.imageJobsBefore(before, cursor, 500);
+      if (batch.length === 0 || this.stopping) break;
+      cursor = batch[batch.length - 1]!.jobId;
+      const doomed: Array<{ jobId: number; name: string }> = [];
+      for (const j of batch) {
+        let keep = kept.get(j.name);
+        if (keep === undefined) {
+          keep = new Set(await this.store.newestImageJobs(j.name, this.options.imageKeep));
+          const promoted = await promotedOf(imagesDir, j.name);
+          if (promoted !== null) keep.add(promoted);
+          kept.set(j.name, keep);
+        }
+        if (!keep.has(j.jobId)) doomed.push(j);
+      }
+      if (doomed.length > 0) {
+        await this.store.markImagesRemoved(doomed.map((j) => j.jobId));
+        for (const j of doomed) await rm(join(imagesDir, j.name, String(j.jobId)), { recursive: true, force: true });
+        removed += doomed.length;
+      }
+      if (batch.length < 500) break;
+    }
+    if (removed > 0) this.log.info({ jobs: removed, newestBefore: new Date(before).toISOString(), keepPerName: this.options.imageKeep }, 'images removed by retention');
+  }
+
+  /** One pass of each retention that is on (logs, then images); never two passes at once. */
+  private sweepRetention(): void {
     if (this.sweeping !== undefined || this.stopping) return;
     const run = async (): Promise<void> => {
-      const before = Date.now() - this.options.logRetentionMs;
-      let removed = 0;
-      for (;;) {
-        const batch = await this.store.attemptLogsEndedBefore(before, 500);
-        if (batch.length === 0 || this.stopping) break;
-        await this.store.markLogsRemoved(batch);
-        for (const a of batch) await this.logs.remove(a.jobId, a.attempt);
-        removed += batch.length;
-        if (batch.length < 500) break;
-      }
-      if (removed > 0) this.log.info({ logs: removed, endedBefore: new Date(before).toISOString() }, 'logs removed by retention');
+      if (this.options.logRetentionMs > 0) await this.sweepLogs();
+      if (this.options.imageRetentionMs > 0 && !this.stopping) await this.sweepImages();
     };
     const p = run().finally(() => {
       this.sweeping = undefined;
     });
     this.sweeping = p;
-    this.track('log retention', p);
+    this.track('retention', p);
   }
 
   /**

@@ -58,5 +58,6 @@ export function attemptView(a: Attempt): AttemptView {
 
 /** An artifact without the master's own path (never sent to a peer). */
 export function artifactView(a: Artifact): ArtifactView {
-  return { id: a.id, jobId: a.jobId, attempt: a.attempt, name: a.name, size: a.size, sha256: a.sha256, kind: a.kind, createdAt: a.createdAt };
+  const v = { id: a.id, jobId: a.jobId, attempt: a.attempt, name: a.name, size: a.size, sha256: a.sha256, kind: a.kind, createdAt: a.createdAt };
+  return a.removedAt === null ? v : { ...v, removedAt: a.removedAt };
 }

@@ -573,7 +573,7 @@ export class MasterStore {
         a.path,
         now,
       ]);
-      return { id: r.lastID, ...a, createdAt: now };
+      return { id: r.lastID, ...a, createdAt: now, removedAt: null };
     });
   }
 
@@ -581,6 +581,39 @@ export class MasterStore {
   async getArtifact(id: number): Promise<Artifact | undefined> {
     const r = await this.reader.get<ArtifactRow>('SELECT * FROM artifacts WHERE id = ?', [id]);
     return r && toArtifact(r);
+  }
+
+  /**
+   * Jobs whose images are all older than `before` and still kept, by job id from `afterJobId` up
+   * (a cursor: the caller skips the ones it keeps), at most `limit`, with their job name and the
+   * newest image's time.
+   */
+  async imageJobsBefore(before: number, afterJobId: number, limit: number): Promise<Array<{ jobId: number; name: string; newest: number }>> {
+    const rows = await this.reader.all<{ job_id: number; name: string; newest: number }>(
+      `SELECT a.job_id, j.name, MAX(a.created_at) AS newest FROM artifacts a JOIN jobs j ON j.id = a.job_id
+       WHERE a.removed_at IS NULL AND a.kind = 'image' AND a.job_id > ?
+       GROUP BY a.job_id HAVING newest < ? ORDER BY a.job_id LIMIT ?`,
+      [afterJobId, before, limit],
+    );
+    return rows.map((r) => ({ jobId: r.job_id, name: r.name, newest: r.newest }));
+  }
+
+  /** The ids of the newest `n` jobs named `name` that still have images kept, newest first. */
+  async newestImageJobs(name: string, n: number): Promise<number[]> {
+    if (n <= 0) return [];
+    const rows = await this.reader.all<{ job_id: number }>(
+      `SELECT DISTINCT a.job_id FROM artifacts a JOIN jobs j ON j.id = a.job_id
+       WHERE j.name = ? AND a.removed_at IS NULL AND a.kind = 'image' ORDER BY a.job_id DESC LIMIT ?`,
+      [name, n],
+    );
+    return rows.map((r) => r.job_id);
+  }
+
+  /** Records that these jobs' images were removed at `at` (one transaction). */
+  markImagesRemoved(jobIds: readonly number[], at = this.now()): Promise<void> {
+    return this.write(async (c) => {
+      for (const id of jobIds) await c.run("UPDATE artifacts SET removed_at = ? WHERE job_id = ? AND kind = 'image' AND removed_at IS NULL", [at, id]);
+    });
   }
 
   async listArtifacts(jobId: number): Promise<Artifact[]> {

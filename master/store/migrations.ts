@@ -146,4 +146,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE attempts ADD COLUMN log_removed_at INTEGER;
   CREATE INDEX attempts_log_kept ON attempts (ended_at) WHERE log_removed_at IS NULL AND ended_at IS NOT NULL;
   `,
+  // 4: image retention. When an artifact's file was removed; the partial index holds only the
+  // images still kept, by job, so the sweep walks them without reading the packages or history.
+  `
+  ALTER TABLE artifacts ADD COLUMN removed_at INTEGER;
+  CREATE INDEX artifacts_image_kept ON artifacts (job_id, created_at) WHERE removed_at IS NULL AND kind = 'image';
+  `,
 ];

@@ -160,8 +160,9 @@ export interface ArtifactRow {
   kind: ArtifactKind;
   path: string;
   created_at: number;
+  removed_at: number | null;
 }
 
 export function toArtifact(r: ArtifactRow): Artifact {
-  return { id: r.id, jobId: r.job_id, attempt: r.attempt, name: r.name, size: r.size, sha256: r.sha256, kind: r.kind, path: r.path, createdAt: r.created_at };
+  return { id: r.id, jobId: r.job_id, attempt: r.attempt, name: r.name, size: r.size, sha256: r.sha256, kind: r.kind, path: r.path, createdAt: r.created_at, removedAt: r.removed_at };
 }

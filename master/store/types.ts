@@ -139,6 +139,8 @@ export interface Artifact {
   /** Where the master stored it. */
   path: string;
   createdAt: number;
+  /** When the image retention removed its file; null while it is kept. */
+  removedAt: number | null;
 }
 
 /**

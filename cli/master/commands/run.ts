@@ -2,7 +2,7 @@ import { Flags } from '@oclif/core';
 import { Master } from '../../../master/index.js';
 import { BuilderCommand } from '../../base-command.js';
 import { startDaemonIdleTuning } from '../../idle-tuning.js';
-import { parseDuration } from '../../duration.js';
+import { parseDuration, wholeNumber } from '../../duration.js';
 
 export default class Run extends BuilderCommand {
   static override releasesOptimizerItself = true;
@@ -25,6 +25,10 @@ export default class Run extends BuilderCommand {
     'log-retention': Flags.string({
       description: 'remove the log of an attempt this long after it ended, e.g. 30d (checked hourly; default: keep logs forever)',
     }),
+    'image-retention': Flags.string({
+      description: "remove a job's images once the newest of them is this old, e.g. 90d, except those of the newest --image-keep jobs of each name and the promoted one (checked hourly; default: keep images forever)",
+    }),
+    'image-keep': Flags.string({ default: '1', description: 'with --image-retention: the images of the newest this many jobs of each name are kept whatever their age' }),
     'cron-seconds': Flags.boolean({
       default: false,
       description: 'accept new schedules with a leading seconds field (six-field cron expressions, @secondly)',
@@ -44,6 +48,8 @@ export default class Run extends BuilderCommand {
       cancelTimeoutMs: parseDuration(flags['cancel-timeout'], '--cancel-timeout'),
       ...(flags.incoming === undefined ? {} : { incomingDir: flags.incoming }),
       ...(flags['log-retention'] === undefined ? {} : { logRetentionMs: parseDuration(flags['log-retention'], '--log-retention') }),
+      ...(flags['image-retention'] === undefined ? {} : { imageRetentionMs: parseDuration(flags['image-retention'], '--image-retention') }),
+      imageKeep: wholeNumber(flags['image-keep'], '--image-keep'),
       // Off by default: a farm schedules builds, and a six-field typo would queue a job a second.
       cron: { allowSeconds: flags['cron-seconds'] },
       logger: log,

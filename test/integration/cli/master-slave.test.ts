@@ -79,13 +79,15 @@ describe('the master and slave commands', function () {
       assertCleanError(await runBin('master', ['init-ca', '--dir', farm]), /Error: a CA already exists/);
     });
 
-    it('explains a missing CA, a bad listen address, a bad ttl and a missing identity', async function () {
+    it('explains a missing CA, a bad listen address, a bad ttl, a bad retention and a missing identity', async function () {
       assertCleanError(await runBin('master', ['run', '--dir', join(dir, 'none')]), /Error: no CA in .*\nHint: run: master init-ca/);
       assertCleanError(await runBin('master', ['token', 'create', '--dir', join(dir, 'none')]), /no CA in/);
       const farm = join(dir, 'farm');
       assert.equal((await runBin('master', ['init-ca', '--dir', farm])).code, 0);
       assertCleanError(await runBin('master', ['run', '--dir', farm, '--listen', 'nonsense']), /invalid --listen address "nonsense"/);
       assertCleanError(await runBin('master', ['token', 'create', '--dir', farm, '--ttl', 'forever']), /invalid --ttl "forever"/);
+      assertCleanError(await runBin('master', ['run', '--dir', farm, '--image-retention', 'soon']), /invalid --image-retention "soon"/);
+      assertCleanError(await runBin('master', ['run', '--dir', farm, '--image-retention', '30d', '--image-keep', 'all']), /invalid --image-keep "all": must be a whole number/);
       assertCleanError(await runBin('slave', ['run', '--dir', join(dir, 'nobody'), '--master', '127.0.0.1:1', '--channels', 'main']), /cannot read identity file/);
       assertCleanError(
         await runBin('slave', ['enroll', '--master', '127.0.0.1:1', '--token', 'x'.repeat(32), '--ca-fingerprint', 'ab'.repeat(32), '--dir', join(dir, 's'), '--name', 'ok']),

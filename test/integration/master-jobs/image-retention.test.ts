@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RpcPeer } from '../../../protocol/index.js';
+import type { TestFarm } from '../../helpers/farm.js';
+import { TestSlave, job, jobFarm, rejectsWith, waitJob } from './helpers.js';
+
+const exists = (p: string) =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+/** Polls until `cond` holds, at most `ms`. */
+async function until(what: string, cond: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('master jobs: image retention', function () {
+  this.timeout(60_000);
+  let farm: TestFarm;
+  let client: RpcPeer;
+  let admin: RpcPeer;
+  let s: TestSlave;
+  const imageDir = (name: string, id: number) => join(farm.dir, 'images', name, String(id));
+
+  beforeEach(async function () {
+    // Images kept 2 s, and always those of the newest job of each name; the retention looks every 100 ms.
+    ({ farm, client, admin } = await jobFarm({ imageRetentionMs: 2_000, imageKeep: 1, retentionSweepMs: 100 }));
+    s = await TestSlave.enroll(farm, 'w1');
+    await s.connect();
+    await s.subscribe();
+  });
+  afterEach(async function () {
+    await farm.close();
+  });
+
+  /** Runs one job named `name` that uploads `files` (path -> text) and succeeds; its id. */
+  async function build(name: string, files: Record<string, string>): Promise<number> {
+    const id = (await client.call('job.submit', { job: job({ name }) })).job.id;
+    await s.nextAssign(id);
+    const artifacts = [];
+    for (const [path, body] of Object.entries(files)) artifacts.push({ path, ...(await s.upload(id, 1, path, Buffer.from(body))) });
+    await s.finish(id, 1, { artifacts });
+    await waitJob(client, id, (x) => x.state === 'succeeded', 'succeeded');
+    return id;
+  }
+
+  it('removes old images except the newest job of each name and the promoted one, keeps packages, and says so on artifact.read (also after a restart)', async function () {
+    const old = await build('disk', { 'root.img': 'old image' });
+    const promoted = await build('disk', { 'root.img': 'the release' });
+    await admin.call('image.promote', { jobId: promoted, name: 'disk' });
+    const newest = await build('disk', { 'root.img': 'newest image', 'hello_1.0-1_amd64.deb': 'a package' });
+    const other = await build('other', { 'x.iso': 'only one of its name' });
+
+    // Within the retention: everything is there.
+    for (const [n, id] of [['disk', old], ['disk', promoted], ['disk', newest], ['other', other]] as const) assert.ok(await exists(imageDir(n, id)), `${n}/${id}`);
+    await until(`the images of job ${old} to be removed`, async () => !(await exists(imageDir('disk', old))));
+    // One more sweep's worth of time: nothing else goes.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(await exists(imageDir('disk', promoted)), 'the promoted job keeps its images');
+    assert.ok(await exists(imageDir('disk', newest)), 'the newest job of the name keeps its images');
+    assert.ok(await exists(imageDir('other', other)), 'the newest (only) job of another name keeps its images');
+    assert.deepEqual(
+      (await client.call('image.list', { name: 'disk' })).images.map((i) => i.jobId),
+      [newest, promoted],
+    );
+    // Packages are the repo-builder's business: the retention leaves them alone.
+    const newestList = (await client.call('artifact.list', { jobId: newest })).artifacts;
+    assert.deepEqual(newestList.map((a) => [a.name, a.kind, a.removedAt]).sort(), [['hello_1.0-1_amd64.deb', 'package', undefined], ['root.img', 'image', undefined]]);
+
+    const [gone] = (await client.call('artifact.list', { jobId: old })).artifacts;
+    assert.equal(typeof gone!.removedAt, 'number', 'artifact.list says when it was removed');
+    const err = await rejectsWith(client.call('artifact.read', { id: gone!.id, offset: 0, length: 10 }), 'BUILDER_ERR_NOT_FOUND', new RegExp(`artifact ${gone!.id} \\(root.img\\) of job ${old} was removed on \\d{4}-\\d\\d-\\d\\dT.* by the image retention`));
+    assert.match(String((err.data as { hint?: string }).hint), /keeps images for 2 seconds, and those of the newest 1 job\(s\) of each name and of the promoted one/);
+
+    // The removal is in the store: a restarted master says the same, and the rest is still served.
+    await farm.restart();
+    const again = await farm.connect(await farm.identity('carol', 'client'));
+    try {
+      await rejectsWith(again.call('artifact.read', { id: gone!.id, offset: 0, length: 10 }), 'BUILDER_ERR_NOT_FOUND', /by the image retention/);
+      const keep = (await again.call('artifact.list', { jobId: promoted })).artifacts[0]!;
+      assert.equal(Buffer.from((await again.call('artifact.read', { id: keep.id, offset: 0, length: 100 })).data).toString(), 'the release');
+      assert.equal((await again.call('job.get', { id: old })).job.state, 'succeeded', 'the job itself stays');
+    } finally {
+      await again.close(200);
+    }
+  });
+
+  it('keeps images forever by default', async function () {
+    await farm.close();
+    ({ farm, client, admin } = await jobFarm({ retentionSweepMs: 100 }));
+    s = await TestSlave.enroll(farm, 'w2');
+    await s.connect();
+    await s.subscribe();
+    const a = await build('disk', { 'root.img': 'one' });
+    await build('disk', { 'root.img': 'two' });
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.ok(await exists(imageDir('disk', a)));
+  });
+});
