@@ -33,6 +33,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <pthread.h>
@@ -519,6 +520,27 @@ static napi_value js_probe(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/*
+ * lock(fd) -> 0, or the errno of flock(fd, LOCK_EX | LOCK_NB) (EWOULDBLOCK: another open file
+ * description holds it). The slave locks DIR/slave.lock for its lifetime with it: the kernel
+ * drops the lock when the process dies, however it dies.
+ */
+static napi_value js_lock(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg, r;
+  napi_get_cb_info(env, info, &argc, &arg, NULL, NULL);
+  int32_t fd = -1;
+  if (argc < 1 || napi_get_value_int32(env, arg, &fd) != napi_ok || fd < 0) return throw_type(env, "lock: fd must be a descriptor number");
+  int e = 0;
+  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    e = errno;
+    break;
+  }
+  napi_create_int32(env, e, &r);
+  return r;
+}
+
 NAPI_MODULE_INIT() {
   /* Binds now the only two functions the vfork child calls, syscall() and __errno_location()
      (errno): the addon is loaded lazily (RTLD_LAZY), and the first call through a PLT entry runs
@@ -534,5 +556,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "spawn", fn);
   napi_create_function(env, "probe", NAPI_AUTO_LENGTH, js_probe, NULL, &fn);
   napi_set_named_property(env, exports, "probe", fn);
+  napi_create_function(env, "lock", NAPI_AUTO_LENGTH, js_lock, NULL, &fn);
+  napi_set_named_property(env, exports, "lock", fn);
   return exports;
 }

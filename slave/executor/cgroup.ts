@@ -33,8 +33,9 @@ function kernelAtLeast(r: string, [maj, min]: readonly [number, number]): boolea
   return a > maj || (a === maj && Number(m[2]) >= min);
 }
 
-/** The mount point of the cgroup v2 hierarchy and the root it shows, from /proc/self/mountinfo text. */
-export function cgroup2Mount(mountinfo: string): { mountPoint: string; root: string } | undefined {
+/** The cgroup v2 mounts (mount point and the root of the hierarchy each shows), from /proc/self/mountinfo text. */
+export function cgroup2Mounts(mountinfo: string): Array<{ mountPoint: string; root: string }> {
+  const found: Array<{ mountPoint: string; root: string }> = [];
   for (const line of mountinfo.split('\n')) {
     const dash = line.indexOf(' - ');
     if (dash < 0) continue;
@@ -43,13 +44,24 @@ export function cgroup2Mount(mountinfo: string): { mountPoint: string; root: str
     const f = line.slice(0, dash).split(' ');
     // Fields: id, parent, major:minor, root, mount point, ... (octal escapes for spaces and such).
     if (f.length < 5) continue;
-    return { root: unescapeMount(f[3]!), mountPoint: unescapeMount(f[4]!) };
+    found.push({ root: unescapeMount(f[3]!), mountPoint: unescapeMount(f[4]!) });
   }
-  return undefined;
+  return found;
 }
 
 function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Where cgroup `own` (a path in the hierarchy) is in the file system: in the first mount that shows it. */
+export function cgroupDirIn(mounts: ReadonlyArray<{ mountPoint: string; root: string }>, own: string): string | undefined {
+  for (const m of mounts) {
+    const root = m.root === '/' ? '' : m.root;
+    if (root !== '' && own !== root && !own.startsWith(root + '/')) continue;
+    const rel = own.slice(root.length);
+    return rel === '' || rel === '/' ? m.mountPoint : join(m.mountPoint, rel);
+  }
+  return undefined;
 }
 
 /** The process's cgroup v2 path (the `0::` line of /proc/self/cgroup), or undefined. */
@@ -66,21 +78,19 @@ export function ownCgroupPath(procCgroup: string): string | undefined {
 export function findCgroupPlace(workRoot: string): CgroupPlace | { why: string } {
   if (process.platform !== 'linux') return { why: `cgroups are a Linux feature (this is ${process.platform})` };
   if (!kernelAtLeast(release(), MIN_KERNEL)) return { why: `Linux ${MIN_KERNEL.join('.')} or later is needed for cgroup.kill (this is ${release()})` };
-  let mount: ReturnType<typeof cgroup2Mount>;
+  let mounts: ReturnType<typeof cgroup2Mounts>;
   let own: string | undefined;
   try {
-    mount = cgroup2Mount(readFileSync('/proc/self/mountinfo', 'utf8'));
+    mounts = cgroup2Mounts(readFileSync('/proc/self/mountinfo', 'utf8'));
     own = ownCgroupPath(readFileSync('/proc/self/cgroup', 'utf8'));
   } catch (e) {
     return { why: `cannot read /proc: ${(e as Error).message}` };
   }
-  if (mount === undefined) return { why: 'no cgroup v2 hierarchy is mounted' };
+  if (mounts.length === 0) return { why: 'no cgroup v2 hierarchy is mounted' };
   if (own === undefined) return { why: 'this process has no cgroup v2 path (/proc/self/cgroup has no 0:: line)' };
   if (own.endsWith(' (deleted)')) return { why: `this process's cgroup ${own} was removed` };
-  const root = mount.root === '/' ? '' : mount.root;
-  if (root !== '' && own !== root && !own.startsWith(root + '/')) return { why: `this process's cgroup ${own} is outside the mounted part ${mount.root}` };
-  const rel = own.slice(root.length);
-  const parent = rel === '' || rel === '/' ? mount.mountPoint : join(mount.mountPoint, rel);
+  const parent = cgroupDirIn(mounts, own);
+  if (parent === undefined) return { why: `this process's cgroup ${own} is outside every mounted cgroup v2 tree (${mounts.map((m) => `${m.mountPoint} shows ${m.root}`).join(', ')})` };
   try {
     accessSync(parent, constants.W_OK);
   } catch (e) {
@@ -120,29 +130,40 @@ export class AttemptCgroup {
     return join(this.path, 'cgroup.procs');
   }
 
-  /** The pids in it now (none once it is removed). */
+  /** The pids in it now, in its sub-cgroups too (a job may make some: a container runtime); none once it is removed. */
   pids(): number[] {
-    let text: string;
-    try {
-      text = readFileSync(this.procsFile, 'latin1');
-    } catch {
-      return [];
+    const out: number[] = [];
+    for (const dir of subtree(this.path)) {
+      let text: string;
+      try {
+        text = readFileSync(join(dir, 'cgroup.procs'), 'latin1');
+      } catch {
+        continue;
+      }
+      for (const l of text.split('\n')) if (isDigits(l)) out.push(Number(l));
     }
-    return text.split('\n').filter(isDigits).map(Number);
+    return out;
   }
 
-  /** Sends `sig` to every process in it; the number signalled. */
+  /**
+   * Sends `sig` once to every process in it (sub-cgroups included); the number signalled. Two
+   * passes over the list, each pid once: a process forked between the first read and the
+   * signals is caught by the second (one forked after that gets the SIGKILL of cgroup.kill).
+   */
   signal(sig: NodeJS.Signals): number {
-    let n = 0;
-    for (const pid of this.pids()) {
-      try {
-        process.kill(pid, sig);
-        n++;
-      } catch {
-        // gone meanwhile
+    const done = new Set<number>();
+    for (let pass = 0; pass < 2; pass++) {
+      for (const pid of this.pids()) {
+        if (done.has(pid)) continue;
+        done.add(pid);
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // gone meanwhile
+        }
       }
     }
-    return n;
+    return done.size;
   }
 
   /** SIGKILL to every process in it, also those forked meanwhile (cgroup.kill). */
@@ -163,7 +184,7 @@ export class AttemptCgroup {
     }
   }
 
-  /** Removes it; false when it still holds a process (EBUSY). */
+  /** Removes it, its sub-cgroups first (if the job made any); false when one still holds a process (EBUSY). */
   remove(): boolean {
     try {
       rmdirSync(this.path);
@@ -171,8 +192,43 @@ export class AttemptCgroup {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return true;
-      if (code === 'EBUSY') return false;
-      throw e;
+      if (code !== 'EBUSY') throw e;
+    }
+    // Busy: processes, or sub-cgroups to remove first.
+    let all = true;
+    for (const dir of subtree(this.path).reverse()) {
+      try {
+        rmdirSync(dir);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') continue;
+        if (code === 'EBUSY') {
+          all = false;
+          continue;
+        }
+        throw e;
+      }
+    }
+    return all;
+  }
+
+  /**
+   * Empties (cgroup.kill) and removes it, waiting up to `waitMs` for the killed processes to
+   * be gone (the kill is asynchronous: an rmdir right after it finds them still there). Resolves
+   * false when it could not be removed (a process in uninterruptible sleep); never rejects.
+   */
+  async killAndRemove(waitMs: number): Promise<boolean> {
+    try {
+      if (this.remove()) return true;
+      this.kill();
+      const deadline = Date.now() + waitMs;
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 20));
+        if (this.remove()) return true;
+        if (Date.now() >= deadline) return false;
+      }
+    } catch {
+      return false;
     }
   }
 }
@@ -190,12 +246,21 @@ export async function sweepCgroups(place: CgroupPlace, waitMs = 5_000): Promise<
     return { found: [], left: [] };
   }
   const cgs = names.map((n) => AttemptCgroup.existing(join(place.parent, n)));
-  for (const cg of cgs) cg.kill();
-  const deadline = Date.now() + waitMs;
-  let left = cgs.filter((cg) => !cg.remove());
-  while (left.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-    left = left.filter((cg) => !cg.remove());
+  const removed = await Promise.all(cgs.map((cg) => cg.killAndRemove(waitMs)));
+  return { found: names, left: cgs.filter((_, i) => !removed[i]).map((cg) => cg.path) };
+}
+
+/** `dir` and every directory under it (its sub-cgroups), parents before children. */
+function subtree(dir: string): string[] {
+  const out = [dir];
+  for (let i = 0; i < out.length; i++) {
+    let entries;
+    try {
+      entries = readdirSync(out[i]!, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const e of entries) if (e.isDirectory()) out.push(join(out[i]!, e.name));
   }
-  return { found: names, left: left.map((cg) => cg.path) };
+  return out;
 }

@@ -16,26 +16,53 @@ interface NativeSpawnModule {
   spawn(file: string, argv: string[], env: string[], cwd: string, uid: number, gid: number, onExit: (code: number, signo: number) => void, cgroupProcs?: string): [number, number, number];
   /** Why this kernel cannot run the spawner (pidfd_open, waitid P_PIDFD, close_range), or undefined. */
   probe(): string | undefined;
+  /** flock(fd, LOCK_EX | LOCK_NB): 0, or its errno. */
+  lock(fd: number): number;
 }
 
 /** Where the addon is, from dist/slave/executor/ (or slave/executor/ run from source). */
 const ADDON_URL = new URL('../../../native/build/Release/builder_spawn.node', import.meta.url);
 
+let required: { mod: NativeSpawnModule } | { error: string } | undefined;
 let loaded: { mod: NativeSpawnModule } | { error: string } | undefined;
 
-function load(): { mod: NativeSpawnModule } | { error: string } {
-  if (loaded !== undefined) return loaded;
-  if (process.platform !== 'linux') return (loaded = { error: `the native spawner is built for Linux only (this is ${process.platform})` });
+/** The addon itself, whatever the kernel (its lock() needs nothing new). */
+function requireAddon(): { mod: NativeSpawnModule } | { error: string } {
+  if (required !== undefined) return required;
+  if (process.platform !== 'linux') return (required = { error: `the native spawner is built for Linux only (this is ${process.platform})` });
   const path = fileURLToPath(ADDON_URL);
   try {
     const mod = createRequire(import.meta.url)(path) as NativeSpawnModule;
-    if (typeof mod.spawn !== 'function' || typeof mod.probe !== 'function') return (loaded = { error: `${path} is not the spawner this code expects (rebuild it: npm run build:native)` });
-    const why = mod.probe();
-    loaded = why === undefined ? { mod } : { error: `the native spawner cannot run on this kernel: ${why}` };
+    if (typeof mod.spawn !== 'function' || typeof mod.probe !== 'function' || typeof mod.lock !== 'function') {
+      return (required = { error: `${path} is not the spawner this code expects (rebuild it: npm run build:native)` });
+    }
+    required = { mod };
   } catch (e) {
-    loaded = { error: `cannot load the native spawner ${path} (run \`npm run build:native\`): ${e instanceof Error ? e.message : String(e)}` };
+    required = { error: `cannot load the native spawner ${path} (run \`npm run build:native\`): ${e instanceof Error ? e.message : String(e)}` };
   }
-  return loaded;
+  return required;
+}
+
+function load(): { mod: NativeSpawnModule } | { error: string } {
+  if (loaded !== undefined) return loaded;
+  const r = requireAddon();
+  if ('error' in r) return (loaded = r);
+  const why = r.mod.probe();
+  return (loaded = why === undefined ? r : { error: `the native spawner cannot run on this kernel: ${why}` });
+}
+
+/**
+ * flock(fd, LOCK_EX | LOCK_NB) through the addon: `locked`, `held` (another open file holds
+ * it), or why it cannot be tried (no addon). Other errors are thrown as errno errors.
+ */
+export function lockFd(fd: number): 'locked' | 'held' | { unavailable: string } {
+  const r = requireAddon();
+  if ('error' in r) return { unavailable: r.error };
+  const e = r.mod.lock(fd);
+  if (e === 0) return 'locked';
+  if (e === constants.errno.EWOULDBLOCK || e === constants.errno.EAGAIN) return 'held';
+  const name = Object.entries(constants.errno).find(([, n]) => n === e)?.[0] ?? `errno ${e}`;
+  throw Object.assign(new Error(`flock: ${name}`), { code: name, errno: -e, syscall: 'flock' });
 }
 
 /** Why the native spawner cannot be used here, or undefined when it can. */

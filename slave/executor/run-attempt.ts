@@ -151,6 +151,8 @@ class AttemptRun implements AttemptHandle {
   private timeoutTimer: NodeJS.Timeout | undefined;
   private pipeTimer: NodeJS.Timeout | undefined;
   private leftoverTimer: NodeJS.Timeout | undefined;
+  /** The leader has exited (what is left is being killed, if anything): a cancel changes nothing now. */
+  private leaderExited = false;
   /** The attempt's cgroup, when the slave gives attempts one (options.cgroup), from just before the spawn. */
   private cgroup: AttemptCgroup | undefined;
   private finished = false;
@@ -177,29 +179,35 @@ class AttemptRun implements AttemptHandle {
 
   cancel(): void {
     if (this.finished || this.cancelled) return;
+    // The job has ended (its leftovers are being killed): its own outcome stands.
+    if (this.leaderExited) return;
     this.cancelled = true;
     this.abort.abort();
     this.terminate();
   }
 
   /**
-   * Sends `sig` to the whole process group and, with a cgroup, to every process in it (SIGKILL
-   * by cgroup.kill, which also reaches what forks meanwhile).
+   * Sends `sig` to every process of the job, once each: with a cgroup, to each process in it
+   * (the group's included; SIGKILL by cgroup.kill, which also reaches what forks meanwhile),
+   * else to the process group. Each gets one SIGTERM: many programs take a second as "quit now",
+   * which would skip the shutdown the grace is for.
    */
   private signalAll(sig: 'SIGTERM' | 'SIGKILL'): void {
     if (this._pid === undefined || this.finished) return;
+    if (this.cgroup !== undefined) {
+      try {
+        if (sig === 'SIGKILL') this.cgroup.kill();
+        else this.cgroup.signal(sig);
+        if (sig === 'SIGTERM') return;
+      } catch {
+        // cgroupfs refused (removed under us): the group, at least
+      }
+    }
     try {
       // A negative pid addresses the process group the leader created (detached: setsid).
       process.kill(-this._pid, sig);
     } catch {
       // the group is gone
-    }
-    if (this.cgroup === undefined) return;
-    try {
-      if (sig === 'SIGKILL') this.cgroup.kill();
-      else this.cgroup.signal(sig);
-    } catch {
-      // cgroupfs refused (removed under us): the group was signalled
     }
   }
 
@@ -211,7 +219,12 @@ class AttemptRun implements AttemptHandle {
   private processesLeft(): boolean {
     if (this._pid === undefined) return false;
     if (this.cgroup !== undefined) return this.cgroup.populated();
-    return groupHasLiveProcess(this._pid);
+    try {
+      return groupHasLiveProcess(this._pid);
+    } catch {
+      // /proc unreadable (EMFILE...): count it as left, the deadline ends the wait.
+      return true;
+    }
   }
 
   /** SIGTERM to the group now, SIGKILL after the grace (once, whoever asks first). */
@@ -229,19 +242,29 @@ class AttemptRun implements AttemptHandle {
   }
 
   /**
-   * Calls `done` once no live process of the job is left, checking every 50 ms: the SIGKILL
-   * after the grace ends any holdout. Gives up after the grace plus `pipeCloseTimeoutMs` (a
-   * process in uninterruptible sleep outlives even SIGKILL for a while).
+   * Calls `done` once no live process of the job is left: the SIGKILL after the grace ends any
+   * holdout. Checks after 20 ms, then less and less often (up to every second: without a
+   * cgroup, a check may read all of /proc), and right after the SIGKILL. Gives up after the
+   * grace plus `pipeCloseTimeoutMs` (a process in uninterruptible sleep outlives even SIGKILL
+   * for a while).
    */
   private whenLeftoversGone(done: () => void): void {
-    const deadline = Date.now() + this.o.killGraceMs + this.o.pipeCloseTimeoutMs;
+    const killAt = Date.now() + this.o.killGraceMs;
+    const deadline = killAt + this.o.pipeCloseTimeoutMs;
+    let delay = 20;
     const check = (): void => {
-      if (!this.processesLeft() || Date.now() >= deadline) {
+      const now = Date.now();
+      if (!this.processesLeft() || now >= deadline) {
         this.leftoverTimer = undefined;
         done();
-      } else this.leftoverTimer = setTimeout(check, 50);
+        return;
+      }
+      // Next: twice the last wait, at most 1 s, and not past the SIGKILL by more than 20 ms.
+      delay = Math.min(delay * 2, 1000);
+      const wait = now < killAt ? Math.min(delay, killAt - now + 20) : delay;
+      this.leftoverTimer = setTimeout(check, Math.max(wait, 1));
     };
-    this.leftoverTimer = setTimeout(check, 50);
+    this.leftoverTimer = setTimeout(check, delay);
   }
 
   private async run(): Promise<AttemptResult> {
@@ -428,18 +451,20 @@ class AttemptRun implements AttemptHandle {
     for (const t of [this.killTimer, this.timeoutTimer, this.pipeTimer, this.leftoverTimer]) if (t !== undefined) clearTimeout(t);
   }
 
-  /** Removes the attempt's cgroup (emptied first, should anything still be in it); one left behind is swept at the slave's next start. */
+  /**
+   * Removes the attempt's cgroup. Should a process still be in it (one the wait gave up on), it
+   * is killed and the cgroup removed once empty, in the background, for up to a minute; one
+   * left after that is swept at the slave's next start.
+   */
   private dropCgroup(): void {
     const cg = this.cgroup;
     if (cg === undefined) return;
     try {
-      if (!cg.remove()) {
-        cg.kill();
-        cg.remove();
-      }
+      if (cg.remove()) return;
     } catch {
-      // left for the sweep
+      // tried again below
     }
+    void cg.killAndRemove(60_000);
   }
 
   private spawnAndWait(
@@ -468,6 +493,7 @@ class AttemptRun implements AttemptHandle {
         exitCode = code;
         signal = sig;
         exited = true;
+        this.leaderExited = true;
         // Neither: the native spawner could not read the status (the process was reaped elsewhere).
         if (code === null && sig === null) error ??= { code: 'ECHILD', message: 'the exit status of the job process was lost' };
         if (this.timeoutTimer !== undefined) clearTimeout(this.timeoutTimer);

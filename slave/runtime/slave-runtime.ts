@@ -11,6 +11,7 @@ import { Executor, sweepCgroups } from '../executor/index.js';
 import { AttemptDirPool, listAttemptDirs } from './attempt-files.js';
 import { AttemptTask, type TaskEnd } from './attempt-task.js';
 import { compileSlaveRuntimeOptions, type CompiledSlaveRuntimeOptions, type SlaveRuntimeOptions } from './runtime-options.js';
+import { SlaveDirLock } from './dir-lock.js';
 import { SlotRecordFile } from './slot-record-file.js';
 
 /** One attempt the slave holds, as {@link SlaveRuntime.attempts} reports it. */
@@ -51,6 +52,8 @@ export class SlaveRuntime {
   private subscribed = false;
   private draining = false;
   private shutdownP: Promise<ShutdownReport> | undefined;
+  /** DIR/slave.lock, held from start() to the end of the shutdown. */
+  private dirLock: SlaveDirLock | undefined;
   private subscribedWaiters: Array<() => void> = [];
 
   constructor(opts: SlaveRuntimeOptions) {
@@ -83,6 +86,10 @@ export class SlaveRuntime {
     const o = this.options;
     // The identity first: a wrong --dir fails with one clear error before anything is created in it.
     await loadIdentity(o.dir);
+    // Before anything in DIR is touched: a second slave on it is refused here.
+    const lock = SlaveDirLock.acquire(o.dir);
+    if ('lock' in lock) this.dirLock = lock.lock;
+    else this.log.warn({ why: lock.unlocked }, 'running without a lock on the slave directory: nothing stops a second slave on it');
     await this.dirPool.clear();
     const cg = this.executor.options.cgroup;
     if (cg !== undefined) {
@@ -317,6 +324,8 @@ export class SlaveRuntime {
     await this.dirPool.clear().catch(() => undefined);
     this.slotRecord?.close();
     this.slotRecord = undefined;
+    this.dirLock?.release();
+    this.dirLock = undefined;
     this.log.info({ drained: r.drained, killed: killed.length, kept: kept.length }, 'slave stopped');
     return { drained: r.drained, killed, kept };
   }

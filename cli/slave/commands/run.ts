@@ -44,7 +44,7 @@ export default class Run extends BuilderCommand {
       options: ['auto', 'on', 'off'],
       default: 'auto',
       description:
-        "a cgroup per job, so that cancel, timeout and the job's end kill every process it started, also those that left its process group: on (or refuse to start), off, auto (when the slave's cgroup is writable: root, or systemd with Delegate=yes)",
+        "a cgroup per job, so that cancel, timeout and the job's end kill every process it started, also those that left its process group: on (or refuse to start), off, auto (when cgroup v2 is mounted, the slave's cgroup is writable: root, or systemd with Delegate=yes, Linux is 5.14+ and the native spawner is used)",
     }),
     'keep-work-dirs': Flags.boolean({ default: false, description: 'keep each job work dir after the master has its outcome' }),
   };

@@ -4,7 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
-import { findCgroupPlace } from '../../../slave/executor/index.js';
+import { findCgroupPlace, sweepCgroups } from '../../../slave/executor/index.js';
 import { RunningBin, runBin } from '../../helpers/procs.js';
 import { alive, attemptDirs, killGroups, readSlotRecord, slaveTestBed, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
@@ -44,6 +44,9 @@ describe('slave run (a real child process)', function () {
   afterEach(async function () {
     await Promise.all(procs.splice(0).map((p) => p.stop('SIGKILL')));
     killGroups(groups);
+    // A slave SIGKILLed mid-job leaves its job cgroups; its next start would sweep them, but there is none.
+    const place = findCgroupPlace(resolve(dir, 'work'));
+    if (!('why' in place)) await sweepCgroups(place);
     await master.close();
   });
 
@@ -187,6 +190,26 @@ describe('slave run (a real child process)', function () {
       await s2.waitFor(/killed what was left in the job cgroups of the previous run/);
       await until(async () => !(await alive(daemon)), 'the daemon to be killed');
       assert.deepEqual(readdirSync(place.parent).filter((x) => x.startsWith(place.prefix)), []);
+      assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
+    });
+  });
+
+  describe('when a second slave is started on its directory', function () {
+    it('refuses it in one line with the pid of the running one, touching nothing; once that one is SIGKILLed, a new one starts', async function () {
+      await master.listen(0);
+      const s = slave();
+      await s.waitFor(/"msg":"subscribed"/);
+      await master.assign({ jobId: 9, command: { kind: 'script', text: 'echo go; sleep 60' } });
+      await until(() => master.text(9).includes('go'), 'the job to start');
+      const second = await runBin('slave', ['run', '--dir', dir, '--master', master.address, '--channels', 'main']);
+      assertCleanError(second, new RegExp(`another slave process \\(pid ${s.pid}\\) runs on ${dir}\nHint: stop it first`));
+      // The first still has its attempt files and its job.
+      assert.deepEqual(await attemptDirs(dir), ['9-1']);
+      assert.equal(master.subscribes.length, 1);
+      await s.stop('SIGKILL');
+      // The kernel dropped the lock with the process: the next start takes it.
+      const s2 = slave();
+      await s2.waitFor(/"msg":"subscribed"/);
       assert.deepEqual(await s2.stop('SIGTERM'), { code: 0, signal: null });
     });
   });

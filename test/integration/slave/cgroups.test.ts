@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
-import { cgroup2Mount, ownCgroupPath } from '../../../slave/executor/cgroup.js';
+import { cgroup2Mounts, cgroupDirIn, ownCgroupPath } from '../../../slave/executor/cgroup.js';
 import {
   AttemptCgroup,
   compileExecutorOptions,
@@ -106,12 +106,44 @@ describe('slave/executor: a cgroup per attempt (real cgroup v2, native spawner)'
 
   it('a timeout reaches the whole cgroup as well', async () => {
     const script = `setsid sh -c 'echo $$ > "$BUILDER_OUTPUT/e.pid"; exec sleep 1000' >/dev/null 2>&1 &\nwhile [ ! -s "$BUILDER_OUTPUT/e.pid" ]; do sleep 0.01; done\nsleep 1000`;
-    const { h } = start({ script, timeoutMs: 500 });
+    const { h } = start({ script, timeoutMs: 1500 });
     const r = await h.result;
     const e = await readPid(join(r.keptDir!, 'e.pid'));
     reaper.addPid(e);
     assert.equal(r.outcome, 'timed_out');
     assert.equal(await isAlive(e), false);
+  });
+
+  it('SIGTERMs each process of the job once, also one out of the process group, before the SIGKILL', async () => {
+    // Each counts the SIGTERMs it gets; a second one would make many programs skip their shutdown.
+    const script = [
+      `setsid sh -c 'n=0; trap "n=\\$((n+1)); echo TERM \\$n >> \\"$BUILDER_OUTPUT/escaped\\"" TERM; echo ready > "$BUILDER_OUTPUT/ready"; while :; do sleep 0.05; done' </dev/null >/dev/null 2>&1 &`,
+      `n=0; trap 'n=$((n+1)); echo "TERM $n" >> "$BUILDER_OUTPUT/leader"' TERM`,
+      'while [ ! -s "$BUILDER_OUTPUT/ready" ]; do sleep 0.01; done',
+      'echo started',
+      'while :; do sleep 0.05; done',
+    ].join('\n');
+    const { h, sink } = start({ script });
+    await sink.waitFor('started');
+    h.cancel();
+    const r = await h.result;
+    assert.equal(r.outcome, 'cancelled');
+    assert.equal(await readFile(join(r.keptDir!, 'leader'), 'utf8'), 'TERM 1\n');
+    assert.equal(await readFile(join(r.keptDir!, 'escaped'), 'utf8'), 'TERM 1\n', 'the process out of the group got its SIGTERM, once');
+  });
+
+  it('kills what the job put in a cgroup of its own under the attempt\'s, and removes both', async () => {
+    const cg = join(o.cgroup!.parent, `${o.cgroup!.prefix}j7-2`);
+    const script = ['mkdir "$CG/inner"', `sh -c 'echo $$ > "$CG/inner/cgroup.procs"; echo $$ > "$BUILDER_OUTPUT/inner.pid"; exec sleep 1000' &`, 'while [ ! -s "$BUILDER_OUTPUT/inner.pid" ]; do sleep 0.01; done', 'echo started', 'sleep 1000'].join('\n');
+    const { h, sink } = start({ script, env: { CG: cg } });
+    await sink.waitFor('started');
+    h.cancel();
+    const r = await h.result;
+    const inner = await readPid(join(r.keptDir!, 'inner.pid'));
+    reaper.addPid(inner);
+    assert.equal(r.outcome, 'cancelled', sink.text());
+    assert.equal(await isAlive(inner), false);
+    await waitUntil(() => !existsSync(cg));
   });
 
   it('reports a cgroup it cannot join as the attempt error, and runs nothing', async () => {
@@ -168,8 +200,18 @@ describe('slave/executor: cgroup v2 lookup from /proc text', function () {
       '22 1 0:21 / /sys/fs/cgroup/cpu rw,relatime shared:7 - cgroup cgroup rw,cpu',
       '30 22 0:27 /ns /sys/fs/cgroup/my\\040tree rw,nosuid - cgroup2 cgroup2 rw',
     ].join('\n');
-    assert.deepEqual(cgroup2Mount(mountinfo), { root: '/ns', mountPoint: '/sys/fs/cgroup/my tree' });
-    assert.equal(cgroup2Mount('22 1 0:21 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n'), undefined);
+    const mounts = cgroup2Mounts(mountinfo + '\n31 22 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw');
+    assert.deepEqual(mounts, [
+      { root: '/ns', mountPoint: '/sys/fs/cgroup/my tree' },
+      { root: '/', mountPoint: '/sys/fs/cgroup/unified' },
+    ]);
+    assert.deepEqual(cgroup2Mounts('22 1 0:21 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n'), []);
+    // The first mount that shows the cgroup: a bind mount of another subtree is passed over.
+    assert.equal(cgroupDirIn(mounts, '/ns/slave.service'), '/sys/fs/cgroup/my tree/slave.service');
+    assert.equal(cgroupDirIn(mounts, '/ns'), '/sys/fs/cgroup/my tree');
+    assert.equal(cgroupDirIn(mounts, '/nsx/a'), '/sys/fs/cgroup/unified/nsx/a');
+    assert.equal(cgroupDirIn(mounts, '/'), '/sys/fs/cgroup/unified');
+    assert.equal(cgroupDirIn(mounts.slice(0, 1), '/other'), undefined);
     assert.equal(ownCgroupPath('4:memory:/x\n0::/system.slice/builder-slave.service\n'), '/system.slice/builder-slave.service');
     assert.equal(ownCgroupPath('4:memory:/x\n'), undefined);
   });

@@ -305,7 +305,21 @@ for (const spawner of ['native', 'node'] as const) describe(`slave/executor runA
       assert.equal(r.leftoversKilled, true);
       // Before the fix the SIGKILL timer was dropped when the pipes closed: this process lived on.
       assert.equal(await isAlive(gc), false, 'the leftover is dead when the result is ready');
-      assert.ok(r.durations.runMs >= 300, `the attempt waited for the SIGKILL after the 300 ms grace (ran ${r.durations.runMs} ms)`);
+    });
+
+    it('keeps the outcome of a job whose leader has exited when a cancel comes while its leftovers are being killed', async () => {
+      o = compileExecutorOptions({ ...o, killGraceMs: 2_000 });
+      const script = [`sh -c 'trap "" TERM; echo $$ > "$BUILDER_OUTPUT/gc.pid"; exec >/dev/null 2>&1; while :; do sleep 1; done' &`, 'while [ ! -s "$BUILDER_OUTPUT/gc.pid" ]; do sleep 0.01; done', 'echo bye'].join('\n');
+      const { h, sink } = start({ script });
+      await sink.waitFor('bye');
+      await waitUntil(async () => h.pid !== undefined && !(await isAlive(h.pid)));
+      // The leader is gone; the attempt waits for the leftover (2 s of grace): cancel now.
+      await new Promise((r) => setTimeout(r, 100));
+      h.cancel();
+      const r = await h.result;
+      assert.equal(r.outcome, 'succeeded', 'the job had ended with exit 0 before the cancel');
+      assert.equal(r.cancelled, false);
+      assert.equal(r.leftoversKilled, true);
     });
 
     it('without a cgroup, does not wait forever for a process that left the group (setsid) and still holds the pipes', async () => {
