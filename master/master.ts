@@ -190,7 +190,7 @@ export class Master {
           })),
         };
       })
-      .handle('cert.renew', ({ publicKey, proof }, ctx) => this.renewSlave(ctx.remote, publicKey, proof))
+      .handle('cert.renew', ({ publicKey, proof }, ctx) => this.renewPeer(ctx.remote, publicKey, proof))
       .handle('slave.revoke', async ({ name: slave }) => {
         checkName('slave', slave);
         const revoked = await this.revokeSlave(slave);
@@ -200,8 +200,10 @@ export class Master {
   }
 
   /**
-   * Serves cert.renew: certifies the calling slave's new public key under the name and role of
-   * the certificate it connected with, once that certificate is in the last third of its life.
+   * Serves cert.renew: certifies the caller's new public key (a slave, a client or an admin)
+   * under the name and role of the certificate it connected with, once that certificate is in
+   * the last third of its life. A slave's lasts `slaveCertDays`; a client's or admin's as long
+   * as the one it replaces (`master client create --days`).
    * Security:
    * - the name and role come from the verified certificate of the connection; the request gives
    *   only the new public key, with a signature made by the new private key (proof of
@@ -214,17 +216,21 @@ export class Master {
    * The old certificate stays valid until then: the slave goes on using it on this connection,
    * and still holds it if it fails to store the new one.
    */
-  private async renewSlave(remote: RemoteIdentity, publicKey: string, proof: Uint8Array): Promise<ResultOf<'cert.renew'>> {
+  private async renewPeer(remote: RemoteIdentity, publicKey: string, proof: Uint8Array): Promise<ResultOf<'cert.renew'>> {
     if (remote.serial === undefined) throw new BuilderError('BUILDER_ERR_FORBIDDEN', 'no certificate serial on this connection');
     const check = await this.registry.checkSerial(remote.serial);
     if (!check.ok) throw new BuilderError('BUILDER_ERR_CERT', `certificate ${remote.serial} is ${check.reason}`);
     const { record } = check;
+    const role = record.role;
+    if (role === 'master') throw new BuilderError('BUILDER_ERR_FORBIDDEN', 'the master certificate is not renewed over a connection');
     const now = Date.now();
-    if (now > record.notAfter) throw new BuilderError('BUILDER_ERR_CERT', `certificate ${record.serial} has expired`, { hint: 'enroll the slave again' });
+    if (now > record.notAfter) {
+      throw new BuilderError('BUILDER_ERR_CERT', `certificate ${record.serial} has expired`, { hint: role === 'slave' ? 'enroll the slave again' : 'ask the master operator for a new identity (master client create)' });
+    }
     const due = renewalDueAt(record.notBefore, record.notAfter);
     if (now < due) {
       throw new BuilderError('BUILDER_ERR_CONFLICT', `certificate ${record.serial} is not due for renewal before ${new Date(due).toISOString()}`, {
-        hint: 'a slave renews its certificate in the last third of its life',
+        hint: 'a certificate is renewed in the last third of its life',
       });
     }
     const unused: string[] = [];
@@ -232,7 +238,7 @@ export class Master {
       if (r.revokedAt !== null) continue;
       if (r.firstSeenAt !== null) {
         throw new BuilderError('BUILDER_ERR_CONFLICT', `certificate ${record.serial} was already renewed: ${r.serial} is in use`, {
-          hint: 'the slave connects with its new certificate; a request with the old one may come from a copy of its key',
+          hint: 'the new certificate is the one to connect with; a request with the old one may come from a copy of its key',
         });
       }
       const again = r.issuedAt + this.options.certRenewRetryMs;
@@ -244,13 +250,13 @@ export class Master {
     const publicKeyPem = publicKeyFromProof(publicKey, proof, renewalProofMessage(record.serial));
     for (const serial of unused) {
       await this.registry.revokeSerial(serial);
-      this.log.warn({ slave: record.name, serial, for: record.serial }, 'unused renewed certificate revoked: the slave asked again');
+      this.log.warn({ [role]: record.name, serial, for: record.serial }, `unused renewed certificate revoked: the ${role} asked again`);
     }
     const issued = await signPeer(this.ca, this.registry, {
       name: record.name,
-      role: 'slave',
+      role,
       publicKeyPem,
-      validityDays: this.options.slaveCertDays,
+      validityDays: role === 'slave' ? this.options.slaveCertDays : Math.min(3650, Math.max(1, Math.round((record.notAfter - record.notBefore) / 86_400_000))),
       replaces: record.serial,
     });
     if (!(await this.registry.checkSerial(record.serial)).ok) {
@@ -259,7 +265,7 @@ export class Master {
     }
     // The certificate holds whole seconds.
     const notAfter = Math.floor(+issued.notAfter / 1000) * 1000;
-    this.log.info({ slave: record.name, serial: issued.serial, previous: record.serial, expiresAt: new Date(notAfter).toISOString() }, 'slave certificate renewed');
+    this.log.info({ [role]: record.name, serial: issued.serial, previous: record.serial, expiresAt: new Date(notAfter).toISOString() }, `${role} certificate renewed`);
     return { cert: issued.certPem, ca: this.ca.certPem, serial: issued.serial, notAfter };
   }
 

@@ -1,8 +1,58 @@
-import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, sign } from 'node:crypto';
 import { access, open, rename, rm, readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { BuilderError } from '../protocol/errors.js';
 import { identityPaths } from './ca-dir.js';
-import { writePrivateFile } from './keys.js';
+import { certFingerprint, renewalProofMessage } from './certificates.js';
+import { DEFAULT_RSA_BITS, writePrivateFile } from './keys.js';
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+/** The CN of a certificate's subject. */
+export function commonName(cert: X509Certificate): string | undefined {
+  return cert.subject
+    .split('\n')
+    .find((l) => l.startsWith('CN='))
+    ?.slice(3);
+}
+
+/** What the master answers to cert.renew. */
+export interface RenewalAnswer {
+  cert: string;
+  ca: string;
+  serial: string;
+  notAfter: number;
+}
+
+/**
+ * Renews the identity in `dir`, whose CA and current certificate are `id`, over a connection
+ * to the master: a new RSA key made here with node's crypto (the private key never leaves this
+ * machine; no forge, which would add megabytes to a slave), the proof of possession (the new
+ * key's signature over the current certificate's serial), `ask` (which calls cert.renew), then
+ * checks that the answer is issued by our CA, under our name, for the new key, and stores the
+ * new pair in place of the old ({@link replaceIdentityPair}). Returns the new pair and its dates.
+ */
+export async function renewIdentity(
+  dir: string,
+  id: { ca: string; cert: string },
+  ask: (publicKey: string, proof: Uint8Array<ArrayBuffer>) => Promise<RenewalAnswer>,
+): Promise<RenewalAnswer & { key: string; validFrom: number; validTo: number }> {
+  const current = new X509Certificate(id.cert);
+  const keys = await generateKeyPairAsync('rsa', {
+    modulusLength: DEFAULT_RSA_BITS,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  const res = await ask(keys.publicKey, sign('sha256', renewalProofMessage(current.serialNumber), keys.privateKey));
+  const cert = new X509Certificate(res.cert);
+  const ca = new X509Certificate(id.ca);
+  if (certFingerprint(res.ca) !== certFingerprint(id.ca) || !cert.checkIssued(ca) || !cert.verify(ca.publicKey) || commonName(cert) !== commonName(current)) {
+    throw new BuilderError('BUILDER_ERR_CERT', 'the certificate the master sent is not for this identity under its CA');
+  }
+  // Checks that the certificate carries the new key before anything is replaced.
+  await replaceIdentityPair(dir, keys.privateKey, res.cert);
+  return { ...res, key: keys.privateKey, validFrom: Date.parse(cert.validFrom), validTo: Date.parse(cert.validTo) };
+}
 
 /** The files of a replacement in progress, beside the identity's own. */
 function pendingPaths(dir: string): { key: string; cert: string; root: string } {

@@ -237,8 +237,9 @@ export const catalogue = {
   // ---- Jobs: the slave side (see docs/protocol.md "Running jobs") ----
   'cert.renew': def({
     direction: 'to-master',
-    roles: ['slave'],
-    summary: 'A slave trades a new public key, with a signature proving it holds the private key, for a certificate under its own name, once its current one is in the last third of its life.',
+    roles: ['slave', 'client', 'admin'],
+    summary:
+      'A slave, client or admin trades a new public key, with a signature proving it holds the private key, for a certificate under its own name and role, once its current one is in the last third of its life.',
     schemas: () => ({
       params: z.strictObject({ publicKey: z.string().min(100).max(8192), proof: bytes }),
       result: z.strictObject({ cert: z.string(), ca: z.string(), serial: z.string(), notAfter: z.number() }),

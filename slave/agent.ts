@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events';
-import { X509Certificate, generateKeyPair, sign as cryptoSign } from 'node:crypto';
-import { promisify } from 'node:util';
+import { X509Certificate } from 'node:crypto';
 import pino, { type Logger } from 'pino';
-import { DEFAULT_RSA_BITS, certFingerprint, loadIdentity, renewalProofMessage, replaceIdentityPair, settleIdentity } from '../pki/index.js';
+import { commonName, loadIdentity, renewIdentity, settleIdentity } from '../pki/index.js';
 import {
   BuilderError,
   CERT_WARN_MS,
@@ -40,7 +39,6 @@ export interface SlaveAgentOptions {
 }
 
 const DAY_MS = 86_400_000;
-const generateKeyPairAsync = promisify(generateKeyPair);
 
 /** How to get a new certificate once the old one has ended (the master enrolls a name again once none of its certificates is live). */
 function reenrollHint(dir: string, name: string): string {
@@ -55,13 +53,6 @@ function renewHint(dir: string, name: string): string {
   return `the slave asks the master for a new one while connected (see "certificate renewal failed" above); by hand: drain this slave, run "master slave revoke ${name}" and "master token create" on the master, then "slave enroll --dir ${dir} --force --name ${name}" with the token, and start the slave again`;
 }
 
-/** The CN of a certificate's subject. */
-function commonName(cert: X509Certificate): string | undefined {
-  return cert.subject
-    .split('\n')
-    .find((l) => l.startsWith('CN='))
-    ?.slice(3);
-}
 
 /**
  * Checks the slave's certificate against the clock: one the master would refuse (expired, or
@@ -173,23 +164,10 @@ export class SlaveAgent extends EventEmitter<SlaveAgentEvents> {
   private async renew(peer: RpcPeer): Promise<{ serial: string; notAfter: number } | undefined> {
     const id = this.identity;
     if (id === undefined) return undefined;
-    const keys = await generateKeyPairAsync('rsa', {
-      modulusLength: DEFAULT_RSA_BITS,
-      publicKeyEncoding: { type: 'spki', format: 'pem' },
-      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-    });
-    const proof = cryptoSign('sha256', renewalProofMessage(new X509Certificate(id.cert).serialNumber), keys.privateKey);
-    const res = await peer.call('cert.renew', { publicKey: keys.publicKey, proof }, { timeoutMs: 60_000 });
-    const cert = new X509Certificate(res.cert);
-    const ca = new X509Certificate(id.ca);
-    if (certFingerprint(res.ca) !== certFingerprint(id.ca) || !cert.checkIssued(ca) || !cert.verify(ca.publicKey) || commonName(cert) !== this.name) {
-      throw new BuilderError('BUILDER_ERR_CERT', 'the certificate the master sent is not for this slave under its CA');
-    }
-    // Checks that the certificate carries the new key before anything is replaced.
-    await replaceIdentityPair(this.opts.dir, keys.privateKey, res.cert);
-    this.identity = { ...id, cert: res.cert, key: keys.privateKey };
-    this.certStart = Date.parse(cert.validFrom);
-    this.certEnd = Date.parse(cert.validTo);
+    const res = await renewIdentity(this.opts.dir, id, (publicKey, proof) => peer.call('cert.renew', { publicKey, proof }, { timeoutMs: 60_000 }));
+    this.identity = { ...id, cert: res.cert, key: res.key };
+    this.certStart = res.validFrom;
+    this.certEnd = res.validTo;
     this.log.info({ serial: res.serial, expiresAt: new Date(res.notAfter).toISOString() }, 'certificate renewed; the next connection uses it');
     return { serial: res.serial, notAfter: res.notAfter };
   }

@@ -1,11 +1,11 @@
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { BuilderError, ErrorCodes } from '../../../protocol/errors.js';
 import { connectRpc } from '../../../protocol/rpc-client.js';
 import { RpcCallError, type RpcPeer } from '../../../protocol/rpc-peer.js';
-import { certificateDateProblem, mutualTlsClientOptions } from '../../../protocol/tls.js';
+import { certificateDateProblem, mutualTlsClientOptions, renewalDueAt } from '../../../protocol/tls.js';
 import { VERSION } from '../../../master/version.js';
 import type { ClientConfig } from './client-config.js';
 
@@ -13,6 +13,28 @@ import type { ClientConfig } from './client-config.js';
 export interface ConnectClientOptions {
   /** TCP connect plus TLS handshake plus session.hello. Default 10 s. */
   connectTimeoutMs?: number;
+  /** Renew the identity's certificate when it is due. Default: yes, unless BUILDER_NO_RENEW=1. */
+  renew?: boolean;
+}
+
+/**
+ * Once the identity's certificate is in the last third of its life, trades it for a new one
+ * over this connection (cert.renew, as a slave does: pki/identity-renewal.ts) and stores the
+ * new pair in the identity directory; the next command connects with it. Says so on stderr.
+ * A failure is said there too and does not stop the command: the next one tries again.
+ */
+async function renewIfDue(dir: string, id: { ca: string; cert: string }, peer: RpcPeer, enabled: boolean): Promise<void> {
+  const x = new X509Certificate(id.cert);
+  const end = Date.parse(x.validTo);
+  if (!enabled || Date.now() < renewalDueAt(Date.parse(x.validFrom), end)) return;
+  try {
+    // Loaded only when due (every 8 months for a year-long certificate): pki is not on the path of every command.
+    const { renewIdentity } = await import('../../../pki/identity-renewal.js');
+    const r = await renewIdentity(resolve(dir), id, (publicKey, proof) => peer.call('cert.renew', { publicKey, proof }, { timeoutMs: 60_000 }));
+    process.stderr.write(`builder: renewed the certificate in ${dir}: serial ${r.serial}, valid until ${new Date(r.validTo).toISOString()}\n`);
+  } catch (e) {
+    process.stderr.write(`builder: could not renew the certificate in ${dir} (${(e as Error).message}); it ends on ${new Date(end).toISOString()}, and the next command tries again\n`);
+  }
 }
 
 /** A connected CLI session: the peer and who the master says we are. */
@@ -28,6 +50,9 @@ export interface ClientSession {
  * registry, a tenth of a second of every command spent on reading three files.
  */
 async function readIdentity(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  // A renewal a crash cut short (key.pem.new, cert.pem.new beside the pair) is settled first.
+  const pending = await Promise.all(['key.pem.new', 'cert.pem.new'].map((n) => access(join(resolve(dir), n)).then(() => true, () => false)));
+  if (pending.some(Boolean)) await (await import('../../../pki/identity-renewal.js')).settleIdentity(resolve(dir));
   const read = async (name: string) => {
     const f = join(resolve(dir), name);
     try {
@@ -78,6 +103,7 @@ export async function connectClient(cfg: ClientConfig, o: ConnectClientOptions =
   });
   try {
     const hello = await peer.call('session.hello', { version: VERSION, software: `builder-cli/${VERSION}` }, { timeoutMs });
+    await renewIfDue(cfg.identity.dir, id, peer, o.renew ?? process.env.BUILDER_NO_RENEW !== '1');
     return { peer, name: hello.name, role: hello.role };
   } catch (e) {
     peer.destroy();
