@@ -554,7 +554,7 @@ export const catalogue = {
   'artifact.list': def({
     direction: 'to-master',
     roles: people,
-    summary: 'The artifacts of a job (all attempts), with size, sha256 and kind.',
+    summary: 'The artifacts of a job (all attempts), with size, sha256 and kind, and `removedAt` for an image the retention removed.',
     schemas: () => ({
       params: z.strictObject({ jobId }),
       result: z.strictObject({ artifacts: z.array(artifactView) }),

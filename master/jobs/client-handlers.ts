@@ -154,7 +154,10 @@ export function registerClientHandlers(svc: JobService, methods: RpcMethods): vo
       if (a === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no artifact ${id}`);
       if (a.removedAt !== null) {
         throw new BuilderError('BUILDER_ERR_NOT_FOUND', `artifact ${id} (${a.name}) of job ${a.jobId} was removed on ${new Date(a.removedAt).toISOString()} by the image retention`, {
-          hint: `the master keeps images for ${ms(svc.options.imageRetentionMs, { long: true })}, and those of the newest ${svc.options.imageKeep} job(s) of each name and of the promoted one (master run --image-retention, --image-keep)`,
+          hint:
+            svc.options.imageRetentionMs > 0
+              ? `the master keeps images for ${ms(svc.options.imageRetentionMs, { long: true })}, and those of the newest ${svc.options.imageKeep} succeeded job(s) of each name and of the promoted one (master run --image-retention, --image-keep)`
+              : 'the image retention was on when it was removed (master run --image-retention); it is off now',
         });
       }
       if (!(await exists(a.path))) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `artifact ${id} (${a.name}) is no longer on the master`);
@@ -193,12 +196,18 @@ export function registerClientHandlers(svc: JobService, methods: RpcMethods): vo
       checkName('image', name);
       if (job.name !== name) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `job ${jobId} is named ${job.name}, not ${name}`);
       if (job.state !== 'succeeded') throw new BuilderError('BUILDER_ERR_BAD_STATE', `job ${jobId} is ${job.state}; only a succeeded job can be promoted`);
-      if (!(await exists(join(imagesDir, name, String(jobId))))) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `job ${jobId} has no images`);
-      // Atomic switch: a new symlink under a temporary name renamed over `current`.
-      const tmp = join(imagesDir, name, `.current-${randomBytes(4).toString('hex')}`);
-      await symlink(String(jobId), tmp);
-      await rename(tmp, join(imagesDir, name, 'current'));
-      svc.log.info({ job: jobId, image: name, by: ctx.remote.name }, 'image promoted');
-      return {};
+      // Not while the image retention decides about this name: it never removes the promoted job.
+      return svc.withImageName(name, async () => {
+        if (!(await exists(join(imagesDir, name, String(jobId))))) {
+          const removed = (await svc.store.listArtifacts(jobId)).find((a) => a.kind === 'image' && a.removedAt !== null);
+          throw new BuilderError('BUILDER_ERR_NOT_FOUND', removed ? `the images of job ${jobId} were removed on ${new Date(removed.removedAt!).toISOString()} by the image retention` : `job ${jobId} has no images`);
+        }
+        // Atomic switch: a new symlink under a temporary name renamed over `current`.
+        const tmp = join(imagesDir, name, `.current-${randomBytes(4).toString('hex')}`);
+        await symlink(String(jobId), tmp);
+        await rename(tmp, join(imagesDir, name, 'current'));
+        svc.log.info({ job: jobId, image: name, by: ctx.remote.name }, 'image promoted');
+        return {};
+      });
     });
 }

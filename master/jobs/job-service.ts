@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open as openFile, readFile, rm } from 'node:fs/promises';
+import { mkdir, open as openFile, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
@@ -76,6 +76,8 @@ export class JobService {
   private wakeTimer: NodeJS.Timeout | undefined;
   private retentionTimer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
+  /** The tail of the work queued per image name (see withImageName). */
+  private readonly imageNames = new Map<string, Promise<void>>();
   private wakeAt = Infinity;
   private stopping = false;
 
@@ -192,35 +194,74 @@ export class JobService {
   }
 
   /**
-   * One pass of the image retention: the images of each job whose newest image is older than
-   * `imageRetentionMs` are removed (`DIR/images/<name>/<job id>/`), except those of the newest
-   * `imageKeep` jobs of that name and of the promoted job (`images/<name>/current`). Recorded in
-   * the store (artifacts.removed_at) before the files go, 500 jobs per batch, by job id.
+   * Runs `fn` alone for image name `name`: the image retention's decision and move of a name's
+   * job directories, and image.promote of that name, never overlap (a job being removed is
+   * never promoted, a promoted one never removed).
+   */
+  withImageName<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.imageNames.get(name) ?? Promise.resolve();
+    const p = prev.then(fn, fn);
+    const tail = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.imageNames.set(name, tail);
+    void tail.then(() => {
+      if (this.imageNames.get(name) === tail) this.imageNames.delete(name);
+    });
+    return p;
+  }
+
+  /**
+   * One pass of the image retention: the images of each finished job whose kept images are all
+   * older than `imageRetentionMs` are removed (`DIR/images/<name>/<job id>/`), except those of
+   * the newest `imageKeep` succeeded jobs of that name and of the promoted job
+   * (`images/<name>/current`). 500 jobs per batch, by job id. Per name, under
+   * {@link withImageName}, each doomed directory is first renamed to `.removing-<job id>` (out of
+   * image.list and image.promote at once); then the batch is recorded in the store
+   * (artifacts.removed_at), then the files go. A crash in between leaves `.removing-*`
+   * directories, which every pass removes first; a job whose directory is gone but is not
+   * recorded yet is found again and recorded.
    */
   private async sweepImages(): Promise<void> {
     const before = Date.now() - this.options.imageRetentionMs;
     const imagesDir = join(this.dir, 'images');
-    const kept = new Map<string, Set<number>>();
+    await this.removeImageLeftovers(imagesDir);
     let cursor = 0;
     let removed = 0;
     for (;;) {
       const batch = await this.store.imageJobsBefore(before, cursor, 500);
       if (batch.length === 0 || this.stopping) break;
       cursor = batch[batch.length - 1]!.jobId;
-      const doomed: Array<{ jobId: number; name: string }> = [];
-      for (const j of batch) {
-        let keep = kept.get(j.name);
-        if (keep === undefined) {
-          keep = new Set(await this.store.newestImageJobs(j.name, this.options.imageKeep));
-          const promoted = await promotedOf(imagesDir, j.name);
+      const byName = new Map<string, number[]>();
+      for (const j of batch) byName.set(j.name, [...(byName.get(j.name) ?? []), j.jobId]);
+      const doomed: Array<{ jobId: number; moved: string }> = [];
+      for (const [name, ids] of byName) {
+        await this.withImageName(name, async () => {
+          const keep = new Set(await this.store.newestImageJobs(name, this.options.imageKeep));
+          const promoted = await promotedOf(imagesDir, name);
           if (promoted !== null) keep.add(promoted);
-          kept.set(j.name, keep);
-        }
-        if (!keep.has(j.jobId)) doomed.push(j);
+          for (const id of ids) {
+            if (keep.has(id)) continue;
+            const moved = join(imagesDir, name, `.removing-${id}`);
+            try {
+              await rename(join(imagesDir, name, String(id)), moved);
+            } catch (e) {
+              // Gone already (a crash after the move, before the record): recorded below all the same.
+              if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+                this.log.warn({ job: id, image: name, err: msgOf(e) }, 'image retention: cannot move the images aside; kept for the next pass');
+                continue;
+              }
+            }
+            doomed.push({ jobId: id, moved });
+          }
+        });
       }
       if (doomed.length > 0) {
         await this.store.markImagesRemoved(doomed.map((j) => j.jobId));
-        for (const j of doomed) await rm(join(imagesDir, j.name, String(j.jobId)), { recursive: true, force: true });
+        for (const j of doomed) {
+          await rm(j.moved, { recursive: true, force: true }).catch((e: unknown) => this.log.warn({ job: j.jobId, path: j.moved, err: msgOf(e) }, 'image retention: cannot remove; tried again at the next pass'));
+        }
         removed += doomed.length;
       }
       if (batch.length < 500) break;
@@ -228,12 +269,35 @@ export class JobService {
     if (removed > 0) this.log.info({ jobs: removed, newestBefore: new Date(before).toISOString(), keepPerName: this.options.imageKeep }, 'images removed by retention');
   }
 
+  /** Removes the `DIR/images/<name>/.removing-*` directories a pass left (a crash, a failed rm). */
+  private async removeImageLeftovers(imagesDir: string): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(imagesDir);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      let entries: string[];
+      try {
+        entries = await readdir(join(imagesDir, n));
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        if (!e.startsWith('.removing-')) continue;
+        await rm(join(imagesDir, n, e), { recursive: true, force: true }).catch((err: unknown) => this.log.warn({ path: join(imagesDir, n, e), err: msgOf(err) }, 'image retention: cannot remove'));
+      }
+    }
+  }
+
   /** One pass of each retention that is on (logs, then images); never two passes at once. */
   private sweepRetention(): void {
     if (this.sweeping !== undefined || this.stopping) return;
     const run = async (): Promise<void> => {
-      if (this.options.logRetentionMs > 0) await this.sweepLogs();
-      if (this.options.imageRetentionMs > 0 && !this.stopping) await this.sweepImages();
+      // Each on its own: a failing log pass does not skip the image pass.
+      if (this.options.logRetentionMs > 0) await this.sweepLogs().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'log retention pass failed'));
+      if (this.options.imageRetentionMs > 0 && !this.stopping) await this.sweepImages().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'image retention pass failed'));
     };
     const p = run().finally(() => {
       this.sweeping = undefined;

@@ -584,29 +584,36 @@ export class MasterStore {
   }
 
   /**
-   * Jobs whose images are all older than `before` and still kept, by job id from `afterJobId` up
-   * (a cursor: the caller skips the ones it keeps), at most `limit`, with their job name and the
-   * newest image's time.
+   * Jobs in a final state whose kept images are all older than `before`, by job id from
+   * `afterJobId` up (a cursor: the caller skips the ones it keeps), at most `limit` (scanned
+   * through the partial index of kept images), with their job name and the newest image's time.
+   * A job that may still run (queued again, dispatched, running) is never one: its next attempt
+   * files images into the same directory.
    */
   async imageJobsBefore(before: number, afterJobId: number, limit: number): Promise<Array<{ jobId: number; name: string; newest: number }>> {
     const rows = await this.reader.all<{ job_id: number; name: string; newest: number }>(
       `SELECT a.job_id, j.name, MAX(a.created_at) AS newest FROM artifacts a JOIN jobs j ON j.id = a.job_id
-       WHERE a.removed_at IS NULL AND a.kind = 'image' AND a.job_id > ?
+       WHERE a.removed_at IS NULL AND a.kind = 'image' AND a.job_id > ? AND j.state IN ('succeeded', 'failed', 'timed_out', 'cancelled')
        GROUP BY a.job_id HAVING newest < ? ORDER BY a.job_id LIMIT ?`,
       [afterJobId, before, limit],
     );
     return rows.map((r) => ({ jobId: r.job_id, name: r.name, newest: r.newest }));
   }
 
-  /** The ids of the newest `n` jobs named `name` that still have images kept, newest first. */
+  /**
+   * The ids of the newest `n` succeeded jobs named `name` that still have images kept, newest
+   * first (a failed build never takes the place of the last good one). Walks the jobs of that
+   * name newest first (index jobs_name), each checked against the kept images' index.
+   */
   async newestImageJobs(name: string, n: number): Promise<number[]> {
     if (n <= 0) return [];
-    const rows = await this.reader.all<{ job_id: number }>(
-      `SELECT DISTINCT a.job_id FROM artifacts a JOIN jobs j ON j.id = a.job_id
-       WHERE j.name = ? AND a.removed_at IS NULL AND a.kind = 'image' ORDER BY a.job_id DESC LIMIT ?`,
+    const rows = await this.reader.all<{ id: number }>(
+      `SELECT j.id FROM jobs j WHERE j.name = ? AND j.state = 'succeeded'
+       AND EXISTS (SELECT 1 FROM artifacts a WHERE a.job_id = j.id AND a.removed_at IS NULL AND a.kind = 'image')
+       ORDER BY j.id DESC LIMIT ?`,
       [name, n],
     );
-    return rows.map((r) => r.job_id);
+    return rows.map((r) => r.id);
   }
 
   /** Records that these jobs' images were removed at `at` (one transaction). */

@@ -151,5 +151,6 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE artifacts ADD COLUMN removed_at INTEGER;
   CREATE INDEX artifacts_image_kept ON artifacts (job_id, created_at) WHERE removed_at IS NULL AND kind = 'image';
+  CREATE INDEX jobs_name ON jobs (name, id);
   `,
 ];

@@ -1,4 +1,4 @@
-import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { lockFd } from '../executor/native-spawn.js';
@@ -22,7 +22,8 @@ export class SlaveDirLock {
    */
   static acquire(dir: string): { lock: SlaveDirLock } | { unlocked: string } {
     const path = join(dir, 'slave.lock');
-    const fd = openSync(path, 'a+', 0o644);
+    // Not through a symlink planted in DIR: the file is truncated once locked.
+    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
     let r: ReturnType<typeof lockFd>;
     try {
       r = lockFd(fd);
@@ -32,7 +33,7 @@ export class SlaveDirLock {
     }
     if (r === 'locked') {
       ftruncateSync(fd, 0);
-      writeSync(fd, `${process.pid}\n`);
+      writeSync(fd, `${process.pid}\n`, 0);
       return { lock: new SlaveDirLock(fd, path) };
     }
     closeSync(fd);

@@ -90,6 +90,19 @@ export class SlaveRuntime {
     const lock = SlaveDirLock.acquire(o.dir);
     if ('lock' in lock) this.dirLock = lock.lock;
     else this.log.warn({ why: lock.unlocked }, 'running without a lock on the slave directory: nothing stops a second slave on it');
+    try {
+      await this.startLocked();
+    } catch (e) {
+      // A start that failed leaves DIR free for the next attempt, in this process too.
+      this.dirLock?.release();
+      this.dirLock = undefined;
+      throw e;
+    }
+  }
+
+  /** The rest of {@link start}, with DIR locked. */
+  private async startLocked(): Promise<void> {
+    const o = this.options;
     await this.dirPool.clear();
     const cg = this.executor.options.cgroup;
     if (cg !== undefined) {

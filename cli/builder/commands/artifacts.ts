@@ -18,6 +18,11 @@ export default class Artifacts extends ClientCommand {
       this.log(`job ${args.job} has no artifacts`);
       return;
     }
-    this.log(table(['attempt', 'kind', 'size', 'sha256', 'name'], artifacts.map((a) => [String(a.attempt), a.kind, bytes(a.size), a.sha256, a.name])));
+    this.log(
+      table(
+        ['attempt', 'kind', 'size', 'sha256', 'name'],
+        artifacts.map((a) => [String(a.attempt), a.kind, bytes(a.size), a.sha256, a.removedAt === undefined ? a.name : `${a.name} (removed ${new Date(a.removedAt).toISOString().slice(0, 10)})`]),
+      ),
+    );
   }
 }

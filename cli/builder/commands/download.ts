@@ -28,7 +28,14 @@ export default class Download extends ClientCommand {
     const { args, flags } = await this.parse(Download);
     const s = await this.connect(flags);
     const { artifacts } = await s.peer.call('artifact.list', { jobId: args.job });
-    const picked = pickArtifacts(artifacts, args.name);
+    const all = pickArtifacts(artifacts, args.name);
+    // Images the master's retention removed cannot be had; the rest of the job's files can.
+    const removed = args.name === undefined ? all.filter((a) => a.removedAt !== undefined) : [];
+    const picked = all.filter((a) => !removed.includes(a));
+    for (const a of removed) process.stderr.write(`builder: skipped ${a.name}: removed on ${new Date(a.removedAt!).toISOString()} by the image retention\n`);
+    if (picked.length === 0 && removed.length > 0) {
+      throw new BuilderError('BUILDER_ERR_NOT_FOUND', `every artifact of job ${args.job} was removed by the image retention`);
+    }
     if (picked.length === 0) {
       throw args.name !== undefined
         ? new BuilderError('BUILDER_ERR_NOT_FOUND', `job ${args.job} has no artifact named ${args.name}`, { hint: `see: builder artifacts ${args.job}` })

@@ -3,6 +3,7 @@ import { Master } from '../../../master/index.js';
 import { BuilderCommand } from '../../base-command.js';
 import { startDaemonIdleTuning } from '../../idle-tuning.js';
 import { parseDuration, wholeNumber } from '../../duration.js';
+import { BuilderError } from '../../../protocol/errors.js';
 
 export default class Run extends BuilderCommand {
   static override releasesOptimizerItself = true;
@@ -28,7 +29,7 @@ export default class Run extends BuilderCommand {
     'image-retention': Flags.string({
       description: "remove a job's images once the newest of them is this old, e.g. 90d, except those of the newest --image-keep jobs of each name and the promoted one (checked hourly; default: keep images forever)",
     }),
-    'image-keep': Flags.string({ default: '1', description: 'with --image-retention: the images of the newest this many jobs of each name are kept whatever their age' }),
+    'image-keep': Flags.string({ description: 'with --image-retention: the images of the newest this many succeeded jobs of each name are kept whatever their age (default 1)' }),
     'cron-seconds': Flags.boolean({
       default: false,
       description: 'accept new schedules with a leading seconds field (six-field cron expressions, @secondly)',
@@ -49,7 +50,7 @@ export default class Run extends BuilderCommand {
       ...(flags.incoming === undefined ? {} : { incomingDir: flags.incoming }),
       ...(flags['log-retention'] === undefined ? {} : { logRetentionMs: parseDuration(flags['log-retention'], '--log-retention') }),
       ...(flags['image-retention'] === undefined ? {} : { imageRetentionMs: parseDuration(flags['image-retention'], '--image-retention') }),
-      imageKeep: wholeNumber(flags['image-keep'], '--image-keep'),
+      ...(flags['image-keep'] === undefined ? {} : { imageKeep: imageKeep(flags['image-keep'], flags['image-retention']) }),
       // Off by default: a farm schedules builds, and a six-field typo would queue a job a second.
       cron: { allowSeconds: flags['cron-seconds'] },
       logger: log,
@@ -66,4 +67,10 @@ export default class Run extends BuilderCommand {
     });
     idle.stop();
   }
+}
+
+/** --image-keep, which means something only with --image-retention. */
+function imageKeep(keep: string, retention: string | undefined): number {
+  if (retention === undefined) throw new BuilderError('BUILDER_ERR_CONFIG', '--image-keep applies to the image retention, which is off', { hint: 'add --image-retention, e.g. --image-retention 90d' });
+  return wholeNumber(keep, '--image-keep');
 }

@@ -88,6 +88,7 @@ describe('the master and slave commands', function () {
       assertCleanError(await runBin('master', ['token', 'create', '--dir', farm, '--ttl', 'forever']), /invalid --ttl "forever"/);
       assertCleanError(await runBin('master', ['run', '--dir', farm, '--image-retention', 'soon']), /invalid --image-retention "soon"/);
       assertCleanError(await runBin('master', ['run', '--dir', farm, '--image-retention', '30d', '--image-keep', 'all']), /invalid --image-keep "all": must be a whole number/);
+      assertCleanError(await runBin('master', ['run', '--dir', farm, '--image-keep', '2']), /--image-keep applies to the image retention, which is off\nHint: add --image-retention/);
       assertCleanError(await runBin('slave', ['run', '--dir', join(dir, 'nobody'), '--master', '127.0.0.1:1', '--channels', 'main']), /cannot read identity file/);
       assertCleanError(
         await runBin('slave', ['enroll', '--master', '127.0.0.1:1', '--token', 'x'.repeat(32), '--ca-fingerprint', 'ab'.repeat(32), '--dir', join(dir, 's'), '--name', 'ok']),
