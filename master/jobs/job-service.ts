@@ -28,6 +28,24 @@ interface Committed {
 
 const ACTIVE = new Set(['dispatched', 'running']);
 
+/**
+ * Runs `fn` once the work queued before it under `key` has settled: one at a time per key, in
+ * the order asked. `queues` holds each key's tail (never rejecting); a key's entry goes when its
+ * last work is done.
+ */
+function inOrder<T>(queues: Map<string, Promise<void>>, key: string, fn: () => Promise<T>): Promise<T> {
+  const run = (queues.get(key) ?? Promise.resolve()).then(fn);
+  const tail = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  queues.set(key, tail);
+  void tail.then(() => {
+    if (queues.get(key) === tail) queues.delete(key);
+  });
+  return run;
+}
+
 function msgOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -199,17 +217,7 @@ export class JobService {
    * never promoted, a promoted one never removed).
    */
   withImageName<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.imageNames.get(name) ?? Promise.resolve();
-    const p = prev.then(fn, fn);
-    const tail = p.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.imageNames.set(name, tail);
-    void tail.then(() => {
-      if (this.imageNames.get(name) === tail) this.imageNames.delete(name);
-    });
-    return p;
+    return inOrder(this.imageNames, name, fn);
   }
 
   /**
@@ -1060,16 +1068,7 @@ export class JobService {
   }
 
   private inLogOrder<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const run = (this.logOrder.get(key) ?? Promise.resolve()).then(fn);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.logOrder.set(key, tail);
-    void tail.then(() => {
-      if (this.logOrder.get(key) === tail) this.logOrder.delete(key);
-    });
-    return run;
+    return inOrder(this.logOrder, key, fn);
   }
 
   private uploadKey(p: { jobId: number; attempt: number; path: string }, ctx: CallContext): string {

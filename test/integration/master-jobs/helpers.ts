@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { access } from 'node:fs/promises';
 import type { ParamsOf, RpcPeer, RpcPeerOptions } from '../../../protocol/index.js';
 import { RpcCallError } from '../../../protocol/index.js';
 import type { NewJob } from '../../../master/store/index.js';
@@ -152,4 +153,20 @@ export async function rejectsWith(p: Promise<unknown>, code: string, re?: RegExp
 
 export function text(records: ReadonlyArray<{ kind: string; data?: Uint8Array }>): string {
   return records.map((r) => (r.kind === 'data' && r.data ? Buffer.from(r.data).toString() : '')).join('');
+}
+
+/** Whether a path exists (for files the master removes). */
+export const exists = (p: string): Promise<boolean> =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+/** Polls until `cond` holds, at most `ms`. */
+export async function until(what: string, cond: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

@@ -1,26 +1,11 @@
 import assert from 'node:assert/strict';
-import { access, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
 import { runBin } from '../../helpers/procs.js';
-import { TestSlave, job, jobFarm, rejectsWith, waitJob } from './helpers.js';
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
-
-/** Polls until `cond` holds, at most `ms`. */
-async function until(what: string, cond: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { TestSlave, exists, job, jobFarm, rejectsWith, until, waitJob } from './helpers.js';
 
 describe('master jobs: image retention', function () {
   this.timeout(60_000);

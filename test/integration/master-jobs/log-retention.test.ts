@@ -1,26 +1,10 @@
 import assert from 'node:assert/strict';
-import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
-import { TestSlave, job, jobFarm, rejectsWith, text, waitJob } from './helpers.js';
+import { TestSlave, exists, job, jobFarm, rejectsWith, text, until, waitJob } from './helpers.js';
 
 const data = (seq: number, s: string) => ({ kind: 'data' as const, seq, stream: 'stdout' as const, data: Buffer.from(s) });
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
-
-/** Polls until `cond` holds, at most `ms`. */
-async function until(what: string, cond: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('master jobs: log retention', function () {
   this.timeout(60_000);
