@@ -33,6 +33,8 @@ export interface MasterOptions extends JobServiceOptions {
    * lost it) gets another only this long after the last: the unused one is then revoked. Default 10 min.
    */
   certRenewRetryMs?: number;
+  /** How often the master looks whether its own server certificate is due for renewal (also at start). Default 1 day. */
+  serverCertCheckMs?: number;
   /** Options for every RPC connection on the main listener. */
   rpc?: RpcPeerOptions;
   logger?: Logger;
@@ -50,6 +52,7 @@ export interface CompiledMasterOptions {
   enrollPerMinute: number;
   slaveCertDays: number;
   certRenewRetryMs: number;
+  serverCertCheckMs: number;
   rpc: RpcPeerOptions;
 }
 
@@ -66,6 +69,7 @@ export function compileMasterOptions(o: MasterOptions): CompiledMasterOptions {
     enrollPerMinute: o.enrollPerMinute ?? 10,
     slaveCertDays: o.slaveCertDays ?? 90,
     certRenewRetryMs: o.certRenewRetryMs ?? 10 * 60_000,
+    serverCertCheckMs: o.serverCertCheckMs ?? 24 * 3600_000,
     rpc: o.rpc ?? {},
   };
 }

@@ -17,7 +17,19 @@ import {
   type ResultOf,
   type RpcPeer,
 } from '../protocol/index.js';
-import { PkiRegistry, certFingerprint, loadCa, publicKeyFromCsr, publicKeyFromProof, renewalProofMessage, signPeer, type LoadedCa } from '../pki/index.js';
+import {
+  PkiRegistry,
+  certFingerprint,
+  loadCa,
+  publicKeyFromCsr,
+  publicKeyFromProof,
+  renewServerCertificate,
+  renewalProofMessage,
+  serverCertificateDates,
+  settleServerCertificate,
+  signPeer,
+  type LoadedCa,
+} from '../pki/index.js';
 import { compileMasterOptions, type CompiledMasterOptions, type MasterOptions } from './master-options.js';
 import { JobService } from './jobs/index.js';
 import { VERSION } from './version.js';
@@ -33,6 +45,7 @@ export class Master {
   private registry!: PkiRegistry;
   private main!: RpcServer;
   private enroll!: RpcServer;
+  private serverCertTimer: NodeJS.Timeout | undefined;
   private caFingerprint = '';
   private jobService: JobService | undefined;
   private readonly opts: MasterOptions;
@@ -50,8 +63,11 @@ export class Master {
     const o = this.options;
     this.ca = await loadCa(o.dir);
     this.caFingerprint = certFingerprint(this.ca.certPem);
-    const [serverCert, serverKey] = await Promise.all([readFile(this.ca.paths.serverCert, 'utf8'), readFile(this.ca.paths.serverKey, 'utf8')]);
     this.registry = await PkiRegistry.open(this.ca.paths.registry);
+    // The server certificate: a replacement a crash cut short is settled, one that is due is renewed.
+    if ((await settleServerCertificate(this.ca)) === 'completed') this.log.warn('finished replacing the server certificate (an earlier renewal was cut short)');
+    await this.renewServerCertificateIfDue();
+    const [serverCert, serverKey] = await Promise.all([readFile(this.ca.paths.serverCert, 'utf8'), readFile(this.ca.paths.serverKey, 'utf8')]);
     const jobService = await JobService.open(o.dir, this.opts, this.log);
     this.jobService = jobService;
 
@@ -96,11 +112,36 @@ export class Master {
     });
     const [main, enroll] = [await this.main.listen(), await this.enroll.listen()];
     this.log.info({ listen: `${main.address}:${main.port}`, enroll: `${enroll.address}:${enroll.port}` }, 'master listening');
+    this.serverCertTimer = setInterval(() => {
+      this.renewServerCertificateIfDue().catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'server certificate renewal failed; tried again tomorrow'));
+    }, o.serverCertCheckMs);
+    this.serverCertTimer.unref();
     return { main, enroll };
+  }
+
+  /**
+   * Renews the master's own server certificate once it is in the last third of its life (after
+   * 550 of its 825 days), with the same host names, and has both listeners present the new one
+   * to every handshake from then on (connections already open keep theirs). Slaves and clients
+   * check it against the CA they hold and the host name, both unchanged, so nobody notices.
+   * Checked at start and every `serverCertCheckMs` (a day). Returns whether it renewed.
+   */
+  async renewServerCertificateIfDue(now = Date.now()): Promise<boolean> {
+    const dates = await serverCertificateDates(this.ca);
+    if (now < dates.dueAt) return false;
+    const issued = await renewServerCertificate(this.ca, this.registry);
+    this.log.info({ serial: issued.serial, previous: dates.serial, expiresAt: issued.notAfter.toISOString() }, 'server certificate renewed');
+    if (this.main !== undefined) {
+      const [cert, key] = await Promise.all([readFile(this.ca.paths.serverCert, 'utf8'), readFile(this.ca.paths.serverKey, 'utf8')]);
+      this.main.setSecureContext(mutualTlsServerOptions({ key, cert, ca: this.ca.certPem }, this.options.handshakeTimeoutMs));
+      this.enroll.setSecureContext(enrollmentTlsServerOptions({ key, cert }, this.options.handshakeTimeoutMs));
+    }
+    return true;
   }
 
   /** Closes both listeners and every connection. */
   async stop(): Promise<void> {
+    if (this.serverCertTimer) clearInterval(this.serverCertTimer);
     this.jobService?.beginStop();
     await Promise.all([this.main?.close(), this.enroll?.close()]);
     await this.jobService?.stop();

@@ -50,6 +50,11 @@ export class RpcServer {
     this.server.on('error', (err) => opts.logger?.error({ err }, 'listener error'));
   }
 
+  /** Replaces the TLS context (a renewed certificate) for every handshake from now on; open connections keep theirs. */
+  setSecureContext(tlsOptions: tls.SecureContextOptions): void {
+    this.server.setSecureContext(tlsOptions);
+  }
+
   listen(): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
