@@ -24,9 +24,10 @@ import { createWriteStream, rmSync, type WriteStream } from 'node:fs';
 import { cp, mkdir, mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { PkiRegistry, issueIdentity, loadCa, loadIdentity } from '../../pki/index.js';
 import { connectRpc, mutualTlsClientOptions, type MethodName, type ParamsOf, type ResultOf, type RpcPeer } from '../../protocol/index.js';
+import { findCgroupPlace, sweepCgroups } from '../../slave/executor/index.js';
 import { binPath, runBin } from './procs.js';
 
 /** What a client submits (`job.submit` params). */
@@ -686,9 +687,15 @@ export class ProcessFarm {
     this.stopped = true;
     this.dropClient();
     await Promise.all(this.proxies.map((p) => p.close()));
-    await Promise.all([...this.slaves.values()].map((s) => s.stop('SIGKILL')));
+    const slaves = [...this.slaves.values()];
+    await Promise.all(slaves.map((s) => s.stop('SIGKILL')));
     if (this.master) await this.master.stop('SIGKILL');
     await killProcessesUnder(this.root);
+    // The job cgroups the SIGKILLed slaves left (their next start would sweep them; there is none).
+    for (const s of slaves) {
+      const place = findCgroupPlace(resolve(s.dir, 'work'));
+      if (!('why' in place)) await sweepCgroups(place);
+    }
     if (!keepDir) await rm(this.root, { recursive: true, force: true });
   }
 }
