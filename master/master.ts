@@ -32,6 +32,7 @@ import {
 } from '../pki/index.js';
 import { compileMasterOptions, type CompiledMasterOptions, type MasterOptions } from './master-options.js';
 import { JobService } from './jobs/index.js';
+import { inOrder } from './in-order.js';
 import { VERSION } from './version.js';
 
 /**
@@ -46,6 +47,8 @@ export class Master {
   private main!: RpcServer;
   private enroll!: RpcServer;
   private serverCertTimer: NodeJS.Timeout | undefined;
+  /** The tail of the cert.renew requests in progress, per certificate serial. */
+  private readonly renewals = new Map<string, Promise<void>>();
   private caFingerprint = '';
   private jobService: JobService | undefined;
   private readonly opts: MasterOptions;
@@ -66,7 +69,12 @@ export class Master {
     this.registry = await PkiRegistry.open(this.ca.paths.registry);
     // The server certificate: a replacement a crash cut short is settled, one that is due is renewed.
     if ((await settleServerCertificate(this.ca)) === 'completed') this.log.warn('finished replacing the server certificate (an earlier renewal was cut short)');
-    await this.renewServerCertificateIfDue();
+    // A renewal that fails (a full disk, a busy pki.db) does not keep the master down while its certificate is still good.
+    await this.renewServerCertificateIfDue().catch(async (e: unknown) => {
+      const dates = await serverCertificateDates(this.ca);
+      if (Date.now() > dates.notAfter) throw e;
+      this.log.error({ err: (e as Error).message, expiresAt: new Date(dates.notAfter).toISOString() }, 'server certificate renewal failed; starting with the current one, tried again daily');
+    });
     const [serverCert, serverKey] = await Promise.all([readFile(this.ca.paths.serverCert, 'utf8'), readFile(this.ca.paths.serverKey, 'utf8')]);
     const jobService = await JobService.open(o.dir, this.opts, this.log);
     this.jobService = jobService;
@@ -176,15 +184,23 @@ export class Master {
     if (!check.ok) return { reject: `certificate ${id.serial} is ${check.reason}` };
     if (check.record.name !== id.name || check.record.role !== id.role) return { reject: 'certificate does not match the CA record' };
     if (check.record.firstSeenAt === null && (await this.registry.markSeen(id.serial)) && check.record.replaces !== null) {
-      // A renewed certificate in use: the one it replaced is done with (its key may linger in backups).
+      // A renewed certificate in use: the one it replaced is done with (its key may linger in
+      // backups), and so is any other replacement of it still live (two requests that crossed).
       if (await this.registry.revokeSerial(check.record.replaces)) this.log.info({ conn: id.name, serial: id.serial, revoked: check.record.replaces }, 'renewed certificate in use: the previous one is revoked');
+      for (const r of await this.registry.replacementsOf(check.record.replaces)) {
+        if (r.serial !== id.serial && r.revokedAt === null && (await this.registry.revokeSerial(r.serial))) {
+          this.log.warn({ conn: id.name, serial: id.serial, revoked: r.serial }, 'renewed certificate in use: another replacement of the same certificate is revoked');
+        }
+      }
     }
     const left = check.record.notAfter - Date.now();
     if (left < CERT_WARN_MS) {
       // Once per connection: a slave connects once and stays; a CLI user sees it per command.
       this.log.warn(
         { conn: id.name, role: id.role, serial: id.serial, expiresAt: new Date(check.record.notAfter).toISOString(), daysLeft: Math.floor(left / 86_400_000) },
-        id.role === 'slave' ? "slave certificate expires soon and is not renewed yet: the slave asks for a new one in its certificate's last third (see the slave's log), else revoke it and enroll the slave again" : 'client certificate expires soon: make a new identity (master client create) before then',
+        id.role === 'slave'
+          ? "slave certificate expires soon and is not renewed yet: the slave asks for a new one in its certificate's last third (see the slave's log), else revoke it and enroll the slave again"
+          : "client certificate expires soon and is not renewed yet: the builder CLI renews it at its next command unless BUILDER_NO_RENEW=1 (see its stderr), else make a new identity (master client create)",
       );
     }
     return id;
@@ -231,7 +247,7 @@ export class Master {
           })),
         };
       })
-      .handle('cert.renew', ({ publicKey, proof }, ctx) => this.renewPeer(ctx.remote, publicKey, proof))
+      .handle('cert.renew', ({ publicKey, proof }, ctx) => this.oneRenewalPerSerial(ctx.remote, () => this.renewPeer(ctx.remote, publicKey, proof)))
       .handle('slave.revoke', async ({ name: slave }) => {
         checkName('slave', slave);
         const revoked = await this.revokeSlave(slave);
@@ -257,6 +273,15 @@ export class Master {
    * The old certificate stays valid until then: the slave goes on using it on this connection,
    * and still holds it if it fails to store the new one.
    */
+  /**
+   * Runs the renewals asked with one certificate one after the other: the checks of the second
+   * see the replacement the first issued (two requests that cross get one certificate, and a
+   * conflict), not the state before both.
+   */
+  private oneRenewalPerSerial<T>(remote: RemoteIdentity, fn: () => Promise<T>): Promise<T> {
+    return inOrder(this.renewals, remote.serial ?? '', fn);
+  }
+
   private async renewPeer(remote: RemoteIdentity, publicKey: string, proof: Uint8Array): Promise<ResultOf<'cert.renew'>> {
     if (remote.serial === undefined) throw new BuilderError('BUILDER_ERR_FORBIDDEN', 'no certificate serial on this connection');
     const check = await this.registry.checkSerial(remote.serial);

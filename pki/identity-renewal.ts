@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, sign } from 'node:crypto';
-import { access, open, rename, rm, readFile } from 'node:fs/promises';
+import { access, open, rename, rm, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BuilderError } from '../protocol/errors.js';
 import { identityPaths } from './ca-dir.js';
@@ -90,6 +91,55 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
+/** The lock of an identity directory's replacement (see {@link withIdentityLock}). */
+export function identityLockPath(dir: string): string {
+  return join(identityPaths(dir).root, '.renewal.lock');
+}
+
+/** A lock older than this is a crashed holder's and is taken over. */
+const STALE_LOCK_MS = 10 * 60_000;
+
+/**
+ * Runs `fn` holding the directory's `.renewal.lock` (made with O_EXCL), so that of several
+ * processes on one identity directory (builder commands run in parallel) one at a time replaces
+ * or settles the pair. Resolves `{ held: true }` without running `fn` when another process holds
+ * it; a lock older than 10 minutes is a crashed holder's and is taken over.
+ */
+export async function withIdentityLock<T>(dir: string, fn: () => Promise<T>): Promise<{ value: T } | { held: true }> {
+  const path = identityLockPath(dir);
+  let fh;
+  for (let tries = 0; fh === undefined; tries++) {
+    try {
+      fh = await open(path, 'wx', 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) {
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST') return { held: true };
+        throw e;
+      }
+      const age = await stat(path).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => Infinity,
+      );
+      if (age < STALE_LOCK_MS) return { held: true };
+      await rm(path, { force: true });
+    }
+  }
+  try {
+    await fh.writeFile(`${process.pid}\n`);
+    return { value: await fn() };
+  } finally {
+    await fh.close();
+    await rm(path, { force: true });
+  }
+}
+
+/** Whether a replacement may be in progress or cut short in `dir` (a lock, or `.new` files). */
+export async function identityBusy(dir: string): Promise<boolean> {
+  const pending = pendingPaths(dir);
+  for (const p of [identityLockPath(dir), pending.key, pending.cert]) if (await exists(p)) return true;
+  return false;
+}
+
 /** Whether a certificate (PEM) carries the public half of a private key (PEM). */
 export function certMatchesKey(certPem: string, keyPem: string): boolean {
   return new X509Certificate(certPem).publicKey.equals(createPublicKey(createPrivateKey(keyPem)));
@@ -150,7 +200,7 @@ export async function settleIdentity(dir: string): Promise<'none' | 'completed' 
   const certPath = (await pairMatches(pending.cert, keyPath)) ? pending.cert : p.cert;
   if (!(await pairMatches(certPath, keyPath))) {
     throw new BuilderError('BUILDER_ERR_CONFIG', `no key in ${p.root} matches a certificate there (an interrupted renewal): the files are left as they are`, {
-      hint: 'enroll the slave again (slave enroll --force)',
+      hint: 'make the identity anew: slave enroll --force for a slave, master client create for a person or a script',
     });
   }
   if (keyPath !== p.key) await rename(keyPath, p.key);

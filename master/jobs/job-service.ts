@@ -6,6 +6,7 @@ import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, ty
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob } from '../store/index.js';
+import { inOrder } from '../in-order.js';
 import { fileAttempt, promotedOf } from './artifact-filing.js';
 import { registerClientHandlers } from './client-handlers.js';
 import { InputStore } from './input-store.js';
@@ -27,24 +28,6 @@ interface Committed {
 }
 
 const ACTIVE = new Set(['dispatched', 'running']);
-
-/**
- * Runs `fn` once the work queued before it under `key` has settled: one at a time per key, in
- * the order asked. `queues` holds each key's tail (never rejecting); a key's entry goes when its
- * last work is done.
- */
-function inOrder<T>(queues: Map<string, Promise<void>>, key: string, fn: () => Promise<T>): Promise<T> {
-  const run = (queues.get(key) ?? Promise.resolve()).then(fn);
-  const tail = run.then(
-    () => undefined,
-    () => undefined,
-  );
-  queues.set(key, tail);
-  void tail.then(() => {
-    if (queues.get(key) === tail) queues.delete(key);
-  });
-  return run;
-}
 
 function msgOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);

@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
+import { constants } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { BuilderError, ErrorCodes } from '../../../protocol/errors.js';
@@ -28,10 +29,19 @@ async function renewIfDue(dir: string, id: { ca: string; cert: string }, peer: R
   const end = Date.parse(x.validTo);
   if (!enabled || Date.now() < renewalDueAt(Date.parse(x.validFrom), end)) return;
   try {
+    // Before a key is made or the master asked: a new certificate this process cannot store would be one more per try.
+    await access(resolve(dir), constants.W_OK);
+  } catch {
+    process.stderr.write(`builder: the certificate in ${dir} is due for renewal but the directory is not writable; it ends on ${new Date(end).toISOString()} (BUILDER_NO_RENEW=1 silences this)\n`);
+    return;
+  }
+  try {
     // Loaded only when due (every 8 months for a year-long certificate): pki is not on the path of every command.
-    const { renewIdentity } = await import('../../../pki/identity-renewal.js');
-    const r = await renewIdentity(resolve(dir), id, (publicKey, proof) => peer.call('cert.renew', { publicKey, proof }, { timeoutMs: 60_000 }));
-    process.stderr.write(`builder: renewed the certificate in ${dir}: serial ${r.serial}, valid until ${new Date(r.validTo).toISOString()}\n`);
+    const { renewIdentity, withIdentityLock } = await import('../../../pki/identity-renewal.js');
+    // One command at a time renews a directory; the others go on with the pair they read.
+    const r = await withIdentityLock(resolve(dir), () => renewIdentity(resolve(dir), id, (publicKey, proof) => peer.call('cert.renew', { publicKey, proof }, { timeoutMs: 15_000 })));
+    if ('held' in r) return;
+    process.stderr.write(`builder: renewed the certificate in ${dir}: serial ${r.value.serial}, valid until ${new Date(r.value.validTo).toISOString()}\n`);
   } catch (e) {
     process.stderr.write(`builder: could not renew the certificate in ${dir} (${(e as Error).message}); it ends on ${new Date(end).toISOString()}, and the next command tries again\n`);
   }
@@ -50,9 +60,6 @@ export interface ClientSession {
  * registry, a tenth of a second of every command spent on reading three files.
  */
 async function readIdentity(dir: string): Promise<{ ca: string; cert: string; key: string }> {
-  // A renewal a crash cut short (key.pem.new, cert.pem.new beside the pair) is settled first.
-  const pending = await Promise.all(['key.pem.new', 'cert.pem.new'].map((n) => access(join(resolve(dir), n)).then(() => true, () => false)));
-  if (pending.some(Boolean)) await (await import('../../../pki/identity-renewal.js')).settleIdentity(resolve(dir));
   const read = async (name: string) => {
     const f = join(resolve(dir), name);
     try {
@@ -67,6 +74,16 @@ async function readIdentity(dir: string): Promise<{ ca: string; cert: string; ke
   return { ca, cert, key };
 }
 
+/** Whether a key, certificate and CA make a TLS context (a pair that belongs together). */
+function usable(id: { ca: string; cert: string; key: string }): boolean {
+  try {
+    createSecureContext({ key: id.key, cert: id.cert, ca: id.ca });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const CERT_HINT = 'the certificate may be revoked, expired or from another CA; ask the master operator for a new identity (master client create)';
 
 /**
@@ -77,7 +94,17 @@ const CERT_HINT = 'the certificate may be revoked, expired or from another CA; a
  */
 export async function connectClient(cfg: ClientConfig, o: ConnectClientOptions = {}): Promise<ClientSession> {
   const timeoutMs = o.connectTimeoutMs ?? 10_000;
-  const id = await readIdentity(cfg.identity.dir);
+  let id = await readIdentity(cfg.identity.dir);
+  if (!usable(id)) {
+    // A renewal by another command in progress, or one a crash cut short: wait for it, or settle
+    // it, then read again (pki/identity-renewal.ts).
+    const { identityBusy, settleIdentity, withIdentityLock } = await import('../../../pki/identity-renewal.js');
+    const dir = resolve(cfg.identity.dir);
+    if (await identityBusy(dir)) {
+      for (let i = 0; i < 100 && 'held' in (await withIdentityLock(dir, () => settleIdentity(dir))); i++) await new Promise((r) => setTimeout(r, 50));
+      id = await readIdentity(cfg.identity.dir);
+    }
+  }
   try {
     createSecureContext({ key: id.key, cert: id.cert, ca: id.ca });
   } catch (e) {

@@ -68,6 +68,18 @@ describe('the builder CLI renews its own certificate (real master process, real 
     assert.equal(stale.code, 4, `the old certificate is refused: ${stale.stderr}`);
   });
 
+  it('renews once when commands run in parallel on one identity directory, and every one of them runs', async function () {
+    const dir = await dueIdentity('gina');
+    const conn = ['--master', farm.masterAddress, '--identity', dir];
+    const runs = await Promise.all(Array.from({ length: 6 }, () => cli(['jobs'], { conn })));
+    for (const r of runs) assert.equal(r.code, 0, r.stderr);
+    assert.equal(runs.filter((r) => /renewed the certificate/.test(r.stderr)).length, 1, runs.map((r) => r.stderr).join('---'));
+    assert.ok(certMatchesKey(await readFile(join(dir, 'cert.pem'), 'utf8'), await readFile(join(dir, 'key.pem'), 'utf8')), 'a matching pair is left');
+    const after = await cli(['jobs'], { conn });
+    assert.equal(after.code, 0, after.stderr);
+    assert.doesNotMatch(after.stderr, /renew/);
+  });
+
   it('leaves the certificate alone with BUILDER_NO_RENEW=1', async function () {
     const dir = await dueIdentity('frank');
     const before = await readFile(join(dir, 'cert.pem'), 'utf8');

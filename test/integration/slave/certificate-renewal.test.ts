@@ -141,6 +141,17 @@ describe('slave certificate renewal over the connection (real master, real TLS)'
     assert.equal(await farm.master.revokeSlave('renew-2'), 2, 'the old and the second renewed certificate');
   });
 
+  it('gives one certificate to two renewals that cross (the second is told to ask again later)', async () => {
+    const dir = await farm.identity('renew-5', 'slave', { notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 10 * DAY) });
+    const peer = await farm.connect(dir);
+    peers.push(peer);
+    const [a, b] = await Promise.allSettled([peer.call('cert.renew', await renewParams(dir)), peer.call('cert.renew', await renewParams(dir))]);
+    const won = [a, b].filter((r) => r.status === 'fulfilled');
+    const lost = [a, b].filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    assert.equal(won.length, 1, 'one of the two crossing requests gets a certificate');
+    assert.match(String(lost[0]!.reason), /was renewed at .*; ask again after/);
+  });
+
   it('refuses to renew a certificate that expired during the session', async () => {
     const dir = await farm.identity('ended-1', 'slave', { notAfter: new Date(Date.now() + 1_500) });
     const peer = await farm.connect(dir);
