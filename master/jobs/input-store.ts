@@ -1,4 +1,4 @@
-import { lstat, mkdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { readChunk } from '../../protocol/transfer/index.js';
@@ -69,6 +69,36 @@ export class InputStore {
     } finally {
       this.uploads.delete(sha256);
     }
+  }
+
+  /** Marks a stored input as used now (its mtime): the input retention counts from the last use. */
+  async touch(sha256: string): Promise<void> {
+    const now = new Date();
+    await utimes(this.path(sha256), now, now);
+  }
+
+  /** The sha256 names of the stored inputs (uploads in progress and other files left out). */
+  async list(): Promise<string[]> {
+    try {
+      return (await readdir(this.root)).filter((n) => SHA256_RE.test(n));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+  }
+
+  /** Removes a stored input last used before `before` (ms); whether it did. */
+  async removeIfUnusedSince(sha256: string, before: number): Promise<boolean> {
+    let st;
+    try {
+      st = await lstat(this.path(sha256));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    if (!st.isFile() || st.mtimeMs >= before) return false;
+    await unlink(this.path(sha256));
+    return true;
   }
 
   /** A range of a stored input. */

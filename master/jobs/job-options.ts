@@ -50,7 +50,13 @@ export interface JobServiceOptions {
   imageRetentionMs?: number;
   /** Images of the newest this many jobs of each name are kept whatever their age. Default 1. */
   imageKeep?: number;
-  /** How often the log and image retentions look for files past their time (also once at start). Default 1 h. */
+  /**
+   * Input retention: an uploaded input file (`DIR/inputs/<sha256>`) is removed once it has not
+   * been used (uploaded, or named by a submitted job or a new schedule) for this long, unless a
+   * job that may still run or a schedule names it. 0 keeps inputs forever. Default 0.
+   */
+  inputRetentionMs?: number;
+  /** How often the log, image and input retentions look for files past their time (also once at start). Default 1 h. */
   retentionSweepMs?: number;
   /** Options passed to the store (`dir` is the master's). */
   store?: Omit<StoreOptions, 'dir'>;
@@ -75,6 +81,7 @@ export interface CompiledJobServiceOptions {
   logRetentionMs: number;
   imageRetentionMs: number;
   imageKeep: number;
+  inputRetentionMs: number;
   retentionSweepMs: number;
   store: Omit<StoreOptions, 'dir'>;
   scheduler: Omit<SchedulerOptions, 'acceptTimeoutMs' | 'timeoutGraceMs'>;
@@ -106,6 +113,7 @@ export function compileJobServiceOptions(dir: string, o: JobServiceOptions = {})
     logRetentionMs: num('logRetentionMs', o.logRetentionMs, 0, 0),
     imageRetentionMs: num('imageRetentionMs', o.imageRetentionMs, 0, 0),
     imageKeep: num('imageKeep', o.imageKeep, 1, 0),
+    inputRetentionMs: num('inputRetentionMs', o.inputRetentionMs, 0, 0),
     retentionSweepMs: num('retentionSweepMs', o.retentionSweepMs, 3_600_000, 10),
     store: o.store ?? {},
     scheduler: o.scheduler ?? {},

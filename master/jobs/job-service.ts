@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open as openFile, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import ms from 'ms';
 import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
@@ -79,6 +80,8 @@ export class JobService {
   private sweeping: Promise<void> | undefined;
   /** The tail of the work queued per image name (see withImageName). */
   private readonly imageNames = new Map<string, Promise<void>>();
+  /** The tail of the work queued per input sha256 (checkInputs, the input retention). */
+  private readonly inputTurns = new Map<string, Promise<void>>();
   private wakeAt = Infinity;
   private stopping = false;
 
@@ -167,7 +170,7 @@ export class JobService {
       },
     );
     await this.cron.start();
-    if (this.options.logRetentionMs > 0 || this.options.imageRetentionMs > 0) {
+    if (this.options.logRetentionMs > 0 || this.options.imageRetentionMs > 0 || this.options.inputRetentionMs > 0) {
       this.retentionTimer = setInterval(() => this.sweepRetention(), this.options.retentionSweepMs);
       this.retentionTimer.unref();
       this.sweepRetention();
@@ -289,6 +292,7 @@ export class JobService {
       // Each on its own: a failing log pass does not skip the image pass.
       if (this.options.logRetentionMs > 0) await this.sweepLogs().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'log retention pass failed'));
       if (this.options.imageRetentionMs > 0 && !this.stopping) await this.sweepImages().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'image retention pass failed'));
+      if (this.options.inputRetentionMs > 0 && !this.stopping) await this.sweepInputs().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'input retention pass failed'));
     };
     const p = run().finally(() => {
       this.sweeping = undefined;
@@ -839,17 +843,57 @@ export class JobService {
 
   // ---- client-side helpers used by client-handlers.ts ----
 
-  /** Refuses a job whose input files are not all on the master. */
+  /**
+   * Refuses a job (or schedule template) whose input files are not all on the master, and marks
+   * each as used now, one input at a time against the input retention (which checks the same
+   * mark, under the same turn, before it removes one).
+   */
   async checkInputs(spec: NewJob): Promise<void> {
     for (const f of spec.inputs ?? []) {
-      const size = await this.inputs.sizeOf(f.sha256);
-      if (size === undefined) {
-        throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `input file ${f.name} (sha256 ${f.sha256}) is not on the master`, {
-          hint: 'upload it first (input.begin, input.chunk, input.finish); builder schedule --input does this',
-        });
-      }
-      if (size !== f.size) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `input file ${f.name}: the master holds ${size} bytes for sha256 ${f.sha256}, the job says ${f.size}`);
+      await inOrder(this.inputTurns, f.sha256, async () => {
+        const size = await this.inputs.sizeOf(f.sha256);
+        if (size === undefined) {
+          throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `input file ${f.name} (sha256 ${f.sha256}) is not on the master`, {
+            hint:
+              this.options.inputRetentionMs > 0
+                ? `upload it (again) first: the master removes inputs unused for ${ms(this.options.inputRetentionMs, { long: true })} (master run --input-retention); builder schedule --input uploads`
+                : 'upload it first (input.begin, input.chunk, input.finish); builder schedule --input does this',
+          });
+        }
+        if (size !== f.size) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `input file ${f.name}: the master holds ${size} bytes for sha256 ${f.sha256}, the job says ${f.size}`);
+        if (this.options.inputRetentionMs > 0) await this.inputs.touch(f.sha256);
+      });
     }
+  }
+
+  /**
+   * input.begin: starts or resumes an upload. A file the master already has answers its full
+   * size (the client sends nothing) and counts as used now, in its turn against the retention,
+   * so that it is still there for the submit that follows.
+   */
+  beginInput(sha256: string, size: number): Promise<number> {
+    return inOrder(this.inputTurns, sha256, async () => {
+      const offset = await this.inputs.begin(sha256, size);
+      if (offset === size && this.options.inputRetentionMs > 0 && (await this.inputs.sizeOf(sha256)) === size) await this.inputs.touch(sha256);
+      return offset;
+    });
+  }
+
+  /**
+   * One pass of the input retention: every stored input that no job that may still run and no
+   * schedule names, and that was last used (its mtime) before now minus `inputRetentionMs`, is
+   * removed, each under its turn (see checkInputs).
+   */
+  private async sweepInputs(): Promise<void> {
+    const before = Date.now() - this.options.inputRetentionMs;
+    const inUse = await this.store.inputsInUse();
+    let removed = 0;
+    for (const sha of await this.inputs.list()) {
+      if (this.stopping) break;
+      if (inUse.has(sha)) continue;
+      if (await inOrder(this.inputTurns, sha, () => this.inputs.removeIfUnusedSince(sha, before))) removed++;
+    }
+    if (removed > 0) this.log.info({ inputs: removed, unusedSince: new Date(before).toISOString() }, 'inputs removed by retention');
   }
 
   /**

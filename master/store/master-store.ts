@@ -623,6 +623,15 @@ export class MasterStore {
     });
   }
 
+  /** The sha256 of every input named by a job that may still run (queued, dispatched, running) or by a schedule's template. */
+  async inputsInUse(): Promise<Set<string>> {
+    const rows = await this.reader.all<{ sha256: string | null }>(
+      `SELECT json_extract(i.value, '$.sha256') AS sha256 FROM jobs j, json_each(j.inputs) i WHERE j.state IN ('queued', 'dispatched', 'running')
+       UNION SELECT json_extract(i.value, '$.sha256') FROM schedules s, json_each(s.template, '$.inputs') i`,
+    );
+    return new Set(rows.map((r) => r.sha256).filter((s): s is string => typeof s === 'string'));
+  }
+
   async listArtifacts(jobId: number): Promise<Artifact[]> {
     return (await this.reader.all<ArtifactRow>('SELECT * FROM artifacts WHERE job_id = ? ORDER BY id', [jobId])).map(toArtifact);
   }

@@ -30,6 +30,9 @@ export default class Run extends BuilderCommand {
       description: "remove a job's images once the newest of them is this old, e.g. 90d, except those of the newest --image-keep jobs of each name and the promoted one (checked hourly; default: keep images forever)",
     }),
     'image-keep': Flags.string({ description: 'with --image-retention: the images of the newest this many succeeded jobs of each name are kept whatever their age (default 1)' }),
+    'input-retention': Flags.string({
+      description: 'remove an uploaded input file once unused this long (not uploaded or named by a submitted job), e.g. 30d, unless a job that may still run or a schedule names it (checked hourly; default: keep inputs forever)',
+    }),
     'cron-seconds': Flags.boolean({
       default: false,
       description: 'accept new schedules with a leading seconds field (six-field cron expressions, @secondly)',
@@ -51,6 +54,7 @@ export default class Run extends BuilderCommand {
       ...(flags['log-retention'] === undefined ? {} : { logRetentionMs: parseDuration(flags['log-retention'], '--log-retention') }),
       ...(flags['image-retention'] === undefined ? {} : { imageRetentionMs: parseDuration(flags['image-retention'], '--image-retention') }),
       ...(flags['image-keep'] === undefined ? {} : { imageKeep: imageKeep(flags['image-keep'], flags['image-retention']) }),
+      ...(flags['input-retention'] === undefined ? {} : { inputRetentionMs: parseDuration(flags['input-retention'], '--input-retention') }),
       // Off by default: a farm schedules builds, and a six-field typo would queue a job a second.
       cron: { allowSeconds: flags['cron-seconds'] },
       logger: log,

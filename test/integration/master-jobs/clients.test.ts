@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
-import { TestSlave, job, jobFarm, rejectsWith, sha, waitJob } from './helpers.js';
+import { TestSlave, job, jobFarm, rejectsWith, sha, uploadInputAs, waitJob } from './helpers.js';
 
 describe('master jobs: what clients call', function () {
   this.timeout(30_000);
@@ -16,12 +16,7 @@ describe('master jobs: what clients call', function () {
     await farm.close();
   });
 
-  async function uploadInput(b: Buffer): Promise<void> {
-    const h = sha(b);
-    const { offset } = await client.call('input.begin', { sha256: h, size: b.length });
-    if (offset < b.length) await client.call('input.chunk', { sha256: h, offset, data: b.subarray(offset) as Uint8Array<ArrayBuffer> });
-    assert.deepEqual(await client.call('input.finish', { sha256: h }), { size: b.length, sha256: h });
-  }
+  const uploadInput = (b: Buffer): Promise<void> => uploadInputAs(client, b);
 
   describe('when a job names input files', function () {
     it('refuses it while an input is missing, naming the file; takes it once uploaded; its slave may read it, another may not', async function () {

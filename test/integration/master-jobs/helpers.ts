@@ -170,3 +170,11 @@ export async function until(what: string, cond: () => Promise<boolean>, ms = 15_
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Uploads `b` as an input file through `client` (input.begin, one chunk, input.finish). */
+export async function uploadInputAs(client: RpcPeer, b: Buffer): Promise<void> {
+  const h = sha(b);
+  const { offset } = await client.call('input.begin', { sha256: h, size: b.length });
+  if (offset < b.length) await client.call('input.chunk', { sha256: h, offset, data: b.subarray(offset) as Uint8Array<ArrayBuffer> });
+  assert.deepEqual(await client.call('input.finish', { sha256: h }), { size: b.length, sha256: h });
+}
