@@ -23,8 +23,13 @@ async function exists(p: string): Promise<boolean> {
 
 async function mustGetJob(svc: JobService, id: number): Promise<Job> {
   const j = await svc.store.getJob(id);
-  if (j === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${id}`);
-  return j;
+  if (j !== undefined) return j;
+  if (svc.options.jobRetentionMs > 0 && Number.isSafeInteger(id) && id > 0 && id <= (await svc.store.maxJobId())) {
+    throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${id}: it was removed by the job retention`, {
+      hint: `the master removes jobs ${ms(svc.options.jobRetentionMs, { long: true })} after they end (master run --job-retention)`,
+    });
+  }
+  throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${id}`);
 }
 
 /**

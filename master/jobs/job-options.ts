@@ -56,6 +56,12 @@ export interface JobServiceOptions {
    * job that may still run or a schedule names it. 0 keeps inputs forever. Default 0.
    */
   inputRetentionMs?: number;
+  /**
+   * Job retention: a job that ended this long ago is removed with everything of it (its row,
+   * attempts, events, artifact records, logs, packages in DIR/packages, images, uploads), except
+   * the promoted job of each image name. 0 keeps jobs forever. Default 0.
+   */
+  jobRetentionMs?: number;
   /** How often the log, image and input retentions look for files past their time (also once at start). Default 1 h. */
   retentionSweepMs?: number;
   /** Options passed to the store (`dir` is the master's). */
@@ -82,6 +88,7 @@ export interface CompiledJobServiceOptions {
   imageRetentionMs: number;
   imageKeep: number;
   inputRetentionMs: number;
+  jobRetentionMs: number;
   retentionSweepMs: number;
   store: Omit<StoreOptions, 'dir'>;
   scheduler: Omit<SchedulerOptions, 'acceptTimeoutMs' | 'timeoutGraceMs'>;
@@ -114,6 +121,7 @@ export function compileJobServiceOptions(dir: string, o: JobServiceOptions = {})
     imageRetentionMs: num('imageRetentionMs', o.imageRetentionMs, 0, 0),
     imageKeep: num('imageKeep', o.imageKeep, 1, 0),
     inputRetentionMs: num('inputRetentionMs', o.inputRetentionMs, 0, 0),
+    jobRetentionMs: num('jobRetentionMs', o.jobRetentionMs, 0, 0),
     retentionSweepMs: num('retentionSweepMs', o.retentionSweepMs, 3_600_000, 10),
     store: o.store ?? {},
     scheduler: o.scheduler ?? {},

@@ -170,7 +170,7 @@ export class JobService {
       },
     );
     await this.cron.start();
-    if (this.options.logRetentionMs > 0 || this.options.imageRetentionMs > 0 || this.options.inputRetentionMs > 0) {
+    if (this.options.logRetentionMs > 0 || this.options.imageRetentionMs > 0 || this.options.inputRetentionMs > 0 || this.options.jobRetentionMs > 0) {
       this.retentionTimer = setInterval(() => this.sweepRetention(), this.options.retentionSweepMs);
       this.retentionTimer.unref();
       this.sweepRetention();
@@ -292,6 +292,8 @@ export class JobService {
       // Each on its own: a failing log pass does not skip the image pass.
       if (this.options.logRetentionMs > 0) await this.sweepLogs().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'log retention pass failed'));
       if (this.options.imageRetentionMs > 0 && !this.stopping) await this.sweepImages().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'image retention pass failed'));
+      // Jobs before inputs: a removed job no longer names its inputs.
+      if (this.options.jobRetentionMs > 0 && !this.stopping) await this.sweepJobs().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'job retention pass failed'));
       if (this.options.inputRetentionMs > 0 && !this.stopping) await this.sweepInputs().catch((e: unknown) => this.log.error({ err: msgOf(e) }, 'input retention pass failed'));
     };
     const p = run().finally(() => {
@@ -863,6 +865,53 @@ export class JobService {
         if (size !== f.size) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `input file ${f.name}: the master holds ${size} bytes for sha256 ${f.sha256}, the job says ${f.size}`);
         if (this.options.inputRetentionMs > 0) await this.inputs.touch(f.sha256);
       });
+    }
+  }
+
+  /**
+   * One pass of the job retention: the jobs that ended before now minus `jobRetentionMs` are
+   * removed, 500 at a time, oldest end first, except the promoted job of each image name (its
+   * images are the release). Per name, in its turn against image.promote, the rows go in one
+   * commit (the job, its attempts, events and artifact records) and the job is listed in
+   * job_purges; then its files go (logs, DIR/packages/<id>, DIR/images/<name>/<id>, uploads),
+   * then the listing. A pass cut short leaves listings, whose files the next pass removes first.
+   */
+  private async sweepJobs(): Promise<void> {
+    for (const p of await this.store.pendingPurges()) await this.removeJobFiles(p);
+    const before = Date.now() - this.options.jobRetentionMs;
+    const imagesDir = join(this.dir, 'images');
+    let cursor = { endedAt: -1, id: 0 };
+    let removed = 0;
+    for (;;) {
+      const batch = await this.store.jobsEndedBefore(before, cursor, 500);
+      if (batch.length === 0 || this.stopping) break;
+      const last = batch[batch.length - 1]!;
+      cursor = { endedAt: last.endedAt, id: last.id };
+      const byName = new Map<string, number[]>();
+      for (const j of batch) byName.set(j.name, [...(byName.get(j.name) ?? []), j.id]);
+      const purged: Array<{ jobId: number; name: string; attempts: number }> = [];
+      for (const [name, ids] of byName) {
+        await this.withImageName(name, async () => {
+          const promoted = await promotedOf(imagesDir, name);
+          purged.push(...(await this.store.purgeJobs(ids.filter((id) => id !== promoted))));
+        });
+      }
+      for (const p of purged) await this.removeJobFiles(p);
+      removed += purged.length;
+      if (batch.length < 500) break;
+    }
+    if (removed > 0) this.log.info({ jobs: removed, endedBefore: new Date(before).toISOString() }, 'jobs removed by retention');
+  }
+
+  /** Removes the files of a job whose rows are gone (see sweepJobs), then its job_purges listing. */
+  private async removeJobFiles(p: { jobId: number; name: string; attempts: number }): Promise<void> {
+    try {
+      for (let a = 1; a <= p.attempts; a++) await this.logs.remove(p.jobId, a);
+      const id = String(p.jobId);
+      for (const dir of [join(this.dir, 'packages', id), join(this.dir, 'images', p.name, id), join(this.dir, 'uploads', id)]) await rm(dir, { recursive: true, force: true });
+      await this.store.purgeDone(p.jobId);
+    } catch (e) {
+      this.log.warn({ job: p.jobId, err: msgOf(e) }, 'job retention: cannot remove the files of a removed job; tried again at the next pass');
     }
   }
 

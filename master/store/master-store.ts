@@ -22,7 +22,7 @@ import {
 import { Checkpointer } from './checkpointer.js';
 import { SqliteConn, type SqlValue } from './sqlite-conn.js';
 import { compileStoreOptions, type CompiledStoreOptions, type StoreOptions } from './store-options.js';
-import type { Artifact, ArtifactKind, Attempt, Job, JobEvent, JobState, NewJob, Schedule, SlaveRecord, TransitionResult } from './types.js';
+import { isFinalState, type Artifact, type ArtifactKind, type Attempt, type Job, type JobEvent, type JobState, type NewJob, type Schedule, type SlaveRecord, type TransitionResult } from './types.js';
 import { WriteQueue, type GroupWrite, type WriteOp } from './write-queue.js';
 
 /** Filters of {@link MasterStore.listJobs}; newest first. */
@@ -621,6 +621,56 @@ export class MasterStore {
     return this.write(async (c) => {
       for (const id of jobIds) await c.run("UPDATE artifacts SET removed_at = ? WHERE job_id = ? AND kind = 'image' AND removed_at IS NULL", [at, id]);
     });
+  }
+
+  /**
+   * Jobs in a final state that ended before `before`, oldest end first, from after the cursor
+   * `after` (the last one of the previous batch), at most `limit`: the job retention's candidates.
+   */
+  async jobsEndedBefore(before: number, after: { endedAt: number; id: number }, limit: number): Promise<Array<{ id: number; name: string; endedAt: number }>> {
+    return this.reader.all<{ id: number; name: string; endedAt: number }>(
+      `SELECT id, name, ended_at AS endedAt FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? AND (ended_at, id) > (?, ?)
+       AND state IN ('succeeded', 'failed', 'timed_out', 'cancelled') ORDER BY ended_at, id LIMIT ?`,
+      [before, after.endedAt, after.id, limit],
+    );
+  }
+
+  /**
+   * Removes these jobs with their attempts, events and artifacts in one transaction, and lists
+   * them in job_purges (for the removal of their files, which follows: see {@link pendingPurges}).
+   * A job that is no longer in a final state (retried meanwhile) is left alone. Returns the jobs removed.
+   */
+  purgeJobs(ids: readonly number[]): Promise<Array<{ jobId: number; name: string; attempts: number }>> {
+    return this.write(async (c) => {
+      const done: Array<{ jobId: number; name: string; attempts: number }> = [];
+      for (const id of ids) {
+        const j = await c.get<{ name: string; attempt: number; state: string }>('SELECT name, attempt, state FROM jobs WHERE id = ?', [id]);
+        if (j === undefined || !isFinalState(j.state as JobState)) continue;
+        await c.run('INSERT OR REPLACE INTO job_purges (job_id, name, attempts) VALUES (?, ?, ?)', [id, j.name, j.attempt]);
+        for (const t of ['events', 'attempts', 'artifacts']) await c.run(`DELETE FROM ${t} WHERE job_id = ?`, [id]);
+        await c.run('DELETE FROM jobs WHERE id = ?', [id]);
+        done.push({ jobId: id, name: j.name, attempts: j.attempt });
+      }
+      return done;
+    });
+  }
+
+  /** Jobs removed whose files are still to be removed (a pass cut short, or the one in progress). */
+  async pendingPurges(): Promise<Array<{ jobId: number; name: string; attempts: number }>> {
+    return (await this.reader.all<{ job_id: number; name: string; attempts: number }>('SELECT job_id, name, attempts FROM job_purges ORDER BY job_id')).map((r) => ({ jobId: r.job_id, name: r.name, attempts: r.attempts }));
+  }
+
+  /** Forgets a purge whose files are gone. */
+  purgeDone(jobId: number): Promise<void> {
+    return this.write(async (c) => {
+      await c.run('DELETE FROM job_purges WHERE job_id = ?', [jobId]);
+    });
+  }
+
+  /** The highest job id ever given (0 before the first job), for "removed" versus "never was". */
+  async maxJobId(): Promise<number> {
+    const r = await this.reader.get<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'");
+    return r?.seq ?? 0;
   }
 
   /** The sha256 of every input named by a job that may still run (queued, dispatched, running) or by a schedule's template. */

@@ -152,5 +152,8 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE artifacts ADD COLUMN removed_at INTEGER;
   CREATE INDEX artifacts_image_kept ON artifacts (job_id, created_at) WHERE removed_at IS NULL AND kind = 'image';
   CREATE INDEX jobs_name ON jobs (name, id);
+  -- Job retention: final jobs by end; the jobs whose rows are gone and whose files are being removed.
+  CREATE INDEX jobs_ended ON jobs (ended_at) WHERE ended_at IS NOT NULL;
+  CREATE TABLE job_purges (job_id INTEGER PRIMARY KEY, name TEXT NOT NULL, attempts INTEGER NOT NULL);
   `,
 ];

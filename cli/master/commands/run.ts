@@ -33,6 +33,9 @@ export default class Run extends BuilderCommand {
     'input-retention': Flags.string({
       description: 'remove an uploaded input file once unused this long (not uploaded or named by a submitted job), e.g. 30d, unless a job that may still run or a schedule names it (checked hourly; default: keep inputs forever)',
     }),
+    'job-retention': Flags.string({
+      description: 'remove a job this long after it ended, e.g. 1y, with its attempts, events, logs, packages, images and uploads, except the promoted job of each image name (checked hourly; default: keep jobs forever)',
+    }),
     'cron-seconds': Flags.boolean({
       default: false,
       description: 'accept new schedules with a leading seconds field (six-field cron expressions, @secondly)',
@@ -55,6 +58,7 @@ export default class Run extends BuilderCommand {
       ...(flags['image-retention'] === undefined ? {} : { imageRetentionMs: parseDuration(flags['image-retention'], '--image-retention') }),
       ...(flags['image-keep'] === undefined ? {} : { imageKeep: imageKeep(flags['image-keep'], flags['image-retention']) }),
       ...(flags['input-retention'] === undefined ? {} : { inputRetentionMs: parseDuration(flags['input-retention'], '--input-retention') }),
+      ...(flags['job-retention'] === undefined ? {} : { jobRetentionMs: parseDuration(flags['job-retention'], '--job-retention') }),
       // Off by default: a farm schedules builds, and a six-field typo would queue a job a second.
       cron: { allowSeconds: flags['cron-seconds'] },
       logger: log,
