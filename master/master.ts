@@ -71,6 +71,8 @@ export class Master {
     if ((await settleServerCertificate(this.ca)) === 'completed') this.log.warn('finished replacing the server certificate (an earlier renewal was cut short)');
     // A renewal that fails (a full disk, a busy pki.db) does not keep the master down while its certificate is still good.
     await this.renewServerCertificateIfDue().catch(async (e: unknown) => {
+      // Cut short between its two renames: the matching pair goes back in place first.
+      await settleServerCertificate(this.ca);
       const dates = await serverCertificateDates(this.ca);
       if (Date.now() > dates.notAfter) throw e;
       this.log.error({ err: (e as Error).message, expiresAt: new Date(dates.notAfter).toISOString() }, 'server certificate renewal failed; starting with the current one, tried again daily');
@@ -257,6 +259,15 @@ export class Master {
   }
 
   /**
+   * Runs the renewals asked with one certificate one after the other: the checks of the second
+   * see the replacement the first issued (two requests that cross get one certificate, and a
+   * conflict), not the state before both.
+   */
+  private oneRenewalPerSerial<T>(remote: RemoteIdentity, fn: () => Promise<T>): Promise<T> {
+    return inOrder(this.renewals, remote.serial ?? '', fn);
+  }
+
+  /**
    * Serves cert.renew: certifies the caller's new public key (a slave, a client or an admin)
    * under the name and role of the certificate it connected with, once that certificate is in
    * the last third of its life. A slave's lasts `slaveCertDays`; a client's or admin's as long
@@ -273,15 +284,6 @@ export class Master {
    * The old certificate stays valid until then: the slave goes on using it on this connection,
    * and still holds it if it fails to store the new one.
    */
-  /**
-   * Runs the renewals asked with one certificate one after the other: the checks of the second
-   * see the replacement the first issued (two requests that cross get one certificate, and a
-   * conflict), not the state before both.
-   */
-  private oneRenewalPerSerial<T>(remote: RemoteIdentity, fn: () => Promise<T>): Promise<T> {
-    return inOrder(this.renewals, remote.serial ?? '', fn);
-  }
-
   private async renewPeer(remote: RemoteIdentity, publicKey: string, proof: Uint8Array): Promise<ResultOf<'cert.renew'>> {
     if (remote.serial === undefined) throw new BuilderError('BUILDER_ERR_FORBIDDEN', 'no certificate serial on this connection');
     const check = await this.registry.checkSerial(remote.serial);

@@ -1,10 +1,12 @@
 import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, sign } from 'node:crypto';
+import { closeSync, constants, openSync } from 'node:fs';
 import { access, open, rename, rm, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BuilderError } from '../protocol/errors.js';
 import { identityPaths } from './ca-dir.js';
 import { certFingerprint, renewalProofMessage } from './certificates.js';
+import { lockFd } from '../slave/executor/native-spawn.js';
 import { DEFAULT_RSA_BITS, writePrivateFile } from './keys.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
@@ -100,13 +102,36 @@ export function identityLockPath(dir: string): string {
 const STALE_LOCK_MS = 10 * 60_000;
 
 /**
- * Runs `fn` holding the directory's `.renewal.lock` (made with O_EXCL), so that of several
- * processes on one identity directory (builder commands run in parallel) one at a time replaces
- * or settles the pair. Resolves `{ held: true }` without running `fn` when another process holds
- * it; a lock older than 10 minutes is a crashed holder's and is taken over.
+ * Runs `fn` holding the directory's `.renewal.lock`, so that of several processes on one
+ * identity directory (builder commands run in parallel) one at a time replaces or settles the
+ * pair. Resolves `{ held: true }` without running `fn` when another process holds it. The lock
+ * is an flock through the native addon: the kernel drops it when its holder dies, however it
+ * dies (a Ctrl-C in the middle leaves nothing). Without the addon, the file is made with O_EXCL
+ * and removed after; one older than 10 minutes is then a crashed holder's and is taken over.
  */
 export async function withIdentityLock<T>(dir: string, fn: () => Promise<T>): Promise<{ value: T } | { held: true }> {
   const path = identityLockPath(dir);
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  let r: ReturnType<typeof lockFd>;
+  try {
+    r = lockFd(fd);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  if (r === 'locked' || r === 'held') {
+    try {
+      return r === 'held' ? { held: true } : { value: await fn() };
+    } finally {
+      closeSync(fd);
+    }
+  }
+  closeSync(fd);
+  return withExclusiveFile(`${path}.excl`, fn);
+}
+
+/** {@link withIdentityLock} without the addon: a file made with O_EXCL, removed after, taken over after 10 minutes. */
+async function withExclusiveFile<T>(path: string, fn: () => Promise<T>): Promise<{ value: T } | { held: true }> {
   let fh;
   for (let tries = 0; fh === undefined; tries++) {
     try {
@@ -133,10 +158,10 @@ export async function withIdentityLock<T>(dir: string, fn: () => Promise<T>): Pr
   }
 }
 
-/** Whether a replacement may be in progress or cut short in `dir` (a lock, or `.new` files). */
+/** Whether a replacement may be in progress or was cut short in `dir` (`.new` files beside the pair). */
 export async function identityBusy(dir: string): Promise<boolean> {
   const pending = pendingPaths(dir);
-  for (const p of [identityLockPath(dir), pending.key, pending.cert]) if (await exists(p)) return true;
+  for (const p of [pending.key, pending.cert]) if (await exists(p)) return true;
   return false;
 }
 

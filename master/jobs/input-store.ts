@@ -77,14 +77,21 @@ export class InputStore {
     await utimes(this.path(sha256), now, now);
   }
 
-  /** The sha256 names of the stored inputs (uploads in progress and other files left out). */
-  async list(): Promise<string[]> {
+  /** The stored inputs (uploads in progress and other files left out) last used before `before` (ms). */
+  async unusedSince(before: number): Promise<string[]> {
+    let names: string[];
     try {
-      return (await readdir(this.root)).filter((n) => SHA256_RE.test(n));
+      names = (await readdir(this.root)).filter((n) => SHA256_RE.test(n));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;
     }
+    const out: string[] = [];
+    for (const n of names) {
+      const st = await lstat(join(this.root, n)).catch(() => undefined);
+      if (st?.isFile() === true && st.mtimeMs < before) out.push(n);
+    }
+    return out;
   }
 
   /** Removes a stored input last used before `before` (ms); whether it did. */

@@ -39,8 +39,12 @@ async function renewIfDue(dir: string, id: { ca: string; cert: string }, peer: R
     // Loaded only when due (every 8 months for a year-long certificate): pki is not on the path of every command.
     const { renewIdentity, withIdentityLock } = await import('../../../pki/identity-renewal.js');
     // One command at a time renews a directory; the others go on with the pair they read.
-    const r = await withIdentityLock(resolve(dir), () => renewIdentity(resolve(dir), id, (publicKey, proof) => peer.call('cert.renew', { publicKey, proof }, { timeoutMs: 15_000 })));
-    if ('held' in r) return;
+    const r = await withIdentityLock(resolve(dir), async () => {
+      // Another command may have renewed it while this one waited for the lock: nothing to do then.
+      if ((await readFile(join(resolve(dir), 'cert.pem'), 'utf8')) !== id.cert) return undefined;
+      return renewIdentity(resolve(dir), id, (publicKey, proof) => peer.call('cert.renew', { publicKey, proof }, { timeoutMs: 15_000 }));
+    });
+    if ('held' in r || r.value === undefined) return;
     process.stderr.write(`builder: renewed the certificate in ${dir}: serial ${r.value.serial}, valid until ${new Date(r.value.validTo).toISOString()}\n`);
   } catch (e) {
     process.stderr.write(`builder: could not renew the certificate in ${dir} (${(e as Error).message}); it ends on ${new Date(end).toISOString()}, and the next command tries again\n`);
@@ -96,13 +100,17 @@ export async function connectClient(cfg: ClientConfig, o: ConnectClientOptions =
   const timeoutMs = o.connectTimeoutMs ?? 10_000;
   let id = await readIdentity(cfg.identity.dir);
   if (!usable(id)) {
-    // A renewal by another command in progress, or one a crash cut short: wait for it, or settle
-    // it, then read again (pki/identity-renewal.ts).
+    // A key and certificate that do not match: another command is between the two renames of a
+    // renewal (or was, a moment ago), or a crash cut one short. Settle it under the lock, or wait
+    // for the command holding it, and read again; up to 5 s (pki/identity-renewal.ts).
     const { identityBusy, settleIdentity, withIdentityLock } = await import('../../../pki/identity-renewal.js');
     const dir = resolve(cfg.identity.dir);
-    if (await identityBusy(dir)) {
-      for (let i = 0; i < 100 && 'held' in (await withIdentityLock(dir, () => settleIdentity(dir))); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && !usable(id); i++) {
+      const busy = await identityBusy(dir);
+      if (busy && 'held' in (await withIdentityLock(dir, () => settleIdentity(dir)))) await new Promise((r) => setTimeout(r, 50));
       id = await readIdentity(cfg.identity.dir);
+      // Nothing pending: a renewal that ended between the first read and now; one more read was enough.
+      if (!busy) break;
     }
   }
   try {

@@ -31,7 +31,7 @@ export default class Run extends BuilderCommand {
     }),
     'image-keep': Flags.string({ description: 'with --image-retention: the images of the newest this many succeeded jobs of each name are kept whatever their age (default 1)' }),
     'input-retention': Flags.string({
-      description: 'remove an uploaded input file once unused this long (not uploaded or named by a submitted job), e.g. 30d, unless a job that may still run or a schedule names it (checked hourly; default: keep inputs forever)',
+      description: 'remove an uploaded input file once unused this long (not uploaded, found by input.begin, or named by a submitted job or a new schedule), e.g. 30d, unless a job that may still run or a schedule names it (checked hourly; default: keep inputs forever)',
     }),
     'job-retention': Flags.string({
       description: 'remove a job this long after it ended, e.g. 1y, with its attempts, events, logs, packages, images and uploads, except the promoted job of each image name (checked hourly; default: keep jobs forever)',

@@ -30,7 +30,7 @@ describe('master jobs: input retention', function () {
     assert.ok(await exists(inputPath(a!)), 'named by a queued job');
     assert.ok(await exists(inputPath(b!)), "named by a schedule's template");
     const err = await rejectsWith(client.call('job.submit', { job: job({ inputs: [input('c.txt', c!)] }) }), 'BUILDER_ERR_INVALID_INPUT', /input file c\.txt .* is not on the master/);
-    assert.match(String((err.data as { hint?: string }).hint), /removes inputs unused for 2 seconds \(master run --input-retention\)/);
+    assert.match(String((err.data as { hint?: string }).hint), /removes inputs unused for 2 seconds \(master run --input-retention, 1500 ms\)/);
     // Uploaded again, it is taken.
     await uploadInputAs(client, c!);
     assert.ok(await exists(inputPath(c!)));

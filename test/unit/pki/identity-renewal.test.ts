@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createCaCertificate, generateRsaKeyPair, identityPaths, replaceIdentityPair, settleIdentity, writePrivateFile } from '../../../pki/index.js';
+import { createCaCertificate, generateRsaKeyPair, identityPaths, replaceIdentityPair, settleIdentity, withIdentityLock, writePrivateFile } from '../../../pki/index.js';
 
 /** A key pair and a (self-signed) certificate for it. */
 async function pair(cn: string): Promise<{ key: string; cert: string }> {
@@ -79,5 +80,43 @@ describe('identity pair replacement (pki/identity-renewal)', function () {
     await writeFile(`${identityPaths(dir).cert}.new`, next.cert);
     assert.equal(await settleIdentity(dir), 'discarded');
     assert.deepEqual(await files(), { ...old, names: ['cert.pem', 'key.pem'] });
+  });
+});
+
+describe('the identity directory lock (pki/identity-renewal withIdentityLock)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'builder-idlock-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('lets one holder at a time in, and the next once it is done', async () => {
+    let release!: () => void;
+    const first = withIdentityLock(dir, () => new Promise<string>((r) => (release = () => r('first'))));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(await withIdentityLock(dir, async () => 'second'), { held: true });
+    release();
+    assert.deepEqual(await first, { value: 'first' });
+    assert.deepEqual(await withIdentityLock(dir, async () => 'third'), { value: 'third' });
+  });
+
+  it('is free again at once when its holder is SIGKILLed (nothing stale for 10 minutes)', async () => {
+    const mod = new URL('../../../pki/identity-renewal.js', import.meta.url).href;
+    // A process that takes the lock and waits forever inside it.
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(mod)}); await m.withIdentityLock(${JSON.stringify(dir)}, () => { process.stdout.write('held\\n'); return new Promise(() => {}); });`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => d.toString().includes('held') && resolve());
+        child.once('exit', (c) => reject(new Error(`the holder exited ${String(c)}`)));
+      });
+      assert.deepEqual(await withIdentityLock(dir, async () => 'mine'), { held: true });
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await new Promise((r) => child.once('exit', r));
+    assert.deepEqual(await withIdentityLock(dir, async () => 'mine'), { value: 'mine' });
   });
 });
