@@ -1,12 +1,12 @@
 import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, sign } from 'node:crypto';
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { access, open, rename, rm, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { BuilderError } from '../protocol/errors.js';
 import { identityPaths } from './ca-dir.js';
 import { certFingerprint, renewalProofMessage } from './certificates.js';
-import { lockFd } from '../slave/executor/native-spawn.js';
+import { lockFile } from '../slave/executor/native-spawn.js';
 import { DEFAULT_RSA_BITS, writePrivateFile } from './keys.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
@@ -111,23 +111,14 @@ const STALE_LOCK_MS = 10 * 60_000;
  */
 export async function withIdentityLock<T>(dir: string, fn: () => Promise<T>): Promise<{ value: T } | { held: true }> {
   const path = identityLockPath(dir);
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
-  let r: ReturnType<typeof lockFd>;
+  const r = lockFile(path, 0o600);
+  if (r === 'held') return { held: true };
+  if ('unavailable' in r) return withExclusiveFile(`${path}.excl`, fn);
   try {
-    r = lockFd(fd);
-  } catch (e) {
-    closeSync(fd);
-    throw e;
+    return { value: await fn() };
+  } finally {
+    closeSync(r.fd);
   }
-  if (r === 'locked' || r === 'held') {
-    try {
-      return r === 'held' ? { held: true } : { value: await fn() };
-    } finally {
-      closeSync(fd);
-    }
-  }
-  closeSync(fd);
-  return withExclusiveFile(`${path}.excl`, fn);
 }
 
 /** {@link withIdentityLock} without the addon: a file made with O_EXCL, removed after, taken over after 10 minutes. */

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import { constants } from 'node:os';
@@ -115,4 +116,23 @@ export function nativeSpawn(file: string, args: readonly string[], opts: { cwd: 
   const [pid, outFd, errFd] = l.mod.spawn(file, [file, ...args], env, opts.cwd, opts.uid ?? -1, opts.gid ?? -1, (code, signo) => child.exited(code, signo), opts.cgroupProcs);
   const child = new NativeChild(pid, outFd, errFd);
   return child;
+}
+
+/**
+ * Opens `path` (made with `mode` if missing; never through a symlink) and flocks it: `{ fd }`
+ * when locked (the caller keeps the descriptor open as long as it holds the lock, and closes it
+ * to let go), `'held'` when another open file holds it, or `{ unavailable }` without the addon.
+ */
+export function lockFile(path: string, mode: number): { fd: number } | 'held' | { unavailable: string } {
+  const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, mode);
+  let r: ReturnType<typeof lockFd>;
+  try {
+    r = lockFd(fd);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  if (r === 'locked') return { fd };
+  closeSync(fd);
+  return r;
 }

@@ -1,7 +1,7 @@
-import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
-import { lockFd } from '../executor/native-spawn.js';
+import { lockFile } from '../executor/native-spawn.js';
 
 /**
  * `DIR/slave.lock`, locked (flock) by the slave process that runs on DIR, for its whole life.
@@ -22,21 +22,13 @@ export class SlaveDirLock {
    */
   static acquire(dir: string): { lock: SlaveDirLock } | { unlocked: string } {
     const path = join(dir, 'slave.lock');
-    // Not through a symlink planted in DIR: the file is truncated once locked.
-    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
-    let r: ReturnType<typeof lockFd>;
-    try {
-      r = lockFd(fd);
-    } catch (e) {
-      closeSync(fd);
-      throw e;
+    // Not through a symlink planted in DIR (lockFile refuses one): the file is truncated once locked.
+    const r = lockFile(path, 0o644);
+    if (r !== 'held' && 'fd' in r) {
+      ftruncateSync(r.fd, 0);
+      writeSync(r.fd, `${process.pid}\n`, 0);
+      return { lock: new SlaveDirLock(r.fd, path) };
     }
-    if (r === 'locked') {
-      ftruncateSync(fd, 0);
-      writeSync(fd, `${process.pid}\n`, 0);
-      return { lock: new SlaveDirLock(fd, path) };
-    }
-    closeSync(fd);
     if (r !== 'held') return { unlocked: r.unavailable };
     let holder = '';
     try {
