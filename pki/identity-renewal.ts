@@ -123,22 +123,22 @@ export async function withIdentityLock<T>(dir: string, fn: () => Promise<T>): Pr
 
 /** {@link withIdentityLock} without the addon: a file made with O_EXCL, removed after, taken over after 10 minutes. */
 async function withExclusiveFile<T>(path: string, fn: () => Promise<T>): Promise<{ value: T } | { held: true }> {
-  let fh;
-  for (let tries = 0; fh === undefined; tries++) {
-    try {
-      fh = await open(path, 'wx', 0o600);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) {
-        if ((e as NodeJS.ErrnoException).code === 'EEXIST') return { held: true };
-        throw e;
-      }
-      const age = await stat(path).then(
-        (s) => Date.now() - s.mtimeMs,
-        () => Infinity,
-      );
-      if (age < STALE_LOCK_MS) return { held: true };
-      await rm(path, { force: true });
-    }
+  // The file made here, or undefined when it exists.
+  const create = () =>
+    open(path, 'wx', 0o600).catch((e: unknown) => {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+      throw e;
+    });
+  let fh = await create();
+  if (fh === undefined) {
+    const age = await stat(path).then(
+      (s) => Date.now() - s.mtimeMs,
+      () => Infinity,
+    );
+    if (age < STALE_LOCK_MS) return { held: true };
+    await rm(path, { force: true });
+    fh = await create();
+    if (fh === undefined) return { held: true };
   }
   try {
     await fh.writeFile(`${process.pid}\n`);

@@ -1,15 +1,12 @@
-import { X509Certificate, generateKeyPair } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { promisify } from 'node:util';
 import { renewalDueAt } from '../protocol/tls.js';
 import type { LoadedCa } from './ca-dir.js';
 import { issueCertificate, type IssuedCertificate } from './certificates.js';
 import { replaceIdentityPair, settleIdentity } from './identity-renewal.js';
-import { DEFAULT_RSA_BITS } from './keys.js';
+import { generateRsaKeyPair } from './keys.js';
 import type { PkiRegistry } from './registry.js';
-
-const generateKeyPairAsync = promisify(generateKeyPair);
 
 /** The host names and addresses of a certificate's subjectAltName (`DNS:a, IP Address:1.2.3.4`). */
 export function altNames(cert: X509Certificate): string[] {
@@ -37,14 +34,11 @@ export async function renewServerCertificate(ca: LoadedCa, reg: PkiRegistry): Pr
   const dir = dirname(ca.paths.serverCert);
   const current = new X509Certificate(await readFile(ca.paths.serverCert, 'utf8'));
   const hostnames = altNames(current);
-  const keys = await generateKeyPairAsync('rsa', {
-    modulusLength: DEFAULT_RSA_BITS,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
-  const server = issueCertificate({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, publicKeyPem: keys.publicKey, commonName: hostnames[0] ?? 'localhost', hostnames });
+  // forge signs the certificate anyway: its key generation (node's, off the event loop) costs nothing more.
+  const keys = await generateRsaKeyPair();
+  const server = issueCertificate({ caCertPem: ca.certPem, caKeyPem: ca.keyPem, publicKeyPem: keys.publicKeyPem, commonName: hostnames[0] ?? 'localhost', hostnames });
   await reg.recordCertificate({ serial: server.serial, name: hostnames[0] ?? 'localhost', role: 'master', notBefore: +server.notBefore, notAfter: +server.notAfter });
-  await replaceIdentityPair(dir, keys.privateKey, server.certPem + ca.certPem);
+  await replaceIdentityPair(dir, keys.privateKeyPem, server.certPem + ca.certPem);
   return server;
 }
 

@@ -24,21 +24,13 @@ export class SlaveDirLock {
     const path = join(dir, 'slave.lock');
     // Not through a symlink planted in DIR (lockFile refuses one): the file is truncated once locked.
     const r = lockFile(path, 0o644);
-    if (r !== 'held' && 'fd' in r) {
-      ftruncateSync(r.fd, 0);
-      writeSync(r.fd, `${process.pid}\n`, 0);
-      return { lock: new SlaveDirLock(r.fd, path) };
-    }
-    if (r !== 'held') return { unlocked: r.unavailable };
-    let holder = '';
-    try {
-      holder = readFileSync(path, 'utf8').trim();
-    } catch {
-      // unreadable: said without the pid
-    }
-    throw new BuilderError('BUILDER_ERR_CONFLICT', `another slave process${/^\d+$/.test(holder) ? ` (pid ${holder})` : ''} runs on ${dir}`, {
+    if (r === 'held') throw new BuilderError('BUILDER_ERR_CONFLICT', `another slave process${holderPid(path)} runs on ${dir}`, {
       hint: "stop it first: two slaves on one directory would remove each other's attempt files and kill each other's jobs",
     });
+    if ('unavailable' in r) return { unlocked: r.unavailable };
+    ftruncateSync(r.fd, 0);
+    writeSync(r.fd, `${process.pid}\n`, 0);
+    return { lock: new SlaveDirLock(r.fd, path) };
   }
 
   /** Unlocks (closes the file; it stays, empty of meaning, for the next start). */
@@ -47,4 +39,15 @@ export class SlaveDirLock {
     closeSync(this.fd);
     this.fd = undefined;
   }
+}
+
+/** ` (pid N)` from the lock file of the process holding it, or nothing when it cannot be read. */
+function holderPid(path: string): string {
+  let holder = '';
+  try {
+    holder = readFileSync(path, 'utf8').trim();
+  } catch {
+    // unreadable: said without the pid
+  }
+  return /^\d+$/.test(holder) ? ` (pid ${holder})` : '';
 }

@@ -78,13 +78,13 @@ async function readIdentity(dir: string): Promise<{ ca: string; cert: string; ke
   return { ca, cert, key };
 }
 
-/** Whether a key, certificate and CA make a TLS context (a pair that belongs together). */
-function usable(id: { ca: string; cert: string; key: string }): boolean {
+/** Why a key, certificate and CA do not make a TLS context (not PEM, a pair that does not belong together), or undefined. */
+function contextError(id: { ca: string; cert: string; key: string }): Error | undefined {
   try {
     createSecureContext({ key: id.key, cert: id.cert, ca: id.ca });
-    return true;
-  } catch {
-    return false;
+    return undefined;
+  } catch (e) {
+    return e as Error;
   }
 }
 
@@ -99,24 +99,24 @@ const CERT_HINT = 'the certificate may be revoked, expired or from another CA; a
 export async function connectClient(cfg: ClientConfig, o: ConnectClientOptions = {}): Promise<ClientSession> {
   const timeoutMs = o.connectTimeoutMs ?? 10_000;
   let id = await readIdentity(cfg.identity.dir);
-  if (!usable(id)) {
+  let bad = contextError(id);
+  if (bad !== undefined) {
     // A key and certificate that do not match: another command is between the two renames of a
     // renewal (or was, a moment ago), or a crash cut one short. Settle it under the lock, or wait
     // for the command holding it, and read again; up to 5 s (pki/identity-renewal.ts).
     const { identityBusy, settleIdentity, withIdentityLock } = await import('../../../pki/identity-renewal.js');
     const dir = resolve(cfg.identity.dir);
-    for (let i = 0; i < 100 && !usable(id); i++) {
+    for (let i = 0; i < 100 && bad !== undefined; i++) {
       const busy = await identityBusy(dir);
       if (busy && 'held' in (await withIdentityLock(dir, () => settleIdentity(dir)))) await new Promise((r) => setTimeout(r, 50));
       id = await readIdentity(cfg.identity.dir);
+      bad = contextError(id);
       // Nothing pending: a renewal that ended between the first read and now; one more read was enough.
       if (!busy) break;
     }
   }
-  try {
-    createSecureContext({ key: id.key, cert: id.cert, ca: id.ca });
-  } catch (e) {
-    throw new BuilderError('BUILDER_ERR_CONFIG', `the identity in ${cfg.identity.dir} is not usable: ${(e as Error).message}`, {
+  if (bad !== undefined) {
+    throw new BuilderError('BUILDER_ERR_CONFIG', `the identity in ${cfg.identity.dir} is not usable: ${bad.message}`, {
       hint: 'ca.pem, cert.pem and key.pem must be PEM files that belong together',
     });
   }
