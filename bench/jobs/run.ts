@@ -218,6 +218,124 @@ async function builderLatency(farm: ProcessFarm, n: number, channel = 'main', ga
   return { queuedToRunning: summary(run), queuedToDispatched: summary(disp), endToEnd: summary(e2e) };
 }
 
+/**
+ * `N` no-op jobs submitted by one client with IN_FLIGHT in flight, until every one has ended
+ * (client clock at the first submit to the master's latest endedAt), with the CPU per job of the
+ * master and of `slavePids` (and of the jobs' processes they reaped).
+ */
+async function throughput(farm: ProcessFarm, slavePids: number[]): Promise<Record<string, unknown>> {
+  const cpu0 = { master: cpuMs(farm.master.pid), slaves: cpuOf(slavePids) };
+  const ids: number[] = new Array<number>(N);
+  const t0 = Date.now();
+  await pool(N, IN_FLIGHT, async (i) => {
+    ids[i] = (await farm.submit({ name: 'noop', channel: 'main', command: { kind: 'argv', argv: ['true'] } })).id;
+  });
+  const submitMs = Date.now() - t0;
+  const first = Math.min(...ids);
+  const last = Math.max(...ids);
+  await waitFor('the last job to end', async () => FINAL_STATES.includes((await farm.getJob(last)).job.state), 600_000, 50);
+  let jobs = await listRange(farm, first, last);
+  await waitFor(`all ${N} jobs to end`, async () => {
+    if (jobs.every((j) => FINAL_STATES.includes(j.state))) return true;
+    jobs = await listRange(farm, first, last);
+    return jobs.every((j) => FINAL_STATES.includes(j.state));
+  }, 600_000, 500);
+  const endAt = Math.max(...jobs.map((j) => j.endedAt ?? 0));
+  const states: Record<string, number> = {};
+  for (const j of jobs) states[j.state] = (states[j.state] ?? 0) + 1;
+  const attempts = jobs.reduce((a, j) => a + j.attempt, 0);
+  const totalMs = endAt - t0;
+  // CPU per job over the whole run (submits and the client's polling included for the master).
+  const m = cpuMs(farm.master.pid);
+  const sl = cpuOf(slavePids);
+  const r2 = (x: number) => Math.round((x / N) * 100) / 100;
+  return {
+    jobs: jobs.length,
+    states,
+    attempts,
+    submitMs,
+    submitPerS: Math.round((N / submitMs) * 1000),
+    totalMs,
+    jobsPerS: Math.round((N / totalMs) * 1000),
+    queuedToRunningMs: summary(jobs.map((j) => (j.startedAt ?? NaN) - j.createdAt)),
+    cpuMsPerJob: {
+      master: r2(m.user + m.system - cpu0.master.user - cpu0.master.system),
+      slaves: r2(sl.user + sl.system - cpu0.slaves.user - cpu0.slaves.system),
+      slavesUser: r2(sl.user - cpu0.slaves.user),
+      slavesSystem: r2(sl.system - cpu0.slaves.system),
+      jobProcesses: r2(sl.children - cpu0.slaves.children),
+    },
+  };
+}
+
+/**
+ * Slave certificates for `count` simulated slaves named `${prefix}-${i}` (one key pair, a
+ * certificate per name: issuing 1,000 RSA keys would take minutes), written to `dir`/ids.json
+ * for sim-slaves.ts. Returns the file.
+ */
+async function simIdentities(farm: ProcessFarm, count: number, prefix: string, dir: string): Promise<string> {
+  const keys = await generateRsaKeyPair();
+  const ca = await loadCa(farm.masterDir);
+  const reg = await PkiRegistry.open(ca.paths.registry);
+  const slaves: Array<{ name: string; cert: string }> = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const name = `${prefix}-${i}`;
+      slaves.push({ name, cert: (await signPeer(ca, reg, { name, role: 'slave', publicKeyPem: keys.publicKeyPem })).certPem });
+    }
+  } finally {
+    await reg.close();
+  }
+  const file = join(dir, 'ids.json');
+  await writeFile(file, JSON.stringify({ ca: ca.certPem, key: keys.privateKeyPem, slaves }));
+  return file;
+}
+
+/**
+ * The master alone (issue 3: "10 slave connections of capacity 5; a simulated slave process may
+ * hold many connections"): a fresh `master run` and one simulated slave process holding SLAVES
+ * connections of CAPACITY slots that run each job as a no-op taking no time (sim-slaves.ts
+ * --run). The same latency and throughput measures as with real slaves; what they show is the
+ * master's and the wire's cost per job, every transition durable, with no process started.
+ * The figure to hold against BullMQ's no-op processor.
+ */
+async function masterAlone(): Promise<void> {
+  log(`dispatch: fresh master, one simulated slave process with ${SLAVES} connections x ${CAPACITY} slots running no-op jobs`);
+  const farm = await ProcessFarm.start({ logLevel: 'warn', nodeArgs: process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) });
+  let child: ChildProcess | undefined;
+  const dir = await mkdtemp(join(tmpdir(), 'builder-bench-dispatch-'));
+  const out: Record<string, unknown> = {};
+  results.masterAlone = out;
+  const cleanup = async () => {
+    await stopChild(child);
+    if (process.env.BENCH_NODE_ARGS) await farm.stopMaster();
+    await farm.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  await guarded(cleanup, async () => {
+    const file = await simIdentities(farm, SLAVES, 'run', dir);
+    child = fork(join(here, 'sim-slaves.js'), [file, farm.masterAddress, '--run', '--channel', 'main', '--capacity', String(CAPACITY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const r = await waitMessage<{ connected: number; failed: number }>(child, (m) => typeof m.connected === 'number', 60_000, 'simulated slaves');
+    if (r.connected !== SLAVES) throw new Error(`only ${r.connected} of ${SLAVES} simulated slaves connected`);
+    await sleep(SETTLE_MS);
+    await builderLatency(farm, 20);
+    out.latencyIdleMs = await builderLatency(farm, LATENCY);
+    log(`dispatch: idle latency ${JSON.stringify(out.latencyIdleMs)}`);
+    if (LATENCY_GAP_MS > 0) {
+      out.latencyGapMs = LATENCY_GAP_MS;
+      out.latencyIdleAfterGapMs = await builderLatency(farm, LATENCY, 'main', LATENCY_GAP_MS);
+      log(`dispatch: idle latency after ${LATENCY_GAP_MS} ms idle ${JSON.stringify(out.latencyIdleAfterGapMs)}`);
+    }
+    out.throughput = await throughput(farm, [child.pid!]);
+    const c = child;
+    const counted = waitMessage<{ finished: number; finishErrors: number }>(c, (m) => typeof m.finished === 'number', 10_000, 'simulated slave counts');
+    c.send({ count: true });
+    out.simulated = await counted;
+    out.masterRssAfterThroughputMiB = rssMiB(farm.master.pid);
+    log(`dispatch: throughput ${JSON.stringify(out.throughput)} ${JSON.stringify(out.simulated)}`);
+  });
+}
+
 async function builder(): Promise<void> {
   log(`builder: master + ${SLAVES} slave processes x ${CAPACITY} slots`);
   // BENCH_NODE_ARGS: node flags for master and slaves (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
@@ -266,51 +384,7 @@ async function builder(): Promise<void> {
     }
 
     // Throughput.
-    const slavePids = [...farm.slaves.values()].map((sl) => sl.pid);
-    const cpu0 = { master: cpuMs(farm.master.pid), slaves: cpuOf(slavePids) };
-    const ids: number[] = new Array<number>(N);
-    const t0 = Date.now();
-    await pool(N, IN_FLIGHT, async (i) => {
-      ids[i] = (await farm.submit({ name: 'noop', channel: 'main', command: { kind: 'argv', argv: ['true'] } })).id;
-    });
-    const submitMs = Date.now() - t0;
-    const first = Math.min(...ids);
-    const last = Math.max(...ids);
-    await waitFor('the last job to end', async () => FINAL_STATES.includes((await farm.getJob(last)).job.state), 600_000, 50);
-    let jobs = await listRange(farm, first, last);
-    await waitFor(`all ${N} jobs to end`, async () => {
-      if (jobs.every((j) => FINAL_STATES.includes(j.state))) return true;
-      jobs = await listRange(farm, first, last);
-      return jobs.every((j) => FINAL_STATES.includes(j.state));
-    }, 600_000, 500);
-    const endAt = Math.max(...jobs.map((j) => j.endedAt ?? 0));
-    const states: Record<string, number> = {};
-    for (const j of jobs) states[j.state] = (states[j.state] ?? 0) + 1;
-    const attempts = jobs.reduce((a, j) => a + j.attempt, 0);
-    const totalMs = endAt - t0;
-    out.throughput = {
-      jobs: jobs.length,
-      states,
-      attempts,
-      submitMs,
-      submitPerS: Math.round((N / submitMs) * 1000),
-      totalMs,
-      jobsPerS: Math.round((N / totalMs) * 1000),
-      queuedToRunningMs: summary(jobs.map((j) => (j.startedAt ?? NaN) - j.createdAt)),
-      // CPU per job over the whole run (submits and the client's polling included for the master).
-      cpuMsPerJob: (() => {
-        const m = cpuMs(farm.master.pid);
-        const sl = cpuOf(slavePids);
-        const r2 = (x: number) => Math.round((x / N) * 100) / 100;
-        return {
-          master: r2(m.user + m.system - cpu0.master.user - cpu0.master.system),
-          slaves: r2(sl.user + sl.system - cpu0.slaves.user - cpu0.slaves.system),
-          slavesUser: r2(sl.user - cpu0.slaves.user),
-          slavesSystem: r2(sl.system - cpu0.slaves.system),
-          jobProcesses: r2(sl.children - cpu0.slaves.children),
-        };
-      })(),
-    };
+    out.throughput = await throughput(farm, [...farm.slaves.values()].map((sl) => sl.pid));
     out.masterRssAfterThroughputMiB = rssMiB(farm.master.pid);
     log(`builder: throughput ${JSON.stringify(out.throughput)}`);
     // Idle again after the load: what the daemons hold once their hot paths are optimized.
@@ -351,21 +425,7 @@ async function simSlaves(): Promise<void> {
   await guarded(cleanup, async () => {
     await sleep(2000);
     const idle = rssMiB(farm.master.pid);
-    // One key pair, one certificate per name (issuing 1,000 RSA keys would take minutes).
-    const keys = await generateRsaKeyPair();
-    const ca = await loadCa(farm.masterDir);
-    const reg = await PkiRegistry.open(ca.paths.registry);
-    const slaves: Array<{ name: string; cert: string }> = [];
-    try {
-      for (let i = 0; i < SIM; i++) {
-        const name = `sim-${i}`;
-        slaves.push({ name, cert: (await signPeer(ca, reg, { name, role: 'slave', publicKeyPem: keys.publicKeyPem })).certPem });
-      }
-    } finally {
-      await reg.close();
-    }
-    const file = join(dir, 'ids.json');
-    await writeFile(file, JSON.stringify({ ca: ca.certPem, key: keys.privateKeyPem, slaves }));
+    const file = await simIdentities(farm, SIM, 'sim', dir);
     child = fork(join(here, 'sim-slaves.js'), [file, farm.masterAddress], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const r = await waitMessage<{ connected: number; failed: number }>(child, (m) => typeof m.connected === 'number', 300_000, 'simulated slaves');
     const st = await farm.call('slave.status', {});
@@ -517,6 +577,7 @@ async function main(): Promise<void> {
   }
   if (!skip.has('floor')) await latencyFloorPhase();
   if (!skip.has('builder')) await builder();
+  if (!skip.has('dispatch')) await masterAlone();
   if (!skip.has('sim')) await simSlaves();
   if (!skip.has('bullmq')) await bullmq();
   results.loadavgAtEnd = loadavg().map((x) => Math.round(x * 100) / 100);
