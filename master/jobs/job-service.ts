@@ -407,11 +407,6 @@ export class JobService {
       return;
     }
     const s = await this.store.startJob(job.id, job.attempt);
-    // Open (create) the attempt's log file now, ahead of its first records, so that storing them
-    // is one durable write, not a chain of mkdir/open/stat first. Done at dispatch, its thread
-    // pool round trips competed with the slave's answer (the mean queued -> running was 0.2-0.4
-    // ms longer on an idle farm, docs/benchmarks.md).
-    this.track('open log', this.logs.prepare(job.id, job.attempt));
     if (s.ok) {
       // Only if nothing else moved the job since the dispatch (that dropped the entry).
       if (this.heldRows.get(job.id) === job) this.heldRows.set(job.id, s.job);
@@ -724,30 +719,42 @@ export class JobService {
     m.set(path, c);
   }
 
+  /**
+   * The log's end record carried by attempt.finish, stored as attempt.log would store it (in order
+   * with the attempt's other batches), before the outcome. False when nothing was stored yet and
+   * `impliedByEnd` (an empty log, ended by the attempt's own end): no file is made.
+   */
+  private async storeLogEnd(jobId: number, attempt: number, end: number, impliedByEnd: boolean): Promise<boolean> {
+    return this.inLogOrder(`${jobId}:${attempt}`, async () => {
+      const have = await this.logs.storedThrough(jobId, attempt);
+      if (have === 0 && end === 1 && impliedByEnd) return false;
+      // Records missing before the end: refused (the slave then sends its log through attempt.log).
+      if (have < end - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `the log of attempt ${attempt} of job ${jobId} is stored through seq ${have} only, below its end ${end}`);
+      // The end comes right after the last stored record (stored now), or is the end already
+      // stored (a repeated call). Anything else (records stored at or above the end, or an end
+      // at another seq) would leave a log that never ends, or ends elsewhere: refused.
+      const r = await this.logs.append(jobId, attempt, [{ kind: 'end', seq: end }]);
+      if (!r.ended || r.storedThrough !== end) {
+        throw new BuilderError(
+          'BUILDER_ERR_INVALID_INPUT',
+          `the log of attempt ${attempt} of job ${jobId} is stored through seq ${r.storedThrough}${r.ended ? ' and ended there' : ''}: it cannot end at ${end}`,
+        );
+      }
+      return true;
+    });
+  }
+
   private async attemptFinish(p: ParamsOf<'attempt.finish'>, ctx: CallContext): Promise<Record<string, never>> {
     const name = ctx.remote.name;
     const job = await this.heldBy(ctx, p.jobId, p.attempt);
     const log = this.log.child({ job: job.id, attempt: p.attempt, slave: name });
-    if (p.logEnd !== undefined) {
-      // The log's end record, carried here instead of in an attempt.log of its own: stored as
-      // attempt.log would store it (in order with the attempt's other batches), before the outcome.
-      const end = p.logEnd;
-      await this.inLogOrder(`${p.jobId}:${p.attempt}`, async () => {
-        const have = await this.logs.storedThrough(p.jobId, p.attempt);
-        // Records missing before the end: refused (the slave then sends its log through attempt.log).
-        if (have < end - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `the log of attempt ${p.attempt} of job ${job.id} is stored through seq ${have} only, below its end ${end}`);
-        // The end comes right after the last stored record (stored now), or is the end already
-        // stored (a repeated call). Anything else (records stored at or above the end, or an end
-        // at another seq) would leave a log that never ends, or ends elsewhere: refused.
-        const r = await this.logs.append(p.jobId, p.attempt, [{ kind: 'end', seq: end }]);
-        if (!r.ended || r.storedThrough !== end) {
-          throw new BuilderError(
-            'BUILDER_ERR_INVALID_INPUT',
-            `the log of attempt ${p.attempt} of job ${job.id} is stored through seq ${r.storedThrough}${r.ended ? ' and ended there' : ''}: it cannot end at ${end}`,
-          );
-        }
-      });
-    }
+    // An attempt that printed nothing and ends here as succeeded or failed (or goes back to the
+    // queue): its log has no file and gets none; its end is the attempt's end, committed below
+    // (log.read says ended once the attempt is over). Where the job ended on the master already,
+    // or ends timed out, followers wait for the log's end (the slave's grace), so it is stored.
+    const endWithAttempt = p.logEnd === 1 && p.state !== 'timed_out' && !isFinalState(job.state);
+    let endStored = true;
+    if (p.logEnd !== undefined) endStored = await this.storeLogEnd(job.id, p.attempt, p.logEnd, endWithAttempt);
 
     // 1. The artifacts, filed before the state changes (a repeat of this call files nothing twice).
     const committed = p.artifacts.length === 0 ? new Map<string, Committed>() : await this.loadCommitted(job.id, p.attempt);
@@ -832,7 +839,11 @@ export class JobService {
     const r = await finishing;
     this.heldRows.delete(job.id);
     if (!r.ok) {
-      if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) return {};
+      if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) {
+        // Ended meanwhile by the master (a cancel): its followers wait for the log's end.
+        if (!endStored) await this.storeLogEnd(job.id, p.attempt, 1, false);
+        return {};
+      }
       throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
     }
     log.info({ state: p.state, exitCode: p.exitCode, signal: p.signal }, 'job finished');

@@ -136,6 +136,11 @@ export interface LogPage {
  * acknowledged, a seq already stored is skipped (the slave resends after a reconnect), and reads
  * stream from the file. Memory holds, per open log, a handle and three numbers, and a bounded
  * map of read positions so that a follower's next read does not rescan the file.
+ *
+ * An attempt's file is made by its first append: an attempt that printed nothing has none (its
+ * end is the attempt's own end, committed by attempt.finish), and reading or asking about a log
+ * that has no file finds it empty without making one. A file costs a new inode and its durable
+ * first write: most of the master's kernel time per quiet job (docs/benchmarks.md).
  */
 export class AttemptLogStore {
   private readonly dir: string;
@@ -143,7 +148,8 @@ export class AttemptLogStore {
   private readonly maxCursors: number;
   private readonly fsync: boolean;
   private readonly maxBytes: number;
-  private readonly open = new Map<string, Promise<OpenLog>>();
+  /** Open logs (LRU order); a lookup that found no file is not kept. */
+  private readonly open = new Map<string, Promise<OpenLog | undefined>>();
   private readonly cursors = new Map<string, number>();
   private readonly waiters = new Map<number, Set<() => void>>();
   private closed = false;
@@ -174,8 +180,22 @@ export class AttemptLogStore {
     return `${jobId}:${attempt}`;
   }
 
+  /** The attempt's open log, making its file when there is none. */
   private async get(jobId: number, attempt: number): Promise<OpenLog> {
-    if (this.closed) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the log store is closed');
+    for (;;) {
+      // A lookup without creating may be in progress: when it finds no file, make it.
+      const l = await this.lookup(jobId, attempt, true);
+      if (l !== undefined) return l;
+    }
+  }
+
+  /** The attempt's open log, or undefined when it has no file (none is made). */
+  private find(jobId: number, attempt: number): Promise<OpenLog | undefined> {
+    return this.lookup(jobId, attempt, false);
+  }
+
+  private lookup(jobId: number, attempt: number, create: boolean): Promise<OpenLog | undefined> {
+    if (this.closed) return Promise.reject(new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the log store is closed'));
     const k = this.key(jobId, attempt);
     let p = this.open.get(k);
     if (p !== undefined) {
@@ -184,9 +204,12 @@ export class AttemptLogStore {
       this.open.set(k, p);
       return p;
     }
-    p = this.load(jobId, attempt);
+    p = this.load(jobId, attempt, create);
     this.open.set(k, p);
-    p.catch(() => this.open.delete(k));
+    const forget = () => {
+      if (this.open.get(k) === p) this.open.delete(k);
+    };
+    void p.then((l) => l === undefined && forget(), forget);
     this.evict();
     return p;
   }
@@ -197,6 +220,7 @@ export class AttemptLogStore {
       this.open.delete(k);
       void p.then(
         async (l) => {
+          if (l === undefined) return;
           // Close once the appends and reads in progress are done.
           await l.chain;
           while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
@@ -207,17 +231,21 @@ export class AttemptLogStore {
     }
   }
 
-  /** Opens (creating) the file and finds the last complete record; a torn tail is cut off. */
-  private async load(jobId: number, attempt: number): Promise<OpenLog> {
+  /**
+   * Opens the file (making it when `create`; undefined when it does not exist and not `create`)
+   * and finds the last complete record; a torn tail is cut off.
+   */
+  private async load(jobId: number, attempt: number, create: boolean): Promise<OpenLog | undefined> {
     // With fsync on, O_DSYNC makes each write durable when it returns: one system call per
     // append instead of a write and a datasync (two trips through the thread pool).
-    const flags = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | (this.fsync ? constants.O_DSYNC : 0);
+    const flags = constants.O_RDWR | (create ? constants.O_CREAT : 0) | constants.O_NOFOLLOW | (this.fsync ? constants.O_DSYNC : 0);
     let fh: FileHandle;
     try {
       fh = await open(this.pathOf(jobId, attempt), flags, 0o644);
     } catch (e) {
-      // The shard's directory is made with its first log (one call fewer per attempt after that).
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (!create) return undefined;
+      // The shard's directory is made with its first log (one call fewer per attempt after that).
       await mkdir(this.shardOf(jobId), { recursive: true });
       fh = await open(this.pathOf(jobId, attempt), flags, 0o644);
     }
@@ -243,17 +271,9 @@ export class AttemptLogStore {
     }
   }
 
-  /**
-   * Opens (creating) an attempt's log ahead of its first append, so that the append is one
-   * durable write. The master calls it on dispatch; a failure here is seen again by the append.
-   */
-  async prepare(jobId: number, attempt: number): Promise<void> {
-    await this.get(jobId, attempt).catch(() => undefined);
-  }
-
   /** Highest seq stored for an attempt (0 when none): the slave resends from this + 1. */
   async storedThrough(jobId: number, attempt: number): Promise<number> {
-    return (await this.get(jobId, attempt)).lastSeq;
+    return (await this.find(jobId, attempt))?.lastSeq ?? 0;
   }
 
   /**
@@ -309,7 +329,8 @@ export class AttemptLogStore {
    * Streams from disk; a follower's next position is remembered so it does not rescan.
    */
   async read(jobId: number, attempt: number, fromSeq: number, maxBytes: number): Promise<LogPage> {
-    const l = await this.get(jobId, attempt);
+    const l = await this.find(jobId, attempt);
+    if (l === undefined) return { records: [], nextSeq: fromSeq, ended: false };
     l.users++;
     try {
       const limit = l.size;
@@ -381,9 +402,11 @@ export class AttemptLogStore {
       this.open.delete(k);
       try {
         const l = await p;
-        await l.chain;
-        while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
-        await l.fh.close();
+        if (l !== undefined) {
+          await l.chain;
+          while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
+          await l.fh.close();
+        }
       } catch {
         // it never opened: nothing to close
       }
@@ -400,6 +423,7 @@ export class AttemptLogStore {
     for (const p of all) {
       try {
         const l = await p;
+        if (l === undefined) continue;
         await l.chain;
         await l.fh.close();
       } catch {

@@ -98,6 +98,56 @@ describe('master jobs: attempt logs', function () {
     });
   });
 
+  describe('when an attempt printed nothing (its end is seq 1)', function () {
+    /** A follower from seq 1, as `builder observe`: resolves with the last page and the time it took. */
+    const follow = async () => {
+      const t0 = Date.now();
+      for (let from = 1; ; ) {
+        const r = await client.call('log.read', { jobId: id, fromSeq: from, waitMs: 10_000 });
+        from = r.nextSeq;
+        if (r.ended) return { r, ms: Date.now() - t0 };
+      }
+    };
+    const logFile = () => join(farm.dir, 'logs', '0', `${id}-1.log`);
+
+    it('makes no log file, and log.read says the empty log ended with the attempt', async function () {
+      const f = follow();
+      await new Promise((res) => setTimeout(res, 100));
+      await s.finish(id, 1, { logEnd: 1 });
+      const { r, ms } = await f;
+      assert.deepEqual(r.records, []);
+      assert.equal(r.state, 'succeeded');
+      assert.ok(ms < 1_000, `the follower was woken by the finish (${ms} ms)`);
+      await assert.rejects(stat(logFile()), { code: 'ENOENT' });
+      // A repeat of the same finish (its reply was lost) is taken; the log still reads as ended, empty.
+      await s.finish(id, 1, { logEnd: 1 });
+      const again = await client.call('log.read', { jobId: id });
+      assert.deepEqual([again.records.filter((x) => x.kind === 'data'), again.ended], [[], true]);
+    });
+
+    it('stores the end when the job was cancelled meanwhile, so a follower ends without waiting out the grace', async function () {
+      const f = follow();
+      await client.call('job.cancel', { id });
+      await s.until(() => s.cancels.length > 0, 'attempt.cancel');
+      await s.finish(id, 1, { logEnd: 1, state: 'cancelled', exitCode: null, signal: 'SIGTERM' });
+      const { r, ms } = await f;
+      assert.equal(r.state, 'cancelled');
+      // jobFarm: slaveGraceMs 1.5 s + cancelTimeoutMs 2 s.
+      assert.ok(ms < 1_500, `ended after ${ms} ms`);
+      assert.ok((await stat(logFile())).size > 0);
+    });
+
+    it('stores the end of an attempt the slave timed out, so a follower ends without waiting out the grace', async function () {
+      const f = follow();
+      await new Promise((res) => setTimeout(res, 100));
+      await s.finish(id, 1, { logEnd: 1, state: 'timed_out', exitCode: null, signal: 'SIGKILL' });
+      const { ms } = await f;
+      assert.ok(ms < 1_500, `ended after ${ms} ms`);
+      await waitJob(client, id, (x) => x.state === 'timed_out', 'timed_out');
+      assert.ok((await stat(logFile())).size > 0);
+    });
+  });
+
   describe('when clients follow a running job', function () {
     it('replays, then wakes every waiting follower on new records, and says ended after the end record', async function () {
       await s.log(id, 1, [data(1, 'first\n')]);
