@@ -6,7 +6,7 @@ import ms from 'ms';
 import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
-import { MasterStore, isFinalState, type Job, type NewJob } from '../store/index.js';
+import { MasterStore, isFinalState, type Job, type NewJob, type TransitionResult } from '../store/index.js';
 import { inOrder } from '../in-order.js';
 import { fileAttempt, promotedOf } from './artifact-filing.js';
 import { registerClientHandlers } from './client-handlers.js';
@@ -70,6 +70,12 @@ export class JobService {
    * every other transition of that job, so it is never newer than the store; a miss reads the store.
    */
   private readonly heldRows = new Map<number, Job>();
+  /**
+   * The dispatched -> running write of each accepted attempt while it is being committed. A
+   * slave's report that arrives meanwhile (a job that ended at once) waits for it instead of
+   * reading the row and issuing a second start that one of the two would lose.
+   */
+  private readonly starting = new Map<number, { attempt: number; done: Promise<unknown> }>();
   /**
    * Priorities of the jobs being stored queued whose jobQueued is not made yet (submits that
    * found no free slot, cron fires), as priority -> number of jobs. See {@link submit}.
@@ -355,6 +361,8 @@ export class JobService {
       this.handle(this.sched.jobRemoved(a.jobId));
       return;
     }
+    // A new attempt number: no log of it can exist yet.
+    this.logs.fresh(r.job.id, r.job.attempt);
     await this.sendAssignment(r.job);
   }
 
@@ -406,7 +414,15 @@ export class JobService {
       if (!dropped) this.track('cancel late', this.cancelOnSlave(a.slave, job.id, job.attempt, 'abandoned'));
       return;
     }
-    const s = await this.store.startJob(job.id, job.attempt);
+    const starting = this.store.startJob(job.id, job.attempt);
+    const entry = { attempt: job.attempt, done: starting };
+    this.starting.set(job.id, entry);
+    let s: TransitionResult;
+    try {
+      s = await starting;
+    } finally {
+      if (this.starting.get(job.id) === entry) this.starting.delete(job.id);
+    }
     if (s.ok) {
       // Only if nothing else moved the job since the dispatch (that dropped the entry).
       if (this.heldRows.get(job.id) === job) this.heldRows.set(job.id, s.job);
@@ -669,7 +685,13 @@ export class JobService {
     // Only a running row: it was set when the start's compare-and-set succeeded with the
     // dispatched entry still in place, so no other transition was issued before it. (A dispatched
     // entry may outlive, by a few microtasks, a cancel committed in the same group; not used.)
-    const held = this.heldRows.get(jobId);
+    let held = this.heldRows.get(jobId);
+    const st = this.starting.get(jobId);
+    if (held?.state === 'dispatched' && held.attempt === attempt && st?.attempt === attempt) {
+      // Accepted, and its start is being committed: that write's outcome is the answer.
+      await st.done.catch(() => undefined);
+      held = this.heldRows.get(jobId);
+    }
     if (held !== undefined && held.state === 'running' && held.attempt === attempt && held.slave === ctx.remote.name) return held;
     const job = await this.store.getJob(jobId);
     if (job === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${jobId}`);

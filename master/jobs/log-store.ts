@@ -123,6 +123,10 @@ async function readPayload(fh: FileHandle, offset: number, length: number): Prom
   return got === length ? b : b.subarray(0, got);
 }
 
+const NO_FILE: Promise<undefined> = Promise.resolve(undefined);
+/** Attempts remembered as having no file (about 100 bytes each); past it, the oldest are asked of the disk again. */
+const MAX_NO_FILE = 8192;
+
 /** What {@link AttemptLogStore.read} returns. */
 export interface LogPage {
   records: LogRecord[];
@@ -150,6 +154,11 @@ export class AttemptLogStore {
   private readonly maxBytes: number;
   /** Open logs (LRU order); a lookup that found no file is not kept. */
   private readonly open = new Map<string, Promise<OpenLog | undefined>>();
+  /**
+   * Attempts known to have no file: started by this process and nothing appended yet (see
+   * {@link fresh}). Asking about them costs no system call. Oldest first; bounded.
+   */
+  private readonly noFile = new Set<string>();
   private readonly cursors = new Map<string, number>();
   private readonly waiters = new Map<number, Set<() => void>>();
   private closed = false;
@@ -204,6 +213,8 @@ export class AttemptLogStore {
       this.open.set(k, p);
       return p;
     }
+    if (create) this.noFile.delete(k);
+    else if (this.noFile.has(k)) return NO_FILE;
     p = this.load(jobId, attempt, create);
     this.open.set(k, p);
     const forget = () => {
@@ -269,6 +280,17 @@ export class AttemptLogStore {
       await fh.close();
       throw e;
     }
+  }
+
+  /**
+   * Says that an attempt was just started for the first time (its attempt number is new): it has
+   * no file, so the questions about it before its first append (storedThrough, read) are answered
+   * without a system call.
+   */
+  fresh(jobId: number, attempt: number): void {
+    const k = this.key(jobId, attempt);
+    this.noFile.add(k);
+    if (this.noFile.size > MAX_NO_FILE) this.noFile.delete(this.noFile.values().next().value!);
   }
 
   /** Highest seq stored for an attempt (0 when none): the slave resends from this + 1. */

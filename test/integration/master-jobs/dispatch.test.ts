@@ -145,6 +145,37 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
     });
   });
 
+  describe('when jobs end at once (the slave reports in the turn after it accepts)', function () {
+    it('runs each once: the report waits for the start being committed, and every log reads back', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      const data = (seq: number, x: string) => ({ kind: 'data' as const, seq, stream: 'stdout' as const, data: Buffer.from(x) });
+      const reports: Array<Promise<unknown>> = [];
+      s.peer.handle('attempt.assign', (a) => {
+        // Even jobs print a line (an attempt.log first); odd ones print nothing (the end is seq 1).
+        setImmediate(() => {
+          const quiet = a.jobId % 2 === 1;
+          const sent = quiet ? Promise.resolve() : s.log(a.jobId, a.attempt, [data(1, `job ${a.jobId}\n`)]);
+          reports.push(sent.then(() => s.finish(a.jobId, a.attempt, { logEnd: quiet ? 1 : 2 })));
+        });
+        return { accepted: true as const };
+      });
+      await s.subscribe({ capacity: 8 });
+      const ids: number[] = [];
+      for (let i = 0; i < 40; i++) ids.push((await client.call('job.submit', { job: job() })).job.id);
+      for (const id of ids) {
+        const { job: j, attempts } = await waitJob(client, id, (x) => x.state === 'succeeded', 'succeeded');
+        assert.equal(j.attempt, 1);
+        assert.equal(attempts.length, 1);
+        assert.ok(j.startedAt !== null && j.endedAt !== null && j.startedAt <= j.endedAt);
+        const r = await client.call('log.read', { jobId: id });
+        assert.equal(r.ended, true);
+        assert.equal(Buffer.concat(r.records.map((x) => (x.kind === 'data' ? Buffer.from(x.data) : Buffer.alloc(0)))).toString(), id % 2 === 1 ? '' : `job ${id}\n`);
+      }
+      await Promise.all(reports);
+    });
+  });
+
   describe('when the slave does not answer the assignment within the accept timeout', function () {
     it('takes the job back and, with no attempt left, fails it with the reason', async function () {
       const s = await TestSlave.enroll(farm, 'w1');
