@@ -231,16 +231,6 @@ class Ticker {
  * owns what the library leaves open: frames and their limit, message shapes, batch and in-flight
  * limits, call deadlines (one timer for all calls), heartbeats and backpressure.
  */
-/** Peers written to in this turn, uncorked together at its end (one nextTick for all). */
-let corkedPeers: RpcPeer[] = [];
-
-function uncorkPeers(): void {
-  // Frames written while uncorking (a 'drain' handler) cork again into a new list.
-  const list = corkedPeers;
-  corkedPeers = [];
-  for (const p of list) p.uncorkTurn();
-}
-
 export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   readonly options: CompiledRpcPeerOptions;
   readonly remote: RemoteIdentity;
@@ -271,8 +261,6 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
   // Sending and calling.
   private lastSent = Date.now();
   private sentSinceTick = false;
-  /** The stream is corked until the end of this turn (writeFrame). */
-  private corked = false;
   private drainWaiters: Array<() => void> = [];
   private nextId = 0;
   /** Deadline (epoch ms) of each call awaiting its answer; made at the first call. */
@@ -510,30 +498,15 @@ export class RpcPeer extends EventEmitter<RpcPeerEvents> {
     this.writeFrame(frame);
   }
 
-  /**
-   * Writes a frame. The stream stays corked until the end of the current turn (every frame this
-   * turn writes to this peer goes out together: one TLS record and one system call, not one per
-   * frame). A reply or an assignment leaves with the turn that made it, so nothing waits for a
-   * timer.
-   */
   private writeFrame(frame: EncodedFrame): boolean {
     this.sentSinceTick = true;
-    if (!this.corked) {
-      this.corked = true;
-      this.stream.cork();
-      corkedPeers.push(this);
-      if (corkedPeers.length === 1) process.nextTick(uncorkPeers);
-    }
     if (!Array.isArray(frame)) return this.stream.write(frame);
+    // A frame in pieces (large binary left in place): corked, so the socket gathers them in one writev.
+    this.stream.cork();
     let ok = true;
     for (const piece of frame) ok = this.stream.write(piece);
-    return ok;
-  }
-
-  /** @internal End of the turn: what was written goes out. */
-  uncorkTurn(): void {
-    this.corked = false;
     this.stream.uncork();
+    return ok;
   }
 
   private drained(): Promise<void> {
