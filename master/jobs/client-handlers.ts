@@ -93,9 +93,12 @@ export function registerClientHandlers(svc: JobService, methods: RpcMethods): vo
           });
         }
       }
-      for (;;) {
+      for (let first = true; ; first = false) {
+        // The job before the page: a state that says the attempt is over was committed after
+        // its log was stored, so the page read next holds all of it (read the other way round,
+        // records and the end stored in between were answered as an empty, ended log).
+        if (!first) job = await mustGetJob(svc, job.id);
         const page = attempt === 0 ? { records: [], nextSeq: fromSeq, ended: false } : await svc.logs.read(job.id, attempt, fromSeq, maxBytes);
-        job = await mustGetJob(svc, job.id);
         // Complete: the end record is stored, or the attempt is over and nothing more will come.
         const ended = page.ended || (page.records.length === 0 && attemptOver(svc, job, attempt));
         const left = deadline - Date.now();

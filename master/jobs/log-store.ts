@@ -46,7 +46,10 @@ interface OpenLog {
   lastSeq: number;
   ended: boolean;
   chain: Promise<unknown>;
+  /** Appends and reads holding the handle (from the lookup that handed it out until they end). */
   users: number;
+  /** Being closed (evicted, removed, or the store closes): handed out no more. */
+  closing: boolean;
 }
 
 interface Header {
@@ -189,18 +192,40 @@ export class AttemptLogStore {
     return `${jobId}:${attempt}`;
   }
 
-  /** The attempt's open log, making its file when there is none. */
+  /**
+   * The attempt's open log, making its file when there is none. The caller holds it (`users`)
+   * and lets it go when done: a handle is closed only once no one holds it.
+   */
   private async get(jobId: number, attempt: number): Promise<OpenLog> {
     for (;;) {
-      // A lookup without creating may be in progress: when it finds no file, make it.
+      // A lookup without creating may be in progress: when it finds no file, make it. A log
+      // being closed (evicted meanwhile) is opened again.
       const l = await this.lookup(jobId, attempt, true);
-      if (l !== undefined) return l;
+      if (l !== undefined && !l.closing) {
+        l.users++;
+        return l;
+      }
     }
   }
 
-  /** The attempt's open log, or undefined when it has no file (none is made). */
-  private find(jobId: number, attempt: number): Promise<OpenLog | undefined> {
-    return this.lookup(jobId, attempt, false);
+  /** As {@link get}, or undefined when the attempt has no file (none is made). */
+  private async find(jobId: number, attempt: number): Promise<OpenLog | undefined> {
+    for (;;) {
+      const l = await this.lookup(jobId, attempt, false);
+      if (l === undefined) return undefined;
+      if (!l.closing) {
+        l.users++;
+        return l;
+      }
+    }
+  }
+
+  /** Closes a log no longer in the map once the appends and reads holding it are done. */
+  private async retire(l: OpenLog): Promise<void> {
+    l.closing = true;
+    while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
+    await l.chain;
+    await l.fh.close();
   }
 
   private lookup(jobId: number, attempt: number, create: boolean): Promise<OpenLog | undefined> {
@@ -231,11 +256,7 @@ export class AttemptLogStore {
       this.open.delete(k);
       void p.then(
         async (l) => {
-          if (l === undefined) return;
-          // Close once the appends and reads in progress are done.
-          await l.chain;
-          while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
-          await l.fh.close();
+          if (l !== undefined) await this.retire(l);
         },
         () => undefined,
       );
@@ -275,7 +296,7 @@ export class AttemptLogStore {
         off += HEADER + h.length;
       }
       if (off < st.size) await fh.truncate(off);
-      return { fh, size: off, lastSeq, ended, chain: Promise.resolve(), users: 0 };
+      return { fh, size: off, lastSeq, ended, chain: Promise.resolve(), users: 0, closing: false };
     } catch (e) {
       await fh.close();
       throw e;
@@ -295,7 +316,10 @@ export class AttemptLogStore {
 
   /** Highest seq stored for an attempt (0 when none): the slave resends from this + 1. */
   async storedThrough(jobId: number, attempt: number): Promise<number> {
-    return (await this.find(jobId, attempt))?.lastSeq ?? 0;
+    const l = await this.find(jobId, attempt);
+    if (l === undefined) return 0;
+    l.users--;
+    return l.lastSeq;
   }
 
   /**
@@ -343,7 +367,11 @@ export class AttemptLogStore {
       return { storedThrough: l.lastSeq, ended: l.ended, appended: count };
     });
     l.chain = run.catch(() => undefined);
-    return run;
+    try {
+      return await run;
+    } finally {
+      l.users--;
+    }
   }
 
   /**
@@ -353,7 +381,6 @@ export class AttemptLogStore {
   async read(jobId: number, attempt: number, fromSeq: number, maxBytes: number): Promise<LogPage> {
     const l = await this.find(jobId, attempt);
     if (l === undefined) return { records: [], nextSeq: fromSeq, ended: false };
-    l.users++;
     try {
       const limit = l.size;
       const ck = `${jobId}:${attempt}:${fromSeq}`;
@@ -424,11 +451,7 @@ export class AttemptLogStore {
       this.open.delete(k);
       try {
         const l = await p;
-        if (l !== undefined) {
-          await l.chain;
-          while (l.users > 0) await new Promise((r) => setTimeout(r, 5));
-          await l.fh.close();
-        }
+        if (l !== undefined) await this.retire(l);
       } catch {
         // it never opened: nothing to close
       }
@@ -445,9 +468,7 @@ export class AttemptLogStore {
     for (const p of all) {
       try {
         const l = await p;
-        if (l === undefined) continue;
-        await l.chain;
-        await l.fh.close();
+        if (l !== undefined) await this.retire(l);
       } catch {
         // already failed to open: nothing to close
       }

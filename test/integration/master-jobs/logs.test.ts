@@ -137,6 +137,23 @@ describe('master jobs: attempt logs', function () {
       assert.ok((await stat(logFile())).size > 0);
     });
 
+    for (const kind of ['stopped by the slave', 'a setup failure'] as const) {
+      it(`stores the end when a cancel commits while the slave's report of ${kind} is requeueing the job`, async function () {
+        const store = farm.master.jobs.store as unknown as { requeueJob: (...a: unknown[]) => Promise<unknown> };
+        const requeue = store.requeueJob.bind(store);
+        // A user's cancel that commits after attempt.finish read the job, before its requeue.
+        store.requeueJob = async (...a: unknown[]) => {
+          await client.call('job.cancel', { id });
+          return requeue(...a);
+        };
+        await s.finish(id, 1, kind === 'a setup failure' ? { logEnd: 1, state: 'failed', exitCode: null, setupFailure: true } : { logEnd: 1, state: 'cancelled', exitCode: null, signal: 'SIGTERM' });
+        const { r, ms } = await follow();
+        assert.equal(r.state, 'cancelled');
+        // jobFarm: slaveGraceMs 1.5 s + cancelTimeoutMs 2 s.
+        assert.ok(ms < 1_500, `ended after ${ms} ms`);
+      });
+    }
+
     it('stores the end of an attempt the slave timed out, so a follower ends without waiting out the grace', async function () {
       const f = follow();
       await new Promise((res) => setTimeout(res, 100));
@@ -177,6 +194,25 @@ describe('master jobs: attempt logs', function () {
       const after = await client.call('log.read', { jobId: id });
       assert.equal(after.state, 'succeeded');
       assert.equal(text(after.records), 'first\nsecond\nthird\n');
+    });
+
+    it('never answers ended without the records stored before the attempt ended', async function () {
+      const store = farm.master.jobs.store as unknown as { getJob: (id: number) => Promise<unknown> };
+      const getJob = store.getJob.bind(store);
+      let calls = 0;
+      // The whole log and the finish land between two reads of one log.read: after its first
+      // read of the job, the second time it reads it.
+      store.getJob = async (x: number) => {
+        if (++calls === 2) {
+          await s.log(id, 1, [data(1, 'hello\n')]);
+          await s.finish(id, 1, { logEnd: 2 });
+        }
+        return getJob(x);
+      };
+      const r = await client.call('log.read', { jobId: id, fromSeq: 1, waitMs: 500 });
+      store.getJob = getJob;
+      assert.ok(calls >= 2);
+      assert.deepEqual([text(r.records), r.ended], ['hello\n', true]);
     });
 
     it('returns an empty page after waitMs when nothing arrives, and NOT_FOUND for an unknown job or attempt', async function () {
@@ -253,6 +289,28 @@ describe('the attempt log file', function () {
         const page = await b.read(1, 1, 1, 1 << 20);
         assert.equal(text(page.records), 'helloworld!');
         await b.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe('when more logs are open than maxOpen', function () {
+    it('closes an evicted handle only after the appends that hold it, at whatever point the eviction comes', async function () {
+      const dir = await tempDir();
+      try {
+        for (let turns = 0; turns < 30; turns++) {
+          const a = new AttemptLogStore({ dir: join(dir, String(turns)), maxOpen: 1 });
+          await a.append(1, 1, [data(1, 'a')]);
+          const second = a.append(1, 1, [data(2, 'b')]);
+          for (let i = 0; i < turns; i++) await new Promise((r) => setImmediate(r));
+          // Another attempt's log evicts the first one's handle, somewhere in that append.
+          await a.append(2, 1, [data(1, 'x')]);
+          assert.deepEqual(await second, { storedThrough: 2, ended: false, appended: 1 }, `eviction after ${turns} turns`);
+          assert.deepEqual(await a.append(1, 1, [data(3, 'c')]), { storedThrough: 3, ended: false, appended: 1 });
+          assert.equal(text((await a.read(1, 1, 1, 1 << 20)).records), 'abc');
+          await a.close();
+        }
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
