@@ -2,10 +2,11 @@ import { lstat, readdir, rename, symlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import ms from 'ms';
-import { BuilderError, checkName, type ResultOf, type RpcMethods } from '../../protocol/index.js';
+import { BuilderError, checkName, type ParamsOf, type ResultOf, type RpcMethods } from '../../protocol/index.js';
 import { readChunk } from '../../protocol/transfer/index.js';
 import { isFinalState, type Job } from '../store/index.js';
 import type { JobService } from './job-service.js';
+import type { LogWatch } from './log-store.js';
 import { promotedOf } from './artifact-filing.js';
 import { artifactView, attemptView, jobView, specOf } from './views.js';
 
@@ -30,6 +31,47 @@ async function mustGetJob(svc: JobService, id: number): Promise<Job> {
     });
   }
   throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no job ${id}`);
+}
+
+/**
+ * log.read: a page of an attempt's log from `fromSeq`, waiting up to `waitMs` for one. `watch`
+ * was made before anything is read; each wait that ends makes a new one (given to `rewatch`, for
+ * the caller to cancel) before the job and the page are read again.
+ */
+async function readLog(svc: JobService, p: ParamsOf<'log.read'>, watch: LogWatch, rewatch: (w: LogWatch) => void): Promise<ResultOf<'log.read'>> {
+  let job = await mustGetJob(svc, p.jobId);
+  let attempt = p.attempt ?? job.attempt;
+  if (attempt > job.attempt) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `job ${job.id} has no attempt ${attempt} (it has ${job.attempt})`);
+  const fromSeq = p.fromSeq ?? 1;
+  const maxBytes = p.maxBytes ?? svc.options.logReadMaxBytes;
+  const deadline = Date.now() + (p.waitMs ?? 0);
+  // Only an attempt that is over can have lost its log to the retention.
+  if (attempt > 0 && attemptOver(svc, job, attempt)) {
+    const removedAt = await svc.store.logRemovedAt(job.id, attempt);
+    if (removedAt !== null) {
+      throw new BuilderError('BUILDER_ERR_NOT_FOUND', `the log of attempt ${attempt} of job ${job.id} was removed on ${new Date(removedAt).toISOString()} by the log retention`, {
+        hint: `the master keeps logs for ${ms(svc.options.logRetentionMs, { long: true })} after an attempt ends (master run --log-retention)`,
+      });
+    }
+  }
+  for (;;) {
+    // The job is read before the page: a state that says the attempt is over was committed after
+    // its log was stored, so the page read next holds all of it (read the other way round,
+    // records and the end stored in between were answered as an empty, ended log).
+    const page = attempt === 0 ? { records: [], nextSeq: fromSeq, ended: false } : await svc.logs.read(job.id, attempt, fromSeq, maxBytes);
+    // Complete: the end record is stored, or the attempt is over and nothing more will come.
+    const ended = page.ended || (page.records.length === 0 && attemptOver(svc, job, attempt));
+    const left = deadline - Date.now();
+    if (page.records.length > 0 || ended || left <= 0) {
+      return { attempt, records: page.records as ResultOf<'log.read'>['records'], nextSeq: page.nextSeq, ended, state: job.state };
+    }
+    await watch.wait(left);
+    watch = svc.logs.watch(job.id);
+    rewatch(watch);
+    job = await mustGetJob(svc, job.id);
+    // A follower of a job never dispatched follows its first attempt once there is one.
+    if (attempt === 0 && p.attempt === undefined) attempt = job.attempt;
+  }
 }
 
 /**
@@ -78,36 +120,12 @@ export function registerClientHandlers(svc: JobService, methods: RpcMethods): vo
       return { job: jobView(job) };
     })
     .handle('log.read', async (p) => {
-      let job = await mustGetJob(svc, p.jobId);
-      let attempt = p.attempt ?? job.attempt;
-      if (attempt > job.attempt) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `job ${job.id} has no attempt ${attempt} (it has ${job.attempt})`);
-      const fromSeq = p.fromSeq ?? 1;
-      const maxBytes = p.maxBytes ?? svc.options.logReadMaxBytes;
-      const deadline = Date.now() + (p.waitMs ?? 0);
-      // Only an attempt that is over can have lost its log to the retention.
-      if (attempt > 0 && attemptOver(svc, job, attempt)) {
-        const removedAt = await svc.store.logRemovedAt(job.id, attempt);
-        if (removedAt !== null) {
-          throw new BuilderError('BUILDER_ERR_NOT_FOUND', `the log of attempt ${attempt} of job ${job.id} was removed on ${new Date(removedAt).toISOString()} by the log retention`, {
-            hint: `the master keeps logs for ${ms(svc.options.logRetentionMs, { long: true })} after an attempt ends (master run --log-retention)`,
-          });
-        }
-      }
-      for (let first = true; ; first = false) {
-        // The job before the page: a state that says the attempt is over was committed after
-        // its log was stored, so the page read next holds all of it (read the other way round,
-        // records and the end stored in between were answered as an empty, ended log).
-        if (!first) job = await mustGetJob(svc, job.id);
-        const page = attempt === 0 ? { records: [], nextSeq: fromSeq, ended: false } : await svc.logs.read(job.id, attempt, fromSeq, maxBytes);
-        // Complete: the end record is stored, or the attempt is over and nothing more will come.
-        const ended = page.ended || (page.records.length === 0 && attemptOver(svc, job, attempt));
-        const left = deadline - Date.now();
-        if (page.records.length > 0 || ended || left <= 0) {
-          return { attempt, records: page.records as ResultOf<'log.read'>['records'], nextSeq: page.nextSeq, ended, state: job.state };
-        }
-        await svc.logs.waitFor(job.id, left);
-        // A follower of a job never dispatched follows its first attempt once there is one.
-        if (attempt === 0 && p.attempt === undefined) attempt = (await mustGetJob(svc, job.id)).attempt;
+      // Listening from before the first read of the job: see AttemptLogStore.watch.
+      let watch = svc.logs.watch(p.jobId);
+      try {
+        return await readLog(svc, p, watch, (w) => (watch = w));
+      } finally {
+        watch.cancel();
       }
     })
     .handle('schedule.create', async ({ cron, tz, template }, ctx) => {

@@ -130,6 +130,14 @@ const NO_FILE: Promise<undefined> = Promise.resolve(undefined);
 /** Attempts remembered as having no file (about 100 bytes each); past it, the oldest are asked of the disk again. */
 const MAX_NO_FILE = 8192;
 
+/** A reader's registration for the wakes of one job ({@link AttemptLogStore.watch}). */
+export interface LogWatch {
+  /** Resolves at the first wake since the watch began (at once if there was one), or after `ms`. */
+  wait(ms: number): Promise<void>;
+  /** Stops listening. */
+  cancel(): void;
+}
+
 /** What {@link AttemptLogStore.read} returns. */
 export interface LogPage {
   records: LogRecord[];
@@ -415,21 +423,42 @@ export class AttemptLogStore {
     }
   }
 
-  /** Resolves when something happens to `jobId`'s logs or state ({@link wake}), or after `ms`. */
-  waitFor(jobId: number, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      let set = this.waiters.get(jobId);
-      if (set === undefined) this.waiters.set(jobId, (set = new Set()));
-      const s = set;
-      const done = (): void => {
-        clearTimeout(t);
-        s.delete(done);
-        if (s.size === 0 && this.waiters.get(jobId) === s) this.waiters.delete(jobId);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      s.add(done);
-    });
+  /**
+   * Starts listening for {@link wake} of `jobId`. Made before a reader reads the job and its log,
+   * so that a wake between those reads and its wait is not lost (the reader would sleep through
+   * its whole long poll). `cancel` when not waiting after all.
+   */
+  watch(jobId: number): LogWatch {
+    let set = this.waiters.get(jobId);
+    if (set === undefined) this.waiters.set(jobId, (set = new Set()));
+    const s = set;
+    let woken = false;
+    let timer: NodeJS.Timeout | undefined;
+    let settle: (() => void) | undefined;
+    const stop = (): void => {
+      clearTimeout(timer);
+      s.delete(onWake);
+      if (s.size === 0 && this.waiters.get(jobId) === s) this.waiters.delete(jobId);
+    };
+    const onWake = (): void => {
+      woken = true;
+      stop();
+      settle?.();
+    };
+    s.add(onWake);
+    return {
+      wait: (ms) =>
+        woken
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => {
+              settle = resolve;
+              timer = setTimeout(() => {
+                stop();
+                resolve();
+              }, ms);
+            }),
+      cancel: stop,
+    };
   }
 
   /** Wakes every reader waiting on `jobId` (new records, a state change). */

@@ -215,6 +215,25 @@ describe('master jobs: attempt logs', function () {
       assert.deepEqual([text(r.records), r.ended], ['hello\n', true]);
     });
 
+    it('does not sleep through an end that comes between its reads and its wait', async function () {
+      const logs = farm.master.jobs.logs as unknown as { read: (...a: unknown[]) => Promise<unknown> };
+      const read = logs.read.bind(logs);
+      let once = true;
+      // The job is read (running), then, while its page is read, the attempt ends (nothing printed).
+      logs.read = async (...a: unknown[]) => {
+        if (once) {
+          once = false;
+          await s.finish(id, 1, { logEnd: 1 });
+        }
+        return read(...a);
+      };
+      const t0 = Date.now();
+      const r = await client.call('log.read', { jobId: id, fromSeq: 1, waitMs: 5_000 });
+      logs.read = read;
+      assert.equal(r.ended, true);
+      assert.ok(Date.now() - t0 < 1_500, `answered after ${Date.now() - t0} ms`);
+    });
+
     it('returns an empty page after waitMs when nothing arrives, and NOT_FOUND for an unknown job or attempt', async function () {
       const t0 = Date.now();
       const r = await client.call('log.read', { jobId: id, waitMs: 300 });
