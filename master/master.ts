@@ -47,6 +47,7 @@ export class Master {
   private main!: RpcServer;
   private enroll!: RpcServer;
   private serverCertTimer: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
   /** The tail of the cert.renew requests in progress, per certificate serial. */
   private readonly renewals = new Map<string, Promise<void>>();
   private caFingerprint = '';
@@ -150,7 +151,12 @@ export class Master {
   }
 
   /** Closes both listeners and every connection. */
-  async stop(): Promise<void> {
+  /** Stops listening, then the job machinery; a second call waits for the first one's end. */
+  stop(): Promise<void> {
+    return (this.stopping ??= this.doStop());
+  }
+
+  private async doStop(): Promise<void> {
     if (this.serverCertTimer) clearInterval(this.serverCertTimer);
     this.jobService?.beginStop();
     await Promise.all([this.main?.close(), this.enroll?.close()]);

@@ -66,6 +66,7 @@ async function readLog(svc: JobService, p: ParamsOf<'log.read'>, watch: LogWatch
       return { attempt, records: page.records as ResultOf<'log.read'>['records'], nextSeq: page.nextSeq, ended, state: job.state };
     }
     await watch.wait(left);
+    if (svc.logs.isClosed) throw new BuilderError('BUILDER_ERR_UNAVAILABLE', 'the master is stopping');
     watch = svc.logs.watch(job.id);
     rewatch(watch);
     job = await mustGetJob(svc, job.id);

@@ -138,6 +138,8 @@ export interface LogWatch {
   cancel(): void;
 }
 
+const WOKEN: LogWatch = { wait: () => Promise.resolve(), cancel: () => undefined };
+
 /** What {@link AttemptLogStore.read} returns. */
 export interface LogPage {
   records: LogRecord[];
@@ -165,6 +167,11 @@ export class AttemptLogStore {
   private readonly maxBytes: number;
   /** Open logs (LRU order); a lookup that found no file is not kept. */
   private readonly open = new Map<string, Promise<OpenLog | undefined>>();
+  /**
+   * Logs taken out of `open` and being closed: the next handle of the same log is loaded only
+   * after that close, so that it reads the file with the old handle's appends complete.
+   */
+  private readonly retiring = new Map<string, Promise<void>>();
   /**
    * Attempts known to have no file: started by this process and nothing appended yet (see
    * {@link fresh}). Asking about them costs no system call. Oldest first; bounded.
@@ -228,6 +235,18 @@ export class AttemptLogStore {
     }
   }
 
+  /** Closes the log of entry `k`, just taken out of `open`; never rejects. */
+  private retireEntry(k: string, p: Promise<OpenLog | undefined>): Promise<void> {
+    const r: Promise<void> = p
+      .then((l) => (l === undefined ? undefined : this.retire(l)))
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.retiring.get(k) === r) this.retiring.delete(k);
+      });
+    this.retiring.set(k, r);
+    return r;
+  }
+
   /** Closes a log no longer in the map once the appends and reads holding it are done. */
   private async retire(l: OpenLog): Promise<void> {
     l.closing = true;
@@ -248,7 +267,8 @@ export class AttemptLogStore {
     }
     if (create) this.noFile.delete(k);
     else if (this.noFile.has(k)) return NO_FILE;
-    p = this.load(jobId, attempt, create);
+    const before = this.retiring.get(k);
+    p = before === undefined ? this.load(jobId, attempt, create) : before.then(() => this.load(jobId, attempt, create));
     this.open.set(k, p);
     const forget = () => {
       if (this.open.get(k) === p) this.open.delete(k);
@@ -262,12 +282,7 @@ export class AttemptLogStore {
     for (const [k, p] of this.open) {
       if (this.open.size <= this.maxOpen) break;
       this.open.delete(k);
-      void p.then(
-        async (l) => {
-          if (l !== undefined) await this.retire(l);
-        },
-        () => undefined,
-      );
+      void this.retireEntry(k, p);
     }
   }
 
@@ -429,6 +444,8 @@ export class AttemptLogStore {
    * its whole long poll). `cancel` when not waiting after all.
    */
   watch(jobId: number): LogWatch {
+    // Closed: nothing will wake a reader any more; it reads once more and answers.
+    if (this.closed) return WOKEN;
     let set = this.waiters.get(jobId);
     if (set === undefined) this.waiters.set(jobId, (set = new Set()));
     const s = set;
@@ -461,6 +478,11 @@ export class AttemptLogStore {
     };
   }
 
+  /** True once {@link close} was called. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Wakes every reader waiting on `jobId` (new records, a state change). */
   wake(jobId: number): void {
     const set = this.waiters.get(jobId);
@@ -478,13 +500,9 @@ export class AttemptLogStore {
     const p = this.open.get(k);
     if (p !== undefined) {
       this.open.delete(k);
-      try {
-        const l = await p;
-        if (l !== undefined) await this.retire(l);
-      } catch {
-        // it never opened: nothing to close
-      }
+      await this.retireEntry(k, p);
     }
+    await this.retiring.get(k);
     await rm(this.pathOf(jobId, attempt), { force: true });
   }
 
@@ -492,15 +510,8 @@ export class AttemptLogStore {
   async close(): Promise<void> {
     this.closed = true;
     for (const id of [...this.waiters.keys()]) this.wake(id);
-    const all = [...this.open.values()];
+    const all = [...this.open.entries()];
     this.open.clear();
-    for (const p of all) {
-      try {
-        const l = await p;
-        if (l !== undefined) await this.retire(l);
-      } catch {
-        // already failed to open: nothing to close
-      }
-    }
+    await Promise.all([...all.map(([k, p]) => this.retireEntry(k, p)), ...this.retiring.values()]);
   }
 }

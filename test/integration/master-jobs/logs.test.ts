@@ -234,6 +234,19 @@ describe('master jobs: attempt logs', function () {
       assert.ok(Date.now() - t0 < 1_500, `answered after ${Date.now() - t0} ms`);
     });
 
+    it('ends every long poll when the master stops, a follower of a job never dispatched too', async function () {
+      const queued = (await client.call('job.submit', { job: job({ channel: 'nobody' }) })).job.id;
+      const logs = farm.master.jobs.logs as unknown as { waiters: Map<number, Set<unknown>> };
+      const polls = [queued, id].map((jobId) => client.call('log.read', { jobId, waitMs: 20_000 }).then(() => 'answered', (e: Error) => e.message));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(logs.waiters.size, 2);
+      const t0 = Date.now();
+      await farm.master.stop();
+      const ends = await Promise.all(polls);
+      assert.ok(Date.now() - t0 < 5_000, `the polls ended ${Date.now() - t0} ms after the stop`);
+      assert.equal(logs.waiters.size, 0, `waiters left: ${ends.join(', ')}`);
+    });
+
     it('returns an empty page after waitMs when nothing arrives, and NOT_FOUND for an unknown job or attempt', async function () {
       const t0 = Date.now();
       const r = await client.call('log.read', { jobId: id, waitMs: 300 });
@@ -330,6 +343,32 @@ describe('the attempt log file', function () {
           assert.equal(text((await a.read(1, 1, 1, 1 << 20)).records), 'abc');
           await a.close();
         }
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe('when a log is evicted while a large append to it is still being written', function () {
+    it('loads it again only after that append, so no acknowledged record is overwritten', async function () {
+      const dir = await tempDir();
+      try {
+        const a = new AttemptLogStore({ dir, maxOpen: 1 });
+        const big = (seq: number) => ({ kind: 'data' as const, seq, stream: 'stdout' as const, data: Buffer.alloc(32 << 20, 97) });
+        await a.append(1, 1, [data(1, 'a')]);
+        const second = a.append(1, 1, [big(2)]);
+        await new Promise((r) => setImmediate(r));
+        // Another attempt's log evicts the handle; a follower then reads the first log again.
+        await a.storedThrough(2, 1);
+        const page = await a.read(1, 1, 1, 1 << 30);
+        assert.deepEqual(await second, { storedThrough: 2, ended: false, appended: 1 });
+        assert.deepEqual(page.records.map((r) => r.seq), [1, 2]);
+        assert.equal(await a.storedThrough(1, 1), 2);
+        assert.deepEqual(await a.append(1, 1, [data(3, 'c')]), { storedThrough: 3, ended: false, appended: 1 });
+        await a.close();
+        const b = new AttemptLogStore({ dir });
+        assert.deepEqual((await b.read(1, 1, 1, 1 << 30)).records.map((r) => r.seq), [1, 2, 3]);
+        await b.close();
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
