@@ -2,7 +2,7 @@
  * End-to-end job benchmark of issue 3, Builder side by side with BullMQ in the same run:
  *
  *   npm run build && node dist/bench/jobs/run.js [--jobs 20000] [--slaves 10] [--capacity 5]
- *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip ceiling,floor,builder,bullmq,sim,queued]
+ *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip ceiling,floor,builder,dispatch,bullmq,sim,queued]
  *     [--out bench/jobs/results.json] [--latency-gap 50] [--settle 20]
  *
  * Idle latency is measured twice, Builder and floor alike: back to back (the next job submitted
@@ -26,7 +26,11 @@
  *    ended (client clock at the first submit to the master's latest endedAt);
  * 4. master RSS with `--queued` jobs queued (a channel no slave serves), and the idle-farm
  *    latency again with that queue;
- * 5. a fresh master with `--sim-slaves` slave connections (one simulated process,
+ * 5. the master alone (phase `dispatch`): a fresh master and one simulated slave process holding
+ *    `--slaves` connections of `--capacity` slots that run each job as a no-op taking no time
+ *    (bench/jobs/sim-slaves.ts --run): the same latency and throughput measures, with no process
+ *    started;
+ * 6. a fresh master with `--sim-slaves` slave connections (one simulated process,
  *    bench/jobs/sim-slaves.ts): master RSS.
  * Before Builder, the floor of that latency on this machine: the same path (durable insert,
  * assignment, acceptance, spawn) through the bare parts (latency-floor.ts).
