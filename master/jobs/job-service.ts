@@ -1024,6 +1024,8 @@ export class JobService {
         this.sched.holdStored(hold, schedJobOf(job));
         this.rearm();
         this.log.info({ job: job.id, name: job.name, channel: job.channel, arch: job.arch, slave: hold.slave, by }, 'job queued and dispatched');
+        // Attempt 1 of a new job: no log of it can exist yet.
+        this.logs.fresh(job.id, job.attempt);
         // Sent even when a stop began meanwhile, as dispatch() does after its commit: not sent,
         // the job would use up attempt 1 without running (held, then requeued, at the next start).
         this.track('dispatch', this.sendAssignment(job));
