@@ -150,7 +150,6 @@ export class Master {
     return true;
   }
 
-  /** Closes both listeners and every connection. */
   /** Stops listening, then the job machinery; a second call waits for the first one's end. */
   stop(): Promise<void> {
     return (this.stopping ??= this.doStop());

@@ -353,7 +353,7 @@ export const catalogue = {
     direction: 'to-master',
     roles: ['slave'],
     summary:
-      'How an attempt ended, sent after its whole log is stored and its artifacts are uploaded. A stale attempt gets BUILDER_ERR_BAD_STATE and the slave drops it. With `logEnd`, it also carries the log’s end record, stored first (every record before it must be stored already).',
+      'How an attempt ended, sent after its whole log is stored and its artifacts are uploaded. A stale attempt gets BUILDER_ERR_BAD_STATE and the slave drops it. With `logEnd`, it also carries the log’s end record, stored first (every record before it must be stored already); an end at seq 1 with nothing stored is not stored when this call ends the attempt (the attempt’s end stands for it).',
     schemas: () => ({
       params: z.strictObject({
         jobId,

@@ -274,7 +274,10 @@ export class AttemptLogStore {
       if (this.open.get(k) === p) this.open.delete(k);
     };
     void p.then((l) => l === undefined && forget(), forget);
-    this.evict();
+    // A lookup that may find no file makes room only once it found one (else it would close a
+    // live log for nothing).
+    if (create) this.evict();
+    else void p.then((l) => l !== undefined && this.evict(), () => undefined);
     return p;
   }
 

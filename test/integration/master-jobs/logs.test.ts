@@ -359,7 +359,7 @@ describe('the attempt log file', function () {
         const second = a.append(1, 1, [big(2)]);
         await new Promise((r) => setImmediate(r));
         // Another attempt's log evicts the handle; a follower then reads the first log again.
-        await a.storedThrough(2, 1);
+        await a.append(2, 1, [data(1, 'x')]);
         const page = await a.read(1, 1, 1, 1 << 30);
         assert.deepEqual(await second, { storedThrough: 2, ended: false, appended: 1 });
         assert.deepEqual(page.records.map((r) => r.seq), [1, 2]);
