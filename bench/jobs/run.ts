@@ -222,6 +222,18 @@ async function builderLatency(farm: ProcessFarm, n: number, channel = 'main', ga
   return { queuedToRunning: summary(run), queuedToDispatched: summary(disp), endToEnd: summary(e2e) };
 }
 
+/** Warm-up, then the idle latency one job at a time: back to back, and after LATENCY_GAP_MS of idleness. */
+async function idleLatency(farm: ProcessFarm, out: Record<string, unknown>, phase: string): Promise<void> {
+  await builderLatency(farm, 20);
+  out.latencyIdleMs = await builderLatency(farm, LATENCY);
+  log(`${phase}: idle latency ${JSON.stringify(out.latencyIdleMs)}`);
+  if (LATENCY_GAP_MS > 0) {
+    out.latencyGapMs = LATENCY_GAP_MS;
+    out.latencyIdleAfterGapMs = await builderLatency(farm, LATENCY, 'main', LATENCY_GAP_MS);
+    log(`${phase}: idle latency after ${LATENCY_GAP_MS} ms idle ${JSON.stringify(out.latencyIdleAfterGapMs)}`);
+  }
+}
+
 /**
  * `N` no-op jobs submitted by one client with IN_FLIGHT in flight, until every one has ended
  * (client clock at the first submit to the master's latest endedAt), with the CPU per job of the
@@ -322,14 +334,7 @@ async function masterAlone(): Promise<void> {
     const r = await waitMessage<{ connected: number; failed: number }>(child, (m) => typeof m.connected === 'number', 60_000, 'simulated slaves');
     if (r.connected !== SLAVES) throw new Error(`only ${r.connected} of ${SLAVES} simulated slaves connected`);
     await sleep(SETTLE_MS);
-    await builderLatency(farm, 20);
-    out.latencyIdleMs = await builderLatency(farm, LATENCY);
-    log(`dispatch: idle latency ${JSON.stringify(out.latencyIdleMs)}`);
-    if (LATENCY_GAP_MS > 0) {
-      out.latencyGapMs = LATENCY_GAP_MS;
-      out.latencyIdleAfterGapMs = await builderLatency(farm, LATENCY, 'main', LATENCY_GAP_MS);
-      log(`dispatch: idle latency after ${LATENCY_GAP_MS} ms idle ${JSON.stringify(out.latencyIdleAfterGapMs)}`);
-    }
+    await idleLatency(farm, out, 'dispatch');
     out.throughput = await throughput(farm, [child.pid!]);
     const c = child;
     const counted = waitMessage<{ finished: number; finishErrors: number }>(c, (m) => typeof m.finished === 'number', 10_000, 'simulated slave counts');
@@ -377,15 +382,7 @@ async function builder(): Promise<void> {
     out.slaveRssSettledMiB = { max: Math.max(...slaveSettled), min: Math.min(...slaveSettled) };
     log(`builder: idle RSS settled (${String(out.settleS)} s more) master ${String(out.masterRssSettledMiB)} MiB, slaves ${JSON.stringify(out.slaveRssSettledMiB)}`);
 
-    // Warm-up, then latency one job at a time.
-    await builderLatency(farm, 20);
-    out.latencyIdleMs = await builderLatency(farm, LATENCY);
-    log(`builder: idle latency ${JSON.stringify(out.latencyIdleMs)}`);
-    if (LATENCY_GAP_MS > 0) {
-      out.latencyGapMs = LATENCY_GAP_MS;
-      out.latencyIdleAfterGapMs = await builderLatency(farm, LATENCY, 'main', LATENCY_GAP_MS);
-      log(`builder: idle latency after ${LATENCY_GAP_MS} ms idle ${JSON.stringify(out.latencyIdleAfterGapMs)}`);
-    }
+    await idleLatency(farm, out, 'builder');
 
     // Throughput.
     out.throughput = await throughput(farm, [...farm.slaves.values()].map((sl) => sl.pid));
