@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { BuilderError } from '../protocol/errors.js';
 import { checkName } from '../protocol/names.js';
 import { createCaCertificate, issueCertificate, certFingerprint, type IssuedCertificate, type Validity } from './certificates.js';
-import { generateRsaKeyPair, writePrivateFile, writePublicFile, DEFAULT_RSA_BITS } from './keys.js';
+import { generateRsaKeyPair, writePrivateFile, writePublicFile, DEFAULT_RSA_BITS, type KeyPairPem } from './keys.js';
 import { PkiRegistry } from './registry.js';
 import type { Role } from './roles.js';
 
@@ -125,9 +125,9 @@ export async function signPeer(
 export async function issueIdentity(
   ca: LoadedCa,
   reg: PkiRegistry,
-  opts: { name: string; role: Role; outDir: string; rsaBits?: number } & Validity,
+  opts: { name: string; role: Role; outDir: string; rsaBits?: number; /** The key pair to certify (default: a new one). */ keys?: KeyPairPem } & Validity,
 ): Promise<{ serial: string; paths: ReturnType<typeof identityPaths> }> {
-  const keys = await generateRsaKeyPair(opts.rsaBits ?? DEFAULT_RSA_BITS);
+  const keys = opts.keys ?? (await generateRsaKeyPair(opts.rsaBits ?? DEFAULT_RSA_BITS));
   const issued = await signPeer(ca, reg, { ...opts, publicKeyPem: keys.publicKeyPem });
   const ip = identityPaths(opts.outDir);
   await writePrivateFile(ip.key, keys.privateKeyPem);

@@ -3,9 +3,21 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Master, type MasterOptions } from '../../master/index.js';
-import { PkiRegistry, caPaths, certFingerprint, initCa, issueIdentity, loadCa, loadIdentity, type Role, type Validity } from '../../pki/index.js';
+import { PkiRegistry, caPaths, certFingerprint, generateRsaKeyPair, initCa, issueIdentity, loadCa, loadIdentity, type KeyPairPem, type Role, type Validity } from '../../pki/index.js';
 import { connectRpc, mutualTlsClientOptions, type RpcPeer, type RpcPeerOptions } from '../../protocol/index.js';
 import { enrollSlave } from '../../slave/index.js';
+
+/**
+ * One key pair per identity name for the whole test process: farms issue certificates for the
+ * same few names (alice, root, ...) over and over, and a 2048-bit key takes ~150 ms to make.
+ * Each farm has its own CA, so no certificate is shared; names within a farm keep distinct keys.
+ */
+const keysByName = new Map<string, Promise<KeyPairPem>>();
+function keyFor(name: string): Promise<KeyPairPem> {
+  let k = keysByName.get(name);
+  if (k === undefined) keysByName.set(name, (k = generateRsaKeyPair()));
+  return k;
+}
 
 /** A fresh temporary directory; remove it with `rm(dir, { recursive: true, force: true })`. */
 export function tempDir(prefix = 'builder-test-'): Promise<string> {
@@ -78,7 +90,7 @@ export async function startFarm(opts: Partial<MasterOptions> = {}, farmOpts: Far
       const reg = await PkiRegistry.open(ca.paths.registry);
       try {
         const out = join(dir, 'identities', `${name}-${++n}`);
-        await issueIdentity(ca, reg, { name, role, outDir: out, ...validity });
+        await issueIdentity(ca, reg, { name, role, outDir: out, keys: await keyFor(name), ...validity });
         return out;
       } finally {
         await reg.close();

@@ -192,6 +192,12 @@ describe('master jobs: a submit while another job is being stored queued', funct
       const [on, other] = first.slave === 'w1' ? [slave, w2] : [w2, slave];
       const a = await on.nextAssign(first.id);
       await on.until(() => svc.sched.slave(on.name)!.free === 0 && svc.sched.slave(other.name)!.free === 1, 'the first job running');
+      // Its start committed too: a report that comes while the start is being committed waits
+      // for that write, which the lock below would hold up.
+      for (let t0 = Date.now(); (await svc.store.getJob(first.id))!.state !== 'running'; ) {
+        if (Date.now() - t0 > 10_000) throw new Error('the first job was not stored running');
+        await new Promise((r) => setTimeout(r, 5));
+      }
       const lock = await writeLock(svc.store.options.file);
       let late: Promise<Job>;
       let reported: Promise<unknown>;
