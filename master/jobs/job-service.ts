@@ -778,107 +778,113 @@ export class JobService {
     let endStored = true;
     if (p.logEnd !== undefined) endStored = await this.storeLogEnd(job.id, p.attempt, p.logEnd, endWithAttempt);
 
-    // Whether this call ended the attempt (its commit or its requeue). When it did not (the
-    // master ended the job meanwhile, or it is no longer current), an empty log's end is stored
-    // after all: that attempt's followers wait for the log's end, not for the attempt's.
-    let endedHere = false;
+    // When this call does not end the attempt (the master ended the job meanwhile, or it is no
+    // longer current), an empty log's end is stored after all: that attempt's followers wait for
+    // the log's end, not for the attempt's.
+    let ended = false;
     try {
-      // 1. The artifacts, filed before the state changes (a repeat of this call files nothing twice).
-      const committed = p.artifacts.length === 0 ? new Map<string, Committed>() : await this.loadCommitted(job.id, p.attempt);
-      const notes: string[] = [];
-      const ok = p.artifacts.filter((a) => {
-        const c = committed.get(a.path);
-        if (c !== undefined && c.size === a.size && c.sha256 === a.sha256) return true;
-        notes.push(`${a.path}: not uploaded`);
-        return false;
-      });
-      const filing =
-        ok.length === 0
-          ? { filed: [], batch: null, notes: [] }
-          : await fileAttempt(
-              {
-                uploads: join(this.dir, 'uploads', String(job.id), String(p.attempt)),
-                packages: join(this.dir, 'packages', String(job.id)),
-                images: join(this.dir, 'images', checkName('image', job.name), String(job.id)),
-                incoming: this.options.incomingDir,
-              },
-              { jobId: job.id, attempt: p.attempt, channel: job.channel },
-              ok,
-            );
-      notes.push(...filing.notes);
-      const known = filing.filed.length === 0 ? new Set<string>() : new Set((await this.store.listArtifacts(job.id)).filter((a) => a.attempt === p.attempt).map((a) => a.name));
-      for (const f of filing.filed) {
-        if (known.has(f.path)) continue;
-        await this.store.addArtifact({ jobId: job.id, attempt: p.attempt, name: f.path, size: f.size, sha256: f.sha256, kind: f.kind, path: f.storedAt });
-      }
-      if (filing.filed.length > 0) log.info({ artifacts: filing.filed.length, batch: filing.batch }, 'artifacts filed');
-      if (p.refused.length > 0) log.warn({ refused: p.refused }, 'slave refused output entries');
-      if (p.conflicts.length > 0) log.warn({ conflicts: p.conflicts }, 'artifacts differ from the input files of the same name');
-      if (notes.length > 0) log.warn({ notes }, 'artifact notes');
+      ended = await this.settleAttempt(job, p, name, log);
+    } finally {
+      if (!endStored && !ended) await this.storeLogEnd(job.id, p.attempt, 1, false);
+    }
+    return {};
+  }
 
-      // 2. The reason shown by `builder job`: the slave's, then what was refused or not filed.
-      const parts: string[] = [];
-      if (p.reason) parts.push(p.reason);
-      if (p.refused.length > 0) parts.push(`refused output: ${list(p.refused.map((r) => `${r.path} (${r.reason})`))}`);
-      if (p.conflicts.length > 0) parts.push(`artifacts differing from the input of the same name: ${list(p.conflicts.map((c) => c.path))}`);
-      if (notes.length > 0) parts.push(list(notes));
-      const reason = parts.length > 0 ? clip(parts.join('; ')) : null;
+  /**
+   * The rest of attempt.finish: files the artifacts, then moves the job to its outcome (or back to
+   * the queue). True when this call ended the attempt (its commit, or its requeue).
+   */
+  private async settleAttempt(job: Job, p: ParamsOf<'attempt.finish'>, name: string, log: Logger): Promise<boolean> {
+    // 1. The artifacts, filed before the state changes (a repeat of this call files nothing twice).
+    const committed = p.artifacts.length === 0 ? new Map<string, Committed>() : await this.loadCommitted(job.id, p.attempt);
+    const notes: string[] = [];
+    const ok = p.artifacts.filter((a) => {
+      const c = committed.get(a.path);
+      if (c !== undefined && c.size === a.size && c.sha256 === a.sha256) return true;
+      notes.push(`${a.path}: not uploaded`);
+      return false;
+    });
+    const filing =
+      ok.length === 0
+        ? { filed: [], batch: null, notes: [] }
+        : await fileAttempt(
+            {
+              uploads: join(this.dir, 'uploads', String(job.id), String(p.attempt)),
+              packages: join(this.dir, 'packages', String(job.id)),
+              images: join(this.dir, 'images', checkName('image', job.name), String(job.id)),
+              incoming: this.options.incomingDir,
+            },
+            { jobId: job.id, attempt: p.attempt, channel: job.channel },
+            ok,
+          );
+    notes.push(...filing.notes);
+    const known = filing.filed.length === 0 ? new Set<string>() : new Set((await this.store.listArtifacts(job.id)).filter((a) => a.attempt === p.attempt).map((a) => a.name));
+    for (const f of filing.filed) {
+      if (known.has(f.path)) continue;
+      await this.store.addArtifact({ jobId: job.id, attempt: p.attempt, name: f.path, size: f.size, sha256: f.sha256, kind: f.kind, path: f.storedAt });
+    }
+    if (filing.filed.length > 0) log.info({ artifacts: filing.filed.length, batch: filing.batch }, 'artifacts filed');
+    if (p.refused.length > 0) log.warn({ refused: p.refused }, 'slave refused output entries');
+    if (p.conflicts.length > 0) log.warn({ conflicts: p.conflicts }, 'artifacts differ from the input files of the same name');
+    if (notes.length > 0) log.warn({ notes }, 'artifact notes');
 
-      // 3. The state.
-      if (isFinalState(job.state)) {
-        // Cancelled by a user or timed out by the master meanwhile, or a repeat of this report.
-        log.info({ state: job.state }, 'attempt report for a job already ended; artifacts kept');
-        this.killReported(job.id);
-        return {};
-      }
-      if (p.setupFailure) {
-        endedHere = await this.requeue(job.id, p.attempt, `setup failure on ${name}${reason ? ': ' + reason : ''}`, true);
-        return {};
-      }
-      if (p.state === 'cancelled') {
-        // The slave stopped it on its own (its shutdown deadline): not the job's fault, so it runs again.
-        endedHere = await this.requeue(job.id, p.attempt, `stopped by slave ${name}${reason ? ': ' + reason : ''}`, false);
-        return {};
-      }
-      if (job.state === 'dispatched') {
-        const s = await this.startForget(job.id, p.attempt);
-        // Not ok and now running with this attempt: the accept reply started it meanwhile.
-        if (!s.ok && !(s.job?.state === 'running' && s.job.attempt === p.attempt)) {
-          throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
-        }
-        this.sched.jobStarted(job.id);
-      }
-      // Still the row this service last wrote (running), with no other transition of the job issued
-      // since (each drops the entry first): this finish is the job's next write in the store.
-      const ownRunning = job.state === 'running' && this.heldRows.get(job.id) === job;
-      this.heldRows.delete(job.id);
-      const finishing = this.store.finishJob(job.id, p.attempt, { state: p.state, exitCode: p.exitCode, signal: p.signal, reason: reason ?? undefined });
-      let early: FinishResult | undefined;
-      if (ownRunning) {
-        // The slave reports after its process group is gone, so the slots are free now. Deciding
-        // here, in the same tick, puts the next job's queued -> dispatched write in the same group
-        // commit as this finish (or a later one, never an earlier one), instead of a commit after
-        // this one: one group commit less between two jobs of a slot. Both are still durable
-        // before anyone is told (the assignment is sent after its commit, the reply after ours).
-        early = this.sched.jobFinished(job.id);
-        this.handle(early.assignments);
-      }
-      const r = await finishing;
-      this.heldRows.delete(job.id);
-      if (!r.ok) {
-        if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) return {};
+    // 2. The reason shown by `builder job`: the slave's, then what was refused or not filed.
+    const parts: string[] = [];
+    if (p.reason) parts.push(p.reason);
+    if (p.refused.length > 0) parts.push(`refused output: ${list(p.refused.map((r) => `${r.path} (${r.reason})`))}`);
+    if (p.conflicts.length > 0) parts.push(`artifacts differing from the input of the same name: ${list(p.conflicts.map((c) => c.path))}`);
+    if (notes.length > 0) parts.push(list(notes));
+    const reason = parts.length > 0 ? clip(parts.join('; ')) : null;
+
+    // 3. The state.
+    if (isFinalState(job.state)) {
+      // Cancelled by a user or timed out by the master meanwhile, or a repeat of this report.
+      log.info({ state: job.state }, 'attempt report for a job already ended; artifacts kept');
+      this.killReported(job.id);
+      return false;
+    }
+    if (p.setupFailure) {
+      return this.requeue(job.id, p.attempt, `setup failure on ${name}${reason ? ': ' + reason : ''}`, true);
+    }
+    if (p.state === 'cancelled') {
+      // The slave stopped it on its own (its shutdown deadline): not the job's fault, so it runs again.
+      return this.requeue(job.id, p.attempt, `stopped by slave ${name}${reason ? ': ' + reason : ''}`, false);
+    }
+    if (job.state === 'dispatched') {
+      const s = await this.startForget(job.id, p.attempt);
+      // Not ok and now running with this attempt: the accept reply started it meanwhile.
+      if (!s.ok && !(s.job?.state === 'running' && s.job.attempt === p.attempt)) {
         throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
       }
-      endedHere = true;
-      log.info({ state: p.state, exitCode: p.exitCode, signal: p.signal }, 'job finished');
-      this.logs.wake(job.id);
-      const f = early ?? this.sched.jobFinished(job.id);
-      await this.persistQuarantine(f.quarantined);
-      if (early === undefined) this.handle(f.assignments);
-      return {};
-    } finally {
-      if (!endStored && !endedHere) await this.storeLogEnd(job.id, p.attempt, 1, false);
+      this.sched.jobStarted(job.id);
     }
+    // Still the row this service last wrote (running), with no other transition of the job issued
+    // since (each drops the entry first): this finish is the job's next write in the store.
+    const ownRunning = job.state === 'running' && this.heldRows.get(job.id) === job;
+    this.heldRows.delete(job.id);
+    const finishing = this.store.finishJob(job.id, p.attempt, { state: p.state, exitCode: p.exitCode, signal: p.signal, reason: reason ?? undefined });
+    let early: FinishResult | undefined;
+    if (ownRunning) {
+      // The slave reports after its process group is gone, so the slots are free now. Deciding
+      // here, in the same tick, puts the next job's queued -> dispatched write in the same group
+      // commit as this finish (or a later one, never an earlier one), instead of a commit after
+      // this one: one group commit less between two jobs of a slot. Both are still durable
+      // before anyone is told (the assignment is sent after its commit, the reply after ours).
+      early = this.sched.jobFinished(job.id);
+      this.handle(early.assignments);
+    }
+    const r = await finishing;
+    this.heldRows.delete(job.id);
+    if (!r.ok) {
+      if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) return false;
+      throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
+    }
+    log.info({ state: p.state, exitCode: p.exitCode, signal: p.signal }, 'job finished');
+    this.logs.wake(job.id);
+    const f = early ?? this.sched.jobFinished(job.id);
+    await this.persistQuarantine(f.quarantined);
+    if (early === undefined) this.handle(f.assignments);
+    return true;
   }
 
   // ---- client-side helpers used by client-handlers.ts ----

@@ -212,23 +212,21 @@ export class AttemptLogStore {
    * and lets it go when done: a handle is closed only once no one holds it.
    */
   private async get(jobId: number, attempt: number): Promise<OpenLog> {
-    for (;;) {
-      // A lookup without creating may be in progress: when it finds no file, make it. A log
-      // being closed (evicted meanwhile) is opened again.
-      const l = await this.lookup(jobId, attempt, true);
-      if (l !== undefined && !l.closing) {
-        l.users++;
-        return l;
-      }
-    }
+    return (await this.hold(jobId, attempt, true))!;
   }
 
   /** As {@link get}, or undefined when the attempt has no file (none is made). */
-  private async find(jobId: number, attempt: number): Promise<OpenLog | undefined> {
+  private find(jobId: number, attempt: number): Promise<OpenLog | undefined> {
+    return this.hold(jobId, attempt, false);
+  }
+
+  private async hold(jobId: number, attempt: number, create: boolean): Promise<OpenLog | undefined> {
     for (;;) {
-      const l = await this.lookup(jobId, attempt, false);
-      if (l === undefined) return undefined;
-      if (!l.closing) {
+      // A log being closed (evicted meanwhile) is opened again. When creating, a lookup without
+      // creating may have been in progress: when it found no file, look again (and make it).
+      const l = await this.lookup(jobId, attempt, create);
+      if (l === undefined && !create) return undefined;
+      if (l !== undefined && !l.closing) {
         l.users++;
         return l;
       }
