@@ -92,6 +92,72 @@ function notFoundOrState(job: Job | undefined): { ok: false; job: Job | undefine
   return { ok: false, job };
 }
 
+type TransitionOp = 'dispatch' | 'start' | 'finish';
+/** The values a transition binds, as columns of the statement's `v` table. */
+const TRANSITION_PARAMS = ['v_slave', 'v_attempt', 'v_state', 'v_exit', 'v_signal', 'v_reason', 'v_now'] as const;
+type TransitionParam = (typeof TRANSITION_PARAMS)[number];
+interface TransitionItem {
+  id: number;
+  op: TransitionOp;
+  params: Partial<Record<TransitionParam, SqlValue>>;
+}
+
+/**
+ * The compare-and-set transitions of a job row: the state it must be in (`where`, over the old
+ * row `jobs` and the bound values `v`) and the columns it sets (expressions over the old row).
+ */
+const TRANSITIONS: Record<TransitionOp, { from: JobState; where: string; set: Readonly<Record<string, string>> }> = {
+  dispatch: {
+    from: 'queued',
+    where: `jobs.state = 'queued' AND jobs.attempt < jobs.max_attempts`,
+    set: {
+      state: `'dispatched'`,
+      attempt: 'jobs.attempt + 1',
+      slave: 'v.v_slave',
+      reason: 'v.v_reason',
+      updated_at: 'v.v_now',
+      dispatched_at: 'v.v_now',
+      started_at: 'NULL',
+      ended_at: 'NULL',
+      exit_code: 'NULL',
+      signal: 'NULL',
+    },
+  },
+  start: {
+    from: 'dispatched',
+    where: `jobs.state = 'dispatched' AND jobs.attempt = v.v_attempt`,
+    set: { state: `'running'`, reason: 'v.v_reason', updated_at: 'v.v_now', started_at: 'v.v_now' },
+  },
+  finish: {
+    from: 'running',
+    where: `jobs.state = 'running' AND jobs.attempt = v.v_attempt`,
+    set: { state: 'v.v_state', exit_code: 'v.v_exit', signal: 'v.v_signal', reason: 'v.v_reason', updated_at: 'v.v_now', ended_at: 'v.v_now' },
+  },
+};
+
+/**
+ * One UPDATE for transitions of distinct jobs, whatever their ops: with one op, its own SET and
+ * condition; with several, each set column and the condition are a CASE on the row's `v.v_op`
+ * (a column an op does not set keeps its value).
+ */
+function transitionSql(items: readonly TransitionItem[]): string {
+  const ops = [...new Set(items.map((it) => it.op))];
+  const pick = (f: (op: TransitionOp) => string | undefined, otherwise: string): string => {
+    if (ops.length === 1) return f(ops[0]!) ?? otherwise;
+    return `CASE v.v_op ${ops.map((op) => `WHEN '${op}' THEN ${f(op) ?? otherwise}`).join(' ')} END`;
+  };
+  const cols = [...new Set(ops.flatMap((op) => Object.keys(TRANSITIONS[op].set)))];
+  const set = cols.map((col) => `${col} = ${pick((op) => TRANSITIONS[op].set[col], `jobs.${col}`)}`).join(', ');
+  const where = pick((op) => `(${TRANSITIONS[op].where})`, '0');
+  const row = `(${new Array(TRANSITION_PARAMS.length + 2).fill('?').join(', ')})`;
+  return `WITH v(v_id, v_op, ${TRANSITION_PARAMS.join(', ')}) AS (VALUES ${items.map(() => row).join(', ')})
+    UPDATE jobs SET ${set} FROM v WHERE jobs.id = v.v_id AND ${where} RETURNING ${JOB_COLS}`;
+}
+
+function transitionParams(items: readonly TransitionItem[]): SqlValue[] {
+  return items.flatMap((it) => [it.id, it.op, ...TRANSITION_PARAMS.map((p) => it.params[p] ?? null)]);
+}
+
 /**
  * The master's persistent store: SQLite in WAL mode, one writer connection behind a group-commit
  * queue and one read-only connection. Every write method resolves only after the COMMIT that
@@ -268,26 +334,24 @@ export class MasterStore {
   }
 
   /**
-   * One compare-and-set transition, mergeable with others of its kind: the group runs as one
-   * `WITH v(...) AS (VALUES ...) UPDATE jobs ... FROM v WHERE jobs.id = v.v_id AND <expected
-   * state> RETURNING ...` (attempt rows and the event log follow by trigger, per row). A job
-   * with no returned row did not match: its current row is read for the caller's diagnosis.
+   * One compare-and-set transition (see {@link TRANSITIONS}), mergeable with every other one:
+   * the transitions of a batch, whatever their kinds, run as ONE statement
+   * `WITH v(...) AS (VALUES ...) UPDATE jobs SET ... FROM v WHERE jobs.id = v.v_id AND <expected
+   * state> RETURNING ...`, where each set column and the condition pick the row's own transition
+   * by `v.v_op` (attempt rows and the event log follow by trigger, per row). A batch of such
+   * writes alone is one statement, so it commits in autocommit mode: one round trip through the
+   * binding's worker. A job with no returned row did not match: its current row is read for the
+   * caller's diagnosis.
    */
-  private cas(kind: string, from: JobState, vcols: readonly string[], set: string, where: string, jobId: number, params: SqlValue[]): Promise<TransitionResult> {
-    return this.writeGroup<{ id: number; params: SqlValue[] }, TransitionResult>({
-      kind,
+  private transition(op: TransitionOp, jobId: number, params: Partial<Record<TransitionParam, SqlValue>>): Promise<TransitionResult> {
+    return this.writeGroup<TransitionItem, TransitionResult>({
+      kind: 'transition',
       jobId,
-      item: { id: jobId, params },
+      item: { id: jobId, op, params },
       // One UPDATE ... RETURNING (its triggers run inside it); the SELECT after it only reads.
       oneStatement: true,
       run: async (c, items) => {
-        const row = `(${new Array(vcols.length + 1).fill('?').join(', ')})`;
-        const rows = await c.all<JobRow>(
-          `WITH v(v_id, ${vcols.join(', ')}) AS (VALUES ${items.map(() => row).join(', ')})
-           UPDATE jobs SET ${set} FROM v WHERE jobs.id = v.v_id AND ${where} RETURNING ${JOB_COLS}`,
-          items.flatMap((it) => [it.id, ...it.params]),
-          items.length === 1,
-        );
+        const rows = await c.all<JobRow>(transitionSql(items), transitionParams(items), items.length === 1);
         const byId = new Map(rows.map((r) => [r.id, r]));
         const missing = items.filter((it) => !byId.has(it.id)).map((it) => it.id);
         const current = new Map<number, JobRow>();
@@ -296,7 +360,7 @@ export class MasterStore {
         }
         return items.map((it): TransitionResult => {
           const r = byId.get(it.id);
-          if (r !== undefined) return { ok: true, from, job: toJob(r) };
+          if (r !== undefined) return { ok: true, from: TRANSITIONS[it.op].from, job: toJob(r) };
           const cur = current.get(it.id);
           return notFoundOrState(cur && toJob(cur));
         });
@@ -307,31 +371,12 @@ export class MasterStore {
   /** queued -> dispatched: starts attempt `attempt + 1` on `slave` (refused when no attempt is left). */
   async dispatchJob(jobId: number, slave: string, reason: string | null = null): Promise<TransitionResult> {
     checkName('slave', slave);
-    const now = this.now();
-    return this.cas(
-      'dispatch',
-      'queued',
-      ['v_slave', 'v_reason', 'v_now'],
-      `state = 'dispatched', attempt = attempt + 1, slave = v.v_slave, reason = v.v_reason, updated_at = v.v_now, dispatched_at = v.v_now,
-       started_at = NULL, ended_at = NULL, exit_code = NULL, signal = NULL`,
-      `jobs.state = 'queued' AND jobs.attempt < jobs.max_attempts`,
-      jobId,
-      [slave, reason, now],
-    );
+    return this.transition('dispatch', jobId, { v_slave: slave, v_reason: reason, v_now: this.now() });
   }
 
   /** dispatched -> running, for the given attempt (the slave accepted and started it). */
   startJob(jobId: number, attempt: number, reason: string | null = null): Promise<TransitionResult> {
-    const now = this.now();
-    return this.cas(
-      'start',
-      'dispatched',
-      ['v_attempt', 'v_reason', 'v_now'],
-      `state = 'running', reason = v.v_reason, updated_at = v.v_now, started_at = v.v_now`,
-      `jobs.state = 'dispatched' AND jobs.attempt = v.v_attempt`,
-      jobId,
-      [attempt, reason, now],
-    );
+    return this.transition('start', jobId, { v_attempt: attempt, v_reason: reason, v_now: this.now() });
   }
 
   /**
@@ -343,16 +388,14 @@ export class MasterStore {
   async finishJob(jobId: number, attempt: number, outcome: FinishOutcome): Promise<TransitionResult> {
     const to = outcome.state;
     if (to !== 'succeeded' && to !== 'failed' && to !== 'timed_out') throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `a job cannot finish as ${String(to)}`);
-    const now = this.now();
-    return this.cas(
-      'finish',
-      'running',
-      ['v_attempt', 'v_state', 'v_exit', 'v_signal', 'v_reason', 'v_now'],
-      `state = v.v_state, exit_code = v.v_exit, signal = v.v_signal, reason = v.v_reason, updated_at = v.v_now, ended_at = v.v_now`,
-      `jobs.state = 'running' AND jobs.attempt = v.v_attempt`,
-      jobId,
-      [attempt, to, outcome.exitCode ?? null, outcome.signal ?? null, outcome.reason ?? null, now],
-    );
+    return this.transition('finish', jobId, {
+      v_attempt: attempt,
+      v_state: to,
+      v_exit: outcome.exitCode ?? null,
+      v_signal: outcome.signal ?? null,
+      v_reason: outcome.reason ?? null,
+      v_now: this.now(),
+    });
   }
 
   /**

@@ -15,11 +15,12 @@ export interface GroupWrite<I, R> {
   item: I;
   run: (conn: SqliteConn, items: I[]) => Promise<R[]>;
   /**
-   * True when `run` makes its change with one statement (any other statement it issues only
-   * reads). A batch that holds just such a write runs it in autocommit mode: SQLite makes one
-   * statement atomic and durable on its own, so the batch costs one round trip through the
-   * binding's worker instead of three (BEGIN, statement, COMMIT). That is most of an idle
-   * farm's commit time.
+   * True when `run` makes its change with one statement, whatever the number of items it merges
+   * (any other statement it issues only reads, after it). A batch whose writes all merge into
+   * one such call runs it in autocommit mode: SQLite makes one statement atomic and durable on
+   * its own, so the batch costs one round trip through the binding's worker instead of three
+   * or more (BEGIN, statements, COMMIT). That is most of an idle farm's commit time, and under
+   * load, where every round trip waits for the main thread, most of a batch's.
    */
   oneStatement?: boolean;
 }
@@ -47,8 +48,9 @@ export const MAX_GROUP_ITEMS = 500;
  * Inside a batch, plain ops run one after the other in arrival order (an op that reads then
  * writes sees every earlier write and no later one) and act as barriers. Between two barriers,
  * group writes are merged per kind into one statement each, which saves the binding's round
- * trip per write (about 10x on this machine); they are merged only when no job appears twice in
- * that stretch, otherwise they run one by one in arrival order.
+ * trip per write (about 10x on this machine). Two writes to one job are never merged nor
+ * reordered: a stretch is cut into segments before each job that already appears in the
+ * current one, and the segments run in order, each merged per kind.
  *
  * Writes must depend on the database state only (no side effects before they resolve): when
  * one write of a batch throws, the batch is rolled back and re-run one write at a time, each in
@@ -148,49 +150,58 @@ export class WriteQueue {
     return r;
   }
 
-  /** Runs the group writes batch[from..to) (no plain op among them), merged where safe. */
-  private async runStretch(batch: Entry[], from: number, to: number, values: unknown[]): Promise<void> {
-    const seen = new Set<number>();
-    let clash = false;
-    for (let i = from; i < to && !clash; i++) {
-      const id = batch[i]!.group!.jobId;
-      if (id === null) continue;
-      if (seen.has(id)) clash = true;
-      seen.add(id);
-    }
-    if (clash) {
-      for (let i = from; i < to; i++) values[i] = await this.runOne(batch[i]!);
-      return;
-    }
-    // Writes to distinct rows commute: merge each kind (in order of first appearance).
-    const byKind = new Map<string, number[]>();
-    for (let i = from; i < to; i++) {
-      const k = batch[i]!.group!.kind;
-      let l = byKind.get(k);
-      if (l === undefined) byKind.set(k, (l = []));
-      l.push(i);
-    }
-    for (const idx of byKind.values()) {
-      for (let c = 0; c < idx.length; c += MAX_GROUP_ITEMS) {
-        const part = idx.slice(c, c + MAX_GROUP_ITEMS);
-        const g = batch[part[0]!]!.group!;
-        const res = await g.run(this.conn, part.map((i) => batch[i]!.group!.item));
-        if (res.length !== part.length) throw new Error(`group ${g.kind} returned ${res.length} results for ${part.length} writes`);
-        part.forEach((i, n) => (values[i] = res[n]));
+  /**
+   * How the group writes batch[from..to) (no plain op among them) run: one call per kind per
+   * segment, in order of first appearance, where a segment ends before a job that already
+   * appears in it (two writes to one job are never merged, nor reordered).
+   */
+  private plan(batch: Entry[], from: number, to: number): number[][] {
+    const calls: number[][] = [];
+    for (let i = from; i < to; ) {
+      const seen = new Set<number>();
+      const byKind = new Map<string, number[]>();
+      for (; i < to; i++) {
+        const g = batch[i]!.group!;
+        if (g.jobId !== null) {
+          if (seen.has(g.jobId)) break;
+          seen.add(g.jobId);
+        }
+        let l = byKind.get(g.kind);
+        if (l === undefined) byKind.set(g.kind, (l = []));
+        l.push(i);
       }
+      // Writes to distinct rows commute: merge each kind of the segment.
+      for (const idx of byKind.values()) {
+        for (let c = 0; c < idx.length; c += MAX_GROUP_ITEMS) calls.push(idx.slice(c, c + MAX_GROUP_ITEMS));
+      }
+    }
+    return calls;
+  }
+
+  /** Runs the calls of a plan, setting values[i] for each write. */
+  private async runCalls(batch: Entry[], calls: number[][], values: unknown[]): Promise<void> {
+    for (const part of calls) {
+      const g = batch[part[0]!]!.group!;
+      const res = await g.run(this.conn, part.map((i) => batch[i]!.group!.item));
+      if (res.length !== part.length) throw new Error(`group ${g.kind} returned ${res.length} results for ${part.length} writes`);
+      part.forEach((i, n) => (values[i] = res[n]));
     }
   }
 
   private async runBatch(batch: Entry[]): Promise<Outcome[]> {
-    const lone = batch.length === 1 ? batch[0]!.group : undefined;
-    if (lone?.oneStatement === true) {
-      // Its own transaction: it commits whole or not at all.
+    const onlyGroups = batch.every((e) => e.group !== undefined);
+    const calls = onlyGroups ? this.plan(batch, 0, batch.length) : undefined;
+    if (calls?.length === 1 && batch[calls[0]![0]!]!.group!.oneStatement === true) {
+      // The whole batch is one statement: its own transaction, committed whole or not at all.
+      const values: unknown[] = new Array(batch.length);
       try {
-        const value = await this.runOne(batch[0]!);
+        await this.runCalls(batch, calls, values);
         this.committed();
-        return [{ ok: true, value }];
+        return values.map((value) => ({ ok: true, value }));
       } catch (error) {
-        return [{ ok: false, error }];
+        if (batch.length === 1) return [{ ok: false, error }];
+        // Nothing of it was written: find the bad write.
+        return this.runEach(batch);
       }
     }
     // Fast path: merged groups, no savepoints.
@@ -205,7 +216,7 @@ export class WriteQueue {
         }
         let k = i;
         while (k < batch.length && batch[k]!.group) k++;
-        await this.runStretch(batch, i, k, values);
+        await this.runCalls(batch, this.plan(batch, i, k), values);
         i = k;
       }
       await this.conn.run('COMMIT');
@@ -215,7 +226,11 @@ export class WriteQueue {
       await this.rollback();
       if (batch.length === 1) return [{ ok: false, error }];
     }
-    // Slow path: one write at a time, each in a savepoint, so that one bad write fails alone.
+    return this.runEach(batch);
+  }
+
+  /** The slow path: one write at a time, each in a savepoint, so that one bad write fails alone. */
+  private async runEach(batch: Entry[]): Promise<Outcome[]> {
     const outcomes: Outcome[] = [];
     try {
       await this.conn.run('BEGIN IMMEDIATE');

@@ -92,19 +92,22 @@ describe('master/store (real SQLite)', () => {
       assert.ok(cp.last !== undefined && cp.last.log > 0 && cp.last.checkpointed === cp.last.log, JSON.stringify(cp.last));
       // 800 commits back to back, never idle: the background checkpoints (every 40 commits at
       // the latest) always end a commit behind, so the WAL is never rewound by them alone; past
-      // 150 frames one runs between two writes, and the WAL stays small (it would pass 15 MiB).
+      // 150 frames one runs between two writes, and the WAL stays small (it would reach 23 MB, measured).
       for (let i = 0; i < 800; i++) ids.push((await store.createJob(spec({ name: `b${i}` }))).id);
       await until('more checkpoints', () => cp.runs >= 15);
       assert.ok(cp.writerRuns > 0);
+      // The bound is a quarter of that unbounded size: how far the file goes
+      // between two rewinds depends on how long each checkpoint takes on the machine (2.9 to
+      // 4.4 MB were seen on one 2-vCPU VM, run after run).
       const wal = await walBytes();
-      assert.ok(wal < 4 << 20, `WAL of ${wal} bytes`);
+      assert.ok(wal < 6 << 20, `WAL of ${wal} bytes`);
       // And it does not grow with the number of writes: after 800 more (46 MiB of WAL unbounded)
       // it is still under the same bound. Not a ratio to the first figure: the file's size is its
       // high-water mark, and one slow checkpoint on a loaded machine raises it (2.6 -> 3.9 MB
       // was seen in CI), which says nothing of growth.
       for (let i = 0; i < 800; i++) await store.createJob(spec({ name: `c${i}` }));
       const after = await walBytes();
-      assert.ok(after < 4 << 20, `WAL of ${after} bytes after ${wal}`);
+      assert.ok(after < 6 << 20, `WAL of ${after} bytes after ${wal}`);
       await store.close();
       store = await MasterStore.open({ dir, checkpoint: 'commit' });
       assert.equal(store.checkpointer, undefined);
@@ -180,6 +183,48 @@ describe('master/store (real SQLite)', () => {
       }
       const events = await store!.listEvents({ limit: 1000 });
       assert.equal(events.length, 200 + 200 + 100);
+    });
+
+    it('runs transitions of every kind in one batch with the same answers, rows, attempts and events as one by one', async () => {
+      // Per round: A queued, B dispatched (attempt 1), C running (attempt 1), D queued.
+      const round = async (tag: string) => {
+        const [a, b, c, d] = await Promise.all(['a', 'b', 'c', 'd'].map((n) => store!.createJob(spec({ name: `${tag}-${n}` }))));
+        await Promise.all([store!.dispatchJob(b!.id, 'w1'), store!.dispatchJob(c!.id, 'w1')]);
+        await store!.startJob(c!.id, 1);
+        return { a: a!.id, b: b!.id, c: c!.id, d: d!.id };
+      };
+      // Every kind, refusals among them, and two writes to A and C (they must apply in order).
+      const steps = (j: { a: number; b: number; c: number; d: number }) => [
+        () => store!.dispatchJob(j.a, 'w2'),
+        () => store!.startJob(j.b, 1),
+        () => store!.finishJob(j.c, 1, { state: 'failed', exitCode: 3, reason: 'exit 3' }),
+        () => store!.startJob(j.d, 1),
+        () => store!.startJob(j.a, 1),
+        () => store!.finishJob(j.c, 1, { state: 'succeeded', exitCode: 0 }),
+        () => store!.dispatchJob(j.d, 'w3'),
+      ];
+      const summary = async (j: { a: number; b: number; c: number; d: number }, results: Array<{ ok: boolean; job: Job | undefined }>) => {
+        const ids = [j.a, j.b, j.c, j.d];
+        const rows = await Promise.all(ids.map(async (id) => {
+          const x = (await store!.getJob(id))!;
+          const attempts = (await store!.listAttempts(id)).map((t) => `${t.attempt}:${t.slave}:${t.state}:${String(t.exitCode)}`);
+          const events = (await store!.listEvents({ jobId: id, limit: 100 })).map((e) => `${String(e.from)}>${e.to}:${e.attempt}`);
+          return { state: x.state, attempt: x.attempt, slave: x.slave, exitCode: x.exitCode, reason: x.reason, started: x.startedAt !== null, ended: x.endedAt !== null, attempts, events };
+        }));
+        return { results: results.map((r) => `${String(r.ok)}:${String(r.job?.state)}`), rows };
+      };
+      const one = await round('one');
+      const oneByOne: Array<{ ok: boolean; job: Job | undefined }> = [];
+      for (const f of steps(one)) oneByOne.push(await f());
+      const all = await round('all');
+      const before = store!.commits;
+      const together = await Promise.all(steps(all).map((f) => f()));
+      assert.equal(store!.commits - before, 1, 'seven transitions issued at once take one commit');
+      const expected = await summary(one, oneByOne);
+      assert.deepEqual(await summary(all, together), expected);
+      assert.deepEqual(expected.results, [
+        'true:dispatched', 'true:running', 'true:failed', 'false:queued', 'true:running', 'false:failed', 'true:dispatched',
+      ]);
     });
 
     it('never lets two writes to one job in the same batch both succeed', async () => {

@@ -88,6 +88,24 @@ describe('master/store WriteQueue', () => {
       assert.deepEqual(s, ['start7', 'finish7', 'start8']);
       assert.deepEqual(runs, ['start[7]', 'finish[7]', 'start[8]']);
     });
+
+    it('cuts a stretch before a job seen again, and merges each part', async () => {
+      const runs: string[] = [];
+      const g = (kind: string, jobId: number) =>
+        q.enqueueGroup({
+          kind,
+          jobId,
+          item: jobId,
+          run: async (_c, items: number[]) => {
+            runs.push(`${kind}[${items.join(',')}]`);
+            return items.map((i) => `${kind}${i}`);
+          },
+        });
+      const r = await Promise.all([g('start', 1), g('start', 2), g('finish', 1), g('finish', 2), g('start', 3), g('finish', 3), g('start', 4)]);
+      assert.deepEqual(r, ['start1', 'start2', 'finish1', 'finish2', 'start3', 'finish3', 'start4']);
+      assert.deepEqual(runs, ['start[1,2]', 'finish[1,2]', 'start[3]', 'finish[3]', 'start[4]']);
+      assert.equal(q.commits, 1);
+    });
   });
 
   describe('when a batch holds one single-statement write', () => {
@@ -115,6 +133,31 @@ describe('master/store WriteQueue', () => {
       assert.deepEqual(conn.log, []);
       assert.equal(await lone('start', 8), 8);
       assert.deepEqual(conn.log, ['start 8']);
+    });
+
+    it('runs a batch of them that merges into one call in autocommit mode too', async () => {
+      assert.deepEqual(await Promise.all([lone('start', 1), lone('start', 2), lone('start', 3)]), [1, 2, 3]);
+      assert.deepEqual(conn.log, ['start 1,2,3']);
+      assert.equal(q.commits, 1);
+    });
+
+    it('when such a merged statement fails, finds the bad write alone and commits the others', async () => {
+      const w = (jobId: number, bad = false) =>
+        q.enqueueGroup({
+          kind: 'start',
+          jobId,
+          item: jobId,
+          oneStatement: true,
+          run: async (c, items: number[]) => {
+            if (bad || items.includes(2)) throw new Error('constraint');
+            await c.run(`start ${items.join(',')}`);
+            return items;
+          },
+        });
+      const r = await Promise.allSettled([w(1), w(2), w(3)]);
+      assert.deepEqual(r.map((x) => x.status), ['fulfilled', 'rejected', 'fulfilled']);
+      assert.deepEqual(conn.log, ['BEGIN IMMEDIATE', 'SAVEPOINT op', 'start 1', 'RELEASE op', 'SAVEPOINT op', 'ROLLBACK TO op', 'RELEASE op', 'SAVEPOINT op', 'start 3', 'RELEASE op', 'COMMIT']);
+      assert.equal(q.commits, 1);
     });
 
     it('still wraps two of them, or one beside a plain write, in BEGIN/COMMIT', async () => {
