@@ -348,19 +348,22 @@ export class MasterStore {
       kind: 'transition',
       jobId,
       item: { id: jobId, op, params },
-      // One UPDATE ... RETURNING (its triggers run inside it); the SELECT after it only reads.
+      // One UPDATE ... RETURNING (its triggers run inside it).
       oneStatement: true,
       run: async (c, items) => {
         const rows = await c.all<JobRow>(transitionSql(items), transitionParams(items), items.length === 1);
         const byId = new Map(rows.map((r) => [r.id, r]));
-        const missing = items.filter((it) => !byId.has(it.id)).map((it) => it.id);
-        const current = new Map<number, JobRow>();
-        if (missing.length > 0) {
-          for (const r of await c.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id IN (${missing.map(() => '?').join(', ')})`, missing, missing.length === 1)) current.set(r.id, r);
-        }
-        return items.map((it): TransitionResult => {
+        return items.map((it): TransitionResult | undefined => {
           const r = byId.get(it.id);
-          if (r !== undefined) return { ok: true, from: TRANSITIONS[it.op].from, job: toJob(r) };
+          return r && { ok: true, from: TRANSITIONS[it.op].from, job: toJob(r) };
+        });
+      },
+      // A refused transition: the job's current row, for the caller's diagnosis.
+      explain: async (c, items) => {
+        const ids = items.map((it) => it.id);
+        const current = new Map<number, JobRow>();
+        for (const r of await c.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id IN (${ids.map(() => '?').join(', ')})`, ids, ids.length === 1)) current.set(r.id, r);
+        return items.map((it) => {
           const cur = current.get(it.id);
           return notFoundOrState(cur && toJob(cur));
         });

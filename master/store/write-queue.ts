@@ -13,14 +13,22 @@ export interface GroupWrite<I, R> {
   kind: string;
   jobId: number | null;
   item: I;
-  run: (conn: SqliteConn, items: I[]) => Promise<R[]>;
   /**
-   * True when `run` makes its change with one statement, whatever the number of items it merges
-   * (any other statement it issues only reads, after it). A batch whose writes all merge into
-   * one such call runs it in autocommit mode: SQLite makes one statement atomic and durable on
-   * its own, so the batch costs one round trip through the binding's worker instead of three
-   * or more (BEGIN, statements, COMMIT). That is most of an idle farm's commit time, and under
-   * load, where every round trip waits for the main thread, most of a batch's.
+   * The write. A result left undefined is an item the write refused (it changed nothing for
+   * it): `explain` answers for those.
+   */
+  run: (conn: SqliteConn, items: I[]) => Promise<Array<R | undefined>>;
+  /** Reads, and only reads, the answers for the items `run` refused, in their order. */
+  explain?: (conn: SqliteConn, items: I[]) => Promise<R[]>;
+  /**
+   * True when `run` makes its change with one statement, whatever the number of items it merges.
+   * A batch whose writes all merge into one such call runs it in autocommit mode: SQLite makes
+   * one statement atomic and durable on its own, so the batch costs one round trip through the
+   * binding's worker instead of three or more (BEGIN, statements, COMMIT). That is most of an
+   * idle farm's commit time, and under load, where every round trip waits for the main thread,
+   * most of a batch's. There a failed `run` wrote nothing (the batch is retried write by write);
+   * a failed `explain` comes after the commit, and fails only the refused items (nothing was
+   * written for them either).
    */
   oneStatement?: boolean;
 }
@@ -49,8 +57,7 @@ export const MAX_GROUP_ITEMS = 500;
  * writes sees every earlier write and no later one) and act as barriers. Between two barriers,
  * group writes are merged per kind into one statement each, which saves the binding's round
  * trip per write (about 10x on this machine). Two writes to one job are never merged nor
- * reordered: a stretch is cut into segments before each job that already appears in the
- * current one, and the segments run in order, each merged per kind.
+ * reordered: the second goes into a later statement (see `plan`).
  *
  * Writes must depend on the database state only (no side effects before they resolve): when
  * one write of a batch throws, the batch is rolled back and re-run one write at a time, each in
@@ -145,32 +152,35 @@ export class WriteQueue {
   /** Runs one write alone. */
   private async runOne(e: Entry): Promise<unknown> {
     if (e.op) return e.op(this.conn);
-    const g = e.group!;
-    const [r] = await g.run(this.conn, [g.item]);
-    return r;
+    const values: unknown[] = [undefined];
+    await this.runCalls([e], [[0]], values);
+    return values[0];
   }
 
   /**
-   * How the group writes batch[from..to) (no plain op among them) run: one call per kind per
-   * segment, in order of first appearance, where a segment ends before a job that already
-   * appears in it (two writes to one job are never merged, nor reordered).
+   * How the group writes batch[from..to) (no plain op among them) run. Writes to distinct rows
+   * commute, so they are layered: a write goes in the layer after the one holding the previous
+   * write to the same job (a new row's, in the first), and the layers run in order, each merged
+   * per kind in order of first appearance. Two writes to one job are thus never merged nor
+   * reordered, and a batch of starts and the finishes of the same jobs takes two statements.
    */
   private plan(batch: Entry[], from: number, to: number): number[][] {
-    const calls: number[][] = [];
-    for (let i = from; i < to; ) {
-      const seen = new Set<number>();
-      const byKind = new Map<string, number[]>();
-      for (; i < to; i++) {
-        const g = batch[i]!.group!;
-        if (g.jobId !== null) {
-          if (seen.has(g.jobId)) break;
-          seen.add(g.jobId);
-        }
-        let l = byKind.get(g.kind);
-        if (l === undefined) byKind.set(g.kind, (l = []));
-        l.push(i);
+    const layers: Array<Map<string, number[]>> = [];
+    const layerOf = new Map<number, number>();
+    for (let i = from; i < to; i++) {
+      const g = batch[i]!.group!;
+      let n = 0;
+      if (g.jobId !== null) {
+        n = (layerOf.get(g.jobId) ?? -1) + 1;
+        layerOf.set(g.jobId, n);
       }
-      // Writes to distinct rows commute: merge each kind of the segment.
+      const byKind = (layers[n] ??= new Map());
+      let l = byKind.get(g.kind);
+      if (l === undefined) byKind.set(g.kind, (l = []));
+      l.push(i);
+    }
+    const calls: number[][] = [];
+    for (const byKind of layers) {
       for (const idx of byKind.values()) {
         for (let c = 0; c < idx.length; c += MAX_GROUP_ITEMS) calls.push(idx.slice(c, c + MAX_GROUP_ITEMS));
       }
@@ -178,13 +188,28 @@ export class WriteQueue {
     return calls;
   }
 
-  /** Runs the calls of a plan, setting values[i] for each write. */
-  private async runCalls(batch: Entry[], calls: number[][], values: unknown[]): Promise<void> {
+  /**
+   * Runs the calls of a plan, setting values[i] for each write. With `explainFailed` (autocommit:
+   * the writes are committed once a call's `run` returned), a failed `explain` is recorded there
+   * for the refused items instead of failing the batch.
+   */
+  private async runCalls(batch: Entry[], calls: number[][], values: unknown[], explainFailed?: Map<number, unknown>): Promise<void> {
     for (const part of calls) {
       const g = batch[part[0]!]!.group!;
       const res = await g.run(this.conn, part.map((i) => batch[i]!.group!.item));
       if (res.length !== part.length) throw new Error(`group ${g.kind} returned ${res.length} results for ${part.length} writes`);
       part.forEach((i, n) => (values[i] = res[n]));
+      const refused = part.filter((i) => values[i] === undefined);
+      if (refused.length === 0) continue;
+      if (g.explain === undefined) throw new Error(`group ${g.kind} refused ${refused.length} writes and cannot say why`);
+      try {
+        const why = await g.explain(this.conn, refused.map((i) => batch[i]!.group!.item));
+        if (why.length !== refused.length) throw new Error(`group ${g.kind} explained ${why.length} of ${refused.length} refused writes`);
+        refused.forEach((i, n) => (values[i] = why[n]));
+      } catch (e) {
+        if (explainFailed === undefined) throw e;
+        for (const i of refused) explainFailed.set(i, e);
+      }
     }
   }
 
@@ -194,10 +219,11 @@ export class WriteQueue {
     if (calls?.length === 1 && batch[calls[0]![0]!]!.group!.oneStatement === true) {
       // The whole batch is one statement: its own transaction, committed whole or not at all.
       const values: unknown[] = new Array(batch.length);
+      const explainFailed = new Map<number, unknown>();
       try {
-        await this.runCalls(batch, calls, values);
+        await this.runCalls(batch, calls, values, explainFailed);
         this.committed();
-        return values.map((value) => ({ ok: true, value }));
+        return values.map((value, i) => (explainFailed.has(i) ? { ok: false, error: explainFailed.get(i) } : { ok: true, value }));
       } catch (error) {
         if (batch.length === 1) return [{ ok: false, error }];
         // Nothing of it was written: find the bad write.

@@ -62,7 +62,7 @@ describe('master/store WriteQueue', () => {
   });
 
   describe('when group writes meet', () => {
-    it('merges each kind between plain writes, and runs them one by one when a job appears twice', async () => {
+    it('merges each kind between plain writes, and puts a second write to one job in a later statement', async () => {
       const runs: string[] = [];
       const g = (kind: string, jobId: number) =>
         q.enqueueGroup({
@@ -86,10 +86,10 @@ describe('master/store WriteQueue', () => {
       runs.length = 0;
       const s = await Promise.all([g('start', 7), g('finish', 7), g('start', 8)]);
       assert.deepEqual(s, ['start7', 'finish7', 'start8']);
-      assert.deepEqual(runs, ['start[7]', 'finish[7]', 'start[8]']);
+      assert.deepEqual(runs, ['start[7,8]', 'finish[7]']);
     });
 
-    it('cuts a stretch before a job seen again, and merges each part', async () => {
+    it('layers writes to the same jobs: each layer merged per kind, in order', async () => {
       const runs: string[] = [];
       const g = (kind: string, jobId: number) =>
         q.enqueueGroup({
@@ -101,9 +101,9 @@ describe('master/store WriteQueue', () => {
             return items.map((i) => `${kind}${i}`);
           },
         });
-      const r = await Promise.all([g('start', 1), g('start', 2), g('finish', 1), g('finish', 2), g('start', 3), g('finish', 3), g('start', 4)]);
-      assert.deepEqual(r, ['start1', 'start2', 'finish1', 'finish2', 'start3', 'finish3', 'start4']);
-      assert.deepEqual(runs, ['start[1,2]', 'finish[1,2]', 'start[3]', 'finish[3]', 'start[4]']);
+      const r = await Promise.all([g('start', 1), g('start', 2), g('finish', 1), g('finish', 2), g('start', 3), g('finish', 3), g('start', 4), g('cancel', 1)]);
+      assert.deepEqual(r, ['start1', 'start2', 'finish1', 'finish2', 'start3', 'finish3', 'start4', 'cancel1']);
+      assert.deepEqual(runs, ['start[1,2,3,4]', 'finish[1,2,3]', 'cancel[1]']);
       assert.equal(q.commits, 1);
     });
   });
@@ -158,6 +158,34 @@ describe('master/store WriteQueue', () => {
       assert.deepEqual(r.map((x) => x.status), ['fulfilled', 'rejected', 'fulfilled']);
       assert.deepEqual(conn.log, ['BEGIN IMMEDIATE', 'SAVEPOINT op', 'start 1', 'RELEASE op', 'SAVEPOINT op', 'ROLLBACK TO op', 'RELEASE op', 'SAVEPOINT op', 'start 3', 'RELEASE op', 'COMMIT']);
       assert.equal(q.commits, 1);
+    });
+
+    it('asks `explain` only for the writes `run` refused; a failed explanation after the commit fails only those, and nothing runs twice', async () => {
+      let explainFails = true;
+      const w = (jobId: number) =>
+        q.enqueueGroup<number, string>({
+          kind: 'start',
+          jobId,
+          item: jobId,
+          oneStatement: true,
+          run: async (c, items) => {
+            await c.run(`start ${items.join(',')}`);
+            return items.map((i) => (i % 2 === 0 ? undefined : `started ${i}`));
+          },
+          explain: async (c, items) => {
+            await c.exec(`explain ${items.join(',')}`);
+            if (explainFails) throw new Error('disk I/O error');
+            return items.map((i) => `refused ${i}`);
+          },
+        });
+      const r = await Promise.allSettled([w(1), w(2), w(3), w(4)]);
+      assert.deepEqual(r.map((x) => (x.status === 'fulfilled' ? x.value : (x.reason as Error).message)), ['started 1', 'disk I/O error', 'started 3', 'disk I/O error']);
+      assert.deepEqual(conn.log, ['start 1,2,3,4', 'explain 2,4'], 'the committed statement is not run again');
+      assert.equal(q.commits, 1);
+      conn.log.length = 0;
+      explainFails = false;
+      assert.deepEqual(await Promise.all([w(5), w(6)]), ['started 5', 'refused 6']);
+      assert.deepEqual(conn.log, ['start 5,6', 'explain 6']);
     });
 
     it('still wraps two of them, or one beside a plain write, in BEGIN/COMMIT', async () => {
