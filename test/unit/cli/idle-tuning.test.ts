@@ -25,7 +25,7 @@ describe('idle tuning (cli/idle-tuning)', function () {
 
   it('collects once after the start, again only after the heap grew, and shrinks it', async () => {
     const collected: Array<[number, number]> = [];
-    const g = startIdleTuning({ intervalMs: 50, elu: () => 0, minGrowthBytes: 16 * 1024 * 1024, onCollect: (b, a) => collected.push([b, a]) });
+    const g = startIdleTuning({ intervalMs: 50, elu: () => 0, burstElu: () => 0, minGrowthBytes: 16 * 1024 * 1024, onCollect: (b, a) => collected.push([b, a]) });
     try {
       await until(() => g.collections === 1, 2000);
       assert.equal(g.collections, 1, 'the first idle interval collects what start-up left');
@@ -45,7 +45,7 @@ describe('idle tuning (cli/idle-tuning)', function () {
   });
 
   it('never collects while the event loop is busy, even when the heap grew', async () => {
-    const g = startIdleTuning({ intervalMs: 50, elu: () => 0.9, minGrowthBytes: 1024 * 1024 });
+    const g = startIdleTuning({ intervalMs: 50, elu: () => 0.9, burstElu: () => 0, minGrowthBytes: 1024 * 1024 });
     try {
       makeGarbage(20);
       await sleep(400);
@@ -61,13 +61,40 @@ describe('idle tuning (cli/idle-tuning)', function () {
     const feed = [0, 0, 0, 0.01, 0.3, 0.9, 0.9];
     let n = 0;
     const busy: number[] = [];
-    const g = startIdleTuning({ intervalMs: 30, busyAbove: 0.25, elu: () => feed[Math.min(n++, feed.length - 1)]!, onBusy: (elu) => busy.push(elu) });
+    const g = startIdleTuning({ intervalMs: 30, busyAbove: 0.25, elu: () => feed[Math.min(n++, feed.length - 1)]!, burstElu: () => 0, onBusy: (elu) => busy.push(elu) });
     try {
       await until(() => n >= 4, 2000);
       assert.equal(g.optimizing, false, 'idle intervals keep it held');
       await until(() => n >= 7, 2000);
       assert.equal(g.optimizing, true);
       assert.deepEqual(busy, [0.3], 'let go once, in the first interval at or above busyAbove');
+    } finally {
+      g.stop();
+      releaseOptimizer();
+    }
+  });
+
+  it('lets it go sooner in a burst: the first short sample at or above burstAbove, then stops sampling', async () => {
+    holdOptimizer();
+    const feed = [0.1, 0.2, 0.24, 0.3, 0.9];
+    let n = 0;
+    const busy: number[] = [];
+    const g = startIdleTuning({
+      intervalMs: 60_000,
+      elu: () => 0,
+      burstIntervalMs: 20,
+      burstAbove: 0.25,
+      burstElu: () => feed[Math.min(n++, feed.length - 1)]!,
+      onBusy: (elu) => busy.push(elu),
+    });
+    try {
+      await until(() => n >= 3, 2000);
+      assert.equal(g.optimizing, false, 'short samples under burstAbove keep it held');
+      await until(() => g.optimizing, 2000);
+      assert.deepEqual(busy, [0.3]);
+      const taken = n;
+      await sleep(150);
+      assert.equal(n, taken, 'no burst sample once it is let go');
     } finally {
       g.stop();
       releaseOptimizer();
