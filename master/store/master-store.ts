@@ -92,7 +92,8 @@ function notFoundOrState(job: Job | undefined): { ok: false; job: Job | undefine
   return { ok: false, job };
 }
 
-type TransitionOp = 'dispatch' | 'start' | 'finish';
+const TRANSITION_OPS = ['dispatch', 'start', 'finish'] as const;
+type TransitionOp = (typeof TRANSITION_OPS)[number];
 /** The values a transition binds, as columns of the statement's `v` table. */
 const TRANSITION_PARAMS = ['v_slave', 'v_attempt', 'v_state', 'v_exit', 'v_signal', 'v_reason', 'v_now'] as const;
 type TransitionParam = (typeof TRANSITION_PARAMS)[number];
@@ -138,10 +139,15 @@ const TRANSITIONS: Record<TransitionOp, { from: JobState; where: string; set: Re
 /**
  * One UPDATE for transitions of distinct jobs, whatever their ops: with one op, its own SET and
  * condition; with several, each set column and the condition are a CASE on the row's `v.v_op`
- * (a column an op does not set keeps its value).
+ * (a column an op does not set keeps its value). The rows come as ONE parameter, a JSON array of
+ * arrays read by `json_each` (see {@link transitionParams}), so the text depends only on which
+ * ops are present: at most 7 statements, each prepared once and cached, where a VALUES list of
+ * n rows was a new statement for each n, prepared for one use, with 9 parameters per row bound
+ * one by one on the main thread.
  */
 function transitionSql(items: readonly TransitionItem[]): string {
-  const ops = [...new Set(items.map((it) => it.op))];
+  const present = new Set(items.map((it) => it.op));
+  const ops = TRANSITION_OPS.filter((op) => present.has(op));
   const pick = (f: (op: TransitionOp) => string | undefined, otherwise: string): string => {
     if (ops.length === 1) return f(ops[0]!) ?? otherwise;
     return `CASE v.v_op ${ops.map((op) => `WHEN '${op}' THEN ${f(op) ?? otherwise}`).join(' ')} END`;
@@ -149,13 +155,14 @@ function transitionSql(items: readonly TransitionItem[]): string {
   const cols = [...new Set(ops.flatMap((op) => Object.keys(TRANSITIONS[op].set)))];
   const set = cols.map((col) => `${col} = ${pick((op) => TRANSITIONS[op].set[col], `jobs.${col}`)}`).join(', ');
   const where = pick((op) => `(${TRANSITIONS[op].where})`, '0');
-  const row = `(${new Array(TRANSITION_PARAMS.length + 2).fill('?').join(', ')})`;
-  return `WITH v(v_id, v_op, ${TRANSITION_PARAMS.join(', ')}) AS (VALUES ${items.map(() => row).join(', ')})
+  const vcols = ['v_id', 'v_op', ...TRANSITION_PARAMS].map((c, i) => `value ->> ${i} AS ${c}`).join(', ');
+  return `WITH v AS (SELECT ${vcols} FROM json_each(?))
     UPDATE jobs SET ${set} FROM v WHERE jobs.id = v.v_id AND ${where} RETURNING ${JOB_COLS}`;
 }
 
+/** The one parameter of {@link transitionSql}: `[[id, op, v_slave, v_attempt, ...], ...]` as JSON. */
 function transitionParams(items: readonly TransitionItem[]): SqlValue[] {
-  return items.flatMap((it) => [it.id, it.op, ...TRANSITION_PARAMS.map((p) => it.params[p] ?? null)]);
+  return [JSON.stringify(items.map((it) => [it.id, it.op, ...TRANSITION_PARAMS.map((p) => it.params[p] ?? null)]))];
 }
 
 /**
@@ -351,7 +358,7 @@ export class MasterStore {
       // One UPDATE ... RETURNING (its triggers run inside it).
       oneStatement: true,
       run: async (c, items) => {
-        const rows = await c.all<JobRow>(transitionSql(items), transitionParams(items), items.length === 1);
+        const rows = await c.all<JobRow>(transitionSql(items), transitionParams(items));
         const byId = new Map(rows.map((r) => [r.id, r]));
         return items.map((it): TransitionResult | undefined => {
           const r = byId.get(it.id);
@@ -739,21 +746,29 @@ async function loadJob(c: SqliteConn, id: number): Promise<Job | undefined> {
 }
 
 const INSERT_COLS = 'name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, slave, reason, schedule_id, created_at, updated_at, dispatched_at';
+/**
+ * A multi-row INSERT of new jobs whose rows come as one JSON parameter (an array of arrays in
+ * INSERT_COLS order, read by `json_each` in array order): one statement text for any number of
+ * jobs, prepared once (see transitionSql).
+ */
+const INSERT_JOBS_SQL = `INSERT INTO jobs (${INSERT_COLS})
+  SELECT ${INSERT_COLS.split(', ').map((_, i) => `value ->> ${i}`).join(', ')} FROM json_each(?) ORDER BY key RETURNING id`;
 
 /**
- * Inserts new jobs with one multi-row INSERT (a group write); ids come back in insertion order.
+ * Inserts new jobs with one multi-row INSERT (a group write, INSERT_JOBS_SQL); ids come back in insertion order.
  * An item with a slave is inserted dispatched to it (attempt 1; migration 2's trigger writes its
  * events and attempt row).
  */
 async function insertJobs(c: SqliteConn, items: Array<{ j: CheckedJob; now: number; slave: string | null }>): Promise<Job[]> {
-  const params: SqlValue[] = [];
+  const params: SqlValue[][] = [];
   for (const { j, now, slave } of items) {
     const d = slave !== null;
-    params.push(j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts);
-    params.push(d ? 'dispatched' : 'queued', d ? 1 : 0, slave, null, null, now, now, d ? now : null);
+    params.push([
+      j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts,
+      d ? 'dispatched' : 'queued', d ? 1 : 0, slave, null, null, now, now, d ? now : null,
+    ]);
   }
-  const row = `(${new Array(18).fill('?').join(', ')})`;
-  const rows = await c.all<{ id: number }>(`INSERT INTO jobs (${INSERT_COLS}) VALUES ${items.map(() => row).join(', ')} RETURNING id`, params, items.length === 1);
+  const rows = await c.all<{ id: number }>(INSERT_JOBS_SQL, [JSON.stringify(params)]);
   // SQLite assigns AUTOINCREMENT ids in the order of the VALUES rows; RETURNING's order is not promised, so sort.
   const ids = rows.map((r) => r.id).sort((a, b) => a - b);
   return items.map(({ j, now, slave }, n) => {

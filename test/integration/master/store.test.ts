@@ -280,6 +280,24 @@ describe('master/store (real SQLite)', () => {
       assert.deepEqual([a?.attempt, a?.slave, a?.state, a?.exitCode, a?.startedAt !== null, a?.endedAt !== null], [1, 'w1', 'failed', 2, true, true]);
     });
 
+    it('keeps any text byte for byte through the merged statements (quotes, backslashes, newlines, astral characters; NUL in a reason)', async () => {
+      const odd = `it's "quoted" \\ back\\slash\nnew line\ttab é 漢 🚀 \u2028 end`;
+      // A job's fields refuse NUL; a reason is stored as given.
+      const reason = `${odd} \u0000 nul`;
+      const jobs = await Promise.all([0, 1, 2].map((i) => store!.createJob(spec({ name: `odd-${i}`, command: { kind: 'script', text: odd + i }, env: { ODD: odd } }))));
+      for (const [i, j] of jobs.entries()) {
+        const got = (await store!.getJob(j.id))!;
+        assert.deepEqual(got.command, { kind: 'script', text: odd + i });
+        assert.deepEqual(got.env, { ODD: odd });
+      }
+      const d = await Promise.all(jobs.map((j) => store!.dispatchJob(j.id, 'w1', reason)));
+      assert.ok(d.every((r) => r.ok && r.job.reason === reason));
+      await Promise.all(jobs.map((j) => store!.startJob(j.id, 1)));
+      const f = await Promise.all(jobs.map((j) => store!.finishJob(j.id, 1, { state: 'failed', exitCode: 1, reason })));
+      assert.ok(f.every((r) => r.ok && r.job.reason === reason));
+      for (const j of jobs) assert.equal((await store!.getJob(j.id))!.reason, reason);
+    });
+
     it('creates a job already dispatched in one commit, with the same events and attempt row as create then dispatch', async () => {
       const before = store!.commits;
       const j = await store!.createJob(spec({ slots: 2, maxAttempts: 2 }), 'w1');
