@@ -35,8 +35,12 @@ function msgOf(e: unknown): string {
 }
 
 /** Caps a reason at the width the store and the catalogue take. */
-function clip(s: string, n = 1000): string {
-  return s.length <= n ? s : s.slice(0, n - 1) + '…';
+/** `s` cut to `n` UTF-16 units at most, the last one an ellipsis when it was cut. */
+export function clip(s: string, n = 1000): string {
+  if (s.length <= n) return s;
+  // Not between the two halves of a surrogate pair (an emoji, say).
+  const cut = /[\uD800-\uDBFF]/.test(s[n - 2]!) ? n - 2 : n - 1;
+  return s.slice(0, cut) + '…';
 }
 
 /**

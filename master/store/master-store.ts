@@ -92,6 +92,21 @@ function notFoundOrState(job: Job | undefined): { ok: false; job: Job | undefine
   return { ok: false, job };
 }
 
+/** What a merged statement's rows may hold: JSON carries no Buffer nor bigint. */
+type JsonValue = string | number | null;
+
+/**
+ * The one parameter of a merged statement: its rows as a JSON array of arrays. A string with a
+ * lone surrogate (a reason clipped inside a pair, say) is made well formed first, as binding it
+ * would (U+FFFD): in JSON it would be an escape that SQLite decodes into bytes that are not UTF-8.
+ */
+function jsonParam(rows: JsonValue[][]): string {
+  return JSON.stringify(rows.map((r) => r.map((v) => (typeof v === 'string' ? v.toWellFormed() : v))));
+}
+
+/** A merged statement's parameter at most this long stays bound to the cached statement (UTF-16 units). */
+const CACHED_PARAM_MAX = 64 * 1024;
+
 const TRANSITION_OPS = ['dispatch', 'start', 'finish'] as const;
 type TransitionOp = (typeof TRANSITION_OPS)[number];
 /** The values a transition binds, as columns of the statement's `v` table. */
@@ -100,7 +115,7 @@ type TransitionParam = (typeof TRANSITION_PARAMS)[number];
 interface TransitionItem {
   id: number;
   op: TransitionOp;
-  params: Partial<Record<TransitionParam, SqlValue>>;
+  params: Partial<Record<TransitionParam, JsonValue>>;
 }
 
 /**
@@ -162,7 +177,7 @@ function transitionSql(items: readonly TransitionItem[]): string {
 
 /** The one parameter of {@link transitionSql}: `[[id, op, v_slave, v_attempt, ...], ...]` as JSON. */
 function transitionParams(items: readonly TransitionItem[]): SqlValue[] {
-  return [JSON.stringify(items.map((it) => [it.id, it.op, ...TRANSITION_PARAMS.map((p) => it.params[p] ?? null)]))];
+  return [jsonParam(items.map((it) => [it.id, it.op, ...TRANSITION_PARAMS.map((p) => it.params[p] ?? null)]))];
 }
 
 /**
@@ -285,7 +300,8 @@ export class MasterStore {
   async createJob(spec: NewJob, dispatchTo?: string): Promise<Job> {
     const checked = checkNewJob(spec, this.options);
     if (dispatchTo !== undefined) checkName('slave', dispatchTo);
-    return this.writeGroup({ kind: 'create', jobId: null, item: { j: checked, now: this.now(), slave: dispatchTo ?? null }, run: insertJobs, oneStatement: true });
+    const row = newJobRow(checked, this.now(), dispatchTo ?? null);
+    return this.writeGroup({ kind: 'create', jobId: null, item: row, bytes: row.bytes, run: insertJobs, oneStatement: true });
   }
 
   async getJob(id: number): Promise<Job | undefined> {
@@ -350,7 +366,7 @@ export class MasterStore {
    * binding's worker. A job with no returned row did not match: its current row is read for the
    * caller's diagnosis.
    */
-  private transition(op: TransitionOp, jobId: number, params: Partial<Record<TransitionParam, SqlValue>>): Promise<TransitionResult> {
+  private transition(op: TransitionOp, jobId: number, params: Partial<Record<TransitionParam, JsonValue>>): Promise<TransitionResult> {
     return this.writeGroup<TransitionItem, TransitionResult>({
       kind: 'transition',
       jobId,
@@ -759,17 +775,29 @@ const INSERT_JOBS_SQL = `INSERT INTO jobs (${INSERT_COLS})
  * An item with a slave is inserted dispatched to it (attempt 1; migration 2's trigger writes its
  * events and attempt row).
  */
-async function insertJobs(c: SqliteConn, items: Array<{ j: CheckedJob; now: number; slave: string | null }>): Promise<Job[]> {
-  const params: SqlValue[][] = [];
-  for (const { j, now, slave } of items) {
-    const d = slave !== null;
-    params.push([
-      j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts,
-      d ? 'dispatched' : 'queued', d ? 1 : 0, slave, null, null, now, now, d ? now : null,
-    ]);
-  }
-  const rows = await c.all<{ id: number }>(INSERT_JOBS_SQL, [JSON.stringify(params)]);
-  // SQLite assigns AUTOINCREMENT ids in the order of the VALUES rows; RETURNING's order is not promised, so sort.
+/** A job to insert: the checked spec and its row, with the size of its JSON texts (UTF-16 units). */
+interface NewJobRow {
+  j: CheckedJob;
+  now: number;
+  slave: string | null;
+  values: JsonValue[];
+  bytes: number;
+}
+
+function newJobRow(j: CheckedJob, now: number, slave: string | null): NewJobRow {
+  const d = slave !== null;
+  const command = JSON.stringify(j.command);
+  const inputs = JSON.stringify(j.inputs);
+  const env = JSON.stringify(j.env);
+  const values = [j.name, j.channel, j.arch, j.slots, j.priority, command, inputs, env, j.timeoutMs, j.maxAttempts, d ? 'dispatched' : 'queued', d ? 1 : 0, slave, null, null, now, now, d ? now : null];
+  return { j, now, slave, values, bytes: command.length + inputs.length + env.length + j.name.length + 200 };
+}
+
+async function insertJobs(c: SqliteConn, items: NewJobRow[]): Promise<Job[]> {
+  const param = jsonParam(items.map((it) => it.values));
+  // A large parameter is not kept bound to a cached statement until the next insert.
+  const rows = await c.all<{ id: number }>(INSERT_JOBS_SQL, [param], param.length <= CACHED_PARAM_MAX);
+  // SQLite assigns AUTOINCREMENT ids in the order of the rows (ORDER BY key); RETURNING's order is not promised, so sort.
   const ids = rows.map((r) => r.id).sort((a, b) => a - b);
   return items.map(({ j, now, slave }, n) => {
     const job = jobOf(ids[n]!, j, null, now, null);

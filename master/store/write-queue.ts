@@ -18,6 +18,12 @@ export interface GroupWrite<I, R> {
    * it): `explain` answers for those.
    */
   run: (conn: SqliteConn, items: I[]) => Promise<Array<R | undefined>>;
+  /**
+   * About how large the item is in the statement (its text, in UTF-16 units): a merged call
+   * holds at most MAX_GROUP_BYTES of items, so a burst of large writes (1 MiB scripts) is not one
+   * parameter of hundreds of MiB. Default: small.
+   */
+  bytes?: number;
   /** Reads, and only reads, the answers for the items `run` refused, in their order. */
   explain?: (conn: SqliteConn, items: I[]) => Promise<R[]>;
   /**
@@ -46,6 +52,8 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 /** Most items merged into one statement (SQLite binds at most 32,766 parameters per statement). */
 export const MAX_GROUP_ITEMS = 500;
+/** Most bytes of items merged into one statement (as {@link GroupWrite.bytes} counts them), unless one item is larger alone. */
+export const MAX_GROUP_BYTES = 8 * 1024 * 1024;
 
 /**
  * Group commit. Writes that arrive while a transaction is being committed wait in `pending`
@@ -161,7 +169,8 @@ export class WriteQueue {
    * How the group writes batch[from..to) (no plain op among them) run. Writes to distinct rows
    * commute, so they are layered: a write goes in the layer after the one holding the previous
    * write to the same job (a new row's, in the first), and the layers run in order, each merged
-   * per kind in order of first appearance. Two writes to one job are thus never merged nor
+   * per kind in order of first appearance (in calls of at most MAX_GROUP_ITEMS items and
+   * MAX_GROUP_BYTES). Two writes to one job are thus never merged nor
    * reordered, and a batch of starts and the finishes of the same jobs takes two statements.
    */
   private plan(batch: Entry[], from: number, to: number): number[][] {
@@ -182,7 +191,19 @@ export class WriteQueue {
     const calls: number[][] = [];
     for (const byKind of layers) {
       for (const idx of byKind.values()) {
-        for (let c = 0; c < idx.length; c += MAX_GROUP_ITEMS) calls.push(idx.slice(c, c + MAX_GROUP_ITEMS));
+        let call: number[] = [];
+        let bytes = 0;
+        for (const i of idx) {
+          const b = batch[i]!.group!.bytes ?? 0;
+          if (call.length === MAX_GROUP_ITEMS || (call.length > 0 && bytes + b > MAX_GROUP_BYTES)) {
+            calls.push(call);
+            call = [];
+            bytes = 0;
+          }
+          call.push(i);
+          bytes += b;
+        }
+        calls.push(call);
       }
     }
     return calls;

@@ -298,6 +298,16 @@ describe('master/store (real SQLite)', () => {
       for (const j of jobs) assert.equal((await store!.getJob(j.id))!.reason, reason);
     });
 
+    it('stores a lone surrogate in a merged statement as U+FFFD, as a bound parameter would, never as bytes that are not UTF-8', async () => {
+      const half = 'split \uD83D';
+      const jobs = await Promise.all([0, 1].map((i) => store!.createJob(spec({ name: `half-${i}` }))));
+      const d = await Promise.all(jobs.map((j) => store!.dispatchJob(j.id, 'w1', half)));
+      assert.ok(d.every((r) => r.ok && r.job.reason === 'split \uFFFD'));
+      const raw = await rawAll<{ h: string }>(join(dir, 'master.db'), "SELECT hex(reason) AS h FROM events WHERE reason LIKE 'split %'");
+      assert.equal(raw.length, 2);
+      for (const r of raw) assert.ok(r.h.endsWith('EFBFBD'), r.h);
+    });
+
     it('creates a job already dispatched in one commit, with the same events and attempt row as create then dispatch', async () => {
       const before = store!.commits;
       const j = await store!.createJob(spec({ slots: 2, maxAttempts: 2 }), 'w1');

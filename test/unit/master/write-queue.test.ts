@@ -108,6 +108,29 @@ describe('master/store WriteQueue', () => {
     });
   });
 
+  describe('when merged writes are large', () => {
+    it('cuts a call before it would pass MAX_GROUP_BYTES, and then wraps the calls in BEGIN/COMMIT', async () => {
+      const runs: string[] = [];
+      const big = (n: number, mib: number) =>
+        q.enqueueGroup<number, number>({
+          kind: 'create',
+          jobId: null,
+          item: n,
+          bytes: mib * 1024 * 1024,
+          oneStatement: true,
+          run: async (c, items) => {
+            runs.push(`create[${items.join(',')}]`);
+            await c.run(`create ${items.join(',')}`);
+            return items;
+          },
+        });
+      assert.deepEqual(await Promise.all([big(1, 3), big(2, 3), big(3, 3), big(4, 1), big(5, 20)]), [1, 2, 3, 4, 5]);
+      assert.deepEqual(runs, ['create[1,2]', 'create[3,4]', 'create[5]'], 'an item larger than the budget goes alone');
+      assert.deepEqual(conn.log, ['BEGIN IMMEDIATE', 'create 1,2', 'create 3,4', 'create 5', 'COMMIT']);
+      assert.equal(q.commits, 1);
+    });
+  });
+
   describe('when a batch holds one single-statement write', () => {
     const lone = (kind: string, jobId: number, fail = false) =>
       q.enqueueGroup({
