@@ -62,18 +62,23 @@ describe('master/store WriteQueue', () => {
   });
 
   describe('when group writes meet', () => {
+    /** A group write that logs each merged call as kind[items] in `runs`. */
+    let runs: string[];
+    const g = (kind: string, jobId: number) =>
+      q.enqueueGroup({
+        kind,
+        jobId,
+        item: jobId,
+        run: async (_c, items: number[]) => {
+          runs.push(`${kind}[${items.join(',')}]`);
+          return items.map((i) => `${kind}${i}`);
+        },
+      });
+    beforeEach(() => {
+      runs = [];
+    });
+
     it('merges each kind between plain writes, and puts a second write to one job in a later statement', async () => {
-      const runs: string[] = [];
-      const g = (kind: string, jobId: number) =>
-        q.enqueueGroup({
-          kind,
-          jobId,
-          item: jobId,
-          run: async (_c, items: number[]) => {
-            runs.push(`${kind}[${items.join(',')}]`);
-            return items.map((i) => `${kind}${i}`);
-          },
-        });
       const plain = () =>
         q.enqueue(async () => {
           runs.push('plain');
@@ -90,17 +95,6 @@ describe('master/store WriteQueue', () => {
     });
 
     it('layers writes to the same jobs: each layer merged per kind, in order', async () => {
-      const runs: string[] = [];
-      const g = (kind: string, jobId: number) =>
-        q.enqueueGroup({
-          kind,
-          jobId,
-          item: jobId,
-          run: async (_c, items: number[]) => {
-            runs.push(`${kind}[${items.join(',')}]`);
-            return items.map((i) => `${kind}${i}`);
-          },
-        });
       const r = await Promise.all([g('start', 1), g('start', 2), g('finish', 1), g('finish', 2), g('start', 3), g('finish', 3), g('start', 4), g('cancel', 1)]);
       assert.deepEqual(r, ['start1', 'start2', 'finish1', 'finish2', 'start3', 'finish3', 'start4', 'cancel1']);
       assert.deepEqual(runs, ['start[1,2,3,4]', 'finish[1,2,3]', 'cancel[1]']);
