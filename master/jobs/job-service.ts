@@ -38,6 +38,7 @@ function msgOf(e: unknown): string {
 /** `s` cut to `n` UTF-16 units at most, the last one an ellipsis when it was cut. */
 export function clip(s: string, n = 1000): string {
   if (s.length <= n) return s;
+  if (n < 2) return n === 1 ? '…' : '';
   // Not between the two halves of a surrogate pair (an emoji, say).
   const cut = /[\uD800-\uDBFF]/.test(s[n - 2]!) ? n - 2 : n - 1;
   return s.slice(0, cut) + '…';

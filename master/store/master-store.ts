@@ -101,7 +101,12 @@ type JsonValue = string | number | null;
  * would (U+FFFD): in JSON it would be an escape that SQLite decodes into bytes that are not UTF-8.
  */
 function jsonParam(rows: JsonValue[][]): string {
-  return JSON.stringify(rows.map((r) => r.map((v) => (typeof v === 'string' ? v.toWellFormed() : v))));
+  return `[${rows.map(jsonRow).join(',')}]`;
+}
+
+/** One row of {@link jsonParam}. */
+function jsonRow(row: JsonValue[]): string {
+  return JSON.stringify(row.map((v) => (typeof v === 'string' ? v.toWellFormed() : v)));
 }
 
 /** A merged statement's parameter at most this long stays bound to the cached statement (UTF-16 units). */
@@ -304,7 +309,7 @@ export class MasterStore {
     const checked = checkNewJob(spec, this.options);
     if (dispatchTo !== undefined) checkName('slave', dispatchTo);
     const row = newJobRow(checked, this.now(), dispatchTo ?? null);
-    return this.writeGroup({ kind: 'create', jobId: null, item: row, bytes: row.bytes, run: insertJobs, oneStatement: true });
+    return this.writeGroup({ kind: 'create', jobId: null, item: row, bytes: row.json.length, run: insertJobs, oneStatement: true });
   }
 
   async getJob(id: number): Promise<Job | undefined> {
@@ -773,31 +778,30 @@ const INSERT_COLS = 'name, channel, arch, slots, priority, command, inputs, env,
 const INSERT_JOBS_SQL = `INSERT INTO jobs (${INSERT_COLS})
   SELECT ${INSERT_COLS.split(', ').map((_, i) => `value ->> ${i}`).join(', ')} FROM json_each(?) ORDER BY key RETURNING id`;
 
+/** A job to insert: the checked spec, and its row as JSON (INSERT_COLS order; its length is the group write's `bytes`). */
+interface NewJobRow {
+  j: CheckedJob;
+  now: number;
+  slave: string | null;
+  json: string;
+}
+
+function newJobRow(j: CheckedJob, now: number, slave: string | null): NewJobRow {
+  const d = slave !== null;
+  const values = [
+    j.name, j.channel, j.arch, j.slots, j.priority, JSON.stringify(j.command), JSON.stringify(j.inputs), JSON.stringify(j.env), j.timeoutMs, j.maxAttempts,
+    d ? 'dispatched' : 'queued', d ? 1 : 0, slave, null, null, now, now, d ? now : null,
+  ];
+  return { j, now, slave, json: jsonRow(values) };
+}
+
 /**
  * Inserts new jobs with one multi-row INSERT (a group write, INSERT_JOBS_SQL); ids come back in insertion order.
  * An item with a slave is inserted dispatched to it (attempt 1; migration 2's trigger writes its
  * events and attempt row).
  */
-/** A job to insert: the checked spec and its row, with the size of its JSON texts (UTF-16 units). */
-interface NewJobRow {
-  j: CheckedJob;
-  now: number;
-  slave: string | null;
-  values: JsonValue[];
-  bytes: number;
-}
-
-function newJobRow(j: CheckedJob, now: number, slave: string | null): NewJobRow {
-  const d = slave !== null;
-  const command = JSON.stringify(j.command);
-  const inputs = JSON.stringify(j.inputs);
-  const env = JSON.stringify(j.env);
-  const values = [j.name, j.channel, j.arch, j.slots, j.priority, command, inputs, env, j.timeoutMs, j.maxAttempts, d ? 'dispatched' : 'queued', d ? 1 : 0, slave, null, null, now, now, d ? now : null];
-  return { j, now, slave, values, bytes: command.length + inputs.length + env.length + j.name.length + 200 };
-}
-
 async function insertJobs(c: SqliteConn, items: NewJobRow[]): Promise<Job[]> {
-  const param = jsonParam(items.map((it) => it.values));
+  const param = `[${items.map((it) => it.json).join(',')}]`;
   // A large parameter is not kept bound to a cached statement until the next insert.
   const rows = await c.all<{ id: number }>(INSERT_JOBS_SQL, [param], param.length <= CACHED_PARAM_MAX);
   // SQLite assigns AUTOINCREMENT ids in the order of the rows (ORDER BY key); RETURNING's order is not promised, so sort.

@@ -6,6 +6,8 @@ describe('master/jobs clip (a reason cut to its length limit)', () => {
     assert.equal(clip('abc', 5), 'abc');
     assert.equal(clip('abcdefgh', 5), 'abcd…');
     assert.equal(clip('abcdefgh', 5).length, 5);
+    assert.equal(clip('abcdefgh', 1), '…');
+    assert.equal(clip('abcdefgh', 0), '');
   });
 
   it('never cuts between the two halves of a surrogate pair', () => {
