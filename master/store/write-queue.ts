@@ -50,7 +50,10 @@ interface Entry {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
-/** Most items merged into one statement (SQLite binds at most 32,766 parameters per statement). */
+/**
+ * Most items merged into one statement: a bound on one statement's work and answer (its rows
+ * are one parameter now; when each value was bound, SQLite's limit of 32,766 parameters set it).
+ */
 export const MAX_GROUP_ITEMS = 500;
 /** Most bytes of items merged into one statement (as {@link GroupWrite.bytes} counts them), unless one item is larger alone. */
 export const MAX_GROUP_BYTES = 8 * 1024 * 1024;
@@ -170,8 +173,8 @@ export class WriteQueue {
    * commute, so they are layered: a write goes in the layer after the one holding the previous
    * write to the same job (a new row's, in the first), and the layers run in order, each merged
    * per kind in order of first appearance (in calls of at most MAX_GROUP_ITEMS items and
-   * MAX_GROUP_BYTES). Two writes to one job are thus never merged nor
-   * reordered, and a batch of starts and the finishes of the same jobs takes two statements.
+   * MAX_GROUP_BYTES). Two writes to one job are thus never merged nor reordered, and a batch of
+   * starts and the finishes of the same jobs takes two statements.
    */
   private plan(batch: Entry[], from: number, to: number): number[][] {
     const layers: Array<Map<string, number[]>> = [];
