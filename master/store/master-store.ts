@@ -367,12 +367,12 @@ export class MasterStore {
   /**
    * One compare-and-set transition (see {@link TRANSITIONS}), mergeable with every other one:
    * the transitions of a batch, whatever their kinds, run as ONE statement
-   * `WITH v(...) AS (VALUES ...) UPDATE jobs SET ... FROM v WHERE jobs.id = v.v_id AND <expected
-   * state> RETURNING ...`, where each set column and the condition pick the row's own transition
-   * by `v.v_op` (attempt rows and the event log follow by trigger, per row). A batch of such
-   * writes alone is one statement, so it commits in autocommit mode: one round trip through the
-   * binding's worker. A job with no returned row did not match: its current row is read for the
-   * caller's diagnosis.
+   * `WITH v AS (SELECT ... FROM json_each(?)) UPDATE jobs NOT INDEXED SET ... FROM v WHERE
+   * jobs.id = v.v_id AND <expected state> RETURNING ...` ({@link transitionSql}), where each set
+   * column and the condition pick the row's own transition by `v.v_op` (attempt rows and the
+   * event log follow by trigger, per row). A batch of such writes alone is one statement, so it
+   * commits in autocommit mode: one round trip through the binding's worker. A job with no
+   * returned row did not match: `explain` reads its current row for the caller's diagnosis.
    */
   private transition(op: TransitionOp, jobId: number, params: Partial<Record<TransitionParam, JsonValue>>): Promise<TransitionResult> {
     return this.writeGroup<TransitionItem, TransitionResult>({
