@@ -266,7 +266,8 @@ export class WriteQueue {
         }
         let k = i;
         while (k < batch.length && batch[k]!.group) k++;
-        await this.runCalls(batch, this.plan(batch, i, k), values);
+        // A batch of group writes only was planned whole above.
+        await this.runCalls(batch, calls ?? this.plan(batch, i, k), values);
         i = k;
       }
       await this.conn.run('COMMIT');
