@@ -1,7 +1,10 @@
 /**
- * The BullMQ side of bench/jobs: one Worker process with N concurrent jobs (BullMQ's
- * `concurrency`), the queue a Node user picks. Started by bench/jobs/run.ts with IPC:
- *   node dist/bench/jobs/bullmq-worker.js <redis port> <queue> <concurrency> <noop|spawn>
+ * The BullMQ side of bench/jobs: one process running N concurrent jobs, the queue a Node user
+ * picks. Started by bench/jobs/run.ts with IPC:
+ *   node dist/bench/jobs/bullmq-worker.js <redis port> <queue> <concurrency> <noop|spawn> [workers]
+ * `workers` (default 1) Worker instances, each with its own Redis connections, share the
+ * `concurrency` slots evenly (BullMQ's `concurrency` option): 1 is one Worker running N jobs at
+ * once; N is N Workers of one job each (the issue's "50 concurrent workers", read literally).
  * `noop`: the processor returns at once. `spawn`: it runs `true` as a child process and waits
  * for it (what a Builder slave does for a no-op job). Sends {ready} once the worker runs, then
  * {completed: n, at} every time `n` reaches a count the parent asked for with {notifyAt: n}.
@@ -9,11 +12,20 @@
 import { spawn } from 'node:child_process';
 import { Worker } from 'bullmq';
 
-const [portArg, queue, concArg, mode] = process.argv.slice(2);
+const [portArg, queue, concArg, mode, workersArg] = process.argv.slice(2);
 const port = Number(portArg);
 const concurrency = Number(concArg);
-if (!queue || !Number.isInteger(port) || !Number.isInteger(concurrency) || (mode !== 'noop' && mode !== 'spawn')) {
-  process.stderr.write('usage: bullmq-worker <port> <queue> <concurrency> <noop|spawn>\n');
+const workers = Number(workersArg ?? 1);
+if (
+  !queue ||
+  !Number.isInteger(port) ||
+  !Number.isInteger(concurrency) ||
+  (mode !== 'noop' && mode !== 'spawn') ||
+  !Number.isInteger(workers) ||
+  workers < 1 ||
+  concurrency % workers !== 0
+) {
+  process.stderr.write('usage: bullmq-worker <port> <queue> <concurrency> <noop|spawn> [workers dividing concurrency]\n');
   process.exit(2);
 }
 
@@ -27,15 +39,16 @@ function runTrue(): Promise<void> {
 
 let completed = 0;
 let notifyAt = Infinity;
-const worker = new Worker(queue, mode === 'noop' ? async () => null : async () => runTrue().then(() => null), {
-  connection: { host: '127.0.0.1', port, maxRetriesPerRequest: null },
-  concurrency,
+const processor = mode === 'noop' ? async () => null : async () => runTrue().then(() => null);
+const all = Array.from({ length: workers }, () => {
+  const worker = new Worker(queue, processor, { connection: { host: '127.0.0.1', port, maxRetriesPerRequest: null }, concurrency: concurrency / workers });
+  worker.on('completed', () => {
+    completed++;
+    if (completed === notifyAt) process.send?.({ completed, at: Date.now() });
+  });
+  worker.on('error', (e) => process.stderr.write(`worker error: ${e.message}\n`));
+  return worker;
 });
-worker.on('completed', () => {
-  completed++;
-  if (completed === notifyAt) process.send?.({ completed, at: Date.now() });
-});
-worker.on('error', (e) => process.stderr.write(`worker error: ${e.message}\n`));
 process.on('message', (m: { notifyAt?: number }) => {
   if (typeof m.notifyAt === 'number') {
     notifyAt = m.notifyAt;
@@ -43,14 +56,14 @@ process.on('message', (m: { notifyAt?: number }) => {
   }
 });
 const stop = () => {
-  worker.close().then(
+  Promise.all(all.map((w) => w.close())).then(
     () => process.exit(0),
     () => process.exit(1),
   );
 };
 process.once('SIGTERM', stop);
 process.once('disconnect', stop);
-worker.waitUntilReady().then(
+Promise.all(all.map((w) => w.waitUntilReady())).then(
   () => process.send?.({ ready: true }),
   (e: unknown) => {
     process.stderr.write(`worker: ${(e as Error).message}\n`);

@@ -448,10 +448,16 @@ async function simSlaves(): Promise<void> {
   });
 }
 
-async function startRedis(): Promise<{ port: number; proc: ChildProcess; dir: string }> {
+/**
+ * A redis-server on a free port. `durable`: every write command is in the append-only file and
+ * fsynced before redis answers (`appendfsync always`; what "every transition durable" costs
+ * BullMQ); otherwise in memory only, BullMQ's usual set-up.
+ */
+async function startRedis(durable: boolean): Promise<{ port: number; proc: ChildProcess; dir: string }> {
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'builder-bench-redis-'));
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'], {
+  const persistence = durable ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir, '--daemonize', 'no'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -472,7 +478,8 @@ async function startRedis(): Promise<{ port: number; proc: ChildProcess; dir: st
 }
 
 async function bullmq(): Promise<void> {
-  const redis = await startRedis();
+  const redis = await startRedis(false);
+  let durable: Awaited<ReturnType<typeof startRedis>> | undefined;
   const concurrency = SLAVES * CAPACITY;
   log(`bullmq: redis-server on ${redis.port} (pid ${String(redis.proc.pid)}), worker concurrency ${concurrency}`);
   const out: Record<string, unknown> = { redisVersion: (await new Promise<string>((r) => {
@@ -485,19 +492,32 @@ async function bullmq(): Promise<void> {
   let worker: ChildProcess | undefined;
   const cleanup = async () => {
     await stopChild(worker);
-    await stopChild(redis.proc);
-    await rm(redis.dir, { recursive: true, force: true });
+    for (const r of [redis, durable]) {
+      if (r === undefined) continue;
+      await stopChild(r.proc);
+      await rm(r.dir, { recursive: true, force: true });
+    }
   };
   await guarded(cleanup, async () => {
-    for (const mode of ['noop', 'spawn'] as const) {
-      const name = `bench-${mode}`;
-      const queue = new Queue(name, { connection: { host: '127.0.0.1', port: redis.port } });
-      const w = fork(join(here, 'bullmq-worker.js'), [String(redis.port), name, String(concurrency), mode], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    durable = await startRedis(true);
+    // One Worker with `concurrency` slots (the fastest set-up); `concurrency` Workers of one slot
+    // each (the issue's "50 concurrent workers" read literally); one Worker on the durable redis;
+    // all no-op. Then one Worker spawning `true`.
+    const variants = [
+      { key: 'noop', mode: 'noop', workers: 1, server: redis },
+      { key: 'noopWorkers', mode: 'noop', workers: concurrency, server: redis },
+      { key: 'noopDurable', mode: 'noop', workers: 1, server: durable },
+      { key: 'spawn', mode: 'spawn', workers: 1, server: redis },
+    ] as const;
+    for (const { key, mode, workers, server } of variants) {
+      const name = `bench-${key}`;
+      const queue = new Queue(name, { connection: { host: '127.0.0.1', port: server.port } });
+      const w = fork(join(here, 'bullmq-worker.js'), [String(server.port), name, String(concurrency), mode, String(workers)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       worker = w;
       try {
         await waitMessage<{ ready?: boolean }>(w, (m) => m.ready === true, 30_000, 'bullmq worker');
-        const r: Record<string, unknown> = {};
-        out[mode] = r;
+        const r: Record<string, unknown> = { workers, concurrencyEach: concurrency / workers, appendfsyncAlways: server === durable };
+        out[key] = r;
         await sleep(1000);
         r.workerRssIdleMiB = rssMiB(w.pid!);
         // Latency, one job at a time (after a warm-up).
@@ -523,8 +543,8 @@ async function bullmq(): Promise<void> {
         const totalMs = at - t0;
         r.throughput = { jobs: N, submitMs, submitPerS: Math.round((N / submitMs) * 1000), totalMs, jobsPerS: Math.round((N / totalMs) * 1000) };
         r.workerRssMiB = rssMiB(w.pid!);
-        r.redisRssMiB = rssMiB(redis.proc.pid!);
-        log(`bullmq ${mode}: ${JSON.stringify(r)}`);
+        r.redisRssMiB = rssMiB(server.proc.pid!);
+        log(`bullmq ${key}: ${JSON.stringify(r)}`);
       } finally {
         await stopChild(w);
         await queue.obliterate({ force: true }).catch(() => undefined);
