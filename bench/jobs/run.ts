@@ -2,7 +2,7 @@
  * End-to-end job benchmark of issue 3, Builder side by side with BullMQ in the same run:
  *
  *   npm run build && node dist/bench/jobs/run.js [--jobs 20000] [--slaves 10] [--capacity 5]
- *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip ceiling,floor,builder,dispatch,bullmq,sim,queued]
+ *     [--latency 200] [--queued 100000] [--sim-slaves 1000] [--skip ceiling,floor,store,builder,dispatch,bullmq,sim,queued]
  *     [--out bench/jobs/results.json] [--latency-gap 50] [--settle 20]
  *
  * Idle latency is measured twice, Builder and floor alike: back to back (the next job submitted
@@ -33,11 +33,16 @@
  * 6. a fresh master with `--sim-slaves` slave connections (one simulated process,
  *    bench/jobs/sim-slaves.ts): master RSS.
  * Before Builder, the floor of that latency on this machine: the same path (durable insert,
- * assignment, acceptance, spawn) through the bare parts (latency-floor.ts).
+ * assignment, acceptance, spawn) through the bare parts (latency-floor.ts); and the ceiling of
+ * durable transitions: the same number of jobs through the master's store alone, no network
+ * (store-ceiling.ts), at the farm's slots and at the submitter's width.
  * BullMQ (devDependency, the queue a Node user picks) on a local redis-server (Debian package,
  * started here on a free port, stopped by pid; no persistence, its usual set-up): the same
  * number of jobs through one Worker with concurrency slots x capacity, producer with 256 adds in
  * flight; a no-op processor, then one that spawns `true` per job (what the Builder slave does).
+ * Also no-op: slots x capacity Workers of one slot each (the issue's "50 concurrent workers",
+ * read literally), and one Worker on a second redis-server with `appendfsync always` (every
+ * write fsynced before redis answers: BullMQ with every transition durable).
  * Latency: processedOn - timestamp of one job at a time on an idle queue.
  */
 import { spawn, fork, type ChildProcess } from 'node:child_process';
@@ -240,7 +245,7 @@ async function idleLatency(farm: ProcessFarm, out: Record<string, unknown>, phas
  * master and of `slavePids` (and of the jobs' processes they reaped).
  */
 async function throughput(farm: ProcessFarm, slavePids: number[]): Promise<Record<string, unknown>> {
-  const cpu0 = { master: cpuMs(farm.master.pid), slaves: cpuOf(slavePids) };
+  const cpu0 = { master: cpuMs(farm.master.pid), slaves: cpuOf(slavePids), client: process.cpuUsage() };
   const ids: number[] = new Array<number>(N);
   const t0 = Date.now();
   await pool(N, IN_FLIGHT, async (i) => {
@@ -264,6 +269,7 @@ async function throughput(farm: ProcessFarm, slavePids: number[]): Promise<Recor
   // CPU per job over the whole run (submits and the client's polling included for the master).
   const m = cpuMs(farm.master.pid);
   const sl = cpuOf(slavePids);
+  const cl = process.cpuUsage(cpu0.client);
   const r2 = (x: number) => Math.round((x / N) * 100) / 100;
   return {
     jobs: jobs.length,
@@ -280,6 +286,8 @@ async function throughput(farm: ProcessFarm, slavePids: number[]): Promise<Recor
       slavesUser: r2(sl.user - cpu0.slaves.user),
       slavesSystem: r2(sl.system - cpu0.slaves.system),
       jobProcesses: r2(sl.children - cpu0.slaves.children),
+      // This process: the submitting client and its polling (microseconds -> ms).
+      client: r2((cl.user + cl.system) / 1000),
     },
   };
 }
@@ -578,6 +586,25 @@ async function spawnCeiling(spawner: 'node' | 'native'): Promise<void> {
   });
 }
 
+/**
+ * The ceiling of durable transitions on this machine, measured in this run: `N` jobs through the
+ * master's store alone in a child process (store-ceiling.ts), no network, at SLAVES x CAPACITY
+ * jobs at a time (the farm's slots) and at IN_FLIGHT (the submitter's width: bigger group
+ * commits). No farm keeping every transition in this store runs no-op jobs faster.
+ */
+async function storeCeiling(): Promise<void> {
+  const out: Record<string, unknown> = {};
+  results.storeCeiling = out;
+  for (const width of [SLAVES * CAPACITY, IN_FLIGHT]) {
+    const child = fork(join(here, 'store-ceiling.js'), [String(N), String(width)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await guarded(() => stopChild(child), async () => {
+      const r = await waitMessage<{ jobsPerS: number }>(child, (m) => typeof m.jobsPerS === 'number', 600_000, 'store ceiling');
+      out[`width${width}`] = r;
+      log(`store ceiling: ${JSON.stringify(r)}`);
+    });
+  }
+}
+
 /** The floor of the idle latency on this machine, measured in this run (latency-floor.ts). */
 async function latencyFloorPhase(): Promise<void> {
   log(`floor: ${LATENCY} jobs one at a time through the bare parts of the dispatch path`);
@@ -597,6 +624,7 @@ async function main(): Promise<void> {
     await spawnCeiling('native');
   }
   if (!skip.has('floor')) await latencyFloorPhase();
+  if (!skip.has('store')) await storeCeiling();
   if (!skip.has('builder')) await builder();
   if (!skip.has('dispatch')) await masterAlone();
   if (!skip.has('sim')) await simSlaves();

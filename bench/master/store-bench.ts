@@ -8,52 +8,25 @@
  * 3. dispatch latency on an idle farm: one job at a time, from "queued" durable to "dispatched" durable.
  * 4. scheduler: cost of one finish + one submit (each dispatching one job) with 100 and 100,000 queued.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Scheduler, schedJobOf, type Assignment } from '../../master/scheduler/index.js';
-import { MasterStore, type NewJob } from '../../master/store/index.js';
+import { type NewJob } from '../../master/store/index.js';
+import { runStoreJobs, withTempStore } from '../jobs/store-ceiling.js';
 
 const { values } = parseArgs({ options: { jobs: { type: 'string', default: '20000' }, sync: { type: 'string', default: 'both' } } });
 const N = Number(values.jobs);
 const syncs = values.sync === 'both' ? (['FULL', 'NORMAL'] as const) : ([values.sync] as ['FULL' | 'NORMAL']);
 const noop = (i: number): NewJob => ({ name: `noop-${i}`, channel: 'stable', arch: 'any', command: { kind: 'argv', argv: ['true'] } });
 
-async function withStore<T>(sync: 'FULL' | 'NORMAL', f: (s: MasterStore) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'builder-bench-'));
-  const s = await MasterStore.open({ dir, synchronous: sync });
-  try {
-    return await f(s);
-  } finally {
-    await s.close();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 async function storeOnly(sync: 'FULL' | 'NORMAL'): Promise<void> {
-  await withStore(sync, async (s) => {
-    let next = 0;
-    const t0 = performance.now();
-    const c0 = s.commits;
-    await Promise.all(
-      Array.from({ length: 256 }, async () => {
-        while (next < N) {
-          const j = await s.createJob(noop(next++));
-          await s.dispatchJob(j.id, 'w1');
-          await s.startJob(j.id, 1);
-          await s.finishJob(j.id, 1, { state: 'succeeded', exitCode: 0 });
-        }
-      }),
-    );
-    const ms = performance.now() - t0;
-    const commits = s.commits - c0;
-    console.log(`store ${sync}: ${N} jobs x 4 transitions in ${ms.toFixed(0)} ms = ${((4 * N * 1000) / ms).toFixed(0)} transitions/s, ${((N * 1000) / ms).toFixed(0)} jobs/s; ${commits} commits (${((4 * N) / commits).toFixed(0)} writes/commit)`);
+  await withTempStore(sync, async (s) => {
+    const r = await runStoreJobs(s, N, 256);
+    console.log(`store ${sync}: ${N} jobs x 4 transitions in ${r.ms} ms = ${((4 * N * 1000) / r.ms).toFixed(0)} transitions/s, ${r.jobsPerS} jobs/s; ${r.commits} commits (${((4 * N) / r.commits).toFixed(0)} writes/commit)`);
   });
 }
 
 async function pipeline(sync: 'FULL' | 'NORMAL'): Promise<void> {
-  await withStore(sync, async (store) => {
+  await withTempStore(sync, async (store) => {
     const sched = new Scheduler();
     const SLAVES = 4;
     const CAP = 64;
@@ -91,7 +64,7 @@ function pct(xs: number[], p: number): number {
 }
 
 async function idleLatency(sync: 'FULL' | 'NORMAL'): Promise<void> {
-  await withStore(sync, async (store) => {
+  await withTempStore(sync, async (store) => {
     const sched = new Scheduler();
     sched.slaveConnected({ name: 'w1', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
     const lat: number[] = [];
