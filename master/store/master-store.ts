@@ -15,7 +15,8 @@ import {
   type ArtifactRow,
   type AttemptRow,
   type EventRow,
-  type JobRow,
+  JOB_JSON,
+  type JobJsonRow,
   type ScheduleRow,
   type SlaveRow,
 } from './rows.js';
@@ -85,8 +86,6 @@ export interface NewArtifact {
 
 /** The result of {@link MasterStore.fireSchedule}. */
 export type FireResult = { ok: true; schedule: Schedule; job: Job } | { ok: false; schedule: Schedule | undefined };
-
-const JOB_COLS = 'id, name, channel, arch, slots, priority, command, inputs, env, timeout_ms, max_attempts, state, attempt, slave, exit_code, signal, reason, schedule_id, created_at, updated_at, dispatched_at, started_at, ended_at';
 
 function notFoundOrState(job: Job | undefined): { ok: false; job: Job | undefined } {
   return { ok: false, job };
@@ -180,7 +179,7 @@ export function transitionSql(items: ReadonlyArray<Pick<TransitionItem, 'op'>>):
   const where = pick((op) => `(${TRANSITIONS[op].where})`, '0');
   const vcols = ['v_id', 'v_op', ...TRANSITION_PARAMS].map((c, i) => `value ->> ${i} AS ${c}`).join(', ');
   return `WITH v AS (SELECT ${vcols} FROM json_each(?))
-    UPDATE jobs NOT INDEXED SET ${set} FROM v WHERE jobs.id = v.v_id AND ${where} RETURNING ${JOB_COLS}`;
+    UPDATE jobs NOT INDEXED SET ${set} FROM v WHERE jobs.id = v.v_id AND ${where} RETURNING ${JOB_JSON}`;
 }
 
 /** The one parameter of {@link transitionSql}: `[[id, op, v_slave, v_attempt, ...], ...]` as JSON. */
@@ -313,7 +312,7 @@ export class MasterStore {
   }
 
   async getJob(id: number): Promise<Job | undefined> {
-    const r = await this.reader.get<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id = ?`, [id]);
+    const r = await this.reader.get<JobJsonRow>(`SELECT ${JOB_JSON} FROM jobs WHERE id = ?`, [id]);
     return r && toJob(r);
   }
 
@@ -334,8 +333,8 @@ export class MasterStore {
       params.push(q.beforeId);
     }
     params.push(this.limit(q.limit));
-    const sql = `SELECT ${JOB_COLS} FROM jobs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id DESC LIMIT ?`;
-    return (await this.reader.all<JobRow>(sql, params)).map(toJob);
+    const sql = `SELECT ${JOB_JSON} FROM jobs ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id DESC LIMIT ?`;
+    return (await this.reader.all<JobJsonRow>(sql, params)).map(toJob);
   }
 
   /**
@@ -343,7 +342,7 @@ export class MasterStore {
    * can rebuild its queue and start grace timers for the slaves that held jobs.
    */
   async listActiveJobs(): Promise<Job[]> {
-    const rows = await this.reader.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE state IN ('queued','dispatched','running') ORDER BY id`);
+    const rows = await this.reader.all<JobJsonRow>(`SELECT ${JOB_JSON} FROM jobs WHERE state IN ('queued','dispatched','running') ORDER BY id`);
     return rows.map(toJob);
   }
 
@@ -382,22 +381,22 @@ export class MasterStore {
       // One UPDATE ... RETURNING (its triggers run inside it).
       oneStatement: true,
       run: async (c, items) => {
-        const rows = await c.all<JobRow>(transitionSql(items), transitionParams(items));
-        const byId = new Map(rows.map((r) => [r.id, r]));
+        const rows = await c.all<JobJsonRow>(transitionSql(items), transitionParams(items));
+        const byId = new Map(rows.map((r) => toJob(r)).map((j) => [j.id, j]));
         return items.map((it): TransitionResult | undefined => {
-          const r = byId.get(it.id);
-          return r && { ok: true, from: TRANSITIONS[it.op].from, job: toJob(r) };
+          const job = byId.get(it.id);
+          return job && { ok: true, from: TRANSITIONS[it.op].from, job };
         });
       },
       // A refused transition: the job's current row, for the caller's diagnosis.
       explain: async (c, items) => {
         const ids = items.map((it) => it.id);
-        const current = new Map<number, JobRow>();
-        for (const r of await c.all<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id IN (${ids.map(() => '?').join(', ')})`, ids, ids.length === 1)) current.set(r.id, r);
-        return items.map((it) => {
-          const cur = current.get(it.id);
-          return notFoundOrState(cur && toJob(cur));
-        });
+        const current = new Map<number, Job>();
+        for (const r of await c.all<JobJsonRow>(`SELECT ${JOB_JSON} FROM jobs WHERE id IN (${ids.map(() => '?').join(', ')})`, ids, ids.length === 1)) {
+          const job = toJob(r);
+          current.set(job.id, job);
+        }
+        return items.map((it) => notFoundOrState(current.get(it.id)));
       },
     });
   }
@@ -443,13 +442,13 @@ export class MasterStore {
       const now = this.now();
       const exhausted = job.attempt >= job.maxAttempts;
       const reason = exhausted ? `${o.reason}; no attempt left (${job.attempt} of ${job.maxAttempts})` : o.reason;
-      const r = await c.get<JobRow>(
+      const r = await c.get<JobJsonRow>(
         exhausted
           ? `UPDATE jobs SET state = 'failed', reason = ?, updated_at = ?, ended_at = ?, exit_code = NULL, signal = NULL
-             WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_COLS}`
+             WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_JSON}`
           : `UPDATE jobs SET state = 'queued', reason = ?, updated_at = ?, ended_at = NULL, exit_code = NULL, signal = NULL,
                slave = NULL, dispatched_at = NULL, started_at = NULL
-             WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_COLS}`,
+             WHERE id = ? AND attempt = ? AND state = ? RETURNING ${JOB_JSON}`,
         exhausted ? [reason, now, now, jobId, attempt, job.state] : [reason, now, jobId, attempt, job.state],
       );
       // Another op of the same batch moved the job between the read and the write.
@@ -466,7 +465,7 @@ export class MasterStore {
       const job = await loadJob(c, jobId);
       if (job === undefined || (job.state !== 'queued' && job.state !== 'dispatched' && job.state !== 'running')) return notFoundOrState(job);
       const now = this.now();
-      const r = await c.get<JobRow>(`UPDATE jobs SET state = 'cancelled', reason = ?, updated_at = ?, ended_at = ? WHERE id = ? AND state = ? RETURNING ${JOB_COLS}`, [
+      const r = await c.get<JobJsonRow>(`UPDATE jobs SET state = 'cancelled', reason = ?, updated_at = ?, ended_at = ? WHERE id = ? AND state = ? RETURNING ${JOB_JSON}`, [
         reason,
         now,
         now,
@@ -765,7 +764,7 @@ export class MasterStore {
 }
 
 async function loadJob(c: SqliteConn, id: number): Promise<Job | undefined> {
-  const r = await c.get<JobRow>(`SELECT ${JOB_COLS} FROM jobs WHERE id = ?`, [id]);
+  const r = await c.get<JobJsonRow>(`SELECT ${JOB_JSON} FROM jobs WHERE id = ?`, [id]);
   return r && toJob(r);
 }
 
