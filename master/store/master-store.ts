@@ -168,8 +168,21 @@ const TRANSITIONS: Record<TransitionOp, { from: JobState; where: string; set: Re
  * queued, each dispatch took 48 ms.
  */
 export function transitionSql(items: ReadonlyArray<Pick<TransitionItem, 'op'>>): string {
-  const present = new Set(items.map((it) => it.op));
-  const ops = TRANSITION_OPS.filter((op) => present.has(op));
+  // Which ops are present, as bits in TRANSITION_OPS order: the text's cache key.
+  let key = 0;
+  for (const it of items) key |= 1 << TRANSITION_OPS.indexOf(it.op);
+  let sql = TRANSITION_SQL[key];
+  if (sql === undefined) {
+    sql = buildTransitionSql(TRANSITION_OPS.filter((_, i) => (key & (1 << i)) !== 0));
+    TRANSITION_SQL[key] = sql;
+  }
+  return sql;
+}
+
+/** {@link transitionSql}'s texts by the bits of the ops present (at most 7; built on first use). */
+const TRANSITION_SQL: string[] = [];
+
+function buildTransitionSql(ops: readonly TransitionOp[]): string {
   const pick = (f: (op: TransitionOp) => string | undefined, otherwise: string): string => {
     if (ops.length === 1) return f(ops[0]!) ?? otherwise;
     return `CASE v.v_op ${ops.map((op) => `WHEN '${op}' THEN ${f(op) ?? otherwise}`).join(' ')} END`;
