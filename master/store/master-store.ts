@@ -298,8 +298,11 @@ export class MasterStore {
     return this.queue.enqueueGroup(g);
   }
 
+  /** The clock, checked: a timestamp is a whole number of milliseconds (SQLite would store a fraction as REAL, and JSON reads it back rounded to 15 digits). */
   private now(): number {
-    return this.options.now();
+    const t = this.options.now();
+    if (!Number.isSafeInteger(t)) throw new BuilderError('BUILDER_ERR_CONFIG', `the store's clock returned ${String(t)}, not a whole number of milliseconds`);
+    return t;
   }
 
   // ---- jobs ----

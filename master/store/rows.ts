@@ -1,28 +1,36 @@
-import type { Artifact, ArtifactKind, Attempt, AttemptState, Job, JobEvent, JobState, NewJob, Schedule, SlaveRecord } from './types.js';
+import type { Artifact, ArtifactKind, Attempt, AttemptState, Job, JobCommand, JobEvent, JobState, NewJob, Schedule, SlaveRecord } from './types.js';
 
 /** Row shapes as SQLite returns them, and their mapping to the typed API. JSON columns are parsed here. */
 
 /**
- * A job row as ONE column, `j`: a JSON object shaped as {@link Job} (command, inputs and env
- * embedded as JSON values, not strings), made by SQLite ({@link JOB_JSON}). Parsing one JSON text
- * builds the object in one pass: node-sqlite3 turns a row of 23 columns into an object one
- * property at a time (each a map transition on the main thread), which cost the store about a
- * tenth of its CPU per job in bench/jobs/store-ceiling.ts (143-147 against 154-162 us per job
- * at 50 in flight, 84-108 against 99-119 at 256, in pairs).
+ * A job row as four columns: `j`, a JSON object shaped as {@link Job} but for command, inputs and
+ * env, made by SQLite ({@link JOB_JSON}), and those three as stored (JSON text). Parsing one
+ * JSON text builds the object in one pass: node-sqlite3 turns a row of 23 columns into an object
+ * one property at a time (each a map transition on the main thread), which cost the store about
+ * a tenth of its CPU per job in bench/jobs/store-ceiling.ts (143-147 against 154-162 us per job
+ * at 50 in flight, 84-108 against 99-119 at 256, in pairs). The three JSON columns stay apart:
+ * embedded with `json()`, SQLite parsed and rewrote a 1 MiB script on every read (21.6 ms a
+ * row against 9.7), and they are parsed by V8 either way.
  */
 export interface JobJsonRow {
   j: string;
+  command: string;
+  inputs: string;
+  env: string;
 }
 
-/** The `j` column of {@link JobJsonRow}, over a `jobs` row (unqualified column names). */
+/** The columns of {@link JobJsonRow}, over a `jobs` row (unqualified column names). */
 export const JOB_JSON = `json_object('id', id, 'name', name, 'channel', channel, 'arch', arch, 'slots', slots, 'priority', priority,
-  'command', json(command), 'inputs', json(inputs), 'env', json(env), 'timeoutMs', timeout_ms, 'maxAttempts', max_attempts,
-  'state', state, 'attempt', attempt, 'slave', slave, 'exitCode', exit_code, 'signal', signal, 'reason', reason,
-  'scheduleId', schedule_id, 'createdAt', created_at, 'updatedAt', updated_at, 'dispatchedAt', dispatched_at,
-  'startedAt', started_at, 'endedAt', ended_at) AS j`;
+  'timeoutMs', timeout_ms, 'maxAttempts', max_attempts, 'state', state, 'attempt', attempt, 'slave', slave,
+  'exitCode', exit_code, 'signal', signal, 'reason', reason, 'scheduleId', schedule_id, 'createdAt', created_at,
+  'updatedAt', updated_at, 'dispatchedAt', dispatched_at, 'startedAt', started_at, 'endedAt', ended_at) AS j, command, inputs, env`;
 
 export function toJob(r: JobJsonRow): Job {
-  return JSON.parse(r.j) as Job;
+  const job = JSON.parse(r.j) as Job;
+  job.command = JSON.parse(r.command) as JobCommand;
+  job.inputs = JSON.parse(r.inputs) as Job['inputs'];
+  job.env = JSON.parse(r.env) as Record<string, string>;
+  return job;
 }
 
 export interface AttemptRow {

@@ -311,6 +311,33 @@ describe('master/store (real SQLite)', () => {
       for (const j of jobs) assert.equal((await store!.getJob(j.id))!.reason, reason);
     });
 
+    it('reads a job back as it was written, from every path (the create, each transition, getJob, listJobs)', async () => {
+      const big = 'x'.repeat(1 << 20);
+      const j = await store!.createJob(
+        spec({ name: 'whole', command: { kind: 'script', text: big }, env: { A: 'b', EMPTY: '' }, inputs: [{ name: 'a/b.tar', sha256: 'c'.repeat(64), size: 2 ** 40 }] }),
+      );
+      assert.deepEqual(await store!.getJob(j.id), j);
+      clock += 1;
+      const d = await store!.dispatchJob(j.id, 'w1');
+      assert.ok(d.ok);
+      assert.deepEqual(d.job, { ...j, state: 'dispatched', attempt: 1, slave: 'w1', updatedAt: clock, dispatchedAt: clock });
+      assert.deepEqual(await store!.getJob(j.id), d.job);
+      const s = await store!.startJob(j.id, 1);
+      assert.ok(s.ok);
+      assert.deepEqual((await store!.listJobs({ limit: 1 }))[0], s.job);
+      const f = await store!.finishJob(j.id, 1, { state: 'failed', exitCode: -1, signal: 'SIGKILL', reason: 'r' });
+      assert.ok(f.ok);
+      assert.deepEqual(await store!.getJob(j.id), f.job);
+      assert.deepEqual([f.job.command, f.job.exitCode, f.job.signal, f.job.inputs[0]?.size], [{ kind: 'script', text: big }, -1, 'SIGKILL', 2 ** 40]);
+    });
+
+    it('refuses a clock that is not a whole number of milliseconds, and writes nothing', async () => {
+      clock = 1_700_000_000_000.5;
+      await assert.rejects(store!.createJob(spec({ name: 'frac' })), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFIG') && /whole number/.test(e.message));
+      clock = 1_700_000_000_000;
+      assert.deepEqual(await store!.listJobs(), []);
+    });
+
     it('stores a lone surrogate in a merged statement as U+FFFD, as a bound parameter would, never as bytes that are not UTF-8', async () => {
       const half = 'split \uD83D';
       const jobs = await Promise.all([0, 1].map((i) => store!.createJob(spec({ name: `half-${i}` }))));
