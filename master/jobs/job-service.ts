@@ -3,7 +3,7 @@ import { mkdir, open as openFile, readFile, readdir, rename, rm } from 'node:fs/
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import ms from 'ms';
-import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
+import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type ResultOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob, type TransitionResult } from '../store/index.js';
@@ -29,6 +29,9 @@ interface Committed {
 }
 
 const ACTIVE = new Set(['dispatched', 'running']);
+
+/** What slave.subscribe answers: the reported attempts the slave keeps (and where their logs resume), and those it must drop. */
+type SubscribeAnswer = ResultOf<'slave.subscribe'>;
 
 function msgOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -63,6 +66,14 @@ export class JobService {
   private readonly uploads: UploadTable;
   private readonly slaves = new Map<string, SlaveConn>();
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
+  /**
+   * The tail of the work queued per slave name that decides which of its attempts it keeps: a
+   * subscribe's reconcile (read each reported attempt, then register the connection), the grace
+   * period's requeue of a lost slave's jobs, and a kill (cancel, master-side timeout) waiting to
+   * reach it. One at a time, or a subscribe could tell the slave to keep an attempt that a grace
+   * expiry or a cancel then took away without telling it (two races a review reproduced).
+   */
+  private readonly slaveTurns = new Map<string, Promise<void>>();
   private readonly committed = new Map<string, Map<string, Committed>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly logOrder = new Map<string, Promise<void>>();
@@ -518,6 +529,10 @@ export class JobService {
    * new work never lands in slots a dying process still uses.
    */
   private async killThenRelease(slave: string, jobId: number, attempt: number, reason: 'cancelled' | 'timed_out', release: () => void): Promise<void> {
+    // A subscribe of this slave under way may have read the attempt as still running and keep
+    // it: it registers the slave before this goes on, so the kill reaches it (a subscribe that
+    // starts later reads the job ended and tells the slave to abandon it).
+    await inOrder(this.slaveTurns, slave, () => Promise.resolve());
     const found = await this.cancelOnSlave(slave, jobId, attempt, reason);
     if (found !== true || !this.slaves.has(slave) || this.stopping) {
       release();
@@ -597,7 +612,12 @@ export class JobService {
     this.graceTimers.set(name, t);
   }
 
-  private async graceExpired(name: string): Promise<void> {
+  private graceExpired(name: string): Promise<void> {
+    return inOrder(this.slaveTurns, name, () => this.requeueLost(name));
+  }
+
+  /** The grace period of a lost slave ran out (in its turn): its jobs go back to the queue. */
+  private async requeueLost(name: string): Promise<void> {
     if (this.slaves.has(name) || this.stopping) return;
     for (const id of this.sched.jobsOf(name)) {
       const job = await this.store.getJob(id);
@@ -620,7 +640,12 @@ export class JobService {
     this.log.warn({ slave: name, graceMs: this.options.slaveGraceMs, jobs: this.sched.jobsOf(name) }, 'slave disconnected; its jobs wait for the grace period');
   }
 
-  private async subscribe(p: ParamsOf<'slave.subscribe'>, ctx: CallContext): Promise<{ keep: Array<{ jobId: number; attempt: number; nextSeq: number }>; abandon: Array<{ jobId: number; attempt: number; reason: string }> }> {
+  private subscribe(p: ParamsOf<'slave.subscribe'>, ctx: CallContext): Promise<SubscribeAnswer> {
+    return inOrder(this.slaveTurns, ctx.remote.name, () => this.reconcile(p, ctx));
+  }
+
+  /** slave.subscribe, in the slave's turn: which reported attempts it keeps, then the connection registered. */
+  private async reconcile(p: ParamsOf<'slave.subscribe'>, ctx: CallContext): Promise<SubscribeAnswer> {
     const name = ctx.remote.name;
     const old = this.slaves.get(name);
     if (old !== undefined && old.peer !== ctx.peer) {

@@ -164,6 +164,80 @@ describe('master jobs: slaves that leave and come back', function () {
     });
   });
 
+  describe('when a reconnect races the end of the grace period or a cancel', function () {
+    /** Holds the store's `method` for the first call that `hold` picks, until the returned `open` is called. */
+    function gate<K extends 'requeueJob' | 'getJob'>(method: K, hold: (args: Parameters<TestFarm['master']['jobs']['store'][K]>) => boolean) {
+      const store = farm.master.jobs.store;
+      const orig = (store[method] as (...a: unknown[]) => Promise<unknown>).bind(store);
+      let open!: () => void;
+      const opened = new Promise<void>((r) => (open = r));
+      let entered!: () => void;
+      const held = new Promise<void>((r) => (entered = r));
+      let armed = true;
+      (store as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+        if (armed && hold(args as Parameters<TestFarm['master']['jobs']['store'][K]>)) {
+          armed = false;
+          entered();
+          await opened;
+        }
+        return orig(...args);
+      };
+      return { held, open };
+    }
+
+    it('does not tell the slave to keep attempts that the expired grace period is requeueing', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 2 });
+      const ids = [await running(s), await running(s)];
+      // The grace period runs out and its first requeue is slow to commit (an fsync under load).
+      const g = gate('requeueJob', () => true);
+      await drop(s);
+      await g.held;
+      await s.connect();
+      const sub = s.subscribe({ capacity: 2, running: ids.map((jobId) => ({ jobId, attempt: 1, slots: 1 })) });
+      await new Promise((res) => setTimeout(res, 200));
+      g.open();
+      const r = await sub;
+      // Both were requeued (the grace period began first): the slave drops both attempts, and
+      // gets them again as attempt 2, never an attempt 1 it keeps beside an attempt 2.
+      assert.deepEqual(r.keep, []);
+      assert.deepEqual(r.abandon.map((a) => a.jobId).sort(), [...ids].sort());
+      for (const id of ids) await s.until(() => s.assigned.some((a) => a.jobId === id && a.attempt === 2), `attempt 2 of job ${id}`);
+      for (const id of ids) await s.finish(id, 2);
+      for (const id of ids) assert.deepEqual((await client.call('job.get', { id })).attempts.map((x) => x.state), ['requeued', 'succeeded']);
+    });
+
+    it('kills on the slave a job cancelled while the slave re-subscribes, and keeps its slot until the slave reports it', async function () {
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 1 });
+      const id = await running(s);
+      await drop(s);
+      await s.connect();
+      // The subscribe reads each reported attempt: job `id` is read running (kept), then the read
+      // of a second, unknown one is slow while a user cancels `id`.
+      const g = gate('getJob', ([jobId]) => jobId === 99_999);
+      const sub = s.subscribe({ capacity: 1, running: [{ jobId: id, attempt: 1, slots: 1 }, { jobId: 99_999, attempt: 1, slots: 1 }] });
+      await g.held;
+      const c = await client.call('job.cancel', { id });
+      assert.equal(c.job.state, 'cancelled');
+      g.open();
+      const r = await sub;
+      assert.deepEqual([r.keep.map((k) => k.jobId), r.abandon.map((k) => k.jobId)], [[id], [99_999]]);
+      // Kept, so the slave must be told to kill it...
+      await s.until(() => s.cancels.some((x) => x.jobId === id && x.attempt === 1 && x.reason === 'cancelled'), 'attempt.cancel of the cancelled job');
+      // ...and its one slot is not given to another job while it dies...
+      const { job: k } = await client.call('job.submit', { job: job() });
+      await new Promise((res) => setTimeout(res, 300));
+      assert.equal(s.assigned.filter((a) => a.jobId === k.id).length, 0);
+      // ...until the slave reports the kill.
+      await s.finish(id, 1, { state: 'cancelled', exitCode: null, signal: 'SIGTERM' });
+      await s.nextAssign(k.id);
+      assert.equal((await client.call('job.get', { id })).job.state, 'cancelled');
+    });
+  });
+
   describe('when the master restarts while jobs run and wait', function () {
     it('keeps queued jobs, and the slave that reports its running job finishes it once', async function () {
       const s = await TestSlave.enroll(farm, 'w1');
