@@ -15,7 +15,9 @@ export interface GroupWrite<I, R> {
   item: I;
   /**
    * The write. A result left undefined is an item the write refused (it changed nothing for
-   * it): `explain` answers for those.
+   * it): `explain` answers for those. With `oneStatement`, a throw must mean that the statement
+   * failed (nothing written): the batch is then run again write by write. So nothing may throw
+   * after the statement returned.
    */
   run: (conn: SqliteConn, items: I[]) => Promise<Array<R | undefined>>;
   /**
@@ -119,7 +121,11 @@ export class WriteQueue {
 
   private committed(): void {
     this.commits++;
-    this.onCommit?.();
+    try {
+      this.onCommit?.();
+    } catch {
+      // The hook's failure is not the writes': they are committed, and answered so.
+    }
   }
 
   /** Resolves once every write enqueued so far has settled. */
@@ -214,19 +220,26 @@ export class WriteQueue {
 
   /**
    * Runs the calls of a plan, setting values[i] for each write. With `explainFailed` (autocommit:
-   * the writes are committed once a call's `run` returned), a failed `explain` is recorded there
-   * for the refused items instead of failing the batch.
+   * the writes are committed once a call's `run` returned), what fails after that (an `explain`,
+   * a refusal nothing can explain, a wrong number of results) is recorded there for the items
+   * concerned instead of failing the batch, which would run them again.
    */
   private async runCalls(batch: Entry[], calls: number[][], values: unknown[], explainFailed?: Map<number, unknown>): Promise<void> {
     for (const part of calls) {
       const g = batch[part[0]!]!.group!;
       const res = await g.run(this.conn, part.map((i) => batch[i]!.group!.item));
-      if (res.length !== part.length) throw new Error(`group ${g.kind} returned ${res.length} results for ${part.length} writes`);
+      if (res.length !== part.length) {
+        const e = new Error(`group ${g.kind} returned ${res.length} results for ${part.length} writes`);
+        if (explainFailed === undefined) throw e;
+        // Committed (autocommit) but not answerable: each fails, none runs again.
+        for (const i of part) explainFailed.set(i, e);
+        continue;
+      }
       part.forEach((i, n) => (values[i] = res[n]));
       const refused = part.filter((i) => values[i] === undefined);
       if (refused.length === 0) continue;
-      if (g.explain === undefined) throw new Error(`group ${g.kind} refused ${refused.length} writes and cannot say why`);
       try {
+        if (g.explain === undefined) throw new Error(`group ${g.kind} refused ${refused.length} writes and cannot say why`);
         const why = await g.explain(this.conn, refused.map((i) => batch[i]!.group!.item));
         if (why.length !== refused.length) throw new Error(`group ${g.kind} explained ${why.length} of ${refused.length} refused writes`);
         refused.forEach((i, n) => (values[i] = why[n]));
@@ -247,7 +260,7 @@ export class WriteQueue {
       try {
         await this.runCalls(batch, calls, values, explainFailed);
         this.committed();
-        return values.map((value, i) => (explainFailed.has(i) ? { ok: false, error: explainFailed.get(i) } : { ok: true, value }));
+        return batch.map((_, i) => (explainFailed.has(i) ? { ok: false, error: explainFailed.get(i) } : { ok: true, value: values[i] }));
       } catch (error) {
         if (batch.length === 1) return [{ ok: false, error }];
         // Nothing of it was written: find the bad write.
@@ -270,9 +283,17 @@ export class WriteQueue {
         await this.runCalls(batch, calls ?? this.plan(batch, i, k), values);
         i = k;
       }
-      await this.conn.run('COMMIT');
+      try {
+        await this.conn.run('COMMIT');
+      } catch (error) {
+        // Not run again: whether a failed COMMIT reached the disk is not always known (an fsync
+        // that failed after the WAL frames were written), and a second run could apply the
+        // writes twice. Every write of the batch fails.
+        await this.rollback();
+        return batch.map(() => ({ ok: false, error }));
+      }
       this.committed();
-      return values.map((value) => ({ ok: true, value }));
+      return batch.map((_, i) => ({ ok: true, value: values[i] }));
     } catch (error) {
       await this.rollback();
       if (batch.length === 1) return [{ ok: false, error }];

@@ -8,11 +8,16 @@ class FakeConn {
   private commitGate: (() => void) | undefined;
   holdCommit = false;
   failOn: string | undefined;
+  /** Only the next `failOn` statement fails (a transient error). */
+  failOnce = false;
 
   async run(sql: string): Promise<{ changes: number; lastID: number }> {
     this.log.push(sql);
     if (sql === 'COMMIT' && this.holdCommit) await new Promise<void>((r) => (this.commitGate = r));
-    if (this.failOn !== undefined && sql === this.failOn) throw new Error(`fail ${sql}`);
+    if (this.failOn !== undefined && sql === this.failOn) {
+      if (this.failOnce) this.failOn = undefined;
+      throw new Error(`fail ${sql}`);
+    }
     return { changes: 1, lastID: 1 };
   }
   async exec(sql: string): Promise<void> {
@@ -177,6 +182,26 @@ describe('master/store WriteQueue', () => {
       assert.equal(q.commits, 1);
     });
 
+    it('after an autocommitted statement, fails only what it cannot answer (a refusal with no explain, a wrong count of results), and runs nothing again', async () => {
+      const w = (kind: string, jobId: number, out: (items: number[]) => Array<number | undefined>) =>
+        q.enqueueGroup<number, number>({
+          kind,
+          jobId,
+          item: jobId,
+          oneStatement: true,
+          run: async (c, items) => {
+            await c.run(`${kind} ${items.join(',')}`);
+            return out(items);
+          },
+        });
+      const refusing = (items: number[]) => items.map((i) => (i === 2 ? undefined : i));
+      const r1 = await Promise.allSettled([w('a', 1, refusing), w('a', 2, refusing), w('a', 3, refusing)]);
+      assert.deepEqual(r1.map((x) => (x.status === 'fulfilled' ? x.value : (x.reason as Error).message)), [1, 'group a refused 1 writes and cannot say why', 3]);
+      const r2 = await Promise.allSettled([w('b', 1, () => [1]), w('b', 2, () => [1])]);
+      assert.deepEqual(r2.map((x) => x.status), ['rejected', 'rejected']);
+      assert.deepEqual(conn.log, ['a 1,2,3', 'b 1,2'], 'each statement ran once');
+    });
+
     it('asks `explain` only for the writes `run` refused; a failed explanation after the commit fails only those, and nothing runs twice', async () => {
       let explainFails = true;
       const w = (jobId: number) =>
@@ -234,6 +259,30 @@ describe('master/store WriteQueue', () => {
       const r = await Promise.allSettled([q.enqueue(async () => 1), q.enqueue(async () => 2)]);
       assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
       assert.equal(q.commits, 0);
+    });
+
+    it('does not run the batch again when COMMIT failed once (it may have reached the disk)', async () => {
+      conn.failOn = 'COMMIT';
+      conn.failOnce = true;
+      const ran: number[] = [];
+      const op = (n: number) => q.enqueue(async () => void ran.push(n));
+      const r = await Promise.allSettled([op(1), op(2)]);
+      assert.deepEqual(r.map((x) => x.status), ['rejected', 'rejected']);
+      assert.deepEqual(ran, [1, 2]);
+      assert.deepEqual(conn.log, ['BEGIN IMMEDIATE', 'COMMIT', 'ROLLBACK']);
+      assert.equal(await q.enqueue(async () => 3), 3);
+    });
+
+    it('answers committed writes as committed when the commit hook throws, and runs nothing twice', async () => {
+      q.onCommit = () => {
+        throw new Error('hook');
+      };
+      const ran: number[] = [];
+      assert.deepEqual(await Promise.all([q.enqueue(async () => ran.push(1)), q.enqueue(async () => ran.push(2))]), [1, 2]);
+      const lone = await q.enqueueGroup({ kind: 'k', jobId: 1, item: 1, oneStatement: true, run: async (c, items: number[]) => (await c.run('k'), items) });
+      assert.equal(lone, 1);
+      assert.deepEqual(ran, [1, 2]);
+      assert.equal(q.commits, 2);
     });
   });
 });
