@@ -906,7 +906,12 @@ export class JobService {
     const r = await finishing;
     this.heldRows.delete(job.id);
     if (!r.ok) {
-      if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) return false;
+      if (r.job !== undefined && r.job.attempt === p.attempt && isFinalState(r.job.state)) {
+        // Ended on the master (a cancel, a master-side timeout) between the read above and this
+        // commit: this report is the slave's word that the attempt is gone, so its slots free now.
+        this.killReported(job.id);
+        return false;
+      }
       throw new BuilderError('BUILDER_ERR_BAD_STATE', `attempt ${p.attempt} of job ${job.id} is no longer current; drop it`);
     }
     log.info({ state: p.state, exitCode: p.exitCode, signal: p.signal }, 'job finished');

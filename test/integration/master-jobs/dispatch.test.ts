@@ -224,6 +224,40 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       await rejectsWith(client.call('job.cancel', { id: j.id }), 'BUILDER_ERR_BAD_STATE', /already cancelled/);
       await s.nextAssign(k.id);
     });
+
+    it('frees the slot at the slave’s report also when the cancel commits while that report is being filed', async function () {
+      // A long kill deadline: the slot must come back with the report, not with the deadline.
+      await farm.close();
+      ({ farm, client } = await jobFarm({ cancelTimeoutMs: 60_000 }));
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      await s.subscribe({ capacity: 1 });
+      const { job: j } = await client.call('job.submit', { job: job() });
+      await s.nextAssign(j.id);
+      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      const art = await s.upload(j.id, 1, 'out.bin', Buffer.from('output'));
+      // The report's artifact is being recorded (held here) when a user cancels the job.
+      const store = farm.master.jobs.store;
+      const addArtifact = store.addArtifact.bind(store);
+      let open!: () => void;
+      const opened = new Promise<void>((r) => (open = r));
+      let entered!: () => void;
+      const held = new Promise<void>((r) => (entered = r));
+      store.addArtifact = async (a) => {
+        entered();
+        await opened;
+        return addArtifact(a);
+      };
+      const report = s.finish(j.id, 1, { state: 'succeeded', exitCode: 0, artifacts: [{ path: 'out.bin', ...art }] });
+      await held;
+      assert.equal((await client.call('job.cancel', { id: j.id })).job.state, 'cancelled');
+      await s.until(() => s.cancels.some((x) => x.jobId === j.id), 'attempt.cancel');
+      open();
+      await report;
+      assert.equal((await client.call('job.get', { id: j.id })).job.state, 'cancelled');
+      const { job: k } = await client.call('job.submit', { job: job() });
+      await s.nextAssign(k.id, 10_000);
+    });
   });
 
   describe('when the slave never reports a job past its timeout', function () {
