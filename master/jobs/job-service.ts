@@ -77,7 +77,8 @@ export class JobService {
   private readonly committed = new Map<string, Map<string, Committed>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly logOrder = new Map<string, Promise<void>>();
-  private readonly killing = new Map<number, { timer: NodeJS.Timeout; release: () => void }>();
+  /** Attempts the master ended that are being killed, by job: their slots free at the slave's report, or at the deadline (`timer`, once the slave confirmed the kill). */
+  private readonly killing = new Map<number, { timer: NodeJS.Timeout | undefined; release: () => void }>();
   /**
    * The store's row of each attempt this service dispatched, as its last own write returned it
    * (dispatched, then running), so that attempt.log and attempt.finish check the holder without a
@@ -532,17 +533,25 @@ export class JobService {
     // A subscribe of this slave under way may have read the attempt as still running and keep
     // it: it registers the slave before this goes on, so the kill reaches it (a subscribe that
     // starts later reads the job ended and tells the slave to abandon it).
+    // Registered first: the slave's report of the attempt's end (attempt.finish) may come while
+    // this waits or the cancel travels (a real slave answers the cancel only after it), and
+    // frees the slots then (killReported).
+    const entry: { timer: NodeJS.Timeout | undefined; release: () => void } = { timer: undefined, release };
+    this.killing.set(jobId, entry);
     await inOrder(this.slaveTurns, slave, () => Promise.resolve());
+    // Reported meanwhile (or stopping): nothing left to kill or to free here.
+    if (this.killing.get(jobId) !== entry) return;
     const found = await this.cancelOnSlave(slave, jobId, attempt, reason);
+    if (this.killing.get(jobId) !== entry) return;
     if (found !== true || !this.slaves.has(slave) || this.stopping) {
+      this.killing.delete(jobId);
       release();
       return;
     }
-    const timer = setTimeout(() => {
+    entry.timer = setTimeout(() => {
       this.killing.delete(jobId);
       release();
     }, this.options.cancelTimeoutMs);
-    this.killing.set(jobId, { timer, release });
   }
 
   /** The slave reported an attempt the master had ended: free its slots now. */

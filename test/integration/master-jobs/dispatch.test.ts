@@ -258,6 +258,32 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       const { job: k } = await client.call('job.submit', { job: job() });
       await s.nextAssign(k.id, 10_000);
     });
+
+    it('frees the slot at the slave’s report also when that report comes before the slave answered the cancel', async function () {
+      await farm.close();
+      ({ farm, client } = await jobFarm({ cancelTimeoutMs: 60_000 }));
+      const s = await TestSlave.enroll(farm, 'w1');
+      await s.connect();
+      // As a real slave does: the cancel is answered (found) only after the attempt's report went out.
+      let reported!: () => void;
+      const reportSent = new Promise<void>((r) => (reported = r));
+      s.peer.handle('attempt.cancel', async (p) => {
+        s.cancels.push(p);
+        await reportSent;
+        await new Promise((res) => setTimeout(res, 100));
+        return { found: true };
+      });
+      await s.subscribe({ capacity: 1 });
+      const { job: j } = await client.call('job.submit', { job: job() });
+      await s.nextAssign(j.id);
+      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      assert.equal((await client.call('job.cancel', { id: j.id })).job.state, 'cancelled');
+      await s.until(() => s.cancels.some((x) => x.jobId === j.id), 'attempt.cancel');
+      await s.finish(j.id, 1, { state: 'cancelled', exitCode: null, signal: 'SIGTERM' });
+      reported();
+      const { job: k } = await client.call('job.submit', { job: job() });
+      await s.nextAssign(k.id, 10_000);
+    });
   });
 
   describe('when the slave never reports a job past its timeout', function () {
