@@ -229,12 +229,20 @@ export class SlaveRuntime {
    * One exception: slots still held by attempts the master has abandoned (their process groups
    * are being killed) are waited for, up to `acceptWaitMs`, since the master counts them free.
    */
-  private assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer): ResultOf<'attempt.assign'> | Promise<ResultOf<'attempt.assign'>> {
+  private assign(p: ParamsOf<'attempt.assign'>, peer: RpcPeer, waited = false): ResultOf<'attempt.assign'> | Promise<ResultOf<'attempt.assign'>> {
     const key = `${p.jobId}-${p.attempt}`;
     const existing = this.tasks.get(key);
     // The master may resend an assignment whose reply it lost: the same attempt is accepted once.
     if (existing !== undefined && !existing.dropped && existing.phase !== 'done') return { accepted: true };
     if (existing !== undefined) throw new BuilderError('BUILDER_ERR_CONFLICT', `attempt ${p.attempt} of job ${p.jobId} has just ended here`);
+    // An earlier attempt of the same job, abandoned (a subscribe's answer, a late cancel) and still
+    // dying: the master counts it gone and may send the next attempt at once. Waited for as
+    // abandoned slots are, or the new attempt is refused as "already runs here".
+    const sameJob = this.executor.get(p.jobId) === undefined ? [] : [...this.tasks.values()].filter((t) => t.jobId === p.jobId && t.dropped);
+    if (sameJob.length > 0 && !waited && !this.draining) {
+      this.log.info({ job: p.jobId, attempt: p.attempt, dying: sameJob.map((t) => t.key) }, 'waiting for an abandoned attempt of the same job to die before accepting');
+      return Promise.race([Promise.all(sameJob.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]).then(() => this.assign(p, peer, true));
+    }
     // The usual case answers on this turn: the reply is written in this turn's microtasks, before
     // anything the attempt defers to setImmediate (its files, the fork of the job).
     if (p.slots <= this.executor.freeSlots || this.draining) return this.accept(p, peer);
