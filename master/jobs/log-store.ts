@@ -348,7 +348,10 @@ export class AttemptLogStore {
 
   /**
    * Appends the records whose seq is above the highest stored one (and above the previous record
-   * of the batch); nothing after an `end`. Resolves after the bytes are fsynced.
+   * of the batch); nothing after an `end`. An output or end record must come right after the
+   * previous one (seq + 1): at a gap the append stops, and the answer's `storedThrough` tells the
+   * slave where to resend from (an earlier batch failed here while a later one got through). Only
+   * a `dropped` marker may jump: it declares the loss. Resolves after the bytes are fsynced.
    */
   async append(jobId: number, attempt: number, records: readonly LogRecord[]): Promise<{ storedThrough: number; ended: boolean; appended: number }> {
     const l = await this.get(jobId, attempt);
@@ -360,6 +363,7 @@ export class AttemptLogStore {
       let ended = l.ended;
       for (const r of records) {
         if (ended || r.seq <= last) continue;
+        if (r.kind !== 'dropped' && r.seq !== last + 1) break;
         if (r.kind === 'dropped' && (r.fromSeq > r.toSeq || r.toSeq > r.seq)) {
           throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log record ${r.seq}: a dropped range must have fromSeq <= toSeq <= seq`);
         }

@@ -59,6 +59,22 @@ describe('master jobs: attempt logs', function () {
       assert.deepEqual(r.records.map((x) => x.seq), Array.from({ length: 40 }, (_x, i) => i + 1));
     });
 
+    it('stops at a gap (an earlier batch failed while a later one got through) and answers where to resend from', async function () {
+      assert.deepEqual(await s.log(id, 1, [data(1, 'a')]), { storedThrough: 1 });
+      // Batch 2-3 failed on the master; 4-5 arrives: nothing of it is stored, or 2-3 would be lost for good.
+      assert.deepEqual(await s.log(id, 1, [data(4, 'd'), data(5, 'e')]), { storedThrough: 1 });
+      // The slave resends from 2: all of it is stored, in order.
+      assert.deepEqual(await s.log(id, 1, [data(2, 'b'), data(3, 'c'), data(4, 'd'), data(5, 'e')]), { storedThrough: 5 });
+      // A gap inside a batch: what comes before it is stored. A dropped marker may jump (it declares the loss).
+      assert.deepEqual(await s.log(id, 1, [data(6, 'f'), data(8, 'h')]), { storedThrough: 6 });
+      assert.deepEqual(await s.log(id, 1, [{ kind: 'dropped', seq: 9, fromSeq: 7, toSeq: 9, droppedBytes: 2 }, data(10, 'j')]), { storedThrough: 10 });
+      const r = await client.call('log.read', { jobId: id });
+      assert.deepEqual(
+        r.records.map((x) => (x.kind === 'data' ? Buffer.from(x.data).toString() : x.kind)),
+        ['a', 'b', 'c', 'd', 'e', 'f', 'dropped', 'j'],
+      );
+    });
+
     it('refuses a dropped marker that does not make sense, storing nothing of that batch', async function () {
       await rejectsWith(s.log(id, 1, [data(1, 'x'), { kind: 'dropped', seq: 2, fromSeq: 5, toSeq: 3, droppedBytes: 1 }]), 'BUILDER_ERR_INVALID_INPUT', /dropped range/);
       assert.deepEqual((await client.call('log.read', { jobId: id })).records, []);
