@@ -63,12 +63,8 @@ export class InputStore {
       if (have !== undefined) return { size: have, sha256 };
       throw e;
     }
-    try {
-      const done = await r.finish();
-      return { size: done.size, sha256: done.sha256 };
-    } finally {
-      this.uploads.delete(sha256);
-    }
+    const done = await this.uploads.finish(sha256, r);
+    return { size: done.size, sha256: done.sha256 };
   }
 
   /** Marks a stored input as used now (its mtime): the input retention counts from the last use. */

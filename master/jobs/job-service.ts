@@ -1224,12 +1224,7 @@ export class JobService {
           if (c !== undefined) return { size: c.size, sha256: c.sha256 };
           throw e;
         }
-        let done;
-        try {
-          done = await r.finish();
-        } finally {
-          this.uploads.delete(key);
-        }
+        const done = await this.uploads.finish(key, r);
         await this.recordCommitted(p.jobId, p.attempt, done.path, { size: done.size, sha256: done.sha256 });
         this.log.info({ job: p.jobId, attempt: p.attempt, slave: ctx.remote.name, path: done.path, size: done.size }, 'artifact received');
         return { size: done.size, sha256: done.sha256 };

@@ -49,9 +49,17 @@ export class UploadTable {
     return cur.r;
   }
 
-  /** Forgets `key` (after finish or failure). */
-  delete(key: string): void {
-    this.open.delete(key);
+  /**
+   * Finishes the upload `r` open under `key`. It leaves the table once closed (committed, or
+   * failed for good: checksum, conflict); an upload found incomplete stays open (and its file
+   * handle with it) for the chunks still to come.
+   */
+  async finish(key: string, r: ArtifactReceiver): ReturnType<ArtifactReceiver['finish']> {
+    try {
+      return await r.finish();
+    } finally {
+      if (r.closed) this.open.delete(key);
+    }
   }
 
   /** Aborts every open upload whose key starts with `prefix` (keeping or dropping the bytes). */

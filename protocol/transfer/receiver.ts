@@ -75,6 +75,11 @@ export class ArtifactReceiver {
   }
 
   /** Bytes received in order so far: where a resumed upload starts. */
+  /** Finished, failed for good (checksum, conflict) or aborted: its file handle is closed. */
+  get closed(): boolean {
+    return this.done;
+  }
+
   get offset(): number {
     return this._offset;
   }

@@ -142,6 +142,17 @@ describe('master jobs: artifacts', function () {
       await s.upload(id, 1, 'ok.bin', Buffer.from('fine'));
     });
 
+    it('keeps an upload finished too early open (its file with it) for the chunks still to come', async function () {
+      const id = await runJob();
+      const b = Buffer.from('first half, second half');
+      await s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: 'early.bin', size: b.length, sha256: sha(b) });
+      await s.peer.call('artifact.chunk', { jobId: id, attempt: 1, path: 'early.bin', offset: 0, data: b.subarray(0, 10) });
+      await rejectsWith(s.peer.call('artifact.finish', { jobId: id, attempt: 1, path: 'early.bin' }), 'BUILDER_ERR_BAD_STATE', /incomplete: 10 of 23 bytes/);
+      // Not dropped (that left its file handle open until a garbage collection): the rest goes on without a new begin.
+      await s.peer.call('artifact.chunk', { jobId: id, attempt: 1, path: 'early.bin', offset: 10, data: b.subarray(10) });
+      assert.deepEqual(await s.peer.call('artifact.finish', { jobId: id, attempt: 1, path: 'early.bin' }), { size: b.length, sha256: sha(b) });
+    });
+
     it('refuses a checksum mismatch, drops the bytes, and takes a correct upload after it', async function () {
       const id = await runJob();
       const good = Buffer.from('the real bytes');
