@@ -391,6 +391,34 @@ describe('the attempt log file', function () {
     });
   });
 
+  describe('when a log holds many tiny records', function () {
+    it('pages them by their cost on the wire, not their payload alone, and at most 10,000 to a page', async function () {
+      const dir = await tempDir();
+      try {
+        const a = new AttemptLogStore({ dir, fsync: false });
+        const n = 25_000;
+        for (let seq = 1; seq <= n; seq += 5_000) {
+          await a.append(3, 1, Array.from({ length: 5_000 }, (_x, i) => data(seq + i, 'x', i % 2 === 0 ? 'stdout' : 'stderr')));
+        }
+        const small = await a.read(3, 1, 1, 4_800);
+        assert.ok(small.records.length > 10 && small.records.length <= 100, `${small.records.length} one-byte records in a page of 4,800 bytes`);
+        let from = 1;
+        let pages = 0;
+        while (from <= n) {
+          const p = await a.read(3, 1, from, 1 << 20);
+          assert.ok(p.records.length <= 10_000);
+          assert.equal(p.records[0]!.seq, from);
+          from = p.nextSeq;
+          pages++;
+        }
+        assert.equal(pages, 3);
+        await a.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
   describe('when an attempt writes more than maxBytes', function () {
     it('keeps the seqs and byte counts of the excess as dropped markers, not the bytes', async function () {
       const dir = await tempDir();
