@@ -1,4 +1,4 @@
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BuilderError } from '../../protocol/errors.js';
 import { checkRelativePath } from '../../protocol/names.js';
@@ -58,10 +58,19 @@ export async function fetchInputs(
 ): Promise<void> {
   checkInputList(inputs);
   for (const f of inputs) {
+    // A cancelled attempt's fetch may outlive it (the attempt does not wait for a read in flight),
+    // and its slot's work dir is then the next attempt's: nothing more is made there once aborted.
+    signal.throwIfAborted();
     const path = join(inputDir, f.name);
     await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    signal.throwIfAborted();
     // 'wx': the dir is fresh, so an existing file here would be a bug; never follow or reuse.
     const fh = await open(path, 'wx', 0o644);
+    if (signal.aborted) {
+      await fh.close();
+      await rm(path, { force: true });
+      signal.throwIfAborted();
+    }
     try {
       await downloadInto(
         fh,

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SlaveRuntime } from '../../../slave/index.js';
+import { BuilderError } from '../../../protocol/index.js';
 import { fastRuntimeOptions, killGroups, slaveTestBed, startRuntime, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
 
@@ -38,5 +39,31 @@ describe('slave runtime: attempts that end while the next one arrives', function
     // Refused ("already runs here"), it would count as a setup failure of this slave and use up an attempt.
     assert.deepEqual(await master.assign({ jobId: 50, attempt: 2, command: { kind: 'argv', argv: ['true'] } }), { accepted: true });
     assert.equal((await master.waitFinish(50, 2)).finish?.state, 'succeeded');
+  });
+
+  it("a cancel during the input fetch leaves no file of the old attempt in the next attempt's input dir", async function () {
+    rt = await startRuntime(fastRuntimeOptions(dir, master.address, { capacity: 1 }));
+    const a = master.addInput(Buffer.from('aaaaaaaaaa'));
+    const b = master.addInput(Buffer.from('bbbbbbbbbbbb'));
+    master.on('peer', (peer) =>
+      setImmediate(() =>
+        peer.handle('input.read', async (p) => {
+          if (p.sha256 === a.sha256) await sleep(600);
+          const buf = master.inputs.get(p.sha256);
+          if (buf === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', 'no such input');
+          return { data: buf.subarray(p.offset, p.offset + p.length) as Uint8Array<ArrayBuffer> };
+        }),
+      ),
+    );
+    master.dropConnections();
+    await until(() => master.slave !== undefined && master.subscribes.length >= 2, 'reconnect');
+    await sleep(50);
+    await master.assign({ jobId: 60, command: { kind: 'argv', argv: ['true'] }, inputs: [{ name: 'a.txt', ...a }, { name: 'sub/b.txt', ...b }] });
+    await sleep(150);
+    const c = await master.cancel(60, 1, 'cancelled');
+    assert.deepEqual(c, { found: true });
+    await master.assign({ jobId: 61, command: { kind: 'script', text: 'sleep 1; cd "$BUILDER_INPUT" && find . -mindepth 1 | sort' } });
+    await master.waitFinish(61);
+    assert.equal(master.text(61), '');
   });
 });
