@@ -105,6 +105,8 @@ export class AttemptTask {
   private timeoutMs = 0;
   private sendFailures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Aborted when the attempt stops talking to the master (dropped, or the slave stops): ends an upload under way. */
+  private readonly talk = new AbortController();
   private _phase: 'running' | 'delivering' | 'finishing' | 'done' = 'running';
   private _done: Promise<TaskEnd> | undefined;
 
@@ -326,6 +328,7 @@ export class AttemptTask {
 
   private stopTalking(): void {
     this.live = undefined;
+    this.talk.abort();
     this.sender?.stop();
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
@@ -499,6 +502,9 @@ export class AttemptTask {
         const r = await uploadArtifact({ absPath: a.absPath, path: a.path, size: a.size, sha256: a.sha256 }, this.uploadTarget(peer, a.path), {
           chunkBytes: this.ctx.o.uploadChunkBytes,
           window: this.ctx.o.uploadWindow,
+          // A slave stopping (deliver timeout) or an attempt dropped does not send the rest: the
+          // upload resumes at the next start, from the bytes the master has.
+          signal: this.talk.signal,
         });
         this.log.debug({ path: a.path, size: a.size, resumedAt: r.resumedAt }, 'artifact uploaded');
         await this.recordUpload({ path: a.path, size: a.size, sha256: a.sha256 });
