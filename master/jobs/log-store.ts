@@ -369,6 +369,16 @@ export class AttemptLogStore {
       let count = 0;
       let last = l.lastSeq;
       let ended = l.ended;
+      let excess: { kind: 'dropped'; seq: number; fromSeq: number; toSeq: number; droppedBytes: number } | undefined;
+      const push = (rec: LogRecord): void => {
+        const [h, payload] = encode(rec);
+        bytes += h.length + payload.length;
+        parts.push(h, payload);
+      };
+      const flushExcess = (): void => {
+        if (excess !== undefined) push(excess);
+        excess = undefined;
+      };
       for (const r of records) {
         if (ended || r.seq <= last) continue;
         if (r.kind !== 'dropped' && r.seq !== last + 1) break;
@@ -376,17 +386,21 @@ export class AttemptLogStore {
           throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log record ${r.seq}: a dropped range must have fromSeq <= toSeq <= seq`);
         }
         if (r.seq > 2 ** 48 - 1) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log seq ${r.seq} is too large`);
-        let rec = r;
-        if (r.kind === 'data' && l.size + bytes + HEADER + r.data.byteLength > this.maxBytes) {
-          rec = { kind: 'dropped', seq: r.seq, fromSeq: r.seq, toSeq: r.seq, droppedBytes: r.data.byteLength };
-        }
-        const [h, payload] = encode(rec);
-        bytes += h.length + payload.length;
-        parts.push(h, payload);
         count++;
         last = r.seq;
+        if (r.kind === 'data' && l.size + bytes + HEADER + r.data.byteLength > this.maxBytes) {
+          // Over the cap: the batch's output from here on is one marker (its seqs and byte count),
+          // so a flood of tiny records does not grow the file by a marker each.
+          if (excess === undefined) excess = { kind: 'dropped', seq: r.seq, fromSeq: r.seq, toSeq: r.seq, droppedBytes: 0 };
+          excess.seq = excess.toSeq = r.seq;
+          excess.droppedBytes += r.data.byteLength;
+          continue;
+        }
+        flushExcess();
+        push(r);
         if (r.kind === 'end') ended = true;
       }
+      flushExcess();
       if (parts.length > 0) {
         const w = (await l.fh.writev(parts, l.size)).bytesWritten;
         if (w < bytes) {

@@ -420,7 +420,7 @@ describe('the attempt log file', function () {
   });
 
   describe('when an attempt writes more than maxBytes', function () {
-    it('keeps the seqs and byte counts of the excess as dropped markers, not the bytes', async function () {
+    it('keeps the seqs and byte counts of the excess as dropped markers, not the bytes: one marker per batch', async function () {
       const dir = await tempDir();
       try {
         const a = new AttemptLogStore({ dir, maxBytes: 64 });
@@ -428,9 +428,15 @@ describe('the attempt log file', function () {
         assert.ok((await stat(a.pathOf(2, 1))).size < 200);
         const page = await a.read(2, 1, 1, 1 << 20);
         assert.deepEqual(
-          page.records.map((r) => (r.kind === 'dropped' ? ['dropped', r.seq, r.droppedBytes] : [r.kind, r.seq])),
-          [['data', 1], ['dropped', 2, 30], ['dropped', 3, 1000], ['end', 4]],
+          page.records.map((r) => (r.kind === 'dropped' ? ['dropped', r.fromSeq, r.toSeq, r.droppedBytes] : [r.kind, r.seq])),
+          [['data', 1], ['dropped', 2, 3, 1030], ['end', 4]],
         );
+        // A flood of one-byte records past the cap: a marker per batch, not per record (40 bytes each).
+        const b = new AttemptLogStore({ dir, maxBytes: 4096, fsync: false });
+        for (let seq = 1; seq <= 200_000; seq += 10_000) await b.append(5, 1, Array.from({ length: 10_000 }, (_x, i) => data(seq + i, 'x')));
+        assert.ok((await stat(b.pathOf(5, 1))).size < 4096 + 20 * 48, `${(await stat(b.pathOf(5, 1))).size} bytes on disk`);
+        assert.equal(await b.storedThrough(5, 1), 200_000);
+        await b.close();
         assert.equal(page.ended, true);
         await a.close();
       } finally {
