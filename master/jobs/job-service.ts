@@ -3,7 +3,7 @@ import { mkdir, open as openFile, readFile, readdir, rename, rm } from 'node:fs/
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import ms from 'ms';
-import { BuilderError, ErrorCodes, RpcCallError, checkName, type CallContext, type ParamsOf, type ResultOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
+import { BuilderError, ErrorCodes, RpcCallError, checkName, checkRelativePath, type CallContext, type ParamsOf, type ResultOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
 import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob, type TransitionResult } from '../store/index.js';
@@ -14,6 +14,7 @@ import { InputStore } from './input-store.js';
 import { compileJobServiceOptions, type CompiledJobServiceOptions, type JobServiceOptions } from './job-options.js';
 import { AttemptLogStore } from './log-store.js';
 import { UploadTable } from './upload-table.js';
+import { sha256File } from '../../protocol/transfer/index.js';
 
 /** A slave's subscribed connection. */
 interface SlaveConn {
@@ -1205,6 +1206,13 @@ export class JobService {
         if (c !== undefined && c.size === p.size && c.sha256 === p.sha256) return { offset: p.size };
         const root = join(this.dir, 'uploads', String(p.jobId), String(p.attempt));
         await mkdir(root, { recursive: true });
+        // In place but not recorded: the master died between an upload's rename and its record.
+        // The same bytes count as committed now; other bytes are refused by the receiver (CONFLICT).
+        const placed = await sha256File(join(root, checkRelativePath(p.path))).catch(() => undefined);
+        if (placed !== undefined && placed.size === p.size && placed.sha256 === p.sha256) {
+          await this.recordCommitted(p.jobId, p.attempt, p.path, { size: p.size, sha256: p.sha256 });
+          return { offset: p.size };
+        }
         const r = await this.uploads.begin(this.uploadKey(p, ctx), root, p.path, { size: p.size, sha256: p.sha256 });
         return { offset: r.offset };
       })

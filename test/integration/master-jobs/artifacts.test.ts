@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { watch } from 'node:fs';
-import { readFile, readdir, readlink, stat } from 'node:fs/promises';
+import { readFile, readdir, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
@@ -140,6 +140,23 @@ describe('master jobs: artifacts', function () {
       assert.deepEqual((await readdir(join(farm.dir, 'uploads', String(id)))).sort(), ['1']);
       // The upload area is usable afterwards.
       await s.upload(id, 1, 'ok.bin', Buffer.from('fine'));
+    });
+
+    it('takes an upload whose file was put in place but not recorded (the master died in between) as committed', async function () {
+      const id = await runJob();
+      const b = Buffer.from('built bytes');
+      await s.upload(id, 1, 'out.bin', b);
+      // As if the master had died right after the rename: the record of the commit is gone.
+      await writeFile(join(farm.dir, 'uploads', String(id), '1.committed.jsonl'), '');
+      await farm.restart();
+      client = await farm.connect(await farm.identity('bob', 'client'));
+      await s.connect();
+      await s.subscribe({ running: [{ jobId: id, attempt: 1, slots: 1 }] });
+      assert.deepEqual(await s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: 'out.bin', size: b.length, sha256: sha(b) }), { offset: b.length });
+      // Other bytes under that name are still refused.
+      await rejectsWith(s.peer.call('artifact.begin', { jobId: id, attempt: 1, path: 'out.bin', size: 3, sha256: sha('abc') }), 'BUILDER_ERR_CONFLICT', /already exists/);
+      await s.finish(id, 1, { artifacts: [{ path: 'out.bin', size: b.length, sha256: sha(b) }] });
+      assert.deepEqual((await client.call('artifact.list', { jobId: id })).artifacts.map((x) => x.name), ['out.bin']);
     });
 
     it('keeps an upload finished too early open (its file with it) for the chunks still to come', async function () {
