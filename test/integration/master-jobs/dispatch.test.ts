@@ -225,8 +225,8 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       await s.nextAssign(k.id);
     });
 
-    it('frees the slot at the slave’s report also when the cancel commits while that report is being filed', async function () {
-      // A long kill deadline: the slot must come back with the report, not with the deadline.
+    /** A fresh farm with a long kill deadline (a slot must come back with the slave's report, not the deadline) and a job running on a slave of one slot. */
+    async function runningWithLongKillDeadline(): Promise<{ s: TestSlave; j: { id: number } }> {
       await farm.close();
       ({ farm, client } = await jobFarm({ cancelTimeoutMs: 60_000 }));
       const s = await TestSlave.enroll(farm, 'w1');
@@ -235,6 +235,11 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       const { job: j } = await client.call('job.submit', { job: job() });
       await s.nextAssign(j.id);
       await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      return { s, j };
+    }
+
+    it('frees the slot at the slave’s report also when the cancel commits while that report is being filed', async function () {
+      const { s, j } = await runningWithLongKillDeadline();
       const art = await s.upload(j.id, 1, 'out.bin', Buffer.from('output'));
       // The report's artifact is being recorded (held here) when a user cancels the job.
       const store = farm.master.jobs.store;
@@ -260,10 +265,7 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
     });
 
     it('frees the slot at the slave’s report also when that report comes before the slave answered the cancel', async function () {
-      await farm.close();
-      ({ farm, client } = await jobFarm({ cancelTimeoutMs: 60_000 }));
-      const s = await TestSlave.enroll(farm, 'w1');
-      await s.connect();
+      const { s, j } = await runningWithLongKillDeadline();
       // As a real slave does: the cancel is answered (found) only after the attempt's report went out.
       let reported!: () => void;
       const reportSent = new Promise<void>((r) => (reported = r));
@@ -273,10 +275,6 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
         await new Promise((res) => setTimeout(res, 100));
         return { found: true };
       });
-      await s.subscribe({ capacity: 1 });
-      const { job: j } = await client.call('job.submit', { job: job() });
-      await s.nextAssign(j.id);
-      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
       assert.equal((await client.call('job.cancel', { id: j.id })).job.state, 'cancelled');
       await s.until(() => s.cancels.some((x) => x.jobId === j.id), 'attempt.cancel');
       await s.finish(j.id, 1, { state: 'cancelled', exitCode: null, signal: 'SIGTERM' });

@@ -4,7 +4,7 @@ import { existsSync, readlinkSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ErrorCodes, RpcCallError } from '../../../protocol/index.js';
+import { BuilderError, ErrorCodes, RpcCallError } from '../../../protocol/index.js';
 import type { SlaveRuntime } from '../../../slave/index.js';
 import { alive, attemptDirs, fastRuntimeOptions, killGroups, readSlotRecord, slaveTestBed, startRuntime, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
@@ -443,6 +443,48 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
       const f = (await master.waitFinish(41)).finish!;
       assert.equal(f.state, 'timed_out');
       assert.match(f.reason ?? '', /timed out \(the master ended it\)/);
+    });
+  });
+
+  describe('when an attempt ends while the next one arrives', function () {
+    it('accepts the next attempt of a job whose abandoned attempt is still dying (the master dispatches right after the subscribe)', async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address, { capacity: 2 }));
+      await master.assign({ jobId: 50, command: { kind: 'script', text: "trap 'sleep 0.3; exit 1' TERM; sleep 30 & wait" } });
+      await until(() => rt!.attempts()[0]?.pid !== undefined, 'the job to start');
+      await sleep(100);
+      master.abandonAll = true;
+      const n = master.subscribes.length;
+      master.dropConnections();
+      await until(() => master.subscribes.length > n && master.slave !== undefined, 'the re-subscribe');
+      // Refused ("already runs here"), it would count as a setup failure of this slave and use up an attempt.
+      assert.deepEqual(await master.assign({ jobId: 50, attempt: 2, command: { kind: 'argv', argv: ['true'] } }), { accepted: true });
+      assert.equal((await master.waitFinish(50, 2)).finish?.state, 'succeeded');
+    });
+
+    it("a cancel during the input fetch leaves no file of the old attempt in the next attempt's input dir", async function () {
+      rt = await startRuntime(fastRuntimeOptions(dir, master.address, { capacity: 1 }));
+      const a = master.addInput(Buffer.from('aaaaaaaaaa'));
+      const b = master.addInput(Buffer.from('bbbbbbbbbbbb'));
+      master.on('peer', (peer) =>
+        setImmediate(() =>
+          peer.handle('input.read', async (p) => {
+            if (p.sha256 === a.sha256) await sleep(600);
+            const buf = master.inputs.get(p.sha256);
+            if (buf === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', 'no such input');
+            return { data: buf.subarray(p.offset, p.offset + p.length) as Uint8Array<ArrayBuffer> };
+          }),
+        ),
+      );
+      master.dropConnections();
+      await until(() => master.slave !== undefined && master.subscribes.length >= 2, 'reconnect');
+      await sleep(50);
+      await master.assign({ jobId: 60, command: { kind: 'argv', argv: ['true'] }, inputs: [{ name: 'a.txt', ...a }, { name: 'sub/b.txt', ...b }] });
+      await sleep(150);
+      const c = await master.cancel(60, 1, 'cancelled');
+      assert.deepEqual(c, { found: true });
+      await master.assign({ jobId: 61, command: { kind: 'script', text: 'sleep 1; cd "$BUILDER_INPUT" && find . -mindepth 1 | sort' } });
+      await master.waitFinish(61);
+      assert.equal(master.text(61), '');
     });
   });
 });
