@@ -204,13 +204,26 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
   });
 
   describe('when a running job is cancelled', function () {
-    it('cancels it in the store, kills it on the slave, and refuses the slave’s late finish quietly', async function () {
+    /**
+     * A job running on a slave of one slot; with `longKillDeadline`, on a fresh farm whose kill
+     * deadline is a minute (a slot must then come back with the slave's report, not the deadline).
+     */
+    async function oneSlotRunning(longKillDeadline = false): Promise<{ s: TestSlave; j: { id: number } }> {
+      if (longKillDeadline) {
+        await farm.close();
+        ({ farm, client } = await jobFarm({ cancelTimeoutMs: 60_000 }));
+      }
       const s = await TestSlave.enroll(farm, 'w1');
       await s.connect();
       await s.subscribe({ capacity: 1 });
       const { job: j } = await client.call('job.submit', { job: job() });
       await s.nextAssign(j.id);
       await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+      return { s, j };
+    }
+
+    it('cancels it in the store, kills it on the slave, and refuses the slave’s late finish quietly', async function () {
+      const { s, j } = await oneSlotRunning();
       const c = await client.call('job.cancel', { id: j.id });
       assert.equal(c.job.state, 'cancelled');
       await s.until(() => s.cancels.some((x) => x.jobId === j.id && x.reason === 'cancelled'), 'attempt.cancel');
@@ -225,21 +238,8 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
       await s.nextAssign(k.id);
     });
 
-    /** A fresh farm with a long kill deadline (a slot must come back with the slave's report, not the deadline) and a job running on a slave of one slot. */
-    async function runningWithLongKillDeadline(): Promise<{ s: TestSlave; j: { id: number } }> {
-      await farm.close();
-      ({ farm, client } = await jobFarm({ cancelTimeoutMs: 60_000 }));
-      const s = await TestSlave.enroll(farm, 'w1');
-      await s.connect();
-      await s.subscribe({ capacity: 1 });
-      const { job: j } = await client.call('job.submit', { job: job() });
-      await s.nextAssign(j.id);
-      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
-      return { s, j };
-    }
-
     it('frees the slot at the slave’s report also when the cancel commits while that report is being filed', async function () {
-      const { s, j } = await runningWithLongKillDeadline();
+      const { s, j } = await oneSlotRunning(true);
       const art = await s.upload(j.id, 1, 'out.bin', Buffer.from('output'));
       // The report's artifact is being recorded (held here) when a user cancels the job.
       const store = farm.master.jobs.store;
@@ -265,7 +265,7 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
     });
 
     it('frees the slot at the slave’s report also when that report comes before the slave answered the cancel', async function () {
-      const { s, j } = await runningWithLongKillDeadline();
+      const { s, j } = await oneSlotRunning(true);
       // As a real slave does: the cancel is answered (found) only after the attempt's report went out.
       let reported!: () => void;
       const reportSent = new Promise<void>((r) => (reported = r));
