@@ -53,6 +53,8 @@ interface OpenLog {
   size: number;
   lastSeq: number;
   ended: boolean;
+  /** The seq of the record that came after a gap the last time one was refused (see append). */
+  gapAt?: number;
   chain: Promise<unknown>;
   /** Appends and reads holding the handle (from the lookup that handed it out until they end). */
   users: number;
@@ -381,7 +383,19 @@ export class AttemptLogStore {
       };
       for (const r of records) {
         if (ended || r.seq <= last) continue;
-        if (r.kind !== 'dropped' && r.seq !== last + 1) break;
+        if (r.kind !== 'dropped' && r.seq !== last + 1) {
+          // A gap. Usually an earlier batch failed here while this one got through: refused, the
+          // slave resends from storedThrough + 1. The same gap again, or an end (sent only once
+          // the slave saw all its output acknowledged), means records the slave no longer has
+          // are missing here (a log lost with the master's disk): declared lost, and on.
+          if (r.kind === 'data' && l.gapAt !== r.seq) {
+            l.gapAt = r.seq;
+            break;
+          }
+          flushExcess();
+          push({ kind: 'dropped', seq: r.seq - 1, fromSeq: last + 1, toSeq: r.seq - 1, droppedBytes: 0 });
+        }
+        l.gapAt = undefined;
         if (r.kind === 'dropped' && (r.fromSeq > r.toSeq || r.toSeq > r.seq)) {
           throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log record ${r.seq}: a dropped range must have fromSeq <= toSeq <= seq`);
         }

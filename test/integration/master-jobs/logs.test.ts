@@ -68,11 +68,18 @@ describe('master jobs: attempt logs', function () {
       // A gap inside a batch: what comes before it is stored. A dropped marker may jump (it declares the loss).
       assert.deepEqual(await s.log(id, 1, [data(6, 'f'), data(8, 'h')]), { storedThrough: 6 });
       assert.deepEqual(await s.log(id, 1, [{ kind: 'dropped', seq: 9, fromSeq: 7, toSeq: 9, droppedBytes: 2 }, data(10, 'j')]), { storedThrough: 10 });
+      // The same gap twice: records the slave no longer has (acknowledged, then lost here) are
+      // declared lost, or the slave would resend forever.
+      assert.deepEqual(await s.log(id, 1, [data(13, 'm')]), { storedThrough: 10 });
+      assert.deepEqual(await s.log(id, 1, [data(13, 'm'), data(14, 'n')]), { storedThrough: 14 });
+      // An end at a gap at once: the slave sends it only once it saw all its output acknowledged.
+      assert.deepEqual(await s.log(id, 1, [{ kind: 'end', seq: 17 }]), { storedThrough: 17 });
       const r = await client.call('log.read', { jobId: id });
       assert.deepEqual(
-        r.records.map((x) => (x.kind === 'data' ? Buffer.from(x.data).toString() : x.kind)),
-        ['a', 'b', 'c', 'd', 'e', 'f', 'dropped', 'j'],
+        r.records.map((x) => (x.kind === 'data' ? Buffer.from(x.data).toString() : x.kind === 'dropped' ? `dropped ${x.fromSeq}-${x.toSeq}` : x.kind)),
+        ['a', 'b', 'c', 'd', 'e', 'f', 'dropped 7-9', 'j', 'dropped 11-12', 'm', 'n', 'dropped 15-16', 'end'],
       );
+      assert.equal(r.ended, true);
     });
 
     it('refuses a dropped marker that does not make sense, storing nothing of that batch', async function () {
