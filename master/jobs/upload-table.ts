@@ -58,7 +58,9 @@ export class UploadTable {
     try {
       return await r.finish();
     } finally {
-      if (r.closed) this.open.delete(key);
+      // Only its own entry: a begin of other bytes under the same name may have replaced it meanwhile.
+      const cur = this.open.get(key);
+      if (r.closed && cur !== undefined && (await cur.r.catch(() => undefined)) === r && this.open.get(key) === cur) this.open.delete(key);
     }
   }
 

@@ -74,12 +74,12 @@ export class ArtifactReceiver {
     return r;
   }
 
-  /** Bytes received in order so far: where a resumed upload starts. */
   /** Finished, failed for good (checksum, conflict) or aborted: its file handle is closed. */
   get closed(): boolean {
     return this.done;
   }
 
+  /** Bytes received in order so far: where a resumed upload starts. */
   get offset(): number {
     return this._offset;
   }

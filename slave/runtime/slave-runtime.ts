@@ -244,8 +244,9 @@ export class SlaveRuntime {
       return Promise.race([Promise.all(sameJob.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]).then(() => this.assign(p, peer, true));
     }
     // The usual case answers on this turn: the reply is written in this turn's microtasks, before
-    // anything the attempt defers to setImmediate (its files, the fork of the job).
-    if (p.slots <= this.executor.freeSlots || this.draining) return this.accept(p, peer);
+    // anything the attempt defers to setImmediate (its files, the fork of the job). After the wait
+    // above, no second one: the two together could outlast the master's accept timeout.
+    if (p.slots <= this.executor.freeSlots || this.draining || waited) return this.accept(p, peer);
     const dying = [...this.tasks.values()].filter((t) => t.dropped && t.running);
     const dyingSlots = dying.reduce((n, t) => n + t.slots, 0);
     if (dyingSlots === 0 || p.slots > this.executor.freeSlots + dyingSlots) return this.accept(p, peer);
