@@ -358,10 +358,11 @@ export class AttemptLogStore {
 
   /**
    * Appends the records whose seq is above the highest stored one (and above the previous record
-   * of the batch); nothing after an `end`. An output or end record must come right after the
-   * previous one (seq + 1): at a gap the append stops, and the answer's `storedThrough` tells the
-   * slave where to resend from (an earlier batch failed here while a later one got through). Only
-   * a `dropped` marker may jump: it declares the loss. Resolves after the bytes are fsynced.
+   * of the batch); nothing after an `end`. An output record must come right after the previous
+   * one (seq + 1): at a gap the append stops, and the answer's `storedThrough` tells the slave
+   * where to resend from (an earlier batch failed here while a later one got through). A
+   * `dropped` marker may jump (it declares the loss); so may the same gap presented twice, or an
+   * end, each then behind a marker the master writes. Resolves after the bytes are fsynced.
    */
   async append(jobId: number, attempt: number, records: readonly LogRecord[]): Promise<{ storedThrough: number; ended: boolean; appended: number }> {
     const l = await this.get(jobId, attempt);
