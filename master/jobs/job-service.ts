@@ -531,14 +531,14 @@ export class JobService {
    * new work never lands in slots a dying process still uses.
    */
   private async killThenRelease(slave: string, jobId: number, attempt: number, reason: 'cancelled' | 'timed_out', release: () => void): Promise<void> {
-    // A subscribe of this slave under way may have read the attempt as still running and keep
-    // it: it registers the slave before this goes on, so the kill reaches it (a subscribe that
-    // starts later reads the job ended and tells the slave to abandon it).
     // Registered first: the slave's report of the attempt's end (attempt.finish) may come while
     // this waits or the cancel travels (a real slave answers the cancel only after it), and
     // frees the slots then (killReported).
     const entry: { timer: NodeJS.Timeout | undefined; release: () => void } = { timer: undefined, release };
     this.killing.set(jobId, entry);
+    // A subscribe of this slave under way may have read the attempt as still running and keep
+    // it: it registers the slave before this goes on, so the kill reaches it (a subscribe that
+    // starts later reads the job ended and tells the slave to abandon it).
     await inOrder(this.slaveTurns, slave, () => Promise.resolve());
     // Reported meanwhile (or stopping): nothing left to kill or to free here.
     if (this.killing.get(jobId) !== entry) return;

@@ -241,7 +241,7 @@ export class SlaveRuntime {
     const sameJob = this.executor.get(p.jobId) === undefined ? [] : [...this.tasks.values()].filter((t) => t.jobId === p.jobId && t.dropped);
     if (sameJob.length > 0 && !waited && !this.draining) {
       this.log.info({ job: p.jobId, attempt: p.attempt, dying: sameJob.map((t) => t.key) }, 'waiting for an abandoned attempt of the same job to die before accepting');
-      return Promise.race([Promise.all(sameJob.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]).then(() => this.assign(p, peer, true));
+      return this.untilGone(sameJob).then(() => this.assign(p, peer, true));
     }
     // The usual case answers on this turn: the reply is written in this turn's microtasks, before
     // anything the attempt defers to setImmediate (its files, the fork of the job). After the wait
@@ -251,7 +251,12 @@ export class SlaveRuntime {
     const dyingSlots = dying.reduce((n, t) => n + t.slots, 0);
     if (dyingSlots === 0 || p.slots > this.executor.freeSlots + dyingSlots) return this.accept(p, peer);
     this.log.info({ job: p.jobId, attempt: p.attempt, dying: dying.map((t) => t.key) }, 'waiting for abandoned attempts to die before accepting');
-    return Promise.race([Promise.all(dying.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]).then(() => this.accept(p, peer));
+    return this.untilGone(dying).then(() => this.accept(p, peer));
+  }
+
+  /** Resolves once the process groups of `tasks` are gone, or after `acceptWaitMs`. */
+  private untilGone(tasks: readonly AttemptTask[]): Promise<unknown> {
+    return Promise.race([Promise.all(tasks.map((t) => t.processGone())), sleep(this.options.acceptWaitMs, undefined, { ref: false })]);
   }
 
   /** Checks the assignment and starts it (throws what checkAssign and AttemptTask.begin throw). */
