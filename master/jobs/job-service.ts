@@ -30,6 +30,8 @@ interface Committed {
 }
 
 const ACTIVE = new Set(['dispatched', 'running']);
+/** How long a job whose dispatch write failed keeps its slots before the store is asked again. */
+const DISPATCH_RETRY_MS = 1_000;
 
 /** What slave.subscribe answers: the reported attempts the slave keeps (and where their logs resume), and those it must drop. */
 type SubscribeAnswer = ResultOf<'slave.subscribe'>;
@@ -373,7 +375,14 @@ export class JobService {
 
   private async dispatch(a: Assignment): Promise<void> {
     if (this.stopping) return;
-    const r = await this.store.dispatchJob(a.jobId, a.slave);
+    let r: TransitionResult;
+    try {
+      r = await this.store.dispatchJob(a.jobId, a.slave);
+    } catch (e) {
+      this.log.error({ job: a.jobId, slave: a.slave, err: msgOf(e) }, 'could not store an assignment; trying the job again shortly');
+      await this.dispatchFailed(a);
+      return;
+    }
     if (!r.ok) {
       this.log.info({ job: a.jobId, state: r.job?.state }, 'assignment dropped: the job left the queue');
       this.handle(this.sched.jobRemoved(a.jobId));
@@ -382,6 +391,37 @@ export class JobService {
     // A new attempt number: no log of it can exist yet.
     this.logs.fresh(r.job.id, r.job.attempt);
     await this.sendAssignment(r.job);
+  }
+
+  /**
+   * The queued -> dispatched write of `a` failed (I/O error, disk full). Its slots stay held for
+   * DISPATCH_RETRY_MS, so a store that keeps failing is tried at most once per slot per period,
+   * then what the store says decides: still queued, the job goes back to the dispatcher (not a
+   * setup failure: the slave was never told); dispatched after all (the failure came after the
+   * write reached the disk), it is sent; anything else, the dispatcher forgets it.
+   */
+  private async dispatchFailed(a: Assignment): Promise<void> {
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, DISPATCH_RETRY_MS));
+      if (this.stopping) return;
+      let job: Job | undefined;
+      try {
+        job = await this.store.getJob(a.jobId);
+      } catch (e) {
+        this.log.error({ job: a.jobId, err: msgOf(e) }, 'could not read a job whose assignment failed; trying again shortly');
+        continue;
+      }
+      if (this.sched.phaseOf(a.jobId) !== 'assigned') return; // Removed meanwhile (a cancel).
+      if (job?.state === 'queued') {
+        this.handle(this.sched.jobFinished(a.jobId, { notSent: true, requeue: schedJobOf(job) }).assignments);
+      } else if (job?.state === 'dispatched' && job.slave === a.slave) {
+        this.logs.fresh(job.id, job.attempt);
+        await this.sendAssignment(job);
+      } else {
+        this.handle(this.sched.jobRemoved(a.jobId));
+      }
+      return;
+    }
   }
 
   /**
@@ -466,7 +506,7 @@ export class JobService {
    * The attempt ended without a result: back to the queue (attempt + 1) or failed when no
    * attempt is left. False when the store says the attempt was no longer current.
    */
-  private async requeue(jobId: number, attempt: number, reason: string, setupFailure: boolean): Promise<boolean> {
+  private async requeue(jobId: number, attempt: number, reason: string, setupFailure: boolean, onlyDispatched = false): Promise<boolean> {
     const held = this.heldRows.get(jobId);
     this.heldRows.delete(jobId);
     // Being stored queued, as a submit that found no slot: a submit meanwhile must not take a free
@@ -474,7 +514,7 @@ export class JobService {
     const stored = this.storingQueuedBegin(held?.priority ?? Number.MAX_SAFE_INTEGER);
     let f: FinishResult;
     try {
-      const r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure });
+      const r = await this.store.requeueJob(jobId, attempt, { reason: clip(reason), setupFailure, onlyDispatched });
       this.heldRows.delete(jobId);
       if (!r.ok) return false;
       const job = r.job;
@@ -586,12 +626,16 @@ export class JobService {
   private async onTick(): Promise<void> {
     if (this.stopping) return;
     const t = this.sched.tick();
-    for (const q of t.quarantined) await this.persistQuarantine(q);
     for (const e of t.expired) {
+      // Taken back only while still dispatched to that slave: an attempt whose start is being
+      // committed (the slave accepted in time; this master's write was slow) runs on, and one
+      // whose dispatch write is still under way (or failed: dispatchFailed) is not the slave's
+      // doing. Both are left to the paths that own them.
       const job = await this.store.getJob(e.jobId);
-      if (job?.state !== 'dispatched') continue;
-      await this.requeue(e.jobId, job.attempt, `slave ${e.slave} did not accept attempt ${job.attempt} in time`, true);
-      this.track('cancel', this.cancelOnSlave(e.slave, job.id, job.attempt, 'abandoned'));
+      if (job?.state !== 'dispatched' || job.slave !== e.slave) continue;
+      if (await this.requeue(e.jobId, job.attempt, `slave ${e.slave} did not accept attempt ${job.attempt} in time`, true, true)) {
+        this.track('cancel', this.cancelOnSlave(e.slave, job.id, job.attempt, 'abandoned'));
+      }
     }
     for (const x of t.timedOut) this.track('master timeout', this.masterTimeout(x));
     this.handle(t.assignments);
@@ -1168,8 +1212,12 @@ export class JobService {
   /** Applies an admin's drain (persisted) to the dispatcher. */
   async drain(name: string, drained: boolean, by: string): Promise<void> {
     checkName('slave', name);
-    if (!(await this.store.setSlaveDrained(name, drained))) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no slave ${name} has ever subscribed`);
-    if (this.sched.slave(name) !== undefined) this.handle(this.sched.slaveUpdated(name, { drained: drained || (this.slaves.get(name)?.selfDraining ?? false) }));
+    // In the slave's turn: a subscribe under way read the drained flag before this write and
+    // would apply that older flag after it.
+    await inOrder(this.slaveTurns, name, async () => {
+      if (!(await this.store.setSlaveDrained(name, drained))) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no slave ${name} has ever subscribed`);
+      if (this.sched.slave(name) !== undefined) this.handle(this.sched.slaveUpdated(name, { drained: drained || (this.slaves.get(name)?.selfDraining ?? false) }));
+    });
     this.log.info({ slave: name, drained, by }, drained ? 'slave drained' : 'slave undrained');
   }
 
@@ -1182,15 +1230,18 @@ export class JobService {
   registerMethods(methods: RpcMethods): void {
     methods
       .handle('slave.subscribe', (p, ctx) => this.subscribe(p, ctx))
-      .handle('slave.draining', async ({ draining }, ctx) => {
-        const conn = this.slaves.get(ctx.remote.name);
-        if (conn?.peer !== ctx.peer) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'call slave.subscribe first');
-        conn.selfDraining = draining;
-        const rec = await this.store.getSlave(ctx.remote.name);
-        this.handle(this.sched.slaveUpdated(ctx.remote.name, { drained: (rec?.drained ?? false) || draining }));
-        this.log.info({ slave: ctx.remote.name, draining }, draining ? 'slave draining itself' : 'slave takes jobs again');
-        return {};
-      })
+      .handle('slave.draining', ({ draining }, ctx) =>
+        // In the slave's turn, as an admin's drain: the two read and apply the same flag.
+        inOrder(this.slaveTurns, ctx.remote.name, async () => {
+          const conn = this.slaves.get(ctx.remote.name);
+          if (conn?.peer !== ctx.peer) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'call slave.subscribe first');
+          conn.selfDraining = draining;
+          const rec = await this.store.getSlave(ctx.remote.name);
+          this.handle(this.sched.slaveUpdated(ctx.remote.name, { drained: (rec?.drained ?? false) || draining }));
+          this.log.info({ slave: ctx.remote.name, draining }, draining ? 'slave draining itself' : 'slave takes jobs again');
+          return {};
+        }),
+      )
       .handle('attempt.log', (p, ctx) =>
         // In arrival order per attempt, from before the first await: the store skips seqs at or
         // below the highest stored, so two batches overtaking each other would lose the first.

@@ -69,14 +69,18 @@ export interface FinishResult {
 }
 
 export interface TickResult {
-  /** Assignments not accepted in time: already taken back here; persist them (store.requeueJob) and queue them again. */
+  /**
+   * Assignments past their accept deadline, each reported once. Their slots stay counted: the
+   * caller takes each back in the store only if it is still dispatched with that attempt (the
+   * slave may have accepted it while the master's own start write was slow), then calls
+   * jobFinished with `setupFailure` (and `requeue`). An attempt that did start is left alone.
+   */
   expired: Assignment[];
   /**
    * Running jobs past their master-side deadline (the slave did not end them): persist
    * `timed_out`, tell the slave to kill, then call jobFinished. Each is reported once.
    */
   timedOut: Assignment[];
-  quarantined: Quarantine[];
   assignments: Assignment[];
 }
 
@@ -322,8 +326,10 @@ export class Scheduler {
    * avoid that slave; any other end resets the slave's count. `requeue` (the same job, back in
    * the queue for its next attempt) is queued before the freed slots are handed out, so that
    * they go by priority then age with it among the candidates, not to a job it ranks before.
+   * `notSent` (the assignment never reached the slave: its write failed) says nothing of the
+   * slave: its count of setup failures is left as it is.
    */
-  jobFinished(jobId: number, info: { setupFailure?: boolean; requeue?: SchedJob } = {}): FinishResult {
+  jobFinished(jobId: number, info: { setupFailure?: boolean; requeue?: SchedJob; notSent?: boolean } = {}): FinishResult {
     if (info.requeue !== undefined && info.requeue.id !== jobId) {
       throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `requeue names job ${info.requeue.id}, not ${jobId}`);
     }
@@ -332,7 +338,7 @@ export class Scheduler {
     const s = j.slave;
     this.release(j);
     let quarantined: Quarantine | undefined;
-    if (s !== null && j.phase !== 'queued') {
+    if (s !== null && j.phase !== 'queued' && info.notSent !== true) {
       if (info.setupFailure) {
         this.noteAvoid(j.id, s.name);
         s.setupFailures++;
@@ -358,16 +364,6 @@ export class Scheduler {
     return this.dispatch();
   }
 
-  /**
-   * The slave did not accept the assignment in time: take it back. Counts as a setup failure of
-   * that slave. The caller persists the requeue and calls jobQueued again if attempts remain.
-   */
-  assignmentTimedOut(jobId: number): FinishResult {
-    const j = this.jobs.get(jobId);
-    if (j?.phase !== 'assigned') return { assignments: [] };
-    return this.jobFinished(jobId, { setupFailure: true });
-  }
-
   // ---- slave events ----
 
   /** A slave connected (or reconnected) with its subscription. */
@@ -378,11 +374,19 @@ export class Scheduler {
     return this.dispatch();
   }
 
-  /** Drain, capacity, subscription or quarantine changed. */
+  /**
+   * Drain, capacity, subscription or quarantine changed. Only the fields given change: a slave
+   * known only from jobs restored after a restart (no subscription yet, capacity 0) can be
+   * drained before it reconnects.
+   */
   slaveUpdated(name: string, patch: Partial<Omit<SlaveSpec, 'name'>>): Assignment[] {
     const s = this.slaves.get(name);
     if (s === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `slave ${name} is not known to the dispatcher`);
-    this.applySpec(s, { name, channels: patch.channels ?? [...s.channels], arches: patch.arches ?? [...s.arches], capacity: patch.capacity ?? s.capacity, ...patch });
+    if (patch.capacity !== undefined) s.capacity = positiveInt('capacity', patch.capacity);
+    if (patch.channels !== undefined) s.channels = new Set(patch.channels);
+    if (patch.arches !== undefined) this.setArches(s, patch.arches);
+    if (patch.drained !== undefined) s.drained = patch.drained;
+    if (patch.quarantinedUntil !== undefined) s.quarantinedUntil = patch.quarantinedUntil ?? 0;
     return this.dispatch();
   }
 
@@ -431,12 +435,15 @@ export class Scheduler {
     return t === Infinity ? undefined : t;
   }
 
-  /** Takes back assignments past their accept deadline and dispatches onto slaves whose quarantine ended. */
+  /**
+   * Reports assignments past their accept deadline and running jobs past their master-side
+   * deadline (each once), and dispatches onto slaves whose quarantine ended. It frees nothing:
+   * what the store says decides (see {@link TickResult}).
+   */
   tick(): TickResult {
     const now = this.now();
     const expired: Assignment[] = [];
     const timedOut: Assignment[] = [];
-    const quarantined: Quarantine[] = [];
     for (const j of [...this.timed]) {
       if (j.deadline > now) continue;
       timedOut.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots });
@@ -446,10 +453,10 @@ export class Scheduler {
     for (const j of [...this.assigned]) {
       if (j.acceptBy > now) continue;
       expired.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots });
-      const r = this.jobFinished(j.id, { setupFailure: true });
-      if (r.quarantined) quarantined.push(r.quarantined);
+      this.assigned.delete(j);
+      j.acceptBy = Infinity;
     }
-    return { expired, timedOut, quarantined, assignments: this.dispatch() };
+    return { expired, timedOut, assignments: this.dispatch() };
   }
 
   // ---- explain ----
@@ -474,7 +481,11 @@ export class Scheduler {
     }
     const big = ready.filter((s) => s.capacity >= j.slots);
     if (big.length === 0) {
-      const largest = ready.reduce((a, b) => (b.capacity > a.capacity ? b : a));
+      const away = matching.filter((s) => s.capacity >= j.slots);
+      if (away.length > 0) {
+        return `needs ${j.slots} slots; no matching slave with that many can take it now (${away.map((s) => `${s.name}: ${this.unavailableWhy(s, now)}`).join(', ')})`;
+      }
+      const largest = matching.reduce((a, b) => (b.capacity > a.capacity ? b : a));
       return `needs ${j.slots} slots; the largest matching slave (${largest.name}) has capacity ${largest.capacity}`;
     }
     const ahead = this.countAhead(j, big);
@@ -489,9 +500,17 @@ export class Scheduler {
       const held = big.filter((s) => s.free >= j.slots && s.reservedFor !== null && s.reservedFor !== j).map((s) => `${s.name} for job ${s.reservedFor!.id}`);
       if (held.length > 0) parts.push(`the slaves with room are kept for larger jobs ahead of it (${held.join(', ')})`);
     }
-    if (j.avoid !== null && big.every((s) => j.avoid!.has(s.name))) parts.push(`avoiding ${names(big)} after a setup failure`);
+    // An avoidance holds only while another slave could take the job (see eligible()).
+    const avoided = big.filter((s) => j.avoid?.has(s.name) === true);
+    if (avoided.length > 0 && avoided.length < big.length) parts.push(`avoiding ${names(avoided)} after a setup failure`);
     if (behind) parts.push(behind);
     return parts.length > 0 ? parts.join('; ') : 'ready to dispatch at the next event';
+  }
+
+  private unavailableWhy(s: SlaveState, now: number): string {
+    if (!s.connected) return 'disconnected';
+    if (s.drained) return 'drained';
+    return s.quarantinedUntil > now ? `quarantined until ${new Date(s.quarantinedUntil).toISOString()}` : 'available';
   }
 
   // ---- internals ----
@@ -594,11 +613,17 @@ export class Scheduler {
   private applySpec(s: SlaveState, spec: SlaveSpec): void {
     const capacity = positiveInt('capacity', spec.capacity);
     s.channels = new Set(spec.channels);
-    s.arches = new Set(spec.arches);
-    s.archKeys = [...s.arches.values(), 'any'].filter((a, i, all) => all.indexOf(a) === i);
+    this.setArches(s, spec.arches);
     s.capacity = capacity;
     if (spec.drained !== undefined) s.drained = spec.drained;
-    if (spec.quarantinedUntil !== undefined) s.quarantinedUntil = spec.quarantinedUntil ?? 0;
+    // A quarantine decided here but not yet written to the store (persistQuarantine is under way
+    // when the slave reconnects) is not undone by the store's older row.
+    if (spec.quarantinedUntil !== undefined) s.quarantinedUntil = Math.max(s.quarantinedUntil, spec.quarantinedUntil ?? 0);
+  }
+
+  private setArches(s: SlaveState, arches: readonly string[]): void {
+    s.arches = new Set(arches);
+    s.archKeys = [...s.arches.values(), 'any'].filter((a, i, all) => all.indexOf(a) === i);
   }
 
   private usable(s: SlaveState, now: number): boolean {
@@ -622,9 +647,20 @@ export class Scheduler {
     return false;
   }
 
-  private classHead(cls: JobClass): QJob | undefined {
+  /**
+   * The best-ranked job of a class that some usable slave could take (one big enough). A job
+   * larger than every usable slave (oversized, or its only big slave drained, quarantined or
+   * gone) must not be the head: it would keep no slave, and the next job of its class, not kept
+   * for either, would be passed forever by smaller ones.
+   */
+  private classHead(cls: JobClass, now: number): QJob | undefined {
+    let cap = 0;
+    for (const s of this.slaves.values()) {
+      if (s.capacity > cap && this.usable(s, now) && s.channels.has(cls.channel) && (cls.arch === 'any' || s.arches.has(cls.arch))) cap = s.capacity;
+    }
     let best: QJob | undefined;
-    for (const h of cls.bySlots.values()) {
+    for (const [slots, h] of cls.bySlots) {
+      if (slots > cap) continue;
       const x = h.peek();
       if (x !== undefined && (best === undefined || before(x, best))) best = x;
     }
@@ -677,7 +713,7 @@ export class Scheduler {
     }
     const heads: QJob[] = [];
     for (const cls of this.classes.values()) {
-      const h = this.classHead(cls);
+      const h = this.classHead(cls, now);
       if (h !== undefined) heads.push(h);
     }
     heads.sort((a, b) => (before(a, b) ? -1 : 1));

@@ -55,6 +55,8 @@ export interface RequeueOptions {
   reason: string;
   /** The attempt failed before the job's process ran (counts toward the slave's quarantine). */
   setupFailure?: boolean;
+  /** Only from dispatched (an assignment not accepted in time): a running attempt is left alone. */
+  onlyDispatched?: boolean;
 }
 
 export interface SlaveUpsert {
@@ -449,12 +451,13 @@ export class MasterStore {
 
   /**
    * dispatched | running -> queued (the attempt ended without a result: slave lost, assignment
-   * not accepted in time, setup failure), or -> failed when no attempt is left.
+   * not accepted in time, setup failure), or -> failed when no attempt is left. With
+   * `onlyDispatched`, a running attempt is refused.
    */
   requeueJob(jobId: number, attempt: number, o: RequeueOptions): Promise<TransitionResult> {
     return this.write(async (c) => {
       const job = await loadJob(c, jobId);
-      if ((job?.state !== 'dispatched' && job?.state !== 'running') || job.attempt !== attempt) return notFoundOrState(job);
+      if ((job?.state !== 'dispatched' && (job?.state !== 'running' || o.onlyDispatched === true)) || job.attempt !== attempt) return notFoundOrState(job);
       const now = this.now();
       const exhausted = job.attempt >= job.maxAttempts;
       const reason = exhausted ? `${o.reason}; no attempt left (${job.attempt} of ${job.maxAttempts})` : o.reason;

@@ -165,9 +165,15 @@ describe('master/scheduler Scheduler', () => {
       clock.t += 1;
       const t = s.tick();
       assert.deepEqual(t.expired, [{ jobId: j.id, slave: 'slow', slots: 1 }]);
-      assert.equal(s.phaseOf(j.id), undefined);
+      // Reported, not freed: the store decides (the slave may have accepted while the start's
+      // write was slow). Reported once.
+      assert.equal(s.phaseOf(j.id), 'assigned');
+      assert.equal(s.slave('slow')!.used, 1);
+      assert.deepEqual(s.tick().expired, []);
+      assert.equal(s.nextWakeAt(), undefined);
+      // The caller took it back in the store: a setup failure of that slave, and the job goes elsewhere.
+      assert.deepEqual(s.jobFinished(j.id, { setupFailure: true, requeue: j }).assignments, [{ jobId: j.id, slave: 'fast', slots: 1 }]);
       assert.equal(s.slave('slow')!.setupFailures, 1);
-      assert.equal(s.jobQueued(j)[0]?.slave, 'fast');
       s.jobStarted(j.id);
       clock.t += 10_000;
       assert.deepEqual(s.tick().expired, []);
@@ -365,6 +371,91 @@ describe('master/scheduler Scheduler', () => {
       assert.throws(() => s.jobQueued(job({ slots: 0 })), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
       assert.throws(() => s.slaveConnected({ name: 'w', channels: [], arches: [], capacity: 0 }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
       assert.throws(() => new Scheduler({ quarantineAfter: 0 }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_CONFIG'));
+    });
+  });
+
+  describe('when the head of a class is larger than every usable slave', () => {
+    it('keeps a slave for the next large job of the class, which newer small jobs do not pass', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
+      const running = s.jobsQueued([job(), job(), job(), job()]).map((a) => a.jobId);
+      assert.equal(running.length, 4);
+      const huge = job({ slots: 16 });
+      const big = job({ slots: 4 });
+      s.jobsQueued([huge, big]);
+      let passed = 0;
+      for (let round = 0; round < 20; round++) {
+        s.jobQueued(job());
+        for (const a of s.jobFinished(running.shift()!).assignments) {
+          if (a.jobId === big.id) {
+            assert.ok(passed === 0, `${passed} newer 1-slot jobs passed the 4-slot job`);
+            assert.match(s.explain(huge.id), /needs 16 slots; the largest matching slave \(w\) has capacity 4/);
+            return;
+          }
+          passed++;
+          running.push(a.jobId);
+        }
+      }
+      assert.fail(`the 4-slot job never ran; ${passed} newer 1-slot jobs passed it (explain: ${s.explain(big.id)})`);
+    });
+
+    it('says why a large job waits while the only slave big enough is drained or gone, and runs it there once it is back', () => {
+      s.slaveConnected({ name: 'small', channels: ['stable'], arches: ['x86_64'], capacity: 4 });
+      s.slaveConnected({ name: 'big', channels: ['stable'], arches: ['x86_64'], capacity: 8, drained: true });
+      const j = job({ slots: 8 });
+      assert.deepEqual(s.jobQueued(j), []);
+      assert.equal(s.explain(j.id), 'needs 8 slots; no matching slave with that many can take it now (big: drained)');
+      s.slaveDisconnected('big');
+      assert.equal(s.explain(j.id), 'needs 8 slots; no matching slave with that many can take it now (big: disconnected)');
+      s.slaveConnected({ name: 'big', channels: ['stable'], arches: ['x86_64'], capacity: 8, drained: false });
+      // Undrained and back: it runs there at once.
+      assert.equal(s.phaseOf(j.id), 'assigned');
+      assert.equal(s.slave('big')!.used, 8);
+    });
+  });
+
+  describe('when explaining an avoidance', () => {
+    it('names the avoided slave only while another slave could take the job', () => {
+      s.slaveConnected({ name: 'a', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const x = job();
+      assert.equal(s.jobQueued(x)[0]?.slave, 'a');
+      const j = job({ avoid: ['a'] });
+      s.jobQueued(j);
+      // No other slave: the avoidance does not hold, so it is not given as a reason.
+      assert.doesNotMatch(s.explain(j.id), /avoiding/);
+      s.slaveConnected({ name: 'b', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      // b took it at once; with b busy too, a queued job avoiding a says so.
+      assert.equal(s.phaseOf(j.id), 'assigned');
+      const k = job({ avoid: ['a'] });
+      s.jobQueued(k);
+      assert.match(s.explain(k.id), /avoiding a after a setup failure/);
+      assert.doesNotMatch(s.explain(k.id), /avoiding a, b/);
+    });
+  });
+
+  describe('when a slave known only from restored jobs is updated before it reconnects', () => {
+    it('takes the drain without a capacity, and the slave gets nothing when it reconnects drained', () => {
+      const held = job();
+      s.jobHeld(held, 'w1', 'running');
+      assert.deepEqual(s.slaveUpdated('w1', { drained: true }), []);
+      assert.equal(s.slave('w1')!.drained, true);
+      assert.throws(() => s.slaveUpdated('w1', { capacity: 0 }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      s.jobQueued(job());
+      assert.deepEqual(s.slaveConnected({ name: 'w1', channels: ['stable'], arches: ['x86_64'], capacity: 2 }), []);
+    });
+  });
+
+  describe('when a slave reconnects before its quarantine is stored', () => {
+    it('keeps the quarantine decided here over the older row the store gave', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      let q;
+      for (let i = 0; i < 3; i++) {
+        const [a] = s.jobQueued(job());
+        q = s.jobFinished(a!.jobId, { setupFailure: true }).quarantined;
+      }
+      assert.ok(q !== undefined);
+      s.slaveDisconnected('w');
+      assert.deepEqual(s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 1, quarantinedUntil: null }), []);
+      assert.equal(s.slave('w')!.quarantinedUntil, q.until);
     });
   });
 });
