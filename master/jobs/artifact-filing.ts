@@ -115,7 +115,8 @@ async function dscMembers(path: string): Promise<string[]> {
  * Files an attempt's artifacts, idempotently (the slave repeats attempt.finish when its reply is
  * lost, and the master may have crashed half way):
  * 1. each artifact moves from the upload area to its home: packages under `packages`, images
- *    under `images` (an artifact already there with its size is left alone);
+ *    under `images` (an artifact already there with its size is left alone; a filed file is
+ *    never replaced: other bytes under its name, or a path that clashes with it, get a note);
  * 2. packages the repo-builder takes (.deb, .rpm, .src.rpm, .dsc and the source files a .dsc of
  *    the attempt names) are hard-linked (copied across file systems) into
  *    `<incoming>/<batch>/`, then the listing is written to a dotfile, fsynced and renamed to
@@ -132,16 +133,30 @@ export async function fileAttempt(
     const rel = checkRelativePath(a.path);
     const kind = artifactKindOf(rel);
     const dest = join(kind === 'package' ? places.packages : places.images, rel);
-    const have = await statFile(dest);
-    if (have === undefined || have.size !== a.size) {
-      const src = join(places.uploads, rel);
-      const up = await statFile(src);
-      if (up === undefined || up.size !== a.size) {
-        notes.push(`${rel}: not uploaded`);
+    let have: { size: number } | undefined;
+    try {
+      have = await statFile(dest);
+      if (have !== undefined && have.size !== a.size) {
+        // Never replaced: filed files are served, linked into batches and promoted.
+        notes.push(`${rel}: not filed: other bytes are filed under this name`);
         continue;
       }
-      await mkdir(dirname(dest), { recursive: true });
-      await rename(src, dest);
+      if (have === undefined) {
+        const src = join(places.uploads, rel);
+        const up = await statFile(src);
+        if (up === undefined || up.size !== a.size) {
+          notes.push(`${rel}: not uploaded`);
+          continue;
+        }
+        await mkdir(dirname(dest), { recursive: true });
+        await rename(src, dest);
+      }
+    } catch (e) {
+      // A file where a directory of the path must be, or the reverse (`out` and `out/x`).
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'EISDIR' && code !== 'ENOTEMPTY') throw e;
+      notes.push(`${rel}: not filed: its path clashes with another artifact's`);
+      continue;
     }
     filed.push({ ...a, path: rel, kind, storedAt: dest });
   }

@@ -80,6 +80,8 @@ export class JobService {
   private readonly committed = new Map<string, Map<string, Committed>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly logOrder = new Map<string, Promise<void>>();
+  /** attempt.finish calls in turn per `jobId:attempt`. */
+  private readonly finishTurns = new Map<string, Promise<void>>();
   /** Attempts the master ended that are being killed, by job: their slots free at the slave's report, or at the deadline (`timer`, once the slave confirmed the kill). */
   private readonly killing = new Map<number, { timer: NodeJS.Timeout | undefined; release: () => void }>();
   /**
@@ -850,7 +852,16 @@ export class JobService {
     });
   }
 
-  private async attemptFinish(p: ParamsOf<'attempt.finish'>, ctx: CallContext): Promise<Record<string, never>> {
+  /**
+   * attempt.finish, one call per attempt at a time: the slave repeats it when a reply is late or
+   * its connection dropped, and two filings of one attempt at once moved each other's files
+   * (one committed a listing without a package it found gone).
+   */
+  private attemptFinish(p: ParamsOf<'attempt.finish'>, ctx: CallContext): Promise<Record<string, never>> {
+    return inOrder(this.finishTurns, `${p.jobId}:${p.attempt}`, () => this.attemptFinishInTurn(p, ctx));
+  }
+
+  private async attemptFinishInTurn(p: ParamsOf<'attempt.finish'>, ctx: CallContext): Promise<Record<string, never>> {
     const name = ctx.remote.name;
     const job = await this.heldBy(ctx, p.jobId, p.attempt);
     const log = this.log.child({ job: job.id, attempt: p.attempt, slave: name });
@@ -880,14 +891,32 @@ export class JobService {
    */
   private async settleAttempt(job: Job, p: ParamsOf<'attempt.finish'>, name: string, log: Logger): Promise<boolean> {
     // 1. The artifacts, filed before the state changes (a repeat of this call files nothing twice).
-    const committed = p.artifacts.length === 0 ? new Map<string, Committed>() : await this.loadCommitted(job.id, p.attempt);
+    // An attempt that goes back to the queue (a setup failure, stopped by its slave) has no
+    // result: what it left is not filed (the next attempt's artifacts will be, under the same
+    // names) and its uploads are dropped with the requeue.
+    const noResult = !isFinalState(job.state) && (p.setupFailure || p.state === 'cancelled');
+    const committed = p.artifacts.length === 0 || noResult ? new Map<string, Committed>() : await this.loadCommitted(job.id, p.attempt);
     const notes: string[] = [];
-    const ok = p.artifacts.filter((a) => {
-      const c = committed.get(a.path);
-      if (c !== undefined && c.size === a.size && c.sha256 === a.sha256) return true;
-      notes.push(`${a.path}: not uploaded`);
-      return false;
-    });
+    if (noResult && p.artifacts.length > 0) notes.push(`${p.artifacts.length} artifact${p.artifacts.length === 1 ? '' : 's'} not filed: the attempt goes back to the queue`);
+    // Filed artifacts are never replaced: a repeated or late attempt.finish of this attempt (after
+    // other bytes were uploaded under a filed name) or another attempt's bytes under the same name
+    // would change files already filed, served and promoted.
+    const prior = committed.size === 0 ? [] : await this.store.listArtifacts(job.id);
+    const ok = noResult
+      ? []
+      : p.artifacts.filter((a) => {
+          const c = committed.get(a.path);
+          if (c === undefined || c.size !== a.size || c.sha256 !== a.sha256) {
+            notes.push(`${a.path}: not uploaded`);
+            return false;
+          }
+          const other = prior.find((r) => r.name === a.path && r.sha256 !== a.sha256);
+          if (other !== undefined) {
+            notes.push(`${a.path}: not filed: attempt ${other.attempt} filed other bytes under this name`);
+            return false;
+          }
+          return true;
+        });
     const filing =
       ok.length === 0
         ? { filed: [], batch: null, notes: [] }
@@ -902,7 +931,7 @@ export class JobService {
             ok,
           );
     notes.push(...filing.notes);
-    const known = filing.filed.length === 0 ? new Set<string>() : new Set((await this.store.listArtifacts(job.id)).filter((a) => a.attempt === p.attempt).map((a) => a.name));
+    const known = new Set(prior.filter((a) => a.attempt === p.attempt).map((a) => a.name));
     for (const f of filing.filed) {
       if (known.has(f.path)) continue;
       await this.store.addArtifact({ jobId: job.id, attempt: p.attempt, name: f.path, size: f.size, sha256: f.sha256, kind: f.kind, path: f.storedAt });

@@ -16,6 +16,12 @@ export interface ArtifactReceiverOptions {
   maxPendingBytes?: number;
 }
 
+/**
+ * Chunks parked ahead of a gap, at most, whatever their size: a sender keeps a window of a few
+ * (8 by default), and each parked chunk costs a map entry besides its bytes.
+ */
+export const MAX_PARKED_CHUNKS = 1024;
+
 export const RECEIVER_DEFAULTS = Object.freeze({ maxBytes: 16 * 1024 ** 3, maxChunkBytes: 4 * 1024 * 1024, maxPendingBytes: 32 * 1024 * 1024 });
 
 const SHA256_RE = /^[0-9a-f]{64}$/;
@@ -115,7 +121,8 @@ export class ArtifactReceiver {
 
   /**
    * Accepts `data` at `offset`. Bytes below {@link offset} are ignored (a resend after a
-   * reconnect); a chunk past a gap waits in memory up to `maxPendingBytes`.
+   * reconnect); a chunk past a gap waits in memory up to `maxPendingBytes` and
+   * {@link MAX_PARKED_CHUNKS} chunks. An empty chunk is refused.
    */
   write(offset: number, data: Buffer): Promise<void> {
     return this.serial(async () => {
@@ -123,13 +130,16 @@ export class ArtifactReceiver {
       if (!Number.isSafeInteger(offset) || offset < 0) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'chunk offset must be a non-negative integer');
       if (data.length > this.maxChunkBytes) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `chunk of ${data.length} bytes over the limit of ${this.maxChunkBytes}`);
       if (offset + data.length > this.size) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `chunk ends at ${offset + data.length}, past the declared size ${this.size}`);
+      // An empty chunk carries nothing and would park for free (a sender could park millions).
+      if (data.length === 0) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', 'empty chunk');
       if (offset + data.length <= this._offset) return;
       if (offset > this._offset) {
         if (this.pending.has(offset)) return;
-        if (this.pendingBytes + data.length > this.maxPendingBytes) {
-          throw new BuilderError('BUILDER_ERR_TOO_MANY_IN_FLIGHT', `more than ${this.maxPendingBytes} bytes ahead of a gap`);
+        if (this.pendingBytes + data.length > this.maxPendingBytes || this.pending.size >= MAX_PARKED_CHUNKS) {
+          throw new BuilderError('BUILDER_ERR_TOO_MANY_IN_FLIGHT', `more than ${this.maxPendingBytes} bytes or ${MAX_PARKED_CHUNKS} chunks ahead of a gap`);
         }
-        this.pending.set(offset, data);
+        // A copy: the chunk may be a view of a whole frame's buffer, which it would keep alive.
+        this.pending.set(offset, Buffer.from(data));
         this.pendingBytes += data.length;
         return;
       }

@@ -15,6 +15,7 @@ import {
   uploadArtifact,
   type UploadTarget,
 } from '../../../slave/artifacts/index.js';
+import { MAX_PARKED_CHUNKS } from '../../../protocol/transfer/index.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
@@ -227,6 +228,22 @@ describe('slave/artifacts', () => {
       assert.equal((await r.finish()).sha256, meta.sha256);
       assert.equal(await readFile(join(store, 'f'), 'utf8'), '0123456789');
       await assert.rejects(ArtifactReceiver.open(store, 'f', meta), (e) => isBuilderError(e, 'BUILDER_ERR_CONFLICT'));
+    });
+
+    it('refuses empty chunks, and parks at most MAX_PARKED_CHUNKS chunks ahead of a gap however small', async () => {
+      const store = join(root, 'store');
+      await mkdir(store);
+      const size = 4 * MAX_PARKED_CHUNKS;
+      const data = Buffer.alloc(size, 7);
+      const r = await ArtifactReceiver.open(store, 'g', { size, sha256: sha(data) });
+      await assert.rejects(r.write(1, Buffer.alloc(0)), (e) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      await assert.rejects(r.write(0, Buffer.alloc(0)), (e) => isBuilderError(e, 'BUILDER_ERR_INVALID_INPUT'));
+      // One-byte chunks past a gap at 0: far under maxPendingBytes, but each is a map entry.
+      for (let i = 0; i < MAX_PARKED_CHUNKS; i++) await r.write(2 + 2 * i, data.subarray(0, 1));
+      await assert.rejects(r.write(2 + 2 * MAX_PARKED_CHUNKS, data.subarray(0, 1)), (e) => isBuilderError(e, 'BUILDER_ERR_TOO_MANY_IN_FLIGHT'));
+      // The gap filled, the parked chunks are written, and the rest completes the file.
+      await r.write(0, data);
+      assert.equal((await r.finish()).sha256, sha(data));
     });
 
     it('refuses a symlink planted in the destination tree', async () => {
