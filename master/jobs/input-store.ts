@@ -90,6 +90,39 @@ export class InputStore {
     return out;
   }
 
+  /** Inputs whose partial upload (`<sha256>.part`) was last written before `before` (ms). */
+  async partsUntouchedSince(before: number): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.root);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const out: string[] = [];
+    for (const n of names) {
+      const sha = n.endsWith('.part') ? n.slice(0, -'.part'.length) : undefined;
+      if (sha === undefined || !SHA256_RE.test(sha)) continue;
+      const st = await lstat(join(this.root, n)).catch(() => undefined);
+      if (st?.isFile() === true && st.mtimeMs < before) out.push(sha);
+    }
+    return out;
+  }
+
+  /**
+   * Removes the partial upload of `sha256` (its `.part` and `.part.meta`) when it is not open and
+   * was last written before `before` (ms): an upload its client gave up on. Whether it did.
+   */
+  async removePartIfUntouchedSince(sha256: string, before: number): Promise<boolean> {
+    const part = `${this.path(sha256)}.part`;
+    if (this.uploads.isOpen(sha256)) return false;
+    const st = await lstat(part).catch(() => undefined);
+    if (st?.isFile() !== true || st.mtimeMs >= before) return false;
+    await unlink(part);
+    await unlink(`${part}.meta`).catch(() => undefined);
+    return true;
+  }
+
   /** Removes a stored input last used before `before` (ms); whether it did. */
   async removeIfUnusedSince(sha256: string, before: number): Promise<boolean> {
     let st;

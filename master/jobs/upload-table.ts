@@ -64,6 +64,11 @@ export class UploadTable {
     }
   }
 
+  /** Whether an upload is open under `key`. */
+  isOpen(key: string): boolean {
+    return this.open.has(key);
+  }
+
   /** Aborts every open upload whose key starts with `prefix` (keeping or dropping the bytes). */
   async abortPrefix(prefix: string, keepPart: boolean): Promise<void> {
     for (const [k, v] of [...this.open]) {

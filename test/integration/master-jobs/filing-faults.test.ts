@@ -100,6 +100,24 @@ describe('master jobs: filing artifacts against repeats, requeues and late uploa
     assert.equal(sha(onDisk), sha(good));
   });
 
+  it('refuses a begin of other bytes under a committed name without reading the stored file again', async function () {
+    const { job: j } = await client.call('job.submit', { job: job({ name: 'big' }) });
+    await s.nextAssign(j.id);
+    await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+    const big = Buffer.alloc(32 * 1024 * 1024, 1);
+    await s.upload(j.id, 1, 'disk.img', big, 4 * 1024 * 1024);
+    // The master runs in this process: its reads show in this process's read count.
+    const readBytes = async (): Promise<number> => Number(/rchar: (\d+)/.exec(await readFile('/proc/self/io', 'utf8'))![1]);
+    const before = await readBytes();
+    for (let i = 0; i < 4; i++) {
+      await assert.rejects(s.peer.call('artifact.begin', { jobId: j.id, attempt: 1, path: 'disk.img', size: big.length, sha256: sha(`other ${i}`) }));
+    }
+    const read = (await readBytes()) - before;
+    assert.ok(read < big.length, `4 refused begins read ${read} bytes (the file is ${big.length})`);
+    // The same bytes again are still answered as committed.
+    assert.deepEqual(await s.peer.call('artifact.begin', { jobId: j.id, attempt: 1, path: 'disk.img', size: big.length, sha256: sha(big) }), { offset: big.length });
+  });
+
   describe('when filed by hand', function () {
     it('notes an artifact whose path clashes with a filed one (file "out", then "out/x.img") instead of failing the filing for good', async function () {
       const dir = await tempDir();

@@ -53,3 +53,42 @@ describe('master jobs: input retention', function () {
     assert.equal(j.job.state, 'queued');
   });
 });
+
+describe('master jobs: input retention of uploads given up on', function () {
+  this.timeout(60_000);
+  let farm: TestFarm;
+  let client: RpcPeer;
+
+  beforeEach(async function () {
+    // Uploads idle for 1 s close (their bytes kept for a resume); the retention is 1.5 s.
+    ({ farm, client } = await jobFarm({ inputRetentionMs: 1_500, retentionSweepMs: 100, uploadIdleMs: 1_000 }));
+  });
+  afterEach(async function () {
+    await farm.close();
+  });
+
+  it('removes the partial bytes of an upload untouched for the retention, and keeps one still being written', async function () {
+    const given = Buffer.alloc(1 << 20, 3);
+    const kept = Buffer.alloc(1 << 20, 4);
+    for (const b of [given, kept]) {
+      await client.call('input.begin', { sha256: sha(b), size: b.length });
+      await client.call('input.chunk', { sha256: sha(b), offset: 0, data: b.subarray(0, 4096) });
+    }
+    const part = (b: Buffer): string => join(farm.dir, 'inputs', `${sha(b)}.part`);
+    // The second one goes on, a chunk every 300 ms (each resumes it if the idle sweep closed it).
+    let off = 4096;
+    const deadline = Date.now() + 15_000;
+    while ((await exists(part(given))) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 300));
+      const { offset } = await client.call('input.begin', { sha256: sha(kept), size: kept.length });
+      assert.equal(offset, off, 'the upload still being written resumes where it was');
+      await client.call('input.chunk', { sha256: sha(kept), offset: off, data: kept.subarray(off, off + 4096) });
+      off += 4096;
+    }
+    assert.ok(!(await exists(part(given))), 'the abandoned upload is still on disk');
+    assert.ok(!(await exists(`${part(given)}.meta`)));
+    assert.ok(await exists(part(kept)));
+    // Begun again from scratch, the abandoned one completes.
+    assert.equal((await client.call('input.begin', { sha256: sha(given), size: given.length })).offset, 0);
+  });
+});
