@@ -98,7 +98,7 @@ function attemptOver(svc: JobService, job: Job, attempt: number): boolean {
 export function registerClientHandlers(svc: JobService, methods: RpcMethods): void {
   const imagesDir = join(svc.dir, 'images');
   methods
-    .handle('input.begin', async ({ sha256, size }) => ({ offset: await svc.beginInput(sha256, size) }))
+    .handle('input.begin', async ({ sha256, size }, ctx) => ({ offset: await svc.beginInput(sha256, size, ctx.remote.name) }))
     .handle('input.chunk', async ({ sha256, offset, data }) => {
       await svc.inputs.chunk(sha256, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
       return {};

@@ -15,9 +15,9 @@ export class InputStore {
 
   constructor(
     readonly root: string,
-    o: { maxInputBytes: number; maxOpenUploads: number; uploadIdleMs: number },
+    o: { maxInputBytes: number; maxOpenUploads: number; maxOpenUploadsPerPeer: number; uploadIdleMs: number },
   ) {
-    this.uploads = new UploadTable('input', o.maxOpenUploads, o.uploadIdleMs, { maxBytes: o.maxInputBytes });
+    this.uploads = new UploadTable('input', o.maxOpenUploads, o.maxOpenUploadsPerPeer, o.uploadIdleMs, { maxBytes: o.maxInputBytes });
   }
 
   private path(sha256: string): string {
@@ -37,15 +37,15 @@ export class InputStore {
     }
   }
 
-  /** Starts or resumes an upload; a file the master already has answers its full size. */
-  async begin(sha256: string, size: number): Promise<number> {
+  /** Starts or resumes an upload for `owner` (the client); a file the master already has answers its full size. */
+  async begin(sha256: string, size: number, owner: string): Promise<number> {
     const have = await this.sizeOf(sha256);
     if (have !== undefined) {
       if (have !== size) throw new BuilderError('BUILDER_ERR_CONFLICT', `the master holds ${have} bytes for sha256 ${sha256}, not ${size}`);
       return size;
     }
     await mkdir(this.root, { recursive: true });
-    const r = await this.uploads.begin(sha256, this.root, sha256, { size, sha256 });
+    const r = await this.uploads.begin(sha256, this.root, sha256, { size, sha256 }, owner);
     return r.offset;
   }
 

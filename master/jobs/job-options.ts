@@ -29,6 +29,8 @@ export interface JobServiceOptions {
   maxInputBytes?: number;
   /** Uploads (artifacts and inputs, each) open at once. Default 1,024. */
   maxOpenUploads?: number;
+  /** Of those, open at once from one peer (a slave, a client). Default 64. */
+  maxOpenUploadsPerPeer?: number;
   /** An upload untouched this long is closed (its bytes stay on disk for a resume). Default 10 min. */
   uploadIdleMs?: number;
   /** `log.read` page size when the client does not say. Default 1 MiB. */
@@ -80,6 +82,7 @@ export interface CompiledJobServiceOptions {
   maxArtifactBytes: number;
   maxInputBytes: number;
   maxOpenUploads: number;
+  maxOpenUploadsPerPeer: number;
   uploadIdleMs: number;
   logReadMaxBytes: number;
   logFsync: boolean;
@@ -113,6 +116,7 @@ export function compileJobServiceOptions(dir: string, o: JobServiceOptions = {})
     maxArtifactBytes: num('maxArtifactBytes', o.maxArtifactBytes, 16 * 1024 ** 3, 0),
     maxInputBytes: num('maxInputBytes', o.maxInputBytes, 16 * 1024 ** 3, 0),
     maxOpenUploads: num('maxOpenUploads', o.maxOpenUploads, 1024, 1),
+    maxOpenUploadsPerPeer: num('maxOpenUploadsPerPeer', o.maxOpenUploadsPerPeer, 64, 1),
     uploadIdleMs: num('uploadIdleMs', o.uploadIdleMs, 10 * 60_000, 1000),
     logReadMaxBytes: num('logReadMaxBytes', o.logReadMaxBytes, 1024 * 1024, 1),
     logFsync: o.logFsync ?? true,

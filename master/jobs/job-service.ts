@@ -124,7 +124,7 @@ export class JobService {
     this.sched = new Scheduler({ ...options.scheduler, acceptTimeoutMs: options.acceptTimeoutMs + 5_000, timeoutGraceMs: options.timeoutMarginMs });
     this.logs = new AttemptLogStore({ dir: join(dir, 'logs'), fsync: options.logFsync, maxBytes: options.logMaxBytes });
     this.inputs = new InputStore(join(dir, 'inputs'), options);
-    this.uploads = new UploadTable('artifact', options.maxOpenUploads, options.uploadIdleMs, { maxBytes: options.maxArtifactBytes });
+    this.uploads = new UploadTable('artifact', options.maxOpenUploads, options.maxOpenUploadsPerPeer, options.uploadIdleMs, { maxBytes: options.maxArtifactBytes });
   }
 
   /**
@@ -1083,9 +1083,9 @@ export class JobService {
    * size (the client sends nothing) and counts as used now, in its turn against the retention,
    * so that it is still there for the submit that follows.
    */
-  beginInput(sha256: string, size: number): Promise<number> {
+  beginInput(sha256: string, size: number, by: string): Promise<number> {
     return inOrder(this.inputTurns, sha256, async () => {
-      const offset = await this.inputs.begin(sha256, size);
+      const offset = await this.inputs.begin(sha256, size, by);
       if (offset === size && (await this.inputs.sizeOf(sha256)) === size) {
         await this.inputs.touch(sha256).catch((e: unknown) => this.log.warn({ sha256, err: msgOf(e) }, 'cannot mark an input as used'));
       }
@@ -1311,7 +1311,7 @@ export class JobService {
             return { offset: p.size };
           }
         }
-        const r = await this.uploads.begin(this.uploadKey(p, ctx), root, p.path, { size: p.size, sha256: p.sha256 });
+        const r = await this.uploads.begin(this.uploadKey(p, ctx), root, p.path, { size: p.size, sha256: p.sha256 }, ctx.remote.name);
         return { offset: r.offset };
       })
       .handle('artifact.chunk', async (p, ctx) => {

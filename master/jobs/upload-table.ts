@@ -6,12 +6,15 @@ import { BuilderError } from '../../protocol/errors.js';
  * idle timeout (an abandoned upload keeps its `.part` on disk for a later resume, not its handle).
  */
 export class UploadTable {
-  private readonly open = new Map<string, { r: Promise<ArtifactReceiver>; touched: number }>();
+  private readonly open = new Map<string, { r: Promise<ArtifactReceiver>; touched: number; owner: string }>();
+  /** Open uploads per owner (the peer that began them). */
+  private readonly owners = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly what: string,
     private readonly maxOpen: number,
+    private readonly maxOpenPerOwner: number,
     private readonly idleMs: number,
     private readonly receiverOptions: ArtifactReceiverOptions,
   ) {
@@ -19,8 +22,12 @@ export class UploadTable {
     this.timer.unref();
   }
 
-  /** Opens (or returns the open) receiver for `key`; `root`/`path` as in ArtifactReceiver.open. */
-  async begin(key: string, root: string, path: string, expected: { size: number; sha256: string }): Promise<ArtifactReceiver> {
+  /**
+   * Opens (or returns the open) receiver for `key`; `root`/`path` as in ArtifactReceiver.open.
+   * `owner` (the peer's name) may hold at most `maxOpenPerOwner` of the `maxOpen`: one peer that
+   * begins uploads and never finishes them cannot take every other peer's.
+   */
+  async begin(key: string, root: string, path: string, expected: { size: number; sha256: string }, owner: string): Promise<ArtifactReceiver> {
     const cur = this.open.get(key);
     if (cur !== undefined) {
       const r = await cur.r;
@@ -29,16 +36,34 @@ export class UploadTable {
         return r;
       }
       // A new declaration for the same name: drop the old bytes and start over.
-      this.open.delete(key);
+      this.drop(key);
       await r.abort(false);
     }
     if (this.open.size >= this.maxOpen) {
       throw new BuilderError('BUILDER_ERR_TOO_MANY_IN_FLIGHT', `more than ${this.maxOpen} ${this.what} uploads in progress; finish some first`);
     }
+    if ((this.owners.get(owner) ?? 0) >= this.maxOpenPerOwner) {
+      throw new BuilderError('BUILDER_ERR_TOO_MANY_IN_FLIGHT', `more than ${this.maxOpenPerOwner} ${this.what} uploads in progress from ${owner}; finish some first`);
+    }
     const r = ArtifactReceiver.open(root, path, expected, this.receiverOptions);
-    this.open.set(key, { r, touched: Date.now() });
-    r.catch(() => this.open.delete(key));
+    const entry = { r, touched: Date.now(), owner };
+    this.open.set(key, entry);
+    this.owners.set(owner, (this.owners.get(owner) ?? 0) + 1);
+    r.catch(() => {
+      if (this.open.get(key) === entry) this.drop(key);
+    });
     return r;
+  }
+
+  /** Takes `key` out of the table (its owner's count with it); the entry it held, if any. */
+  private drop(key: string): { r: Promise<ArtifactReceiver>; touched: number; owner: string } | undefined {
+    const cur = this.open.get(key);
+    if (cur === undefined) return undefined;
+    this.open.delete(key);
+    const n = (this.owners.get(cur.owner) ?? 1) - 1;
+    if (n > 0) this.owners.set(cur.owner, n);
+    else this.owners.delete(cur.owner);
+    return cur;
   }
 
   /** The open receiver for `key`, or BAD_STATE with `hint`. */
@@ -60,7 +85,7 @@ export class UploadTable {
     } finally {
       // Only its own entry: a begin of other bytes under the same name may have replaced it meanwhile.
       const cur = this.open.get(key);
-      if (r.closed && cur !== undefined && (await cur.r.catch(() => undefined)) === r && this.open.get(key) === cur) this.open.delete(key);
+      if (r.closed && cur !== undefined && (await cur.r.catch(() => undefined)) === r && this.open.get(key) === cur) this.drop(key);
     }
   }
 
@@ -73,7 +98,7 @@ export class UploadTable {
   async abortPrefix(prefix: string, keepPart: boolean): Promise<void> {
     for (const [k, v] of [...this.open]) {
       if (!k.startsWith(prefix)) continue;
-      this.open.delete(k);
+      this.drop(k);
       await v.r.then((r) => r.abort(keepPart)).catch(() => undefined);
     }
   }
@@ -82,7 +107,7 @@ export class UploadTable {
     const now = Date.now();
     for (const [k, v] of [...this.open]) {
       if (now - v.touched < this.idleMs) continue;
-      this.open.delete(k);
+      this.drop(k);
       void v.r.then((r) => r.abort(true)).catch(() => undefined);
     }
   }
@@ -92,6 +117,7 @@ export class UploadTable {
     clearInterval(this.timer);
     const all = [...this.open.values()];
     this.open.clear();
+    this.owners.clear();
     for (const v of all) await v.r.then((r) => r.abort(true)).catch(() => undefined);
   }
 }

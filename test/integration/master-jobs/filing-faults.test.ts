@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileAttempt, type FilingPlaces } from '../../../master/jobs/index.js';
 import type { RpcPeer } from '../../../protocol/index.js';
 import { tempDir, type TestFarm } from '../../helpers/farm.js';
-import { TestSlave, job, jobFarm, sha, waitJob } from './helpers.js';
+import { TestSlave, job, jobFarm, rejectsWith, sha, waitJob } from './helpers.js';
 
 describe('master jobs: filing artifacts against repeats, requeues and late uploads', function () {
   this.timeout(30_000);
@@ -116,6 +116,26 @@ describe('master jobs: filing artifacts against repeats, requeues and late uploa
     assert.ok(read < big.length, `4 refused begins read ${read} bytes (the file is ${big.length})`);
     // The same bytes again are still answered as committed.
     assert.deepEqual(await s.peer.call('artifact.begin', { jobId: j.id, attempt: 1, path: 'disk.img', size: big.length, sha256: sha(big) }), { offset: big.length });
+  });
+
+  it('lets one slave hold at most 64 uploads open, so one that never finishes its uploads cannot stop another slave’s', async function () {
+    const bad = await TestSlave.enroll(farm, 'bad');
+    await bad.connect();
+    await bad.subscribe({ channels: ['evil'] });
+    const a = (await client.call('job.submit', { job: job({ name: 'a', channel: 'evil' }) })).job.id;
+    const b = (await client.call('job.submit', { job: job({ name: 'b' }) })).job.id;
+    await bad.nextAssign(a);
+    await s.nextAssign(b);
+    await waitJob(client, a, (x) => x.state === 'running', 'a running');
+    await waitJob(client, b, (x) => x.state === 'running', 'b running');
+    for (let i = 0; i < 64; i++) await bad.peer.call('artifact.begin', { jobId: a, attempt: 1, path: `f${i}`, size: 1, sha256: sha(`${i}`) });
+    await rejectsWith(bad.peer.call('artifact.begin', { jobId: a, attempt: 1, path: 'f64', size: 1, sha256: sha('64') }), 'BUILDER_ERR_TOO_MANY_IN_FLIGHT', /64 artifact uploads in progress from bad/);
+    const data = Buffer.from('the good slave’s package');
+    await s.upload(b, 1, 'out.deb', data);
+    // Finishing one frees a place for the same slave.
+    await bad.peer.call('artifact.chunk', { jobId: a, attempt: 1, path: 'f0', offset: 0, data: new TextEncoder().encode('0') });
+    await bad.peer.call('artifact.finish', { jobId: a, attempt: 1, path: 'f0' });
+    await bad.peer.call('artifact.begin', { jobId: a, attempt: 1, path: 'f64', size: 1, sha256: sha('64') });
   });
 
   describe('when filed by hand', function () {
