@@ -34,7 +34,9 @@ export type RefusalReason =
   | 'changed'
   | 'foreign-owner'
   | 'not-a-directory'
-  | 'unreadable';
+  | 'unreadable'
+  /** The last entry of a list cut at MAX_REFUSED_KEPT: its detail says how many more there were. */
+  | 'too-many-refusals';
 
 /** An entry refused as an artifact, reported to the master (the path is display text only). */
 export interface RefusedEntry {
@@ -76,6 +78,9 @@ export interface CollectArtifactsOptions {
   ownerUid?: number;
 }
 
+/** Refused entries listed at most (the last one says how many more there were): the wire's limit too. */
+export const MAX_REFUSED_KEPT = 1_000;
+
 export const COLLECT_DEFAULTS = Object.freeze({ maxFiles: 10_000, maxDepth: 32, maxFileBytes: 16 * 1024 ** 3 });
 
 const PACKAGE_SUFFIXES = ['.deb', '.udeb', '.rpm', '.dsc'];
@@ -108,19 +113,31 @@ export async function collectArtifacts(outputDir: string, options: CollectArtifa
     if (!Number.isSafeInteger(v) || v < 0) throw new BuilderError('BUILDER_ERR_CONFIG', `collectArtifacts: ${k} must be a non-negative integer`);
   }
   const artifacts: Artifact[] = [];
-  const refused: RefusedEntry[] = [];
+  // Kept up to MAX_REFUSED_KEPT entries, the rest only counted: a job that leaves millions of
+  // symlinks or files past maxFiles must not grow the slave's heap and its journal with them
+  // (100,000 files past maxFiles made a 6.7 MB outcome line).
+  const refusedKept: RefusedEntry[] = [];
+  let refusedMore = 0;
+  const refused = {
+    push(e: RefusedEntry): void {
+      if (refusedKept.length < MAX_REFUSED_KEPT - 1) refusedKept.push(e);
+      else refusedMore++;
+    },
+  };
+  const refusedList = (): RefusedEntry[] =>
+    refusedMore === 0 ? refusedKept : [...refusedKept, { path: '…', reason: 'too-many-refusals', detail: `${refusedMore} more entries not listed` }];
   const conflicts: InputConflict[] = [];
   // Security: the job may have replaced the output dir itself, e.g. with a symlink to `/`.
   let top;
   try {
     top = await lstat(outputDir);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { artifacts, refused, conflicts };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { artifacts, refused: refusedList(), conflicts };
     throw e;
   }
   if (top.isSymbolicLink() || !top.isDirectory()) {
     refused.push({ path: '.', reason: top.isSymbolicLink() ? 'symlink' : 'not-a-directory' });
-    return { artifacts, refused, conflicts };
+    return { artifacts, refused: refusedList(), conflicts };
   }
   const root = await realpath(outputDir);
 
@@ -211,7 +228,7 @@ export async function collectArtifacts(outputDir: string, options: CollectArtifa
     }
   };
   await walk('', 0);
-  return { artifacts, refused, conflicts };
+  return { artifacts, refused: refusedList(), conflicts };
 }
 
 async function hashEntry(abs: string, path: string, dev: number, ino: number): Promise<Artifact | RefusedEntry> {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { isBuilderError } from '../../../protocol/errors.js';
 import {
   ArtifactReceiver,
+  MAX_REFUSED_KEPT,
   artifactKind,
   collectArtifacts,
   indexFiles,
@@ -126,6 +127,17 @@ describe('slave/artifacts', () => {
           ['big', 'too-large'],
         ],
       );
+    });
+
+    it('lists at most MAX_REFUSED_KEPT refused entries, the last saying how many more there were', async () => {
+      const out = join(root, 'output');
+      await mkdir(out);
+      const n = MAX_REFUSED_KEPT + 500;
+      for (let i = 0; i < n; i++) await symlink('/etc/passwd', join(out, `l${String(i).padStart(5, '0')}`));
+      const scan = await collectArtifacts(out);
+      assert.equal(scan.refused.length, MAX_REFUSED_KEPT);
+      assert.deepEqual(scan.refused[0], { path: 'l00000', reason: 'symlink', detail: '-> "/etc/passwd"' });
+      assert.deepEqual(scan.refused.at(-1), { path: '…', reason: 'too-many-refusals', detail: `${n - (MAX_REFUSED_KEPT - 1)} more entries not listed` });
     });
 
     it('refuses files another user owns when ownerUid is set (a hard link to the slave\'s files)', async () => {
