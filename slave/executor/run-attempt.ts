@@ -13,7 +13,7 @@ import type { CompiledExecutorOptions } from './executor-options.js';
 import { nativeSpawn } from './native-spawn.js';
 import { OutputBatcher, type LogSink } from './output-batcher.js';
 import { userNameOf } from './user-name.js';
-import { removeTree, resetWorkDir, slotWorkDir } from './work-dir.js';
+import { removeTree, resetWorkDir, setAside, slotWorkDir } from './work-dir.js';
 
 /** How an attempt ended, in the master's terms. */
 export type AttemptOutcome = 'succeeded' | 'failed' | 'timed_out' | 'cancelled';
@@ -296,7 +296,14 @@ class AttemptRun implements AttemptHandle {
       // checks below (readdir, lstat) held that answer back by ~0.1 ms (docs/benchmarks.md, "Jobs").
       await nextTurn();
       // The slot's work dir, reused from attempt to attempt: checked and emptied here (also after
-      // a crash of the slave or a job that damaged it); a no-op job costs no mkdir.
+      // a crash of the slave or a job that damaged it); a no-op job costs no mkdir. Without a
+      // cgroup, a process of an earlier job that left its group (setsid) is not killed and may
+      // still have its cwd in that tree: the tree is set aside and made anew, so that what such a
+      // process writes never shows up in this job's dirs.
+      if (o.cgroup === undefined) {
+        const trash = await setAside(o.workRoot, this.workDir);
+        void removeTree(trash).catch(() => undefined);
+      }
       await resetWorkDir(o.workRoot, this.workDir, { runAs: o.runAs });
       workDirMade = true;
       if (this.spec.fetchInputs !== undefined && !this.cancelled) {

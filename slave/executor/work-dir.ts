@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { constants, lstatSync, readdirSync, type Stats } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -280,9 +281,12 @@ export async function resetWorkDir(workRoot: string, dir: string, owner: WorkDir
 /** What names a set-aside tree in `workRoot` (no kept `<jobId>-<attempt>` dir starts with a dot). */
 export const TRASH_PREFIX = '.trash-';
 
-/** Renames `dir` to `<workRoot>/.trash-<name>-<ms>` (nothing when it is missing) and returns that path. */
+/**
+ * Renames `dir` to `<workRoot>/.trash-<name>-<ms>-<random>` (nothing when it is missing) and
+ * returns that path. The random part keeps two set-asides of one slot in the same millisecond apart.
+ */
 export async function setAside(workRoot: string, dir: string, stamp = Date.now()): Promise<string> {
-  const trash = join(workRoot, `${TRASH_PREFIX}${basename(dir)}-${stamp}`);
+  const trash = join(workRoot, `${TRASH_PREFIX}${basename(dir)}-${stamp}-${randomBytes(4).toString('hex')}`);
   try {
     await rename(dir, trash);
   } catch (e) {

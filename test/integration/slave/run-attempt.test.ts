@@ -336,6 +336,20 @@ for (const spawner of ['native', 'node'] as const) describe(`slave/executor runA
       assert.equal(await isAlive(escaped), true);
     });
 
+    it('without a cgroup, gives the next attempt in the slot a new work dir, where a process of the last job that left its group cannot write', async () => {
+      o = compileExecutorOptions({ ...o, cgroups: 'off', pipeCloseTimeoutMs: 300 });
+      const pidFile = join(root, 'bg.pid');
+      // It outlives its job (out of reach without a cgroup), then writes by relative path into its cwd.
+      const bg = `setsid sh -c 'echo $$ > ${pidFile}; sleep 0.6; echo planted > planted-by-job1; sleep 30' </dev/null >/dev/null 2>&1 &`;
+      const r1 = await start({ jobId: 'job1', script: `${bg}\nwhile [ ! -s ${pidFile} ]; do sleep 0.01; done\nexit 0` }).h.result;
+      reaper.addPid(await readPid(pidFile));
+      assert.equal(r1.outcome, 'succeeded');
+      const { h, sink } = start({ jobId: 'job2', script: 'sleep 1; ls -A; ls -A "$BUILDER_WORKDIR"' });
+      const r2 = await h.result;
+      assert.equal(r2.outcome, 'succeeded');
+      assert.equal(sink.text(), 'build\nhome\ninput\noutput\nscript\ntmp\n', "job2's cwd is empty and its work dir holds only its own entries");
+    });
+
     it('cancel kills the group and reports cancelled', async () => {
       const { h, sink } = start({ script: 'echo started; sleep 1000 & wait' });
       await sink.waitFor('started');
