@@ -1,35 +1,7 @@
 import assert from 'node:assert/strict';
-import sqlite3 from 'sqlite3';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
-import { TestSlave, job, jobFarm, waitJob } from './helpers.js';
-
-function sqlRun(file: string, sql: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const db = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => {
-      if (err) return reject(err);
-      db.run(sql, (e) => db.close(() => (e ? reject(e) : resolve())));
-    });
-  });
-}
-
-async function writeLock(file: string): Promise<{ release(): Promise<void> }> {
-  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-    const d = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => (err ? reject(err) : resolve(d)));
-  });
-  const run = (sql: string) => new Promise<void>((resolve, reject) => db.run(sql, (e) => (e ? reject(e) : resolve())));
-  db.configure('busyTimeout', 5_000);
-  await run('BEGIN IMMEDIATE');
-  return {
-    async release() {
-      try {
-        await run('COMMIT');
-      } finally {
-        await new Promise<void>((r) => db.close(() => r()));
-      }
-    },
-  };
-}
+import { TestSlave, job, jobFarm, runningOnNewSlave, sqlRun, waitJob, writeLock } from './helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -44,12 +16,7 @@ describe('master jobs: the dispatcher against store faults and races', function 
 
   it('when a dispatch write fails once, dispatches the job again shortly and does not count it against the slave', async function () {
     ({ farm, client } = await jobFarm({ acceptTimeoutMs: 300 }));
-    const s = await TestSlave.enroll(farm, 'w1');
-    await s.connect();
-    await s.subscribe({ capacity: 1 });
-    const { job: a } = await client.call('job.submit', { job: job({ name: 'first' }) });
-    await s.nextAssign(a.id);
-    await waitJob(client, a.id, (x) => x.state === 'running', 'running');
+    const { s, j: a } = await runningOnNewSlave(farm, client);
     const file = farm.master.jobs.store.options.file;
     // A transient failure of the queued -> dispatched write (as SQLITE_IOERR / SQLITE_FULL would be).
     await sqlRun(file, `CREATE TRIGGER test_no_dispatch BEFORE UPDATE ON jobs WHEN NEW.state = 'dispatched' AND NEW.name = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
@@ -68,12 +35,7 @@ describe('master jobs: the dispatcher against store faults and races', function 
 
   it('does not let a reconnect’s subscribe undo an admin drain made while it ran', async function () {
     ({ farm, client, admin } = await jobFarm());
-    const s = await TestSlave.enroll(farm, 'w1');
-    await s.connect();
-    await s.subscribe({ capacity: 2 });
-    const { job: j } = await client.call('job.submit', { job: job() });
-    await s.nextAssign(j.id);
-    await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+    const { s, j } = await runningOnNewSlave(farm, client, 'w1', 2);
     // Reads of the reported job are slow (a busy reader connection): widens the reconcile's window.
     const store = farm.master.jobs.store;
     const realGet = store.getJob.bind(store);
@@ -129,12 +91,7 @@ describe('master jobs: the dispatcher against store faults and races', function 
 
   it('drains a slave after a restart, before it reconnects with its restored jobs', async function () {
     ({ farm, client } = await jobFarm({ slaveGraceMs: 10_000 }));
-    const s = await TestSlave.enroll(farm, 'w1');
-    await s.connect();
-    await s.subscribe({ capacity: 1 });
-    const { job: j } = await client.call('job.submit', { job: job() });
-    await s.nextAssign(j.id);
-    await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+    await runningOnNewSlave(farm, client);
     await farm.restart();
     const adm = await farm.connect(await farm.identity('root2', 'admin'));
     await adm.call('slave.drain', { name: 'w1', drained: true });

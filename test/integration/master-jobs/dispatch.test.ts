@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
 import sqlite3 from 'sqlite3';
-import { TestSlave, job, jobFarm, rejectsWith, waitJob } from './helpers.js';
+import { TestSlave, job, jobFarm, rejectsWith, runningOnNewSlave, waitJob } from './helpers.js';
 
 /** Runs one statement on the master's database through a connection of its own, as another process would. */
 function sqlRun(file: string, sql: string): Promise<void> {
@@ -213,13 +213,7 @@ describe('master jobs: dispatch, accept, cancel, timeouts', function () {
         await farm.close();
         ({ farm, client } = await jobFarm({ cancelTimeoutMs: 60_000 }));
       }
-      const s = await TestSlave.enroll(farm, 'w1');
-      await s.connect();
-      await s.subscribe({ capacity: 1 });
-      const { job: j } = await client.call('job.submit', { job: job() });
-      await s.nextAssign(j.id);
-      await waitJob(client, j.id, (x) => x.state === 'running', 'running');
-      return { s, j };
+      return runningOnNewSlave(farm, client);
     }
 
     it('cancels it in the store, kills it on the slave, and refuses the slave’s late finish quietly', async function () {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { access } from 'node:fs/promises';
+import sqlite3 from 'sqlite3';
 import type { ParamsOf, RpcPeer, RpcPeerOptions } from '../../../protocol/index.js';
 import { RpcCallError } from '../../../protocol/index.js';
 import type { NewJob } from '../../../master/store/index.js';
@@ -177,4 +178,53 @@ export async function uploadInputAs(client: RpcPeer, b: Buffer): Promise<void> {
   const { offset } = await client.call('input.begin', { sha256: h, size: b.length });
   if (offset < b.length) await client.call('input.chunk', { sha256: h, offset, data: b.subarray(offset) as Uint8Array<ArrayBuffer> });
   assert.deepEqual(await client.call('input.finish', { sha256: h }), { size: b.length, sha256: h });
+}
+
+/**
+ * Takes the database's write lock from a connection of its own (as another process could), so
+ * that the master's next commit waits until `release`: the window in which a job is being stored
+ * queued, or a start committed, held open on purpose.
+ */
+export async function writeLock(file: string): Promise<{ release(): Promise<void> }> {
+  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
+    const d = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => (err ? reject(err) : resolve(d)));
+  });
+  const run = (sql: string) => new Promise<void>((resolve, reject) => db.run(sql, (e) => (e ? reject(e) : resolve())));
+  db.configure('busyTimeout', 5_000);
+  try {
+    await run('BEGIN IMMEDIATE');
+  } catch (e) {
+    await new Promise<void>((r) => db.close(() => r()));
+    throw e;
+  }
+  return {
+    async release() {
+      try {
+        await run('COMMIT');
+      } finally {
+        await new Promise<void>((r) => db.close(() => r()));
+      }
+    },
+  };
+}
+
+/** Runs one statement on the database file from a connection of its own (a trigger that injects a fault, say). */
+export function sqlRun(file: string, sql: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const db = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => {
+      if (err) return reject(err);
+      db.run(sql, (e) => db.close(() => (e ? reject(e) : resolve())));
+    });
+  });
+}
+
+/** Slave `name` (enrolled, connected, subscribed with `capacity` slots) running a new job it accepted. */
+export async function runningOnNewSlave(farm: TestFarm, client: RpcPeer, name = 'w1', capacity = 1): Promise<{ s: TestSlave; j: { id: number } }> {
+  const s = await TestSlave.enroll(farm, name);
+  await s.connect();
+  await s.subscribe({ capacity });
+  const { job: j } = await client.call('job.submit', { job: job() });
+  await s.nextAssign(j.id);
+  await waitJob(client, j.id, (x) => x.state === 'running', 'running');
+  return { s, j };
 }

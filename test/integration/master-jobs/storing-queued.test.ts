@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import sqlite3 from 'sqlite3';
 import type { CronTimers } from '../../../master/cron/index.js';
 import type { Job } from '../../../master/store/index.js';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
-import { TestSlave, job, jobFarm } from './helpers.js';
+import { TestSlave, job, jobFarm, writeLock } from './helpers.js';
 
 /** Cron timers that go off only when the test says so. */
 class ManualTimers implements CronTimers {
@@ -28,34 +27,6 @@ class ManualTimers implements CronTimers {
 
 /** One turn of the event loop: every microtask queued so far has run (a write queued by it is in the write queue). */
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
-
-/**
- * Takes the database's write lock from a connection of its own (as another process could), so
- * that the master's next commit waits until `release`: the window in which a job is being stored
- * queued, held open on purpose.
- */
-async function writeLock(file: string): Promise<{ release(): Promise<void> }> {
-  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-    const d = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => (err ? reject(err) : resolve(d)));
-  });
-  const run = (sql: string) => new Promise<void>((resolve, reject) => db.run(sql, (e) => (e ? reject(e) : resolve())));
-  db.configure('busyTimeout', 5_000);
-  try {
-    await run('BEGIN IMMEDIATE');
-  } catch (e) {
-    await new Promise<void>((r) => db.close(() => r()));
-    throw e;
-  }
-  return {
-    async release() {
-      try {
-        await run('COMMIT');
-      } finally {
-        await new Promise<void>((r) => db.close(() => r()));
-      }
-    },
-  };
-}
 
 describe('master jobs: a submit while another job is being stored queued', function () {
   this.timeout(30_000);
