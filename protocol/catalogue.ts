@@ -143,6 +143,9 @@ const scheduleView = z.strictObject({
   lastFiredAt: z.number().nullable(),
   lastJobId: z.number().int().nullable(),
   createdAt: z.number(),
+  /** Set while its last fire failed by its own fault (a template that no longer validates): why, and when; it is tried again at its next tick. */
+  lastError: z.string().optional(),
+  lastErrorAt: z.number().optional(),
 });
 
 /** The one catalogue of methods; both ends use it. Method names are `noun.verb`. */

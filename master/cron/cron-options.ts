@@ -18,7 +18,11 @@ export interface CronOptions {
   allowSeconds?: boolean;
   /** Time zone of schedules that do not name one. Default `UTC`. */
   defaultTz?: string;
-  /** Longest single timer; longer waits are re-armed (Node timers overflow past 2^31-1 ms). Default 1 h. */
+  /**
+   * Longest single timer; longer waits are re-armed. Default 60 s: Node timers run on a
+   * monotonic clock and the runner reads the wall clock, so after a suspend or an NTP step a
+   * timer armed for an hour fired up to an hour late; each wake re-reads the clock (cheap).
+   */
   maxTimerMs?: number;
   /** Wait before retrying a schedule whose fire failed. Default 30 s. */
   retryMs?: number;
@@ -50,7 +54,7 @@ const realTimers: CronTimers = {
 };
 
 export function compileCronOptions(o: CronOptions = {}): CompiledCronOptions {
-  const maxTimerMs = o.maxTimerMs ?? 3600_000;
+  const maxTimerMs = o.maxTimerMs ?? 60_000;
   if (!Number.isSafeInteger(maxTimerMs) || maxTimerMs < 1 || maxTimerMs > 2 ** 31 - 1) {
     throw new BuilderError('BUILDER_ERR_CONFIG', 'cron option maxTimerMs must be an integer in 1..2^31-1');
   }

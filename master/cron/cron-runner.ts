@@ -1,4 +1,4 @@
-import { BuilderError } from '../../protocol/errors.js';
+import { BuilderError, isBuilderError } from '../../protocol/errors.js';
 import { checkName } from '../../protocol/names.js';
 import type { FireResult, Job, NewJob, NewSchedule, Schedule } from '../store/index.js';
 import { checkCronExpression, checkTimeZone, nextFireAfter } from './cron-expression.js';
@@ -12,7 +12,21 @@ export interface CronStore {
   setSchedulePaused(id: string, paused: boolean, nextFireAt: number | null): Promise<Schedule | undefined>;
   removeSchedule(id: string): Promise<boolean>;
   fireSchedule(id: string, expectedNextFireAt: number, nextFireAt: number, firedAt: number): Promise<FireResult>;
+  noteScheduleFailure(id: string, expectedNextFireAt: number, nextFireAt: number, error: string, at: number): Promise<Schedule | undefined>;
 }
+
+/** Wait before trying again a schedule that has no next tick to wait for (cron-parser found no time). */
+const NO_TICK_RETRY_MS = 3600_000;
+
+/** Longest error text kept on a schedule. */
+const MAX_ERROR_CHARS = 500;
+
+/**
+ * Whether a failed fire is the schedule's own fault (its template no longer validates, say the
+ * master restarted with a lower maxSlots; its expression has no time left): trying again in
+ * retryMs gives the same answer. Anything else (the store) may pass.
+ */
+const scheduleFault = (err: unknown): boolean => isBuilderError(err, 'BUILDER_ERR_INVALID_INPUT') || isBuilderError(err, 'BUILDER_ERR_INVALID_NAME');
 
 /** A new schedule as a client asks for it. */
 export interface ScheduleRequest {
@@ -73,7 +87,7 @@ export class CronRunner {
       if (s.paused) continue;
       if (s.nextFireAt === null) {
         // Resumed without a next time (should not happen): start from now rather than never firing.
-        const next = nextFireAfter(s.cron, s.tz, this.options.now());
+        const next = nextFireAfter(s.cron, s.tz, this.options.now(), s.id);
         if (await this.store.setSchedulePaused(s.id, false, next)) this.armed.set(s.id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: next });
       } else {
         this.armed.set(s.id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: s.nextFireAt });
@@ -98,9 +112,9 @@ export class CronRunner {
   async add(r: ScheduleRequest): Promise<Schedule> {
     checkName('schedule', r.id);
     const tz = checkTimeZone(r.tz ?? this.options.defaultTz);
-    const cron = checkCronExpression(r.cron, { allowSeconds: this.options.allowSeconds, tz });
+    const cron = checkCronExpression(r.cron, { allowSeconds: this.options.allowSeconds, tz, hashSeed: r.id });
     const paused = r.paused ?? false;
-    const next = paused ? null : nextFireAfter(cron, tz, this.options.now());
+    const next = paused ? null : nextFireAfter(cron, tz, this.options.now(), r.id);
     const s = await this.store.createSchedule({ id: r.id, cron, tz, template: r.template, paused, nextFireAt: next });
     if (s.nextFireAt !== null) this.armed.set(s.id, { cron, tz, template: s.template, nextFireAt: s.nextFireAt });
     this.rearm();
@@ -124,7 +138,7 @@ export class CronRunner {
     const cur = await this.store.getSchedule(id);
     if (cur === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
     if (!cur.paused) return cur;
-    const next = nextFireAfter(cur.cron, cur.tz, this.options.now());
+    const next = nextFireAfter(cur.cron, cur.tz, this.options.now(), id);
     const s = await this.store.setSchedulePaused(id, false, next);
     if (s === undefined) throw new BuilderError('BUILDER_ERR_NOT_FOUND', `no schedule ${id}`);
     this.armed.set(id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: next });
@@ -173,9 +187,10 @@ export class CronRunner {
         try {
           await this.fire(id, a, now);
         } catch (err) {
+          this.options.onError(err, id);
+          if (scheduleFault(err) && (await this.noteFailure(id, a, now, err))) continue;
           // Keep its old time (a retry still fires at most once) but wait retryMs before trying again.
           this.armed.set(id, { ...a, retryAt: now + this.options.retryMs });
-          this.options.onError(err, id);
         }
       }
       this.rearm();
@@ -183,8 +198,38 @@ export class CronRunner {
     return this.chain;
   }
 
+  /**
+   * A fire failed by the schedule's own fault: the error is stored on the schedule (schedule.list
+   * shows it) and the fire is tried again at its next tick, not every retryMs (a template that no
+   * longer validated failed every 30 s, forever, seen only in the log). False if the store
+   * could not take it: then the short retry.
+   */
+  private async noteFailure(id: string, a: Armed, now: number, err: unknown): Promise<boolean> {
+    let next: number | undefined;
+    try {
+      next = nextFireAfter(a.cron, a.tz, now, id);
+    } catch {
+      next = undefined;
+    }
+    const msg = (err instanceof Error ? err.message : String(err)).slice(0, MAX_ERROR_CHARS);
+    let s: Schedule | undefined;
+    try {
+      s = await this.store.noteScheduleFailure(id, a.nextFireAt, next ?? a.nextFireAt, msg, now);
+    } catch (e) {
+      this.options.onError(e, id);
+      return false;
+    }
+    if (s === undefined || s.paused || s.nextFireAt === null) this.armed.delete(id);
+    else if (next === undefined && s.nextFireAt === a.nextFireAt) this.armed.set(id, { ...a, retryAt: now + Math.max(this.options.retryMs, NO_TICK_RETRY_MS) });
+    else this.armed.set(id, { cron: s.cron, tz: s.tz, template: s.template, nextFireAt: s.nextFireAt });
+    return true;
+  }
+
   private async fire(id: string, a: Armed, now: number): Promise<void> {
-    const next = nextFireAfter(a.cron, a.tz, now);
+    // Always after now (nextFireAfter's promise): a next time at or before now would be due at
+    // once and fire again, as fast as the store commits.
+    const next = nextFireAfter(a.cron, a.tz, now, id);
+    if (!(next > now)) throw new Error(`schedule ${id}: next fire ${new Date(next).toISOString()} is not after ${new Date(now).toISOString()}`);
     // Told in the same tick as the write is queued, and until the job is handed over (onFired):
     // the job service keeps a submit of no higher priority from taking a free slot meanwhile.
     const settled = this.options.onFiring(a.template, id);

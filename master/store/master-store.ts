@@ -639,8 +639,27 @@ export class MasterStore {
       if (r === undefined || r.paused !== 0 || r.next_fire_at !== expectedNextFireAt) return { ok: false, schedule: r && toSchedule(r) };
       const template = checkNewJob(JSON.parse(r.template) as NewJob, this.options);
       const job = await insertJob(c, template, id, this.now(), `schedule ${id} fired`);
-      await c.run('UPDATE schedules SET next_fire_at = ?, last_fired_at = ?, last_job_id = ? WHERE id = ? AND next_fire_at = ?', [nextFireAt, firedAt, job.id, id, expectedNextFireAt]);
-      return { ok: true, job, schedule: { ...toSchedule(r), nextFireAt, lastFiredAt: firedAt, lastJobId: job.id } };
+      await c.run('UPDATE schedules SET next_fire_at = ?, last_fired_at = ?, last_job_id = ?, last_error = NULL, last_error_at = NULL WHERE id = ? AND next_fire_at = ?', [
+        nextFireAt,
+        firedAt,
+        job.id,
+        id,
+        expectedNextFireAt,
+      ]);
+      return { ok: true, job, schedule: toSchedule({ ...r, next_fire_at: nextFireAt, last_fired_at: firedAt, last_job_id: job.id, last_error: null, last_error_at: null }) };
+    });
+  }
+
+  /**
+   * Records why a fire of the schedule failed by its own fault, and moves its next fire time
+   * (compare-and-set on `expectedNextFireAt`, as fireSchedule). Returns the schedule as it now
+   * is (unchanged if someone moved it meanwhile), or undefined if it is gone.
+   */
+  noteScheduleFailure(id: string, expectedNextFireAt: number, nextFireAt: number, error: string, at: number): Promise<Schedule | undefined> {
+    return this.write(async (c) => {
+      await c.run('UPDATE schedules SET next_fire_at = ?, last_error = ?, last_error_at = ? WHERE id = ? AND paused = 0 AND next_fire_at = ?', [nextFireAt, error, at, id, expectedNextFireAt]);
+      const r = await c.get<ScheduleRow>('SELECT * FROM schedules WHERE id = ?', [id]);
+      return r && toSchedule(r);
     });
   }
 

@@ -156,4 +156,10 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX jobs_ended ON jobs (ended_at) WHERE ended_at IS NOT NULL;
   CREATE TABLE job_purges (job_id INTEGER PRIMARY KEY, name TEXT NOT NULL, attempts INTEGER NOT NULL);
   `,
+  // 5: why a schedule's last fire failed by its own fault (a template that no longer validates),
+  // and when; cleared by the next fire that succeeds. schedule.list shows it.
+  `
+  ALTER TABLE schedules ADD COLUMN last_error TEXT;
+  ALTER TABLE schedules ADD COLUMN last_error_at INTEGER;
+  `,
 ];

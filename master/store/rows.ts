@@ -111,6 +111,8 @@ export interface ScheduleRow {
   last_fired_at: number | null;
   last_job_id: number | null;
   created_at: number;
+  last_error: string | null;
+  last_error_at: number | null;
 }
 
 export function toSchedule(r: ScheduleRow): Schedule {
@@ -124,6 +126,7 @@ export function toSchedule(r: ScheduleRow): Schedule {
     lastFiredAt: r.last_fired_at,
     lastJobId: r.last_job_id,
     createdAt: r.created_at,
+    ...(r.last_error === null || r.last_error_at === null ? {} : { lastError: r.last_error, lastErrorAt: r.last_error_at }),
   };
 }
 

@@ -123,6 +123,9 @@ export interface Schedule {
   lastFiredAt: number | null;
   lastJobId: number | null;
   createdAt: number;
+  /** Set while the last fire failed by the schedule's own fault (its template no longer validates): why, and when. */
+  lastError?: string;
+  lastErrorAt?: number;
 }
 
 export type ArtifactKind = 'package' | 'image';

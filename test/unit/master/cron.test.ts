@@ -78,6 +78,11 @@ class MemStore implements CronStore {
     Object.assign(s, { nextFireAt: next, lastFiredAt: firedAt, lastJobId: job.id });
     return { ok: true, job, schedule: { ...s } };
   }
+  async noteScheduleFailure(id: string, expected: number, next: number, error: string, at: number): Promise<Schedule | undefined> {
+    const s = this.schedules.get(id);
+    if (s && !s.paused && s.nextFireAt === expected) Object.assign(s, { nextFireAt: next, lastError: error, lastErrorAt: at });
+    return s && { ...s };
+  }
 }
 
 const template: NewJob = { name: 'nightly', channel: 'stable', arch: 'any', command: { kind: 'argv', argv: ['true'] } };
@@ -105,7 +110,7 @@ describe('master/cron', () => {
 
   describe('when a schedule is due', () => {
     it('fires on its tick, not before, and then on every tick', async () => {
-      const r = runner();
+      const r = runner({ maxTimerMs: 3600_000 });
       await r.start();
       const s = await r.add({ id: 'every-5', cron: '*/5 * * * *', template });
       assert.equal(iso(s.nextFireAt!), '2026-03-01T00:05:00.000Z');
@@ -125,6 +130,37 @@ describe('master/cron', () => {
       await r.add({ id: 'daily', cron: '0 3 * * *', template });
       assert.equal(iso(r.nextWakeAt!), '2026-03-01T00:02:00.000Z');
       await time.advanceTo('2026-03-01T03:00:00Z', r);
+      assert.deepEqual(ats(), ['2026-03-01T03:00:00.000Z']);
+    });
+  });
+
+  describe('when the wall clock jumps forward (a suspend, an NTP step)', () => {
+    it('fires within a minute of the tick, not up to an hour late', async () => {
+      // Node timers run on a monotonic clock; the runner reads the wall clock.
+      let mono = 0;
+      const pending = new Map<number, { at: number; fn: () => void }>();
+      let seq = 0;
+      const monotonic: CronTimers = {
+        setTimeout: (fn, ms) => (pending.set(++seq, { at: mono + ms, fn }), seq),
+        clearTimeout: (h) => void pending.delete(h as number),
+      };
+      const r = new CronRunner(store, (job) => fired.push({ at: iso(time.t), job: job.id }), { now: time.now, timers: monotonic });
+      runners.push(r);
+      const step = async (ms: number) => {
+        mono += ms;
+        time.t += ms;
+        for (const [id, t] of [...pending]) {
+          if (t.at > mono) continue;
+          pending.delete(id);
+          t.fn();
+        }
+        await r.idle();
+      };
+      await r.start();
+      await r.add({ id: 'at-3', cron: '0 3 * * *', template });
+      await step(60_000);
+      time.t = Date.parse('2026-03-01T02:59:00Z'); // the host slept, or NTP stepped the clock
+      for (let i = 0; i < 2; i++) await step(60_000);
       assert.deepEqual(ats(), ['2026-03-01T03:00:00.000Z']);
     });
   });
@@ -250,6 +286,14 @@ describe('master/cron', () => {
       await assert.rejects(r.add({ id: '../x', cron: '* * * * *', template }), (e: unknown) => isBuilderError(e, 'BUILDER_ERR_INVALID_NAME'));
       assert.equal(store.schedules.size, 0);
       assert.equal(checkCronExpression('*/10 * * * * *', { allowSeconds: true, tz: 'UTC' }), '*/10 * * * * *');
+    });
+
+    it('accepts an @ alias in any case, and stores it in lower case', async () => {
+      const r = runner();
+      await r.start();
+      const s = await r.add({ id: 'weekly', cron: '@WEEKLY', template });
+      assert.equal(s.cron, '@weekly');
+      assert.equal(iso(s.nextFireAt!), '2026-03-08T00:00:00.000Z');
     });
 
     it('honours the time zone', async () => {
