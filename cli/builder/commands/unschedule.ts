@@ -3,7 +3,7 @@ import { ClientCommand } from '../lib/client-command.js';
 
 export default class Unschedule extends ClientCommand {
   static override summary = 'Remove a schedule (jobs it already queued stay).';
-  static override examples = ['<%= config.bin %> unschedule 7', '<%= config.bin %> schedules && <%= config.bin %> unschedule nightly-7'];
+  static override examples = ['<%= config.bin %> unschedule nightly-3f2a9c1e'];
   static override args = { id: Args.string({ required: true, description: 'schedule id (see builder schedules)' }) };
 
   async run(): Promise<void> {

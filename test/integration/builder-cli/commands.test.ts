@@ -326,6 +326,30 @@ describe('the builder CLI against a real master and slave', function () {
       assertCleanError(await cli(['unschedule', sid]), /./, 5);
     });
 
+    it('pauses and resumes a schedule, in human and --json form; an unknown id exits 5', async function () {
+      const sid = (await cli(['schedule', '--name', 'paused', ...job, '--cron', '0 3 * * *', '--', 'true'])).stdout.trim();
+      assert.match(sid, /^paused-[0-9a-f]{8}$/);
+      try {
+        const p = await cli(['pause-schedule', sid]);
+        assert.equal(p.code, 0, p.stderr);
+        assert.equal(p.stdout, `schedule ${sid} paused\n`);
+        assert.match((await cli(['schedules'])).stdout, new RegExp(`^${sid}\\s+0 3 \\* \\* \\*\\s+UTC\\s+paused\\s+demo\\s+x86_64\\s+yes\\s+-\\s`, 'm'));
+        const { schedules } = await farm.call('schedule.list', {});
+        assert.deepEqual(schedules.filter((x) => x.id === sid).map((x) => [x.paused, x.nextFireAt]), [[true, null]]);
+        const r = await cli(['resume-schedule', sid, '--json']);
+        assert.equal(r.code, 0, r.stderr);
+        const resumed = JSON.parse(r.stdout) as { id: string; paused: boolean; nextFireAt: number };
+        assert.deepEqual([resumed.id, resumed.paused], [sid, false]);
+        assert.ok(resumed.nextFireAt > Date.now());
+        assert.match((await cli(['pause-schedule', sid, '--json'])).stdout, /"paused": true/);
+        assert.match((await cli(['resume-schedule', sid])).stdout, new RegExp(`^schedule ${sid} resumed; next fire \\d{4}-\\d\\d-\\d\\dT03:00:00Z$`, 'm'));
+        assertCleanError(await cli(['pause-schedule', 'nope-00000000']), /no schedule nope-00000000/, 5);
+        assertCleanError(await cli(['resume-schedule', '../x']), /./, 2);
+      } finally {
+        await cli(['unschedule', sid]);
+      }
+    });
+
     it('lists slaves in human and --json form', async function () {
       const js = JSON.parse((await cli(['slaves', '--json'])).stdout) as Array<{ name: string; channels: string[]; arches: string[]; capacity: number; connected: boolean; connectedSince: number }>;
       const w1 = js.find((s) => s.name === 'w1');

@@ -18,7 +18,7 @@ describe('docs/cli.md', function () {
 
   it('documents every builder command the issue names', async function () {
     const { current } = await renderCliDoc(ROOT);
-    for (const c of ['schedule', 'observe', 'jobs', 'job', 'cancel', 'retry', 'schedules', 'unschedule', 'slaves', 'artifacts', 'download', 'images', 'promote', 'drain', 'undrain']) {
+    for (const c of ['schedule', 'observe', 'jobs', 'job', 'cancel', 'retry', 'schedules', 'pause-schedule', 'resume-schedule', 'unschedule', 'slaves', 'artifacts', 'download', 'images', 'promote', 'drain', 'undrain']) {
       assert.match(current, new RegExp(`^#### \`builder ${c}\`$`, 'm'), c);
       // An example on every command.
       const section = current.split(`#### \`builder ${c}\``)[1]?.split('#### ')[0] ?? '';
