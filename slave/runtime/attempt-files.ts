@@ -32,6 +32,8 @@ export interface StoredOutcome {
   /** Every collected artifact, with its local path (the upload source). */
   readonly artifacts: Array<{ path: string; absPath: string; size: number; sha256: string }>;
   readonly lastSeq: number;
+  /** Output not stored in the spool (its sink failed: a full disk); absent when none. */
+  readonly logLostBytes?: number;
 }
 
 /** An `upload` line of the journal: an artifact committed on the master, or one the slave gave up on. */

@@ -333,7 +333,8 @@ export class AttemptTask {
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     this.wake();
-    // Closing the spool makes the sender's `done` reject, which ends the lifecycle's wait.
+    // The lifecycle's wait for the sender ends on `talk` (whileTalking): a stopped sender never
+    // settles its `done`, and closing the spool does not wake a sender that is not running.
     if (this.dropReason !== undefined || this.closed) void this.spool?.close().catch(() => undefined);
   }
 
@@ -469,11 +470,19 @@ export class AttemptTask {
     if (outcome === undefined) throw new BuilderError('BUILDER_ERR_INTERNAL', 'attempt has no outcome');
     this._phase = 'delivering';
     if (this.spool !== undefined && this.sender !== undefined) {
-      await this.spool.end();
+      const spool = this.spool;
+      // Output the spool could not store (a full disk) is declared in the log: a `dropped` marker
+      // for its seqs, before the end.
+      const lost = !spool.ended && outcome.lastSeq > spool.lastSeq ? { fromSeq: spool.lastSeq + 1, toSeq: outcome.lastSeq, droppedBytes: outcome.logLostBytes ?? 0 } : undefined;
+      await spool.end(lost);
+      if (lost !== undefined) this.log.warn(lost, 'output the slave could not store is marked dropped in the log');
+      if (spool.endInMemory) this.log.warn("the log's end could not be written to the spool; it is delivered from memory (a restart before then forgets it)");
       for (const a of outcome.artifacts) {
         if (!this.uploads.has(a.path)) await this.uploadOne(a);
       }
-      await this.sender.done;
+      // The sender settles `done` only while it runs: a lost connection or a retry timer leaves
+      // it stopped, and the wait then ends when the task stops talking (drop, or the slave stops).
+      await this.whileTalking(this.sender.done);
     } else {
       // No spool (its files could not be made): the log is just its end.
       await callWithRetry(() => this.waitLive(), (p) => p.call('attempt.log', { jobId: this.jobId, attempt: this.attempt, records: [{ kind: 'end', seq: 1 }] }), this.retry);
@@ -481,6 +490,17 @@ export class AttemptTask {
     this.throwIfStopped();
     this._phase = 'finishing';
     return this.finish(outcome);
+  }
+
+  /** `p`, or a {@link Stopped} rejection once the task stops talking to the master (dropped or closed). */
+  private whileTalking<T>(p: Promise<T>): Promise<T> {
+    const signal = this.talk.signal;
+    if (signal.aborted) return Promise.reject(new Stopped('attempt stopped'));
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(new Stopped('attempt stopped'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
   }
 
   private uploadTarget(peer: RpcPeer, path: string): UploadTarget {

@@ -70,6 +70,7 @@ export function buildOutcome(r: AttemptResult, c: OutcomeContext): StoredOutcome
     conflicts: conflicts.slice(0, MAX_CONFLICTS),
     artifacts: (scan?.artifacts ?? []).map((a) => ({ path: a.path, absPath: a.absPath, size: a.size, sha256: a.sha256 })),
     lastSeq: r.lastSeq,
+    ...(r.logLostBytes > 0 ? { logLostBytes: r.logLostBytes } : {}),
   };
 }
 

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, fsync, ftruncateSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsync, ftruncateSync, openSync, readSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -42,6 +42,25 @@ interface Segment {
   /** Output payload bytes (not headers, not markers). */
   dataBytes: number;
   marker: { fromSeq: number; toSeq: number; droppedBytes: number } | undefined;
+}
+
+/** Records written to the active segment in one go, and what they add to its summary. */
+interface Piece {
+  bufs: Buffer[];
+  bytes: number;
+  firstSeq: number;
+  lastSeq: number;
+  dataBytes: number;
+}
+
+/** The active segment's summary (and how many segments there were) before an append. */
+interface Savepoint {
+  readonly segments: number;
+  readonly seg: Segment;
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  readonly size: number;
+  readonly dataBytes: number;
 }
 
 const SEGMENT_RE = /^seg-(\d{10})\.log$/;
@@ -108,6 +127,11 @@ export class LogSpool {
   private hint: { segment: number; offset: number; nextSeq: number } | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private waiters: Array<() => void> = [];
+  /**
+   * The log's last records (its end, and a marker of output lost before it) when {@link end}
+   * could not write them (a full disk): read from here, and gone with the process.
+   */
+  private unwritten: SpoolRecord[] = [];
 
   private constructor(dir: string, options: CompiledLogSpoolOptions) {
     this.dir = dir;
@@ -177,6 +201,14 @@ export class LogSpool {
   /** True when the log has ended and everything in it was acknowledged: the spool can be destroyed. */
   get complete(): boolean {
     return this._ended && this._ackedSeq >= this._lastSeq;
+  }
+
+  /**
+   * True when {@link end} could not write its records (a full disk): the end is kept in memory
+   * and read and acknowledged as usual, but a restart finds the log not ended.
+   */
+  get endInMemory(): boolean {
+    return this.unwritten.length > 0;
   }
 
   /** True after {@link close} or {@link destroy}. */
@@ -250,6 +282,8 @@ export class LogSpool {
     const seg: Segment = { index, path, firstSeq: 0, lastSeq: 0, size: 0, dataBytes: 0, marker: undefined };
     let ack = 0;
     let off = SEGMENT_HEADER_BYTES;
+    let records = 0;
+    let marker: Segment['marker'];
     if (buf.length < SEGMENT_HEADER_BYTES || !buf.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) {
       // Not a segment of this format (or a header torn at creation): nothing in it can be trusted.
       off = 0;
@@ -263,10 +297,14 @@ export class LogSpool {
         seg.lastSeq = r.seq;
         if (r.type === RecordType.stdout || r.type === RecordType.stderr) seg.dataBytes += r.payload.length;
         else if (r.type === RecordType.end) this._ended = true;
-        else seg.marker = parseMarker(r);
+        else if (records === 0) marker = parseMarker(r);
+        records++;
         off += r.length;
       }
     }
+    // A marker segment holds its marker alone (written whole by dropOneMiddleSegment); a marker
+    // among other records is the output lost before the end ({@link end}), in a data segment.
+    if (records === 1) seg.marker = marker;
     if (seg.marker !== undefined) this._droppedBytes += seg.marker.droppedBytes;
     if (off < buf.length || off === 0) {
       // The previous process died mid-write (or the disk lied): keep the valid prefix only.
@@ -295,8 +333,8 @@ export class LogSpool {
   }
 
   /** Rewrites the active segment's header with the current ack (16 bytes at offset 0: one page, never torn in practice). */
-  private writeHeader(ack = this._ackedSeq): void {
-    if (this.active !== undefined) writeAll(this.active, this.headerBytes(ack), 0);
+  private writeHeader(ack = this._ackedSeq, fd = this.active): void {
+    if (fd !== undefined) writeAll(fd, this.headerBytes(ack), 0);
   }
 
   /**
@@ -314,12 +352,20 @@ export class LogSpool {
     if (this.hint?.segment === seg.index) this.hint = undefined;
   }
 
+  /** Makes segment `index` the active one; throws (the spool unchanged, the file removed) if it cannot be made. */
   private startSegment(index: number): void {
     const path = join(this.dir, segmentName(index));
     // Read-write: the sender reads the active segment through the same descriptor.
-    this.active = openEmpty(path, constants.O_RDWR);
+    const fd = openEmpty(path, constants.O_RDWR);
+    try {
+      this.writeHeader(this._ackedSeq, fd);
+    } catch (e) {
+      closeSync(fd);
+      rmSync(path, { force: true });
+      throw e;
+    }
+    this.active = fd;
     this.segments.push({ index, path, firstSeq: 0, lastSeq: 0, size: 0, dataBytes: 0, marker: undefined });
-    this.writeHeader();
   }
 
   private activeSegment(): Segment {
@@ -330,15 +376,17 @@ export class LogSpool {
 
   private rotate(): void {
     const cur = this.activeSegment();
-    if (this.active !== undefined) closeSync(this.active);
-    this.active = undefined;
+    const old = this.active;
+    // The new segment first: one that cannot be made (a full disk) leaves the current one active.
     this.startSegment(cur.index + 1);
+    if (old !== undefined) closeSync(old);
   }
 
   /**
    * Appends chunks in order. Each seq must be above every seq appended before; each chunk's data
    * at most `maxRecordBytes`. Resolves when the bytes are written (to the page cache, or to disk
-   * with `fsync`).
+   * with `fsync`). An append that fails (a full disk) stores none of its chunks: the segments
+   * are cut back to what they held, and `lastSeq` stays where it was.
    */
   append(chunks: readonly LogChunk[]): Promise<void> {
     return this.exclusive(async () => {
@@ -356,51 +404,110 @@ export class LogSpool {
         }
         prev = c.seq;
       }
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
-      for (const c of chunks) {
-        if (this.activeSegment().size + pendingBytes >= this.options.segmentBytes) {
-          await this.writeActive(pending, pendingBytes);
-          pending = [];
-          pendingBytes = 0;
-          this.rotate();
+      const undo = this.savepoint();
+      try {
+        // A segment's summary moves on only once its bytes are written.
+        let piece: Piece = { bufs: [], bytes: 0, firstSeq: 0, lastSeq: 0, dataBytes: 0 };
+        for (const c of chunks) {
+          if (this.activeSegment().size + piece.bytes >= this.options.segmentBytes) {
+            await this.writeActive(piece);
+            piece = { bufs: [], bytes: 0, firstSeq: 0, lastSeq: 0, dataBytes: 0 };
+            this.rotate();
+          }
+          const rec = encodeRecord(c.stream === 'stdout' ? RecordType.stdout : RecordType.stderr, c.seq, c.data);
+          piece.bufs.push(rec);
+          piece.bytes += rec.length;
+          if (piece.firstSeq === 0) piece.firstSeq = c.seq;
+          piece.lastSeq = c.seq;
+          piece.dataBytes += c.data.length;
         }
-        const rec = encodeRecord(c.stream === 'stdout' ? RecordType.stdout : RecordType.stderr, c.seq, c.data);
-        pending.push(rec);
-        pendingBytes += rec.length;
-        const seg = this.activeSegment();
-        if (seg.firstSeq === 0) seg.firstSeq = c.seq;
-        seg.lastSeq = c.seq;
-        seg.dataBytes += c.data.length;
-        this._lastSeq = c.seq;
+        await this.writeActive(piece);
+      } catch (e) {
+        this.rollback(undo);
+        throw e;
       }
-      await this.writeActive(pending, pendingBytes);
-      await this.enforceLimit();
+      this._lastSeq = prev;
+      try {
+        await this.enforceLimit();
+      } catch {
+        // The chunks are stored; a marker that could not be written (a full disk) leaves the
+        // segments it was to replace as they are, and the next append tries again.
+      }
       this.wake();
     });
   }
 
-  private async writeActive(bufs: Buffer[], total: number): Promise<void> {
-    if (total === 0 || this.active === undefined) return;
+  /** What {@link rollback} needs to undo an append. */
+  private savepoint(): Savepoint {
     const seg = this.activeSegment();
-    const buf = bufs.length === 1 && bufs[0] !== undefined ? bufs[0] : Buffer.concat(bufs, total);
-    writeAll(this.active, buf, SEGMENT_HEADER_BYTES + seg.size);
-    seg.size += buf.length;
-    if (this.options.fsync) await fsyncFd(this.active);
+    return { segments: this.segments.length, seg, firstSeq: seg.firstSeq, lastSeq: seg.lastSeq, size: seg.size, dataBytes: seg.dataBytes };
   }
 
-  /** Marks the end of the log with one `end` record (seq = lastSeq + 1) and returns that seq. Synced with `fsync`. */
-  end(): Promise<number> {
+  /**
+   * Undoes a failed append: removes the segments it started and cuts the segment that was active
+   * back to its size before (a failed write may have left part of its bytes there).
+   */
+  private rollback(s: Savepoint): void {
+    while (this.segments.length > s.segments) {
+      const seg = this.segments.pop() as Segment;
+      const fd = this.active;
+      this.active = undefined;
+      if (fd !== undefined) closeSync(fd);
+      rmSync(seg.path, { force: true });
+      if (this.hint?.segment === seg.index) this.hint = undefined;
+    }
+    this.active ??= openSync(s.seg.path, constants.O_RDWR | constants.O_NOFOLLOW);
+    s.seg.firstSeq = s.firstSeq;
+    s.seg.lastSeq = s.lastSeq;
+    s.seg.size = s.size;
+    s.seg.dataBytes = s.dataBytes;
+    ftruncateSync(this.active, SEGMENT_HEADER_BYTES + s.size);
+  }
+
+  /** Writes a piece at the end of the active segment, then counts it in the segment's summary. */
+  private async writeActive(p: Piece): Promise<void> {
+    if (p.bytes === 0) return;
+    if (this.active === undefined) throw new BuilderError('BUILDER_ERR_BAD_STATE', 'log spool has no open segment');
+    const seg = this.activeSegment();
+    const buf = p.bufs.length === 1 && p.bufs[0] !== undefined ? p.bufs[0] : Buffer.concat(p.bufs, p.bytes);
+    writeAll(this.active, buf, SEGMENT_HEADER_BYTES + seg.size);
+    if (this.options.fsync) await fsyncFd(this.active);
+    seg.size += buf.length;
+    if (seg.firstSeq === 0) seg.firstSeq = p.firstSeq;
+    seg.lastSeq = p.lastSeq;
+    seg.dataBytes += p.dataBytes;
+  }
+
+  /**
+   * Marks the end of the log with one `end` record and returns its seq (lastSeq + 1). `lost`
+   * names output that never reached the spool (appends that failed, up to seq `toSeq`): a
+   * `dropped` marker for `lastSeq + 1 .. toSeq` (its seq `toSeq`, `droppedBytes` as given) goes
+   * before the end, which then has seq `toSeq + 1`, so that the reader of the log sees the loss.
+   * Synced with `fsync`. When the records cannot be written (a full disk), the segment is cut
+   * back and they are kept in memory ({@link endInMemory}): the log still ends and is read to its
+   * end, and only a restart before it is acknowledged forgets them.
+   */
+  end(lost?: { toSeq: number; droppedBytes: number }): Promise<number> {
     return this.exclusive(async () => {
       if (this._ended) return this._lastSeq;
-      const seq = this._lastSeq + 1;
-      const rec = encodeRecord(RecordType.end, seq, Buffer.alloc(0));
-      const seg = this.activeSegment();
-      if (seg.firstSeq === 0) seg.firstSeq = seq;
-      seg.lastSeq = seq;
-      // writeActive syncs with `fsync`; without it the end is as durable as the rest of the log
-      // (page cache: it survives a crash of the slave, not of the machine).
-      await this.writeActive([rec], rec.length);
+      const recs: SpoolRecord[] = [];
+      if (lost !== undefined && lost.toSeq > this._lastSeq) {
+        if (!Number.isSafeInteger(lost.toSeq) || lost.toSeq >= MAX_SEQ) throw new BuilderError('BUILDER_ERR_INVALID_INPUT', `log spool: lost output up to seq ${lost.toSeq}`);
+        recs.push({ kind: 'dropped', seq: lost.toSeq, fromSeq: this._lastSeq + 1, toSeq: lost.toSeq, droppedBytes: Number.isSafeInteger(lost.droppedBytes) && lost.droppedBytes > 0 ? lost.droppedBytes : 0 });
+      }
+      const seq = (recs[0]?.seq ?? this._lastSeq) + 1;
+      recs.push({ kind: 'end', seq });
+      const bufs = recs.map(encodeSpoolRecord);
+      const piece: Piece = { bufs, bytes: bufs.reduce((n, b) => n + b.length, 0), firstSeq: recs[0]?.seq ?? seq, lastSeq: seq, dataBytes: 0 };
+      const undo = this.savepoint();
+      try {
+        // writeActive syncs with `fsync`; without it the end is as durable as the rest of the log
+        // (page cache: it survives a crash of the slave, not of the machine).
+        await this.writeActive(piece);
+      } catch {
+        this.rollback(undo);
+        this.unwritten = recs;
+      }
       this._lastSeq = seq;
       this._ended = true;
       this.wake();
@@ -440,9 +547,13 @@ export class LogSpool {
     try {
       const whole = Buffer.concat([this.headerBytes(this._ackedSeq), rec]);
       await fh.write(whole, 0, whole.length, 0);
-    } finally {
-      await fh.close();
+    } catch (e) {
+      // A full disk: the segment stays as it is.
+      await fh.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+      throw e;
     }
+    await fh.close();
     // The marker replaces the segment atomically: a crash leaves either the data or the marker.
     await rename(tmp, c.path);
     if (merged !== undefined) {
@@ -509,6 +620,13 @@ export class LogSpool {
         }
         if (bytes >= maxBytes) break;
       }
+      if (bytes < maxBytes) {
+        for (const r of this.unwritten) {
+          if (r.seq < fromSeq) continue;
+          out.push(r);
+          if (r.seq > this.readThrough) this.readThrough = r.seq;
+        }
+      }
       return out;
     });
   }
@@ -539,6 +657,7 @@ export class LogSpool {
       if (active.firstSeq !== 0 && active.lastSeq <= seq) this.resetActive(seq);
       else this.writeHeader(seq);
       if (this.hint !== undefined && !this.segments.some((s) => s.index === this.hint?.segment)) this.hint = undefined;
+      if (this.unwritten.length > 0) this.unwritten = this.unwritten.filter((r) => r.seq > seq);
       // Last, so that `complete` never reports a spool whose acknowledged data is still there.
       this._ackedSeq = seq;
     });
@@ -619,6 +738,17 @@ function parseMarker(r: RawRecord): { fromSeq: number; toSeq: number; droppedByt
     // fall through: a marker we cannot read still marks a gap ending at its seq
   }
   return { fromSeq: r.seq, toSeq: r.seq, droppedBytes: 0 };
+}
+
+function encodeSpoolRecord(r: SpoolRecord): Buffer {
+  switch (r.kind) {
+    case 'data':
+      return encodeRecord(r.stream === 'stdout' ? RecordType.stdout : RecordType.stderr, r.seq, r.data);
+    case 'dropped':
+      return encodeRecord(RecordType.dropped, r.seq, Buffer.from(JSON.stringify({ fromSeq: r.fromSeq, toSeq: r.toSeq, droppedBytes: r.droppedBytes })));
+    case 'end':
+      return encodeRecord(RecordType.end, r.seq, Buffer.alloc(0));
+  }
 }
 
 function toSpoolRecord(r: RawRecord): SpoolRecord {

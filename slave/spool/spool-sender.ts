@@ -42,7 +42,11 @@ export class SpoolSender {
   private _running = false;
   private resolveDone!: () => void;
   private rejectDone!: (e: unknown) => void;
-  /** Resolves once the spool's `end` record is acknowledged; rejects if the spool closes first. */
+  /**
+   * Resolves once the spool's `end` record is acknowledged (with `holdEnd`, every record before
+   * it); rejects if the spool closes while the sender runs. Settled only by a running sender: after
+   * {@link stop} (or a failed send) it stays pending until the next {@link start}.
+   */
   readonly done: Promise<void>;
 
   constructor(spool: LogSpool, send: SendLogRecords, options: SpoolSenderOptions = {}) {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -353,6 +353,94 @@ describe('slave/spool LogSpool', () => {
       await s.close();
       assert.deepEqual(await underNoWrites('open', dir), { code: 'EFBIG', leaked: [] });
       assert.equal(text(await readAll(await mk(dir))), '1:stdout:kept');
+    });
+  });
+
+  describe('when the disk is full (a 64 KiB tmpfs; needs root)', () => {
+    let mnt: string;
+    let mounted = false;
+    beforeEach(async function () {
+      mnt = join(root, 'mnt');
+      await mkdir(mnt);
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mnt], { stdio: 'ignore' });
+        mounted = true;
+      } catch {
+        this.skip();
+      }
+    });
+    afterEach(async () => {
+      for (const s of open_.splice(0)) await s.close();
+      if (mounted) execFileSync('umount', [mnt]);
+      mounted = false;
+    });
+
+    /** Fills what is left of the file system. */
+    async function fill(): Promise<void> {
+      await assert.rejects(writeFile(join(mnt, 'filler'), Buffer.alloc(128 * 1024)), /ENOSPC/);
+    }
+
+    it('an append that does not fit stores none of its chunks, and the log still ends (with the loss marked) and is delivered', async () => {
+      const dir = join(mnt, 'a-1');
+      const s = await mk(dir);
+      await s.append([chunk(1, 'stdout', 'hello\n')]);
+      const before = (await stat(join(dir, 'seg-0000000001.log'))).size;
+      await assert.rejects(s.append([chunk(2, 'stderr', 'x'), { seq: 3, stream: 'stdout', data: Buffer.alloc(200 * 1024, 0x61) }]), /ENOSPC/);
+      assert.equal(s.lastSeq, 1);
+      assert.equal((await stat(join(dir, 'seg-0000000001.log'))).size, before, 'the partial write is cut off');
+      const end = await s.end({ toSeq: 3, droppedBytes: 200 * 1024 + 1 });
+      assert.equal(end, 4);
+      assert.equal(s.endInMemory, false);
+      const recs = await readAll(s);
+      assert.equal(text(recs), '1:stdout:hello\n 3:dropped 4:end');
+      assert.deepEqual(recs[1], { kind: 'dropped', seq: 3, fromSeq: 2, toSeq: 3, droppedBytes: 200 * 1024 + 1 });
+      // What the slave's sender does with it: everything before the end is sent, and it is done.
+      const sent: SpoolRecord[] = [];
+      const sender = new SpoolSender(s, async (r) => void sent.push(...r), { holdEnd: true });
+      sender.start(1);
+      await sender.done;
+      assert.equal(text(sent), '1:stdout:hello\n 3:dropped');
+      // A reopen reads the marker as part of the log, not as a dropped segment.
+      await s.close();
+      const again = await mk(dir);
+      assert.equal(again.ended, true);
+      assert.equal(again.droppedBytes, 0);
+      assert.equal(text(await readAll(again, 4)), '4:end');
+    });
+
+    it('an append that fails in a segment it started removes that segment, and appends go on once there is room', async () => {
+      const dir = join(mnt, 'a-1');
+      const s = await mk(dir, { maxBytes: 1024 * 1024, segmentBytes: 8 * 1024, maxRecordBytes: 8 * 1024 });
+      await s.append([chunk(1, 'stdout', 'first')]);
+      const big = Array.from({ length: 12 }, (_, i): LogChunk => ({ seq: i + 2, stream: 'stdout', data: Buffer.alloc(8 * 1024, 0x62) }));
+      await assert.rejects(s.append(big), /ENOSPC/);
+      assert.equal(s.lastSeq, 1);
+      assert.deepEqual(await readdir(dir), ['seg-0000000001.log']);
+      await s.append([chunk(14, 'stdout', 'after')]);
+      await s.end();
+      assert.equal(text(await readAll(s)), '1:stdout:first 14:stdout:after 15:end');
+    });
+
+    it('an end that cannot be written is kept in memory: read, acknowledged, and the spool complete', async () => {
+      const dir = join(mnt, 'a-1');
+      const s = await mk(dir);
+      // The segment ends at a page boundary (16 + 16 + 4064 bytes): the end needs a new page.
+      await s.append([{ seq: 1, stream: 'stdout', data: Buffer.alloc(4064, 0x63) }]);
+      await fill();
+      const end = await s.end({ toSeq: 2, droppedBytes: 10 });
+      assert.equal(end, 3);
+      assert.equal(s.endInMemory, true);
+      assert.equal((await stat(join(dir, 'seg-0000000001.log'))).size, 4096);
+      assert.equal(text(await readAll(s)), `1:stdout:${'c'.repeat(4064)} 2:dropped 3:end`);
+      const sent: SpoolRecord[] = [];
+      const sender = new SpoolSender(s, async (r) => void sent.push(...r), { holdEnd: true });
+      sender.start(1);
+      await sender.done;
+      assert.deepEqual(sent.map((r) => `${r.seq}:${r.kind}`), ['1:data', '2:dropped']);
+      await s.ack(end);
+      assert.equal(s.complete, true);
+      assert.equal(s.endInMemory, false);
+      assert.deepEqual(await s.read(1), []);
     });
   });
 
