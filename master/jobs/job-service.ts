@@ -697,7 +697,17 @@ export class JobService {
   }
 
   private subscribe(p: ParamsOf<'slave.subscribe'>, ctx: CallContext): Promise<SubscribeAnswer> {
-    return inOrder(this.slaveTurns, ctx.remote.name, () => this.reconcile(p, ctx));
+    const name = ctx.remote.name;
+    return inOrder(this.slaveTurns, name, async () => {
+      try {
+        return await this.reconcile(p, ctx);
+      } catch (e) {
+        // The reconcile stopped the slave's grace period before its first store call: one that
+        // failed left the slave unregistered with no grace running, and its jobs held for ever.
+        if (this.slaves.get(name)?.peer !== ctx.peer) this.startGrace(name);
+        throw e;
+      }
+    });
   }
 
   /** slave.subscribe, in the slave's turn: which reported attempts it keeps, then the connection registered. */

@@ -157,6 +157,13 @@ export async function observeJob(o: ObserveOptions): Promise<ObserveResult> {
     }
     if (res.records.length > 0) idle = idleBase;
     if (final || FINAL_STATES.includes(info.job.state)) {
+      if (res.ended && !fixedAttempt && attempt > 0 && info.job.attempt > attempt) {
+        // The attempt followed ended, and a later one ran to the job's end meanwhile (a slow
+        // reader, a long reconnect): that attempt's log is the one to show next.
+        attempt = 0;
+        fromSeq = 1;
+        continue;
+      }
       if (res.ended || res.attempt === 0) break;
       // Final but the log not complete: read on while records come (a long log pages in
       // maxBytes at a time); once they stop (e.g. cancelled while the slave still flushes),

@@ -151,6 +151,35 @@ describe('master jobs: slaves that leave and come back', function () {
       assert.deepEqual(g.attempts.map((x) => [x.slave, x.state]), [['w1', 'requeued'], ['w2', 'succeeded']]);
     });
 
+    it('requeues its job also when its re-subscribe failed on the master before it went away for good', async function () {
+      const s1 = await TestSlave.enroll(farm, 'w1');
+      await s1.connect();
+      await s1.subscribe();
+      const id = await running(s1);
+      await drop(s1);
+      // One transient store error while the master handles the re-subscribe (after it stopped
+      // the grace period): the slave then never comes back.
+      const store = farm.master.jobs.store;
+      const real = store.getJob.bind(store);
+      let failed = false;
+      (store as unknown as { getJob: typeof store.getJob }).getJob = async (jid: number) => {
+        if (!failed && jid === id) {
+          failed = true;
+          throw new Error('SQLITE_IOERR: disk I/O error (injected)');
+        }
+        return real(jid);
+      };
+      await s1.connect();
+      await assert.rejects(s1.subscribe({ running: [{ jobId: id, attempt: 1, slots: 1 }] }));
+      (store as unknown as { getJob: typeof store.getJob }).getJob = real;
+      await drop(s1);
+      const s2 = await TestSlave.enroll(farm, 'w2');
+      await s2.connect();
+      await s2.subscribe();
+      const a = await s2.nextAssign(id, 10_000);
+      assert.equal(a.attempt, 2);
+    });
+
     it('fails the job when it has no attempt left', async function () {
       const s = await TestSlave.enroll(farm, 'w1');
       await s.connect();
