@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { appendFile, rm, stat } from 'node:fs/promises';
+import { appendFile, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AttemptLogStore } from '../../../master/jobs/index.js';
+import { AttemptLogStore, type LogRecord } from '../../../master/jobs/index.js';
 import type { RpcPeer } from '../../../protocol/index.js';
 import { tempDir, type TestFarm } from '../../helpers/farm.js';
 import { TestSlave, job, jobFarm, rejectsWith, text, waitJob } from './helpers.js';
@@ -343,6 +343,52 @@ describe('the attempt log file', function () {
         assert.deepEqual(await b.append(1, 1, [data(3, '!')]), { storedThrough: 3, ended: false, appended: 1 });
         const page = await b.read(1, 1, 1, 1 << 20);
         assert.equal(text(page.records), 'helloworld!');
+        await b.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe('when a log of many small records is opened again (a master restart)', function () {
+    it('finds its end and resumes a read near it in block reads, not a read per record, and reads every record back', async function () {
+      const dir = await tempDir();
+      const readCalls = async (): Promise<number> => Number(/syscr: (\d+)/.exec(await readFile('/proc/self/io', 'utf8'))![1]);
+      try {
+        const n = 100_000;
+        const a = new AttemptLogStore({ dir, fsync: false });
+        const data = Buffer.alloc(80, 'x');
+        for (let seq = 0; seq < n; ) {
+          const recs: LogRecord[] = [];
+          for (let i = 0; i < 5000 && seq < n; i++) recs.push({ kind: 'data', seq: ++seq, stream: seq % 2 ? 'stdout' : 'stderr', data });
+          await a.append(1, 1, recs);
+        }
+        await a.append(1, 1, [{ kind: 'end', seq: n + 1 }]);
+        await a.close();
+        const b = new AttemptLogStore({ dir, fsync: false });
+        const before = await readCalls();
+        assert.equal(await b.storedThrough(1, 1), n + 1);
+        const page = await b.read(1, 1, n - 5, 1 << 20);
+        // 9.2 MiB: about ten 1 MiB blocks each; a read per header and payload made 200,000 each.
+        const calls = (await readCalls()) - before;
+        assert.ok(calls < 1_000, `${calls} read calls for the reopen and one resumed read`);
+        assert.deepEqual(page.records.map((r) => r.seq), [n - 5, n - 4, n - 3, n - 2, n - 1, n, n + 1]);
+        assert.equal(page.ended, true);
+        // Paging from the start gives every record once, in order, with its bytes.
+        let expect = 1;
+        for (;;) {
+          const p = await b.read(1, 1, expect, 1 << 20);
+          for (const r of p.records) {
+            assert.equal(r.seq, expect++);
+            if (r.kind === 'data') {
+              assert.equal(r.stream, r.seq % 2 ? 'stdout' : 'stderr');
+              assert.deepEqual(Buffer.from(r.data), data);
+            } else assert.equal(r.seq, n + 1);
+          }
+          if (p.records.length === 0 || p.ended) break;
+          assert.equal(p.nextSeq, expect);
+        }
+        assert.equal(expect, n + 2);
         await b.close();
       } finally {
         await rm(dir, { recursive: true, force: true });
