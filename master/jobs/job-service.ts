@@ -121,7 +121,9 @@ export class JobService {
   ) {
     this.options = options;
     this.store = store;
-    this.sched = new Scheduler({ ...options.scheduler, acceptTimeoutMs: options.acceptTimeoutMs + 5_000, timeoutGraceMs: options.timeoutMarginMs });
+    // The dispatcher's accept deadline is a backstop behind the assignment call's own timeout:
+    // that plus 5 s, or twice it when it is shorter.
+    this.sched = new Scheduler({ ...options.scheduler, acceptTimeoutMs: options.acceptTimeoutMs + Math.min(5_000, options.acceptTimeoutMs), timeoutGraceMs: options.timeoutMarginMs });
     this.logs = new AttemptLogStore({ dir: join(dir, 'logs'), fsync: options.logFsync, maxBytes: options.logMaxBytes });
     this.inputs = new InputStore(join(dir, 'inputs'), options);
     this.uploads = new UploadTable('artifact', options.maxOpenUploads, options.maxOpenUploadsPerPeer, options.uploadIdleMs, { maxBytes: options.maxArtifactBytes });
