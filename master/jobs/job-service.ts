@@ -80,6 +80,8 @@ export class JobService {
   private readonly committed = new Map<string, Map<string, Committed>>();
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly logOrder = new Map<string, Promise<void>>();
+  /** Jobs whose queued -> dispatched write is under way or being retried (dispatch, dispatchFailed). */
+  private readonly dispatching = new Set<number>();
   /** attempt.finish calls in turn per `jobId:attempt`. */
   private readonly finishTurns = new Map<string, Promise<void>>();
   /** Attempts the master ended that are being killed, by job: their slots free at the slave's report, or at the deadline (`timer`, once the slave confirmed the kill). */
@@ -380,12 +382,17 @@ export class JobService {
   private async dispatch(a: Assignment): Promise<void> {
     if (this.stopping) return;
     let r: TransitionResult;
+    // Until its write is settled, the store has the job queued while the dispatcher holds it for
+    // a.slave: a reconcile or grace expiry of that slave must not take the store's word for it.
+    this.dispatching.add(a.jobId);
     try {
       r = await this.store.dispatchJob(a.jobId, a.slave);
     } catch (e) {
       this.log.error({ job: a.jobId, slave: a.slave, err: msgOf(e) }, 'could not store an assignment; trying the job again shortly');
       await this.dispatchFailed(a);
       return;
+    } finally {
+      this.dispatching.delete(a.jobId);
     }
     if (!r.ok) {
       this.log.info({ job: a.jobId, state: r.job?.state }, 'assignment dropped: the job left the queue');
@@ -415,7 +422,14 @@ export class JobService {
         this.log.error({ job: a.jobId, err: msgOf(e) }, 'could not read a job whose assignment failed; trying again shortly');
         continue;
       }
-      if (this.sched.phaseOf(a.jobId) !== 'assigned') return; // Removed meanwhile (a cancel).
+      const phase = this.sched.phaseOf(a.jobId);
+      if (phase === undefined && job?.state === 'queued') {
+        // Forgotten by the dispatcher meanwhile though still queued (nothing but a cancel should
+        // end this wait): queued again rather than lost until a restart.
+        this.handle(this.sched.jobQueued(schedJobOf(job)));
+        return;
+      }
+      if (phase !== 'assigned') return; // Removed meanwhile (a cancel).
       if (job?.state === 'queued') {
         this.handle(this.sched.jobFinished(a.jobId, { notSent: true, requeue: schedJobOf(job) }).assignments);
       } else if (job?.state === 'dispatched' && job.slave === a.slave) {
@@ -630,19 +644,40 @@ export class JobService {
   private async onTick(): Promise<void> {
     if (this.stopping) return;
     const t = this.sched.tick();
-    for (const e of t.expired) {
-      // Taken back only while still dispatched to that slave: an attempt whose start is being
-      // committed (the slave accepted in time; this master's write was slow) runs on, and one
-      // whose dispatch write is still under way (or failed: dispatchFailed) is not the slave's
-      // doing. Both are left to the paths that own them.
-      const job = await this.store.getJob(e.jobId);
-      if (job?.state !== 'dispatched' || job.slave !== e.slave) continue;
-      if (await this.requeue(e.jobId, job.attempt, `slave ${e.slave} did not accept attempt ${job.attempt} in time`, true, true)) {
-        this.track('cancel', this.cancelOnSlave(e.slave, job.id, job.attempt, 'abandoned'));
-      }
-    }
-    for (const x of t.timedOut) this.track('master timeout', this.masterTimeout(x));
+    // First: nothing below (store calls that may fail) may hold these back.
     this.handle(t.assignments);
+    for (const x of t.timedOut) this.track('master timeout', this.retried(x, () => this.masterTimeout(x)));
+    for (const e of t.expired) {
+      this.track(
+        'accept deadline',
+        this.retried(e, async () => {
+          // Taken back only while still dispatched to that slave: an attempt whose start is being
+          // committed (the slave accepted in time; this master's write was slow) runs on, and one
+          // whose dispatch write is still under way (or failed: dispatchFailed) is not the slave's
+          // doing. Both are left to the paths that own them.
+          const job = await this.store.getJob(e.jobId);
+          if (job?.state !== 'dispatched' || job.slave !== e.slave) return;
+          if (await this.requeue(e.jobId, job.attempt, `slave ${e.slave} did not accept attempt ${job.attempt} in time`, true, true)) {
+            this.track('cancel', this.cancelOnSlave(e.slave, job.id, job.attempt, 'abandoned'));
+          }
+        }),
+      );
+    }
+  }
+
+  /**
+   * Runs the handling of one of tick()'s reports; when it fails (the store could not be read or
+   * written), the dispatcher reports it again DISPATCH_RETRY_MS later: an expired assignment
+   * would otherwise hold its slots, and a timed-out job run past its deadline, for good.
+   */
+  private async retried(x: Assignment, handle: () => Promise<void>): Promise<void> {
+    try {
+      await handle();
+    } catch (e) {
+      this.log.error({ job: x.jobId, slave: x.slave, err: msgOf(e) }, 'could not handle a deadline; trying again shortly');
+      this.sched.reportAgain(x.jobId, Date.now() + DISPATCH_RETRY_MS);
+      this.rearm();
+    }
   }
 
   private async masterTimeout(x: Assignment): Promise<void> {
@@ -678,6 +713,7 @@ export class JobService {
   private async requeueLost(name: string): Promise<void> {
     if (this.slaves.has(name) || this.stopping) return;
     for (const id of this.sched.jobsOf(name)) {
+      if (this.dispatching.has(id)) continue; // Its dispatch path settles it.
       const job = await this.store.getJob(id);
       if (job !== undefined && job.slave === name && ACTIVE.has(job.state)) {
         await this.requeue(id, job.attempt, `slave ${name} lost: not back within ${this.options.slaveGraceMs} ms`, false);
@@ -745,9 +781,10 @@ export class JobService {
       kept.add(job.id);
       this.logs.wake(job.id);
     }
-    // Jobs the master thought it held but it did not report: lost with its previous life.
+    // Jobs the master thought it held but it did not report: lost with its previous life. One
+    // whose dispatch write is still being settled is left to that path (it sends it, or queues it).
     for (const id of this.sched.jobsOf(name)) {
-      if (kept.has(id)) continue;
+      if (kept.has(id) || this.dispatching.has(id)) continue;
       const job = await this.store.getJob(id);
       if (job !== undefined && job.slave === name && ACTIVE.has(job.state)) {
         await this.requeue(id, job.attempt, `slave ${name} came back without attempt ${job.attempt}`, false);

@@ -28,16 +28,18 @@ export class UploadTable {
    * begins uploads and never finishes them cannot take every other peer's.
    */
   async begin(key: string, root: string, path: string, expected: { size: number; sha256: string }, owner: string): Promise<ArtifactReceiver> {
-    const cur = this.open.get(key);
-    if (cur !== undefined) {
-      const r = await cur.r;
-      if (r.size === expected.size && r.sha256 === expected.sha256) {
+    // Looked at again after each wait: another begin of the same key may have replaced or
+    // dropped the entry meanwhile (two replacing it at once counted one upload twice).
+    for (let cur = this.open.get(key); cur !== undefined; cur = this.open.get(key)) {
+      const r = await cur.r.catch(() => undefined);
+      if (this.open.get(key) !== cur) continue;
+      if (r !== undefined && r.size === expected.size && r.sha256 === expected.sha256) {
         cur.touched = Date.now();
         return r;
       }
       // A new declaration for the same name: drop the old bytes and start over.
       this.drop(key);
-      await r.abort(false);
+      await r?.abort(false);
     }
     if (this.open.size >= this.maxOpen) {
       throw new BuilderError('BUILDER_ERR_TOO_MANY_IN_FLIGHT', `more than ${this.maxOpen} ${this.what} uploads in progress; finish some first`);

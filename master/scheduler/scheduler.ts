@@ -459,6 +459,22 @@ export class Scheduler {
     return { expired, timedOut, assignments: this.dispatch() };
   }
 
+  /**
+   * A report of {@link tick} whose handling failed (the store could not be read or written): the
+   * assignment (still assigned) or the running job (still past its deadline) is reported again by
+   * the first tick at or after `at`, instead of never.
+   */
+  reportAgain(jobId: number, at: number): void {
+    const j = this.jobs.get(jobId);
+    if (j?.phase === 'assigned') {
+      j.acceptBy = at;
+      this.assigned.add(j);
+    } else if (j?.phase === 'running') {
+      j.deadline = at;
+      this.timed.add(j);
+    }
+  }
+
   // ---- explain ----
 
   /** Why a job is not running, in one human sentence. */

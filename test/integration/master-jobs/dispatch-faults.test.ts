@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import type { RpcPeer } from '../../../protocol/index.js';
 import type { TestFarm } from '../../helpers/farm.js';
 import { TestSlave, job, jobFarm, runningOnNewSlave, sqlRun, waitJob, writeLock } from './helpers.js';
@@ -97,5 +98,51 @@ describe('master jobs: the dispatcher against store faults and races', function 
     await adm.call('slave.drain', { name: 'w1', drained: true });
     const st = (await adm.call('slave.status', {})).slaves.find((x) => x.name === 'w1')!;
     assert.equal(st.drained, true);
+  });
+
+  it('takes back an assignment not accepted in time once the store recovers, when taking it back failed for a while', async function () {
+    ({ farm, client } = await jobFarm({ acceptTimeoutMs: 300 }));
+    const file = farm.master.jobs.store.options.file;
+    const s = await TestSlave.enroll(farm, 'w1');
+    await s.connect();
+    await s.subscribe({ capacity: 1 });
+    s.mode = 'ignore';
+    // Every requeue of 'doomed' fails for a while (as SQLITE_IOERR / SQLITE_FULL would).
+    await sqlRun(file, `CREATE TRIGGER test_no_requeue BEFORE UPDATE ON jobs WHEN NEW.state IN ('queued','failed') AND OLD.state = 'dispatched' AND NEW.name = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+    const { job: d } = await client.call('job.submit', { job: job({ name: 'doomed' }) });
+    // The RPC accept timeout (300 ms) and the dispatcher's accept deadline (600 ms) both pass, and
+    // every try to take the assignment back fails.
+    await sleep(2_500);
+    await sqlRun(file, `DROP TRIGGER test_no_requeue`);
+    s.mode = 'accept';
+    const sched = farm.master.jobs.sched;
+    // Taken back once the store lets it (a setup failure of w1), and run again, on w1 (the only slave).
+    await waitJob(client, d.id, (x) => x.attempt === 2 && x.state === 'running', `job ${d.id} taken back and run again (dispatcher phase ${String(sched.phaseOf(d.id))})`, 8_000);
+    const g = await client.call('job.get', { id: d.id });
+    assert.match(g.attempts[0]!.reason ?? '', /did not accept attempt 1/);
+    // One slot, held by attempt 2 alone: a job submitted now waits.
+    assert.equal(sched.slave('w1')!.used, 1);
+    const { job: k } = await client.call('job.submit', { job: job({ name: 'next' }) });
+    assert.equal(k.state, 'queued');
+  });
+
+  it('does not lose a job whose dispatch write failed when its slave reconnects during the retry wait', async function () {
+    ({ farm, client } = await jobFarm({ acceptTimeoutMs: 300 }));
+    const file = farm.master.jobs.store.options.file;
+    const { s, j: a } = await runningOnNewSlave(farm, client);
+    await sqlRun(file, `CREATE TRIGGER test_no_dispatch BEFORE UPDATE ON jobs WHEN NEW.state = 'dispatched' AND NEW.name = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+    const { job: d } = await client.call('job.submit', { job: job({ name: 'doomed' }) });
+    assert.equal(d.state, 'queued');
+    await s.finish(a.id, 1);
+    await sleep(200);
+    await sqlRun(file, `DROP TRIGGER test_no_dispatch`);
+    // A network blip: the slave reconnects within the 1 s retry wait.
+    const closed = once(s.peer, 'close');
+    s.peer.destroy();
+    await closed;
+    await s.connect();
+    await s.subscribe({ capacity: 1 });
+    const sched = farm.master.jobs.sched;
+    await waitJob(client, d.id, (x) => x.state !== 'queued', `job ${d.id} dispatched (dispatcher phase: ${String(sched.phaseOf(d.id))}, queuedCount=${sched.queuedCount})`, 8_000);
   });
 });
