@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import ms from 'ms';
 import { BuilderError, ErrorCodes, RpcCallError, checkName, checkRelativePath, type CallContext, type ParamsOf, type ResultOf, type RpcMethods, type RpcPeer } from '../../protocol/index.js';
 import { CronRunner } from '../cron/index.js';
-import { Scheduler, schedJobOf, type Assignment, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
+import { Scheduler, schedJobOf, type Assignment, type DeadlineReport, type FinishResult, type Quarantine, type SchedJob } from '../scheduler/index.js';
 import { MasterStore, isFinalState, type Job, type NewJob, type TransitionResult } from '../store/index.js';
 import { inOrder } from '../in-order.js';
 import { fileAttempt, promotedOf } from './artifact-filing.js';
@@ -81,7 +81,7 @@ export class JobService {
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly logOrder = new Map<string, Promise<void>>();
   /** Jobs whose queued -> dispatched write is under way or being retried (dispatch, dispatchFailed). */
-  private readonly dispatching = new Set<number>();
+  private readonly dispatching = new Map<number, object>();
   /** attempt.finish calls in turn per `jobId:attempt`. */
   private readonly finishTurns = new Map<string, Promise<void>>();
   /** Attempts the master ended that are being killed, by job: their slots free at the slave's report, or at the deadline (`timer`, once the slave confirmed the kill). */
@@ -384,7 +384,10 @@ export class JobService {
     let r: TransitionResult;
     // Until its write is settled, the store has the job queued while the dispatcher holds it for
     // a.slave: a reconcile or grace expiry of that slave must not take the store's word for it.
-    this.dispatching.add(a.jobId);
+    // Its own mark: a dispatch of the job made by dispatchFailed sets one of its own, which this
+    // one must not take away.
+    const mark = {};
+    this.dispatching.set(a.jobId, mark);
     try {
       r = await this.store.dispatchJob(a.jobId, a.slave);
     } catch (e) {
@@ -392,7 +395,7 @@ export class JobService {
       await this.dispatchFailed(a);
       return;
     } finally {
-      this.dispatching.delete(a.jobId);
+      if (this.dispatching.get(a.jobId) === mark) this.dispatching.delete(a.jobId);
     }
     if (!r.ok) {
       this.log.info({ job: a.jobId, state: r.job?.state }, 'assignment dropped: the job left the queue');
@@ -646,11 +649,11 @@ export class JobService {
     const t = this.sched.tick();
     // First: nothing below (store calls that may fail) may hold these back.
     this.handle(t.assignments);
-    for (const x of t.timedOut) this.track('master timeout', this.retried(x, () => this.masterTimeout(x)));
+    for (const x of t.timedOut) this.track('master timeout', this.retried(x, 'timedOut', () => this.masterTimeout(x)));
     for (const e of t.expired) {
       this.track(
         'accept deadline',
-        this.retried(e, async () => {
+        this.retried(e, 'expired', async () => {
           // Taken back only while still dispatched to that slave: an attempt whose start is being
           // committed (the slave accepted in time; this master's write was slow) runs on, and one
           // whose dispatch write is still under way (or failed: dispatchFailed) is not the slave's
@@ -670,12 +673,12 @@ export class JobService {
    * written), the dispatcher reports it again DISPATCH_RETRY_MS later: an expired assignment
    * would otherwise hold its slots, and a timed-out job run past its deadline, for good.
    */
-  private async retried(x: Assignment, handle: () => Promise<void>): Promise<void> {
+  private async retried(x: DeadlineReport, kind: 'expired' | 'timedOut', handle: () => Promise<void>): Promise<void> {
     try {
       await handle();
     } catch (e) {
       this.log.error({ job: x.jobId, slave: x.slave, err: msgOf(e) }, 'could not handle a deadline; trying again shortly');
-      this.sched.reportAgain(x.jobId, Date.now() + DISPATCH_RETRY_MS);
+      this.sched.reportAgain(x, kind, Date.now() + DISPATCH_RETRY_MS);
       this.rearm();
     }
   }
@@ -742,7 +745,10 @@ export class JobService {
       } catch (e) {
         // The reconcile stopped the slave's grace period before its first store call: one that
         // failed left the slave unregistered with no grace running, and its jobs held for ever.
-        if (this.slaves.get(name)?.peer !== ctx.peer) this.startGrace(name);
+        if (this.slaves.get(name)?.peer !== ctx.peer) {
+          this.handle(this.sched.slaveDisconnected(name));
+          this.startGrace(name);
+        }
         throw e;
       }
     });
@@ -754,7 +760,10 @@ export class JobService {
     const old = this.slaves.get(name);
     if (old !== undefined && old.peer !== ctx.peer) {
       // The newest connection of a slave wins; the old one is probably dead and not yet noticed.
+      // Until this one is registered, the dispatcher sends it nothing (an assignment would find
+      // no connection and cost the job an attempt).
       this.slaves.delete(name);
+      this.handle(this.sched.slaveDisconnected(name));
       old.peer.destroy(new BuilderError('BUILDER_ERR_CONFLICT', 'replaced by a newer connection of the same slave'));
     }
     const grace = this.graceTimers.get(name);

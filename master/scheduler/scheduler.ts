@@ -68,6 +68,12 @@ export interface FinishResult {
   quarantined?: Quarantine;
 }
 
+/** One of tick()'s reports: the assignment, and which stay of the job in the dispatcher it was made for. */
+export interface DeadlineReport extends Assignment {
+  /** Stamped when the job entered the dispatcher: a report of an earlier stay is stale. */
+  readonly gen: number;
+}
+
 export interface TickResult {
   /**
    * Assignments past their accept deadline, each reported once. Their slots stay counted: the
@@ -75,12 +81,12 @@ export interface TickResult {
    * slave may have accepted it while the master's own start write was slow), then calls
    * jobFinished with `setupFailure` (and `requeue`). An attempt that did start is left alone.
    */
-  expired: Assignment[];
+  expired: DeadlineReport[];
   /**
    * Running jobs past their master-side deadline (the slave did not end them): persist
    * `timed_out`, tell the slave to kill, then call jobFinished. Each is reported once.
    */
-  timedOut: Assignment[];
+  timedOut: DeadlineReport[];
   assignments: Assignment[];
 }
 
@@ -120,6 +126,8 @@ interface QJob extends HeapItem {
   deadline: number;
   cls: JobClass | null;
   reservedOn: SlaveState | null;
+  /** Its stay in the dispatcher (see {@link DeadlineReport}). */
+  readonly gen: number;
 }
 
 class SlaveState {
@@ -192,6 +200,7 @@ export class Scheduler {
   private readonly avoidNotes = new Map<number, string>();
   private queued = 0;
   private holdSeq = 0;
+  private genSeq = 0;
 
   constructor(opts: SchedulerOptions = {}) {
     this.options = compileSchedulerOptions(opts);
@@ -442,17 +451,17 @@ export class Scheduler {
    */
   tick(): TickResult {
     const now = this.now();
-    const expired: Assignment[] = [];
-    const timedOut: Assignment[] = [];
+    const expired: DeadlineReport[] = [];
+    const timedOut: DeadlineReport[] = [];
     for (const j of [...this.timed]) {
       if (j.deadline > now) continue;
-      timedOut.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots });
+      timedOut.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots, gen: j.gen });
       this.timed.delete(j);
       j.deadline = Infinity;
     }
     for (const j of [...this.assigned]) {
       if (j.acceptBy > now) continue;
-      expired.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots });
+      expired.push({ jobId: j.id, slave: j.slave!.name, slots: j.slots, gen: j.gen });
       this.assigned.delete(j);
       j.acceptBy = Infinity;
     }
@@ -460,16 +469,20 @@ export class Scheduler {
   }
 
   /**
-   * A report of {@link tick} whose handling failed (the store could not be read or written): the
-   * assignment (still assigned) or the running job (still past its deadline) is reported again by
-   * the first tick at or after `at`, instead of never.
+   * A report of {@link tick} whose handling failed (the store could not be read or written): an
+   * `expired` one is reported again by the first tick at or after `at` if that same stay of the
+   * job is still assigned to that slave; a `timedOut` one if it is still running there. A report
+   * of an earlier stay (the job was requeued and placed again meanwhile), or of an assignment
+   * that has started since, is dropped: it would cut the new one's accept time or time out a job
+   * that is running well.
    */
-  reportAgain(jobId: number, at: number): void {
-    const j = this.jobs.get(jobId);
-    if (j?.phase === 'assigned') {
+  reportAgain(r: DeadlineReport, kind: 'expired' | 'timedOut', at: number): void {
+    const j = this.jobs.get(r.jobId);
+    if (j === undefined || j.gen !== r.gen || j.slave?.name !== r.slave) return;
+    if (kind === 'expired' && j.phase === 'assigned' && !this.assigned.has(j)) {
       j.acceptBy = at;
       this.assigned.add(j);
-    } else if (j?.phase === 'running') {
+    } else if (kind === 'timedOut' && j.phase === 'running' && !this.timed.has(j)) {
       j.deadline = at;
       this.timed.add(j);
     }
@@ -559,6 +572,7 @@ export class Scheduler {
       cls: null,
       reservedOn: null,
       heapIndex: -1,
+      gen: ++this.genSeq,
     };
   }
 

@@ -180,6 +180,36 @@ describe('master jobs: slaves that leave and come back', function () {
       assert.equal(a.attempt, 2);
     });
 
+    it('takes a slave whose new connection replaced a live one, and whose re-subscribe then failed, as gone: a job for it waits', async function () {
+      const s1 = await TestSlave.enroll(farm, 'w1');
+      await s1.connect();
+      await s1.subscribe();
+      const id = await running(s1);
+      const store = farm.master.jobs.store;
+      const real = store.getJob.bind(store);
+      let failed = false;
+      (store as unknown as { getJob: typeof store.getJob }).getJob = async (jid: number) => {
+        if (!failed && jid === id) {
+          failed = true;
+          throw new Error('SQLITE_IOERR: disk I/O error (injected)');
+        }
+        return real(jid);
+      };
+      // A second connection while the first is still registered (a half-open one the slave gave up on).
+      const old = s1.peer;
+      await s1.connect();
+      await assert.rejects(s1.subscribe({ running: [{ jobId: id, attempt: 1, slots: 1 }] }));
+      (store as unknown as { getJob: typeof store.getJob }).getJob = real;
+      old.destroy();
+      const { job: k } = await client.call('job.submit', { job: job({ name: 'waits' }) });
+      await new Promise((r) => setTimeout(r, 300));
+      const g = await client.call('job.get', { id: k.id });
+      // Not sent to a connection that is not there, again and again, each costing an attempt.
+      assert.equal(g.job.state, 'queued');
+      assert.equal(g.job.attempt, 0);
+      assert.match(g.waiting ?? '', /is connected/);
+    });
+
     it('fails the job when it has no attempt left', async function () {
       const s = await TestSlave.enroll(farm, 'w1');
       await s.connect();

@@ -164,7 +164,7 @@ describe('master/scheduler Scheduler', () => {
       assert.deepEqual(s.tick().expired, []);
       clock.t += 1;
       const t = s.tick();
-      assert.deepEqual(t.expired, [{ jobId: j.id, slave: 'slow', slots: 1 }]);
+      assert.deepEqual(t.expired.map(({ gen: _gen, ...a }) => a), [{ jobId: j.id, slave: 'slow', slots: 1 }]);
       // Reported, not freed: the store decides (the slave may have accepted while the start's
       // write was slow). Reported once.
       assert.equal(s.phaseOf(j.id), 'assigned');
@@ -181,6 +181,33 @@ describe('master/scheduler Scheduler', () => {
     });
   });
 
+  describe('when a deadline report could not be handled and is handed back (reportAgain)', () => {
+    it('reports it again at the time given while it is the same stay on the same slave, and drops a stale one', () => {
+      s.slaveConnected({ name: 'w', channels: ['stable'], arches: ['x86_64'], capacity: 1 });
+      const j = job({ timeoutMs: 1_000 });
+      s.jobQueued(j);
+      clock.t += 5_000;
+      const [e] = s.tick().expired;
+      assert.ok(e !== undefined);
+      // Still assigned: reported again at the time given, once.
+      s.reportAgain(e, 'expired', clock.t + 1_000);
+      s.reportAgain(e, 'expired', clock.t + 9_000);
+      assert.equal(s.nextWakeAt(), clock.t + 1_000);
+      clock.t += 1_000;
+      assert.deepEqual(s.tick().expired, [e]);
+      // It started meanwhile: the accept report is stale, and must not become a timeout.
+      s.jobStarted(j.id);
+      s.reportAgain(e, 'expired', clock.t + 1_000);
+      s.reportAgain(e, 'timedOut', clock.t + 1_000);
+      assert.equal(s.nextWakeAt(), clock.t + 1_000 + 60_000, 'only its own master-side deadline (timeout + grace)');
+      // Requeued and placed again on the same slave: the old report does not cut the new accept time.
+      s.jobFinished(j.id, { requeue: j });
+      assert.equal(s.phaseOf(j.id), 'assigned');
+      s.reportAgain(e, 'expired', clock.t + 1_000);
+      assert.equal(s.nextWakeAt(), clock.t + 5_000);
+    });
+  });
+
   describe('when a running job outlives its timeout', () => {
     it('reports it once at timeout + grace (master-side timeout), including a job restored after a restart', () => {
       s = new Scheduler({ now: clock.now, timeoutGraceMs: 1_000 });
@@ -192,11 +219,11 @@ describe('master/scheduler Scheduler', () => {
       s.jobHeld(held, 'w', 'running', clock.t - 5_000);
       assert.equal(s.nextWakeAt(), clock.t + 1_000);
       clock.t += 1_000;
-      assert.deepEqual(s.tick().timedOut, [{ jobId: held.id, slave: 'w', slots: 1 }]);
+      assert.deepEqual(s.tick().timedOut.map(({ gen: _gen, ...a }) => a), [{ jobId: held.id, slave: 'w', slots: 1 }]);
       clock.t += 9_999;
       assert.deepEqual(s.tick().timedOut, []);
       clock.t += 1;
-      assert.deepEqual(s.tick().timedOut, [{ jobId: j.id, slave: 'w', slots: 1 }]);
+      assert.deepEqual(s.tick().timedOut.map(({ gen: _gen, ...a }) => a), [{ jobId: j.id, slave: 'w', slots: 1 }]);
       assert.deepEqual(s.tick().timedOut, [], 'reported once');
       assert.equal(s.phaseOf(j.id), 'running', 'still holds its slots until the caller ends it');
       s.jobFinished(j.id);
