@@ -26,6 +26,23 @@ describe('master jobs: slaves that leave and come back', function () {
     return j.id;
   }
 
+  /** The store's next read of job `id` fails (as one SQLITE_IOERR would); the returned call puts the store back. */
+  function failGetJobOnce(id: number): () => void {
+    const store = farm.master.jobs.store;
+    const real = store.getJob.bind(store);
+    let failed = false;
+    (store as unknown as { getJob: typeof store.getJob }).getJob = async (jid: number) => {
+      if (!failed && jid === id) {
+        failed = true;
+        throw new Error('SQLITE_IOERR: disk I/O error (injected)');
+      }
+      return real(jid);
+    };
+    return () => {
+      (store as unknown as { getJob: typeof store.getJob }).getJob = real;
+    };
+  }
+
   async function drop(s: TestSlave): Promise<void> {
     const closed = once(s.peer, 'close');
     s.peer.destroy();
@@ -159,19 +176,10 @@ describe('master jobs: slaves that leave and come back', function () {
       await drop(s1);
       // One transient store error while the master handles the re-subscribe (after it stopped
       // the grace period): the slave then never comes back.
-      const store = farm.master.jobs.store;
-      const real = store.getJob.bind(store);
-      let failed = false;
-      (store as unknown as { getJob: typeof store.getJob }).getJob = async (jid: number) => {
-        if (!failed && jid === id) {
-          failed = true;
-          throw new Error('SQLITE_IOERR: disk I/O error (injected)');
-        }
-        return real(jid);
-      };
+      const restore = failGetJobOnce(id);
       await s1.connect();
       await assert.rejects(s1.subscribe({ running: [{ jobId: id, attempt: 1, slots: 1 }] }));
-      (store as unknown as { getJob: typeof store.getJob }).getJob = real;
+      restore();
       await drop(s1);
       const s2 = await TestSlave.enroll(farm, 'w2');
       await s2.connect();
@@ -185,21 +193,12 @@ describe('master jobs: slaves that leave and come back', function () {
       await s1.connect();
       await s1.subscribe();
       const id = await running(s1);
-      const store = farm.master.jobs.store;
-      const real = store.getJob.bind(store);
-      let failed = false;
-      (store as unknown as { getJob: typeof store.getJob }).getJob = async (jid: number) => {
-        if (!failed && jid === id) {
-          failed = true;
-          throw new Error('SQLITE_IOERR: disk I/O error (injected)');
-        }
-        return real(jid);
-      };
+      const restore = failGetJobOnce(id);
       // A second connection while the first is still registered (a half-open one the slave gave up on).
       const old = s1.peer;
       await s1.connect();
       await assert.rejects(s1.subscribe({ running: [{ jobId: id, attempt: 1, slots: 1 }] }));
-      (store as unknown as { getJob: typeof store.getJob }).getJob = real;
+      restore();
       old.destroy();
       const { job: k } = await client.call('job.submit', { job: job({ name: 'waits' }) });
       await new Promise((r) => setTimeout(r, 300));

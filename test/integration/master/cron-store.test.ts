@@ -63,6 +63,21 @@ describe('master/cron with the SQLite store', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
+  /** A store and a started runner on manual timers, the clock at `at` (move it with `t.v`); what fires and fails is collected. */
+  async function runnerAt(at: string) {
+    const t = { v: Date.parse(at) };
+    const now = (): number => t.v;
+    const store = await MasterStore.open({ dir, now });
+    open.push(store);
+    const timers = new ManualTimers(now);
+    const fired: Job[] = [];
+    const errors: string[] = [];
+    const r = new CronRunner(store, (j) => fired.push(j), { now, timers, onError: (e) => errors.push((e as Error).message) });
+    open.push(r);
+    await r.start();
+    return { t, now, store, timers, fired, errors, r };
+  }
+
   describe('when the master is down over several ticks and restarts', () => {
     it('creates exactly one job for the missed ticks, durably, and goes on from now', async () => {
       let t = Date.parse('2026-05-01T10:00:30Z');
@@ -107,15 +122,7 @@ describe('master/cron with the SQLite store', function () {
 
   describe('when a time zone changes its clock by 30 or 45 minutes', () => {
     it('Pacific/Chatham */15 at the end of DST: one tick makes one job, and the next time is after now', async () => {
-      const t = { v: Date.parse('2026-04-04T12:50:00Z') };
-      const now = () => t.v;
-      const store = await MasterStore.open({ dir, now });
-      open.push(store);
-      const timers = new ManualTimers(now);
-      const fired: Job[] = [];
-      const r = new CronRunner(store, (j) => fired.push(j), { now, timers });
-      open.push(r);
-      await r.start();
+      const { t, store, timers, fired, r } = await runnerAt('2026-04-04T12:50:00Z');
       const s = await r.add({ id: 'chatham', cron: '*/15 * * * *', tz: 'Pacific/Chatham', template });
       assert.equal(iso(s.nextFireAt!), '2026-04-04T13:00:00.000Z');
       t.v = Date.parse('2026-04-04T13:00:00Z');
@@ -135,16 +142,7 @@ describe('master/cron with the SQLite store', function () {
     });
 
     it('Australia/Lord_Howe 0 3 * * * on the day DST ends: fires at 03:00 local on both days, not 22.5 h late', async () => {
-      const t = { v: Date.parse('2026-04-03T15:30:00Z') };
-      const now = () => t.v;
-      const store = await MasterStore.open({ dir, now });
-      open.push(store);
-      const timers = new ManualTimers(now);
-      const fired: Job[] = [];
-      const errors: string[] = [];
-      const r = new CronRunner(store, (j) => fired.push(j), { now, timers, onError: (e) => errors.push((e as Error).message) });
-      open.push(r);
-      await r.start();
+      const { t, store, timers, fired, errors, r } = await runnerAt('2026-04-03T15:30:00Z');
       const s = await r.add({ id: 'lhi', cron: '0 3 * * *', tz: 'Australia/Lord_Howe', template });
       assert.equal(iso(s.nextFireAt!), '2026-04-03T16:00:00.000Z'); // 03:00 +11:00 on 4 April
       await runUntil(t, timers, r, Date.parse('2026-04-03T16:02:00Z'));
@@ -159,15 +157,7 @@ describe('master/cron with the SQLite store', function () {
 
   describe('when an expression uses H (hashed)', () => {
     it('draws its values once per schedule: H H * * * fires once a day, at the same time', async () => {
-      const t = { v: Date.parse('2026-05-01T00:00:30Z') };
-      const now = () => t.v;
-      const store = await MasterStore.open({ dir, now });
-      open.push(store);
-      const timers = new ManualTimers(now);
-      const fired: Job[] = [];
-      const r = new CronRunner(store, (j) => fired.push(j), { now, timers });
-      open.push(r);
-      await r.start();
+      const { t, now, store, timers, fired, r } = await runnerAt('2026-05-01T00:00:30Z');
       const s = await r.add({ id: 'daily-3f2a9c1e', cron: 'H H * * *', template });
       await runUntil(t, timers, r, Date.parse('2026-05-31T00:00:30Z'));
       assert.equal(fired.length, 30);
