@@ -74,24 +74,20 @@ export class InputStore {
   }
 
   /** The stored inputs (uploads in progress and other files left out) last used before `before` (ms). */
-  async unusedSince(before: number): Promise<string[]> {
-    let names: string[];
-    try {
-      names = (await readdir(this.root)).filter((n) => SHA256_RE.test(n));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
-    }
-    const out: string[] = [];
-    for (const n of names) {
-      const st = await lstat(join(this.root, n)).catch(() => undefined);
-      if (st?.isFile() === true && st.mtimeMs < before) out.push(n);
-    }
-    return out;
+  unusedSince(before: number): Promise<string[]> {
+    return this.filesOlderThan(before, (n) => (SHA256_RE.test(n) ? n : undefined));
   }
 
   /** Inputs whose partial upload (`<sha256>.part`) was last written before `before` (ms). */
-  async partsUntouchedSince(before: number): Promise<string[]> {
+  partsUntouchedSince(before: number): Promise<string[]> {
+    return this.filesOlderThan(before, (n) => {
+      const sha = n.endsWith('.part') ? n.slice(0, -'.part'.length) : undefined;
+      return sha !== undefined && SHA256_RE.test(sha) ? sha : undefined;
+    });
+  }
+
+  /** The sha256 (`shaOf` a file name) of each regular file in the root last modified before `before` (ms). */
+  private async filesOlderThan(before: number, shaOf: (name: string) => string | undefined): Promise<string[]> {
     let names: string[];
     try {
       names = await readdir(this.root);
@@ -101,8 +97,8 @@ export class InputStore {
     }
     const out: string[] = [];
     for (const n of names) {
-      const sha = n.endsWith('.part') ? n.slice(0, -'.part'.length) : undefined;
-      if (sha === undefined || !SHA256_RE.test(sha)) continue;
+      const sha = shaOf(n);
+      if (sha === undefined) continue;
       const st = await lstat(join(this.root, n)).catch(() => undefined);
       if (st?.isFile() === true && st.mtimeMs < before) out.push(sha);
     }

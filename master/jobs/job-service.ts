@@ -1160,32 +1160,33 @@ export class JobService {
     const before = Date.now() - this.options.inputRetentionMs;
     // Partial uploads left longer than the retention: their client gave up (a resume within the
     // retention keeps them; an upload open now is never touched).
-    let parts = 0;
-    for (const sha of await this.inputs.partsUntouchedSince(before)) {
-      if (this.stopping) break;
-      try {
-        if (await inOrder(this.inputTurns, sha, () => this.inputs.removePartIfUntouchedSince(sha, before))) parts++;
-      } catch (e) {
-        this.log.warn({ sha256: sha, err: msgOf(e) }, 'input retention: cannot remove a partial upload; tried again at the next pass');
-      }
-    }
+    const parts = await this.removeInputs(await this.inputs.partsUntouchedSince(before), 'a partial upload', (sha) => this.inputs.removePartIfUntouchedSince(sha, before));
     if (parts > 0) this.log.info({ uploads: parts, untouchedSince: new Date(before).toISOString() }, 'abandoned input uploads removed by retention');
     const old = await this.inputs.unusedSince(before);
     // The query over every live job's inputs (hundreds of ms with 100,000 queued) only when there is something to decide.
     if (old.length === 0) return;
     const inUse = await this.store.inputsInUse();
-    let removed = 0;
-    for (const sha of old) {
+    const removed = await this.removeInputs(
+      old.filter((sha) => !inUse.has(sha)),
+      'an input',
+      (sha) => this.inputs.removeIfUnusedSince(sha, before),
+    );
+    if (removed > 0) this.log.info({ inputs: removed, unusedSince: new Date(before).toISOString() }, 'inputs removed by retention');
+  }
+
+  /** Runs `remove` for each input in its turn (against the uses that mark it); how many went. */
+  private async removeInputs(shas: readonly string[], what: string, remove: (sha: string) => Promise<boolean>): Promise<number> {
+    let n = 0;
+    for (const sha of shas) {
       if (this.stopping) break;
-      if (inUse.has(sha)) continue;
       try {
-        if (await inOrder(this.inputTurns, sha, () => this.inputs.removeIfUnusedSince(sha, before))) removed++;
+        if (await inOrder(this.inputTurns, sha, () => remove(sha))) n++;
       } catch (e) {
         // One that cannot go (permissions) does not hold back the others.
-        this.log.warn({ sha256: sha, err: msgOf(e) }, 'input retention: cannot remove; tried again at the next pass');
+        this.log.warn({ sha256: sha, err: msgOf(e) }, `input retention: cannot remove ${what}; tried again at the next pass`);
       }
     }
-    if (removed > 0) this.log.info({ inputs: removed, unusedSince: new Date(before).toISOString() }, 'inputs removed by retention');
+    return n;
   }
 
   /**

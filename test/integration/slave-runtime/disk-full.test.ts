@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SlaveRuntime } from '../../../slave/index.js';
-import { attemptDirs, fastRuntimeOptions, killGroups, slaveTestBed, startRuntime, until } from './helpers/setup.js';
+import { attemptDirs, fastRuntimeOptions, slaveTestBed, startRuntime, stopRuntime, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
 
 describe('slave runtime: a disk that fills while a job writes its log (attempts on a 96 KiB tmpfs; needs root)', function () {
@@ -28,13 +28,9 @@ describe('slave runtime: a disk that fills while a job writes its log (attempts 
     }
   });
   afterEach(async function () {
-    killGroups(pids);
-    if (rt !== undefined) {
-      const r = rt;
-      rt = undefined;
-      for (const a of r.attempts()) if (a.pid !== undefined) pids.push(a.pid);
-      await r.shutdown();
-    }
+    const r = rt;
+    rt = undefined;
+    await stopRuntime(r, pids);
     await master.close();
     if (mnt !== undefined) execFileSync('umount', [mnt]);
     mnt = undefined;

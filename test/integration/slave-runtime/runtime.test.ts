@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BuilderError, ErrorCodes, RpcCallError } from '../../../protocol/index.js';
 import type { SlaveRuntime } from '../../../slave/index.js';
-import { alive, attemptDirs, fastRuntimeOptions, killGroups, readSlotRecord, slaveTestBed, startRuntime, until } from './helpers/setup.js';
+import { alive, attemptDirs, fastRuntimeOptions, readSlotRecord, slaveTestBed, startRuntime, stopRuntime, until } from './helpers/setup.js';
 import type { TestMaster } from './helpers/test-master.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -26,13 +26,9 @@ describe('slave runtime against a real RPC master (mutual TLS, real processes)',
     await master.listen(0);
   });
   afterEach(async function () {
-    killGroups(pids);
-    if (rt !== undefined) {
-      const r = rt;
-      rt = undefined;
-      for (const a of r.attempts()) if (a.pid !== undefined) pids.push(a.pid);
-      await r.shutdown();
-    }
+    const r = rt;
+    rt = undefined;
+    await stopRuntime(r, pids);
     await master.close();
   });
 

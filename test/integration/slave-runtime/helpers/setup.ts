@@ -93,6 +93,17 @@ export function killGroups(groups: number[]): void {
   }
 }
 
+/**
+ * A test's teardown of its runtime: kills the groups left from before, notes the groups of the
+ * attempts `rt` still holds (killed by the next teardown, should shutdown leave them), and shuts it down.
+ */
+export async function stopRuntime(rt: SlaveRuntime | undefined, groups: number[]): Promise<void> {
+  killGroups(groups);
+  if (rt === undefined) return;
+  for (const a of rt.attempts()) if (a.pid !== undefined) groups.push(a.pid);
+  await rt.shutdown();
+}
+
 /** What {@link slaveTestBed} gives each test. */
 export interface SlaveTestBed {
   /** The file's temp dir (removed after the last test). */
